@@ -1,0 +1,1 @@
+"""ztml serving stack."""

@@ -1,0 +1,1 @@
+"""The ``ztml`` command line."""

@@ -1,0 +1,1 @@
+"""Find, check and install the external tools ztml runs (OPA, PostgreSQL, ...)."""

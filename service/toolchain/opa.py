@@ -1,0 +1,99 @@
+"""Locate (and, when asked, install) the pinned OPA binary.
+
+OPA is a Go program, not a Python package. ztml pins one 1.x version and installs it
+with ``go install`` into a project-local bin directory when no ``opa`` of that version
+is found, so that policy tests and the local stack always run the same engine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from service.toolchain.errors import ToolInstallError, ToolMissingError
+from service.toolchain.paths import tools_bin
+
+OPA_VERSION = "1.22.2"
+OPA_MODULE = "github.com/open-policy-agent/opa"
+
+INSTALL_HINT = (
+    f"Install Go (https://go.dev/dl/) and run `scripts/run setup`, or run "
+    f"`GOBIN=$PWD/.tools/bin go install {OPA_MODULE}@v{OPA_VERSION}`; without Go, download "
+    f"the OPA {OPA_VERSION} release binary for your platform, make it executable and set "
+    f"ZTML_OPA=/path/to/opa."
+)
+
+
+def opa_version(binary: Path) -> str | None:
+    """Return the version an ``opa`` binary reports, or None if it does not run."""
+    try:
+        out = subprocess.run(
+            [str(binary), "version"], capture_output=True, text=True, timeout=20, check=False
+        ).stdout
+    except OSError:
+        return None
+    match = re.search(r"^Version:\s*(\S+)", out, re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def _candidates() -> list[Path]:
+    found: list[Path] = []
+    if env := os.environ.get("ZTML_OPA"):
+        found.append(Path(env))
+    found.append(tools_bin() / "opa")
+    if on_path := shutil.which("opa"):
+        found.append(Path(on_path))
+    return found
+
+
+def find_opa() -> Path:
+    """Return the path of an ``opa`` binary of the pinned version.
+
+    Raises:
+        ToolMissingError: no binary of the pinned version was found; the message
+            says how to install it.
+    """
+    seen: list[str] = []
+    for candidate in _candidates():
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            version = opa_version(candidate)
+            if version == OPA_VERSION:
+                return candidate
+            seen.append(f"{candidate} (version {version or 'unknown'})")
+    where = f" Found only: {', '.join(seen)}." if seen else ""
+    raise ToolMissingError(f"OPA {OPA_VERSION} is not installed.{where} {INSTALL_HINT}")
+
+
+def install_opa() -> Path:
+    """Return the pinned OPA, installing it with ``go install`` when it is missing.
+
+    Installing twice is harmless: an existing binary of the right version is reused.
+
+    Raises:
+        ToolMissingError: Go is not available to build OPA.
+        ToolInstallError: ``go install`` failed.
+    """
+    try:
+        return find_opa()
+    except ToolMissingError:
+        pass
+    go = shutil.which("go")
+    if go is None:
+        raise ToolMissingError(f"OPA {OPA_VERSION} is missing and Go is not installed. {INSTALL_HINT}")
+    target = tools_bin()
+    target.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GOBIN": str(target)}
+    result = subprocess.run(
+        [go, "install", f"{OPA_MODULE}@v{OPA_VERSION}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if result.returncode != 0:
+        tail = "\n".join(result.stderr.strip().splitlines()[-5:])
+        raise ToolInstallError(f"`go install {OPA_MODULE}@v{OPA_VERSION}` failed:\n{tail}")
+    return find_opa()

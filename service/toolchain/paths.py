@@ -1,0 +1,24 @@
+"""Where ztml keeps its state and its project-local tools.
+
+State lives under ``$ZTML_HOME`` (default ``~/.ztml``); tools that are not Python
+packages (the OPA binary) are installed into ``$ZTML_TOOLS`` (default ``.tools/bin``
+in the project checkout, next to ``pyproject.toml``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+POLICIES_DIR = PROJECT_ROOT / "policies"
+
+
+def ztml_home() -> Path:
+    """Return the state directory (keys, ledger, audit log, models, review queue)."""
+    return Path(os.environ.get("ZTML_HOME", Path.home() / ".ztml")).expanduser()
+
+
+def tools_bin() -> Path:
+    """Return the project-local directory that holds installed tool binaries."""
+    return Path(os.environ.get("ZTML_TOOLS", PROJECT_ROOT / ".tools" / "bin")).expanduser()
