@@ -1,0 +1,48 @@
+"""``ztml keys``: create and list the Ed25519 keys ztml signs with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from service.keys.errors import KeyError_
+from service.keys.store import STANDARD_KEYS, init_keys
+from service.toolchain.paths import ztml_home
+
+app = typer.Typer(help="Create and list signing keys (Ed25519, 0600 files in a 0700 directory).")
+err_console = Console(stderr=True)
+
+
+@app.command("init")
+def init(
+    directory: Annotated[
+        Path | None, typer.Option(help="Key directory (default: $ZTML_HOME/keys).")
+    ] = None,
+    name: Annotated[
+        list[str] | None,
+        typer.Option("--name", help="Key to create (repeatable). Default: the standard set."),
+    ] = None,
+) -> None:
+    """Create missing keys (trainer, approver, audit, issuer); existing keys are kept.
+
+    Private keys are written 0600 in a 0700 directory and never printed; only their key
+    ids and the public key paths are shown.
+    """
+    target = directory or ztml_home() / "keys"
+    try:
+        infos = init_keys(target, name or list(STANDARD_KEYS))
+    except KeyError_ as err:
+        err_console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(1) from None
+    table = Table(title=f"keys in {target}")
+    for column in ("name", "key id", "public key", "status"):
+        table.add_column(column)
+    for info in infos:
+        table.add_row(
+            info.name, info.key_id, str(info.public_path), "created" if info.created else "kept"
+        )
+    Console().print(table)
