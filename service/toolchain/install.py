@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         bin_dir = find_postgres_bin()
         if bin_dir is None:
-            print("PostgreSQL server binaries not found (apt-get install postgresql)", file=sys.stderr)
+            print(
+                "PostgreSQL server binaries not found (apt-get install postgresql)", file=sys.stderr
+            )
             return 1
         print(bin_dir)
         return 0

@@ -82,7 +82,9 @@ def install_opa() -> Path:
         pass
     go = shutil.which("go")
     if go is None:
-        raise ToolMissingError(f"OPA {OPA_VERSION} is missing and Go is not installed. {INSTALL_HINT}")
+        raise ToolMissingError(
+            f"OPA {OPA_VERSION} is missing and Go is not installed. {INSTALL_HINT}"
+        )
     target = tools_bin()
     target.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "GOBIN": str(target)}
