@@ -28,7 +28,10 @@ app = typer.Typer(
 )
 
 # (module holding a Typer app named `app`, sub-command name). Each area adds its line.
-SUBCOMMANDS: tuple[tuple[str, str], ...] = (("service.keys.cli", "keys"),)
+SUBCOMMANDS: tuple[tuple[str, str], ...] = (
+    ("service.keys.cli", "keys"),
+    ("service.authn.cli", "token"),
+)
 
 for _module, _name in SUBCOMMANDS:
     _sub = importlib.import_module(_module).app

@@ -1,0 +1,28 @@
+"""Request authentication: EdDSA/ES256 bearer JWTs and mutual TLS for the local stack."""
+
+from service.authn.errors import (
+    AuthenticationError,
+    AuthnError,
+    IssuerConfigError,
+    TLSSetupError,
+    TokenIssueError,
+)
+from service.authn.issuer import ensure_local_issuer, issue_token
+from service.authn.trust import DEFAULT_AUDIENCE, LOCAL_ISSUER, IssuerTrust, TrustedKey
+from service.authn.verifier import Claims, JWTVerifier
+
+__all__ = [
+    "DEFAULT_AUDIENCE",
+    "LOCAL_ISSUER",
+    "AuthenticationError",
+    "AuthnError",
+    "Claims",
+    "IssuerConfigError",
+    "IssuerTrust",
+    "JWTVerifier",
+    "TLSSetupError",
+    "TokenIssueError",
+    "TrustedKey",
+    "ensure_local_issuer",
+    "issue_token",
+]
