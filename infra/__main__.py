@@ -1,0 +1,112 @@
+"""The ztml stack: read the typed config, pass the deploy gate, wire the components."""
+
+# ruff: noqa: E402
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `pulumi` runs this directory with runpy, which puts it first on sys.path: modules here
+# (secrets.py, tls.py, config.py) must not shadow the standard library or other packages,
+# and `infra` must resolve as a package from the repository root.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if str(_HERE.parent) not in sys.path:
+    sys.path.insert(0, str(_HERE.parent))
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.config import PROJECT_ROOT, StackConfig, read_stack_config
+from infra.gate import enforce_deploy_gate
+from infra.model_service import MODEL_LABELS, SERVICE_PORT, ModelService, ModelServiceArgs
+from infra.namespace import Namespace, NamespaceArgs
+from infra.network import Network, NetworkArgs
+from infra.policy_engine import PolicyEngine, PolicyEngineArgs, load_policy_bundle
+from infra.records import POSTGRES_LABELS, Records, RecordsArgs
+from infra.secrets import TrustSecrets, TrustSecretsArgs
+from infra.tls import MtlsArgs, MtlsCertificates
+
+
+def main(config: StackConfig | None = None) -> None:
+    """Declare the stack; the deploy gate runs before the model service is declared."""
+    cfg = config if config is not None else read_stack_config()
+    gate = enforce_deploy_gate(cfg)
+    provider = k8s.Provider("ztml-k8s", context=cfg.kube_context)
+    opts = pulumi.ResourceOptions(providers={"kubernetes": provider})
+
+    namespace = Namespace("ztml", NamespaceArgs(name=cfg.namespace), opts=opts)
+    ns = namespace.name
+    Network(
+        "ztml",
+        NetworkArgs(
+            namespace=ns,
+            model_labels=MODEL_LABELS,
+            service_port=SERVICE_PORT,
+            client_namespaces=cfg.client_namespaces,
+            postgres_labels=POSTGRES_LABELS if cfg.uses_postgres else None,
+        ),
+        opts=opts,
+    )
+    certs = MtlsCertificates("ztml-mtls", MtlsArgs(namespace=ns), opts=opts)
+    trust = TrustSecrets(
+        "ztml-trust",
+        TrustSecretsArgs(
+            namespace=ns,
+            issuers=cfg.trusted_issuers,
+            trainer_key_ids=cfg.trainer_key_ids,
+            approver_key_ids=cfg.approver_key_ids,
+            trust_keys=cfg.trust_keys,
+        ),
+        opts=opts,
+    )
+    opa = PolicyEngine(
+        "ztml-opa",
+        PolicyEngineArgs(
+            namespace=ns,
+            image=cfg.opa_image,
+            bundle=load_policy_bundle(PROJECT_ROOT / "policies"),
+            tls=cfg.opa_tls,
+            opa_tls_secret_name=certs.opa_secret_name,
+            service_tls_secret_name=certs.service_secret_name,
+        ),
+        opts=opts,
+    )
+    records = Records(
+        "ztml-records",
+        RecordsArgs(
+            namespace=ns,
+            replicas=cfg.replicas,
+            storage_class=cfg.storage_class,
+            storage_size=cfg.storage_size,
+            ledger_export_json=gate.evidence.text,
+            postgres_image=cfg.postgres_image,
+            postgres_password=cfg.postgres_password,
+        ),
+        opts=opts,
+    )
+    model = ModelService(
+        "ztml-model",
+        ModelServiceArgs(
+            namespace=ns,
+            image=cfg.image,
+            model_digest=gate.digest,
+            replicas=cfg.replicas,
+            max_replicas=cfg.max_replicas,
+            parts=(opa.pod_parts, records.pod_parts, trust.pod_parts),
+        ),
+        opts=opts,
+    )
+
+    pulumi.export("namespace", ns)
+    pulumi.export("modelDigest", gate.digest)
+    pulumi.export("policyDigest", opa.policy_digest)
+    pulumi.export("serviceName", model.service_name)
+    pulumi.export("servicePort", model.service_port)
+    pulumi.export("deploymentName", model.deployment_name)
+    pulumi.export("ledgerBackend", records.backend)
+    pulumi.export("caCertPem", certs.ca_cert_pem)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,448 @@
+"""The stack's typed, validated configuration, read once.
+
+Every ``ztml:<key>`` value is checked here; a bad value raises :class:`ConfigError` naming
+the key and the accepted values, which fails ``pulumi preview`` before anything is
+declared. Secrets (issuer and trust public keys, the PostgreSQL password) keep their
+Pulumi secret marking: they are wrapped in ``pulumi.Output.secret`` and only ever reach
+the cluster as Secret files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from infra.errors import ConfigError
+
+PROJECT = "ztml"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9.\-_/:]*@sha256:[0-9a-f]{64}$")
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+KEY_ID_RE = re.compile(r"^ed25519:[0-9a-f]{16}$")
+DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+CONTEXT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:/\-]{0,252}$")
+QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti)$")
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
+PEM_PUBLIC_RE = re.compile(
+    r"^-----BEGIN PUBLIC KEY-----\n[A-Za-z0-9+/=\n]+-----END PUBLIC KEY-----\n?$"
+)
+
+Target = Literal["k3d"] | str
+OpaTls = Literal["mtls", "none"]
+OPA_TLS_VALUES: tuple[OpaTls, ...] = ("mtls", "none")
+MAX_REPLICAS = 20
+CONFIG_KEYS: tuple[str, ...] = (
+    "target",
+    "k3dCluster",
+    "namespace",
+    "image",
+    "opaImage",
+    "postgresImage",
+    "modelDigest",
+    "replicas",
+    "maxReplicas",
+    "minRobustAccuracy",
+    "epsilon",
+    "attack",
+    "minSteps",
+    "trustedIssuers",
+    "trainerKeyIds",
+    "approverKeyIds",
+    "ledgerTrustKeys",
+    "ledgerExport",
+    "storageClass",
+    "storageSize",
+    "opaTls",
+    "clientNamespaces",
+    "postgresPassword",
+)
+
+
+@dataclass(frozen=True)
+class TrustedIssuer:
+    """A JWT issuer the service accepts.
+
+    Attributes:
+        iss: The ``iss`` claim value.
+        kid: The key id in the token header.
+        public_key_pem: The issuer's public key (PEM, SubjectPublicKeyInfo).
+    """
+
+    iss: str
+    kid: str
+    public_key_pem: str
+
+
+@dataclass(frozen=True)
+class TrustKey:
+    """A ledger signer's public key the service uses to verify the ledger.
+
+    Attributes:
+        key_id: ``ed25519:<16 hex>`` as computed by ``service.keys.key_id``.
+        public_key_pem: The public key (PEM).
+    """
+
+    key_id: str
+    public_key_pem: str
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Deploy-gate requirements passed to the provenance policy.
+
+    Attributes:
+        min_robust_accuracy: Lowest robust accuracy accepted, in [0, 1].
+        epsilon: The L-inf attack budget the evaluation must have used.
+        attack: The attack name the evaluation must have used.
+        min_steps: Fewest attack steps accepted.
+    """
+
+    min_robust_accuracy: float
+    epsilon: float
+    attack: str
+    min_steps: int
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Everything the program needs, validated.
+
+    Attributes:
+        target: ``k3d`` or the name of a kubeconfig context.
+        k3d_cluster: The k3d cluster name (context ``k3d-<name>``) when target is k3d.
+        namespace: Namespace for every namespaced resource.
+        image: The model service image, pinned by digest.
+        opa_image: The OPA image, pinned by digest.
+        postgres_image: The PostgreSQL image, pinned by digest (needed when replicas > 1).
+        model_digest: The approved model artifact digest the service must serve.
+        replicas: Model service replicas (1..20).
+        max_replicas: Upper bound for the HorizontalPodAutoscaler.
+        thresholds: Deploy-gate requirements.
+        trusted_issuers: JWT issuers accepted by the service.
+        trainer_key_ids: Ledger key ids trusted to register and evaluate models.
+        approver_key_ids: Ledger key ids trusted to approve and revoke models.
+        trust_keys: Public keys of ledger signers, mounted for the service's own checks.
+        ledger_export: The ``ztml ledger export`` file the deploy gate reads.
+        storage_class: StorageClass for the records volume; None uses the cluster default.
+        storage_size: Size of the records volume.
+        opa_tls: ``mtls``: OPA serves HTTPS and requires client certificates.
+        client_namespaces: Extra namespaces (e.g. an ingress controller's) allowed to
+            reach the model service port.
+        postgres_password: PostgreSQL password (secret), set when replicas > 1.
+    """
+
+    target: str
+    k3d_cluster: str
+    namespace: str
+    image: str
+    opa_image: str
+    postgres_image: str | None
+    model_digest: str
+    replicas: int
+    max_replicas: int
+    thresholds: Thresholds
+    trusted_issuers: tuple[TrustedIssuer, ...]
+    trainer_key_ids: tuple[str, ...]
+    approver_key_ids: tuple[str, ...]
+    trust_keys: tuple[TrustKey, ...]
+    ledger_export: Path
+    storage_class: str | None
+    storage_size: str
+    opa_tls: OpaTls
+    client_namespaces: tuple[str, ...]
+    postgres_password: str | None
+
+    @property
+    def kube_context(self) -> str:
+        """The kubeconfig context the Kubernetes provider uses."""
+        return f"k3d-{self.k3d_cluster}" if self.target == "k3d" else self.target
+
+    @property
+    def uses_postgres(self) -> bool:
+        """True when the ledger lives in PostgreSQL (several replicas share it)."""
+        return self.replicas > 1
+
+
+def _key(key: str) -> str:
+    return f"{PROJECT}:{key}"
+
+
+class _Reader:
+    """Reads raw string values and raises ConfigError naming the key."""
+
+    def __init__(self, raw: Mapping[str, str]) -> None:
+        self._raw = raw
+
+    def text(self, key: str, default: str | None = None) -> str:
+        value = self._raw.get(_key(key))
+        if value is None or value == "":
+            if default is None:
+                raise ConfigError(
+                    f"Missing config {_key(key)}: set it with `pulumi config set {key} ...` "
+                    "(see Pulumi.k3d.yaml for an example)."
+                )
+            return default
+        return value
+
+    def optional(self, key: str) -> str | None:
+        value = self._raw.get(_key(key))
+        return value if value else None
+
+    def matching(self, key: str, pattern: re.Pattern[str], accepted: str, **kw: str) -> str:
+        value = self.text(key, kw.get("default"))
+        if not pattern.fullmatch(value):
+            raise ConfigError(f"Invalid config {_key(key)}={value!r}: accepted values: {accepted}.")
+        return value
+
+    def integer(self, key: str, *, default: int, low: int, high: int) -> int:
+        value = self.text(key, str(default))
+        try:
+            number = int(value)
+        except ValueError:
+            number = low - 1
+        if not low <= number <= high:
+            raise ConfigError(
+                f"Invalid config {_key(key)}={value!r}: accepted values: an integer "
+                f"from {low} to {high}."
+            )
+        return number
+
+    def number(
+        self, key: str, *, default: float, check: Callable[[float], bool], accepted: str
+    ) -> float:
+        value = self.text(key, str(default))
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not check(number):
+            raise ConfigError(f"Invalid config {_key(key)}={value!r}: accepted values: {accepted}.")
+        return number
+
+    def json_list(self, key: str, *, required: bool) -> list[Any]:
+        value = self.optional(key)
+        if value is None:
+            if required:
+                raise ConfigError(
+                    f"Missing config {_key(key)}: set it with "
+                    f"`pulumi config set --path '{key}[0]' ...` (see Pulumi.k3d.yaml)."
+                )
+            return []
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"Invalid config {_key(key)}: not a list ({exc}).") from exc
+        if not isinstance(parsed, list):
+            raise ConfigError(f"Invalid config {_key(key)}: accepted values: a list.")
+        return parsed
+
+
+def _pinned_image(reader: _Reader, key: str, *, required: bool = True) -> str | None:
+    if not required and reader.optional(key) is None:
+        return None
+    image = reader.matching(
+        key, IMAGE_RE, "an image reference pinned by digest, <registry>/<repo>@sha256:<64 hex>"
+    )
+    if image.endswith(PLACEHOLDER_DIGEST):
+        raise ConfigError(
+            f"Invalid config {_key(key)}={image!r}: the digest is the all-zero placeholder; "
+            "set the image's real digest (scripts/k3d-image prints it for the service image)."
+        )
+    return image
+
+
+def _public_key(key: str, index: int, value: object) -> str:
+    if not isinstance(value, str) or not PEM_PUBLIC_RE.fullmatch(value.strip() + "\n"):
+        raise ConfigError(
+            f"Invalid config {_key(key)}[{index}].publicKey: accepted values: a PEM public key "
+            "(-----BEGIN PUBLIC KEY----- ...)."
+        )
+    return value.strip() + "\n"
+
+
+def _issuers(reader: _Reader) -> tuple[TrustedIssuer, ...]:
+    issuers: list[TrustedIssuer] = []
+    for index, item in enumerate(reader.json_list("trustedIssuers", required=True)):
+        if not isinstance(item, dict) or not {"iss", "kid", "publicKey"} <= set(item):
+            raise ConfigError(
+                f"Invalid config {_key('trustedIssuers')}[{index}]: accepted values: an object "
+                "with iss, kid and publicKey."
+            )
+        iss, kid = item["iss"], item["kid"]
+        if not isinstance(iss, str) or not iss or not isinstance(kid, str) or not kid:
+            raise ConfigError(
+                f"Invalid config {_key('trustedIssuers')}[{index}]: iss and kid must be "
+                "non-empty strings."
+            )
+        issuers.append(
+            TrustedIssuer(iss, kid, _public_key("trustedIssuers", index, item["publicKey"]))
+        )
+    if not issuers:
+        raise ConfigError(
+            f"Invalid config {_key('trustedIssuers')}: accepted values: at least one issuer."
+        )
+    return tuple(issuers)
+
+
+def _key_ids(reader: _Reader, key: str) -> tuple[str, ...]:
+    ids = reader.json_list(key, required=True)
+    if not ids or not all(isinstance(i, str) and KEY_ID_RE.fullmatch(i) for i in ids):
+        raise ConfigError(
+            f"Invalid config {_key(key)}={ids!r}: accepted values: a non-empty list of key ids "
+            "ed25519:<16 hex> (`ztml keys list` shows them)."
+        )
+    return tuple(ids)
+
+
+def _trust_keys(reader: _Reader) -> tuple[TrustKey, ...]:
+    keys: list[TrustKey] = []
+    items = reader.json_list("ledgerTrustKeys", required=True)
+    if not items:
+        raise ConfigError(
+            f"Invalid config {_key('ledgerTrustKeys')}: accepted values: at least one "
+            "{keyId, publicKey} (the trainer and approver public keys)."
+        )
+    for index, item in enumerate(items):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("keyId"), str)
+            or not KEY_ID_RE.fullmatch(item["keyId"])
+        ):
+            raise ConfigError(
+                f"Invalid config {_key('ledgerTrustKeys')}[{index}]: accepted values: an object "
+                "with keyId (ed25519:<16 hex>) and publicKey (PEM)."
+            )
+        keys.append(
+            TrustKey(item["keyId"], _public_key("ledgerTrustKeys", index, item.get("publicKey")))
+        )
+    return tuple(keys)
+
+
+def _client_namespaces(reader: _Reader) -> tuple[str, ...]:
+    names = reader.json_list("clientNamespaces", required=False)
+    if not all(isinstance(n, str) and DNS_LABEL_RE.fullmatch(n) for n in names):
+        raise ConfigError(
+            f"Invalid config {_key('clientNamespaces')}={names!r}: accepted values: a list of "
+            "namespace names (DNS labels)."
+        )
+    return tuple(names)
+
+
+def parse_config(raw: Mapping[str, str]) -> StackConfig:
+    """Validate raw ``ztml:<key>`` strings (as Pulumi hands them over) into a StackConfig.
+
+    Args:
+        raw: Full config keys (``ztml:image``) to string values; objects and lists are
+            JSON text, as Pulumi stores them.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: a value is missing or invalid; the message names the key and the
+            accepted values.
+    """
+    reader = _Reader(raw)
+    target = reader.matching(
+        "target", CONTEXT_RE, "k3d, or the name of a kubeconfig context", default="k3d"
+    )
+    replicas = reader.integer("replicas", default=1, low=1, high=MAX_REPLICAS)
+    max_replicas = reader.integer(
+        "maxReplicas", default=replicas if replicas > 1 else 1, low=replicas, high=MAX_REPLICAS
+    )
+    if replicas == 1 and max_replicas != 1:
+        raise ConfigError(
+            f"Invalid config {_key('maxReplicas')}={max_replicas}: accepted values: 1 while "
+            f"{_key('replicas')}=1 (one replica keeps the ledger on a ReadWriteOnce volume; "
+            "set replicas > 1 to use PostgreSQL and scale out)."
+        )
+    opa_tls = reader.text("opaTls", "mtls")
+    if opa_tls not in OPA_TLS_VALUES:
+        raise ConfigError(
+            f"Invalid config {_key('opaTls')}={opa_tls!r}: accepted values: "
+            f"{', '.join(OPA_TLS_VALUES)}."
+        )
+    postgres_password = reader.optional("postgresPassword")
+    if replicas > 1 and (postgres_password is None or len(postgres_password) < 16):
+        raise ConfigError(
+            f"Missing or short config {_key('postgresPassword')}: with {_key('replicas')} > 1 "
+            "the ledger lives in PostgreSQL; set a password of 16+ characters with "
+            "`pulumi config set --secret postgresPassword ...`."
+        )
+    storage_class = reader.optional("storageClass")
+    if storage_class is not None and not DNS_LABEL_RE.fullmatch(storage_class):
+        raise ConfigError(
+            f"Invalid config {_key('storageClass')}={storage_class!r}: accepted values: a "
+            "StorageClass name (DNS label), or unset for the cluster default."
+        )
+    model_digest = reader.matching("modelDigest", DIGEST_RE, "sha256:<64 lowercase hex>")
+    if model_digest == PLACEHOLDER_DIGEST:
+        raise ConfigError(
+            f"Invalid config {_key('modelDigest')}: the all-zero placeholder; set the digest of "
+            "the approved model (`ztml ledger export` lists it)."
+        )
+    ledger_export = Path(reader.text("ledgerExport"))
+    return StackConfig(
+        target=target,
+        k3d_cluster=reader.matching("k3dCluster", DNS_LABEL_RE, "a DNS label", default="ztml"),
+        namespace=reader.matching(
+            "namespace", DNS_LABEL_RE, "a DNS label (lowercase, digits, '-')", default="ztml"
+        ),
+        image=str(_pinned_image(reader, "image")),
+        opa_image=str(_pinned_image(reader, "opaImage")),
+        postgres_image=_pinned_image(reader, "postgresImage", required=replicas > 1),
+        model_digest=model_digest,
+        replicas=replicas,
+        max_replicas=max_replicas,
+        thresholds=Thresholds(
+            min_robust_accuracy=reader.number(
+                "minRobustAccuracy",
+                default=0.8,
+                check=lambda x: 0.0 <= x <= 1.0,
+                accepted="a number from 0 to 1",
+            ),
+            epsilon=reader.number(
+                "epsilon",
+                default=0.1,
+                check=lambda x: 0.0 < x <= 1.0,
+                accepted="a number in (0, 1]",
+            ),
+            attack=reader.matching("attack", re.compile(r"^pgd$"), "pgd", default="pgd"),
+            min_steps=reader.integer("minSteps", default=20, low=1, high=10_000),
+        ),
+        trusted_issuers=_issuers(reader),
+        trainer_key_ids=_key_ids(reader, "trainerKeyIds"),
+        approver_key_ids=_key_ids(reader, "approverKeyIds"),
+        trust_keys=_trust_keys(reader),
+        ledger_export=ledger_export
+        if ledger_export.is_absolute()
+        else PROJECT_ROOT / ledger_export,
+        storage_class=storage_class,
+        storage_size=reader.matching(
+            "storageSize", QUANTITY_RE, "a size such as 1Gi or 512Mi", default="1Gi"
+        ),
+        opa_tls="mtls" if opa_tls == "mtls" else "none",
+        client_namespaces=_client_namespaces(reader),
+        postgres_password=postgres_password,
+    )
+
+
+def read_stack_config() -> StackConfig:
+    """Read and validate the current stack's ``ztml:*`` configuration (once per run).
+
+    Raises:
+        ConfigError: a value is missing or invalid.
+    """
+    import pulumi.runtime
+
+    raw: dict[str, str] = {}
+    for key in CONFIG_KEYS:
+        value = pulumi.runtime.get_config(_key(key))
+        if value is not None:
+            raw[_key(key)] = value
+    return parse_config(raw)

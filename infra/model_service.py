@@ -1,0 +1,209 @@
+"""The model service: Deployment, ClusterIP Service, PodDisruptionBudget and autoscaler.
+
+The pod comes from the shared hardening builder. The service container runs
+``bentoml serve`` on port 3000 with probes on ``/livez`` and ``/readyz``; the approved
+model digest is pinned twice (``ZTML_MODEL_DIGEST`` and the pod annotation
+``ztml.dev/model-digest``), so a pod can only serve the digest the deploy gate passed.
+Only non-secret settings are environment variables; keys, certificates and the ledger
+URL are Secret files contributed by the other components as :class:`PodParts`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.hardening import (
+    ContainerSpec,
+    HttpProbe,
+    Mount,
+    PodParts,
+    Resources,
+    hardened_pod_template,
+    service_account,
+)
+
+SERVICE_PORT = 3000
+MODEL_LABELS = {"app.kubernetes.io/name": "ztml-model", "app.kubernetes.io/part-of": "ztml"}
+SERVE_COMMAND = (
+    "bentoml",
+    "serve",
+    "service.app.service:ZtmlModelService",
+    "--host",
+    "0.0.0.0",  # noqa: S104 - the pod network; NetworkPolicies decide who may connect
+    "--port",
+    str(SERVICE_PORT),
+)
+CACHE_DIR = "/var/cache/ztml"
+
+
+@dataclass(frozen=True)
+class ModelServiceArgs:
+    """Inputs of :class:`ModelService`.
+
+    Attributes:
+        namespace: Namespace of every resource.
+        image: The service image pinned by digest.
+        model_digest: The approved model digest (passed the deploy gate).
+        replicas: Initial and minimum replicas.
+        max_replicas: Autoscaler maximum.
+        parts: Volumes, mounts, env and sidecars from the other components.
+        env: Extra non-secret settings.
+    """
+
+    namespace: pulumi.Input[str]
+    image: pulumi.Input[str]
+    model_digest: str
+    replicas: int
+    max_replicas: int
+    parts: Sequence[PodParts] = field(default_factory=tuple)
+    env: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+
+
+class ModelService(pulumi.ComponentResource):
+    """The hardened model service.
+
+    Attributes:
+        deployment_name: The Deployment's name.
+        service_name: The ClusterIP Service's name.
+        service_port: The port clients call.
+    """
+
+    deployment_name: pulumi.Output[str]
+    service_name: pulumi.Output[str]
+    service_port: pulumi.Output[int]
+
+    def __init__(
+        self, name: str, args: ModelServiceArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("ztml:model:ModelService", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        metadata = k8s.meta.v1.ObjectMetaArgs(namespace=args.namespace, labels=MODEL_LABELS)
+        account = service_account(f"{name}-sa", namespace=args.namespace, opts=child)
+        env: dict[str, pulumi.Input[str]] = {
+            "ZTML_MODEL_DIGEST": args.model_digest,
+            "HOME": CACHE_DIR,
+            "BENTOML_HOME": f"{CACHE_DIR}/bentoml",
+            "PYTHONUNBUFFERED": "1",
+        }
+        mounts: list[Mount] = []
+        for part in args.parts:
+            env |= dict(part.env)
+            mounts.extend(part.mounts)
+        env |= args.env
+        probe_ready = HttpProbe(path="/readyz", port=SERVICE_PORT, initial_delay_seconds=10)
+        probe_live = HttpProbe(
+            path="/livez", port=SERVICE_PORT, initial_delay_seconds=20, failure_threshold=5
+        )
+        service = ContainerSpec(
+            name="model",
+            image=args.image,
+            command=SERVE_COMMAND,
+            ports=(("http", SERVICE_PORT),),
+            env=env,
+            field_env={"POD_NAME": "metadata.name"},
+            mounts=tuple(mounts),
+            liveness=probe_live,
+            readiness=probe_ready,
+            resources=Resources(
+                cpu_request="250m",
+                memory_request="512Mi",
+                cpu_limit="2",
+                memory_limit="2Gi",
+                ephemeral_storage_limit="1Gi",
+            ),
+            scratch_dirs=(CACHE_DIR,),
+        )
+        annotations: dict[str, pulumi.Input[str]] = {"ztml.dev/model-digest": args.model_digest}
+        for part in args.parts:
+            annotations |= dict(part.annotations)
+        template = hardened_pod_template(
+            labels=MODEL_LABELS,
+            annotations=annotations,
+            containers=[service, *(c for part in args.parts for c in part.containers)],
+            volumes=[v for part in args.parts for v in part.volumes],
+            service_account_name=account.metadata.name,
+        )
+        single = args.replicas == 1
+        deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                namespace=args.namespace,
+                labels=MODEL_LABELS,
+                annotations={"ztml.dev/model-digest": args.model_digest},
+            ),
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                replicas=args.replicas,
+                revision_history_limit=5,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=MODEL_LABELS),
+                strategy=k8s.apps.v1.DeploymentStrategyArgs(type="Recreate")
+                if single
+                else k8s.apps.v1.DeploymentStrategyArgs(
+                    type="RollingUpdate",
+                    rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(
+                        max_unavailable=0, max_surge=1
+                    ),
+                ),
+                template=template,
+            ),
+            opts=child,
+        )
+        svc = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=metadata,
+            spec=k8s.core.v1.ServiceSpecArgs(
+                type="ClusterIP",
+                selector=MODEL_LABELS,
+                ports=[
+                    k8s.core.v1.ServicePortArgs(
+                        name="http", port=SERVICE_PORT, target_port="http", protocol="TCP"
+                    )
+                ],
+            ),
+            opts=child,
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=metadata,
+            spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
+                max_unavailable=1,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=MODEL_LABELS),
+            ),
+            opts=child,
+        )
+        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{name}-hpa",
+            metadata=metadata,
+            spec=k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs(
+                min_replicas=args.replicas,
+                max_replicas=args.max_replicas,
+                scale_target_ref=k8s.autoscaling.v2.CrossVersionObjectReferenceArgs(
+                    api_version="apps/v1", kind="Deployment", name=deployment.metadata.name
+                ),
+                metrics=[
+                    k8s.autoscaling.v2.MetricSpecArgs(
+                        type="Resource",
+                        resource=k8s.autoscaling.v2.ResourceMetricSourceArgs(
+                            name="cpu",
+                            target=k8s.autoscaling.v2.MetricTargetArgs(
+                                type="Utilization", average_utilization=70
+                            ),
+                        ),
+                    )
+                ],
+            ),
+            opts=child,
+        )
+        self.deployment_name = deployment.metadata.name
+        self.service_name = svc.metadata.name
+        self.service_port = pulumi.Output.from_input(SERVICE_PORT)
+        self.register_outputs(
+            {
+                "deployment_name": self.deployment_name,
+                "service_name": self.service_name,
+                "service_port": self.service_port,
+            }
+        )

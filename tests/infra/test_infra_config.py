@@ -1,0 +1,124 @@
+"""The stack configuration: one typed place; a bad value names the key and accepted values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from infra.config import PLACEHOLDER_DIGEST, ConfigError, parse_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def raw(raw_values: dict[str, str]) -> dict[str, str]:
+    return raw_values
+
+
+def _with(raw: dict[str, str], **values: Any) -> dict[str, str]:
+    out = dict(raw)
+    for key, value in values.items():
+        if value is None:
+            out.pop(f"ztml:{key}", None)
+        else:
+            out[f"ztml:{key}"] = value if isinstance(value, str) else json.dumps(value)
+    return out
+
+
+def test_valid_config_is_typed(raw: dict[str, str]) -> None:
+    config = parse_config(raw)
+    assert config.replicas == 1
+    assert config.kube_context == "k3d-ztml"
+    assert config.thresholds.min_robust_accuracy == 0.8
+    assert config.opa_tls == "mtls"
+    assert config.uses_postgres is False
+
+
+def test_target_other_than_k3d_is_a_kubeconfig_context(raw: dict[str, str]) -> None:
+    assert parse_config(_with(raw, target="gke_proj_zone_prod")).kube_context == (
+        "gke_proj_zone_prod"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "accepted"),
+    [
+        ("image", "ghcr.io/ztml/model:latest", "pinned by digest"),
+        ("image", "ghcr.io/ztml/model@sha256:abc", "pinned by digest"),
+        ("image", f"ghcr.io/ztml/model@{PLACEHOLDER_DIGEST}", "placeholder"),
+        ("opaImage", "docker.io/openpolicyagent/opa:1.22.2", "pinned by digest"),
+        ("modelDigest", "sha256:ABC", "sha256:<64 lowercase hex>"),
+        ("modelDigest", PLACEHOLDER_DIGEST, "placeholder"),
+        ("replicas", "0", "from 1 to 20"),
+        ("replicas", "21", "from 1 to 20"),
+        ("replicas", "two", "from 1 to 20"),
+        ("maxReplicas", "3", "1 while"),
+        ("minRobustAccuracy", "1.5", "from 0 to 1"),
+        ("epsilon", "0", "(0, 1]"),
+        ("namespace", "Not_A_Label", "DNS label"),
+        ("opaTls", "tls", "mtls, none"),
+        ("storageClass", "Fast SSD", "StorageClass name"),
+        ("storageSize", "lots", "1Gi"),
+        ("trainerKeyIds", ["alice"], "ed25519:<16 hex>"),
+        ("approverKeyIds", [], "ed25519:<16 hex>"),
+        ("trustedIssuers", [{"iss": "x"}], "iss, kid and publicKey"),
+        ("trustedIssuers", [], "at least one issuer"),
+        ("ledgerTrustKeys", [{"keyId": "nope", "publicKey": "x"}], "keyId"),
+        ("clientNamespaces", ["Bad Name"], "namespace names"),
+    ],
+)
+def test_bad_value_names_the_key_and_accepted_values(
+    raw: dict[str, str], key: str, value: Any, accepted: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_with(raw, **{key: value}))
+    assert f"ztml:{key}" in str(info.value)
+    assert accepted in str(info.value)
+
+
+@pytest.mark.parametrize("key", ["image", "opaImage", "modelDigest", "ledgerExport"])
+def test_missing_required_value_is_named(raw: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError, match=f"ztml:{key}"):
+        parse_config(_with(raw, **{key: None}))
+
+
+def test_issuer_key_must_be_a_pem_public_key(raw: dict[str, str]) -> None:
+    issuers = [{"iss": "i", "kid": "k", "publicKey": "-----BEGIN PRIVATE KEY-----\nAAAA\n"}]
+    with pytest.raises(ConfigError, match=r"trustedIssuers\[0\]\.publicKey"):
+        parse_config(_with(raw, trustedIssuers=issuers))
+
+
+def test_several_replicas_need_postgres_image_and_password(raw: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="ztml:postgresPassword"):
+        parse_config(_with(raw, replicas="3"))
+    with pytest.raises(ConfigError, match="ztml:postgresImage"):
+        parse_config(_with(raw, replicas="3", postgresPassword="x" * 20))
+
+
+def _stack_raw(name: str, raw: dict[str, str]) -> dict[str, str]:
+    stack = yaml.safe_load((REPO / f"Pulumi.{name}.yaml").read_text())["config"]
+    values = {k: v if isinstance(v, str) else json.dumps(v) for k, v in stack.items()}
+    secrets = {k: raw[k] for k in ("ztml:trustedIssuers", "ztml:ledgerTrustKeys")}
+    return {**values, **secrets, "ztml:postgresPassword": "a-long-enough-password"}
+
+
+@pytest.mark.parametrize("stack", ["k3d", "cloud"])
+def test_example_stack_placeholders_are_refused_by_name(raw: dict[str, str], stack: str) -> None:
+    with pytest.raises(ConfigError, match="placeholder"):
+        parse_config(_stack_raw(stack, raw))
+
+
+@pytest.mark.parametrize("stack", ["k3d", "cloud"])
+def test_example_stack_is_valid_once_placeholders_are_replaced(
+    raw: dict[str, str], stack: str
+) -> None:
+    values = {
+        k: v.replace(PLACEHOLDER_DIGEST, "sha256:" + "d4" * 32)
+        for k, v in _stack_raw(stack, raw).items()
+    }
+    config = parse_config(values)
+    assert config.replicas == (1 if stack == "k3d" else 3)

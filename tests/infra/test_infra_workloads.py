@@ -1,0 +1,245 @@
+"""Every workload the program declares is hardened, and none escapes the shared builder.
+
+The program runs under Pulumi's mocks (tests/infra/conftest.py) in both variants (one
+replica with SQLite, three replicas with PostgreSQL); each assertion names the URN of
+the resource it is about.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+import pytest
+from infra_manifest_helpers import containers_of, pod_spec_of, pod_template_of
+
+from infra.hardening import HARDENING_ANNOTATION, HARDENING_VERSION
+from infra.model_service import SERVICE_PORT
+
+INFRA = Path(__file__).resolve().parents[2] / "infra"
+IMAGE_DIGEST = "@sha256:"
+
+
+def test_every_variant_declares_workloads(any_run: Any) -> None:
+    kinds = {m["kind"] for m in any_run.workloads().values()}
+    expected = {"Deployment", "StatefulSet"} if any_run.config.uses_postgres else {"Deployment"}
+    assert kinds == expected
+
+
+def test_pods_run_as_numeric_non_root_user_with_fs_group(any_run: Any) -> None:
+    for urn, manifest in any_run.workloads().items():
+        sc = pod_spec_of(manifest).get("securityContext", {})
+        assert sc.get("runAsNonRoot") is True, f"{urn}: pod runAsNonRoot must be true"
+        for field in ("runAsUser", "runAsGroup", "fsGroup"):
+            value = sc.get(field)
+            assert isinstance(value, int) and value >= 10000, f"{urn}: pod {field}={value!r}"
+
+
+def test_pods_use_runtime_default_seccomp(any_run: Any) -> None:
+    for urn, manifest in any_run.workloads().items():
+        profile = pod_spec_of(manifest).get("securityContext", {}).get("seccompProfile", {})
+        assert profile.get("type") == "RuntimeDefault", f"{urn}: pod seccomp {profile!r}"
+
+
+def test_pods_never_mount_a_service_account_token(any_run: Any) -> None:
+    for urn, manifest in any_run.workloads().items():
+        spec = pod_spec_of(manifest)
+        assert spec.get("automountServiceAccountToken") is False, f"{urn}: token automount"
+        account = spec.get("serviceAccountName")
+        assert account and account != "default", f"{urn}: needs a dedicated ServiceAccount"
+        accounts = {
+            m["metadata"]["name"]: (u, m) for u, m in any_run.of_kind("ServiceAccount").items()
+        }
+        assert account in accounts, f"{urn}: ServiceAccount {account} is not declared"
+        sa_urn, sa = accounts[account]
+        assert sa.get("automountServiceAccountToken") is False, f"{sa_urn}: token automount"
+
+
+def test_containers_are_locked_down(any_run: Any) -> None:
+    for urn, manifest in any_run.workloads().items():
+        for container in containers_of(manifest):
+            where = f"{urn} container {container['name']}"
+            sc = container.get("securityContext", {})
+            assert sc.get("allowPrivilegeEscalation") is False, f"{where}: privilege escalation"
+            assert sc.get("privileged") is False, f"{where}: privileged"
+            assert sc.get("readOnlyRootFilesystem") is True, f"{where}: writable root fs"
+            assert sc.get("runAsNonRoot") is True, f"{where}: runAsNonRoot"
+            assert isinstance(sc.get("runAsUser"), int) and sc["runAsUser"] >= 10000, where
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], f"{where}: drop ALL"
+            assert not sc.get("capabilities", {}).get("add"), f"{where}: added capabilities"
+            assert sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
+
+
+def test_containers_have_requests_limits_and_probes(any_run: Any) -> None:
+    for urn, manifest in any_run.workloads().items():
+        for container in containers_of(manifest):
+            where = f"{urn} container {container['name']}"
+            resources = container.get("resources", {})
+            for kind in ("requests", "limits"):
+                for res in ("cpu", "memory"):
+                    assert resources.get(kind, {}).get(res), f"{where}: {kind}.{res} missing"
+            assert container.get("livenessProbe"), f"{where}: no liveness probe"
+            assert container.get("readinessProbe"), f"{where}: no readiness probe"
+
+
+def test_containers_pin_images_by_digest(any_run: Any) -> None:
+    for urn, manifest in any_run.workloads().items():
+        for container in containers_of(manifest):
+            image = container["image"]
+            assert IMAGE_DIGEST in image, f"{urn} container {container['name']}: {image}"
+            assert not image.split("@")[0].endswith(":latest"), f"{urn}: {image}"
+
+
+def test_writable_paths_are_empty_dirs(any_run: Any) -> None:
+    for urn, manifest in any_run.workloads().items():
+        volumes = {v["name"]: v for v in pod_spec_of(manifest).get("volumes", [])}
+        for container in containers_of(manifest):
+            mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+            tmp = mounts.get("/tmp")
+            assert tmp is not None, f"{urn} container {container['name']}: no /tmp mount"
+            assert "emptyDir" in volumes[tmp["name"]], f"{urn}: /tmp is not an emptyDir"
+
+
+def test_no_secret_reaches_an_environment_variable(any_run: Any) -> None:
+    for urn, manifest in any_run.workloads().items():
+        for container in containers_of(manifest):
+            where = f"{urn} container {container['name']}"
+            assert not container.get("envFrom"), f"{where}: envFrom"
+            for var in container.get("env", []):
+                source = var.get("valueFrom", {})
+                assert "secretKeyRef" not in source, f"{where}: {var['name']} from a Secret"
+                value = str(var.get("value", ""))
+                assert "PRIVATE KEY" not in value, f"{where}: {var['name']} holds a key"
+                assert "postgresql://" not in value, f"{where}: {var['name']} holds a URL"
+
+
+def test_secrets_are_mounted_as_files(any_run: Any) -> None:
+    secrets = {m["metadata"]["name"] for m in any_run.of_kind("Secret").values()}
+    mounted: set[str] = set()
+    for manifest in any_run.workloads().values():
+        for volume in pod_spec_of(manifest).get("volumes", []):
+            if "secret" in volume:
+                mounted.add(volume["secret"]["secretName"])
+    assert secrets == mounted, f"Secrets not mounted as files: {sorted(secrets - mounted)}"
+
+
+def _model(run: Any) -> tuple[str, dict[str, Any]]:
+    ((urn, manifest),) = run.of_kind("Deployment").items()
+    return urn, manifest
+
+
+def test_model_service_runs_bentoml_on_port_3000_with_health_probes(any_run: Any) -> None:
+    urn, manifest = _model(any_run)
+    model = next(c for c in containers_of(manifest) if c["name"] == "model")
+    assert model["command"][:3] == ["bentoml", "serve", "service.app.service:ZtmlModelService"]
+    assert model["command"][-2:] == ["--port", str(SERVICE_PORT)], urn
+    assert model["livenessProbe"]["httpGet"] == {"path": "/livez", "port": SERVICE_PORT}, urn
+    assert model["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": SERVICE_PORT}, urn
+
+
+def test_model_digest_is_pinned_in_env_and_annotation(any_run: Any) -> None:
+    urn, manifest = _model(any_run)
+    digest = any_run.config.model_digest
+    model = next(c for c in containers_of(manifest) if c["name"] == "model")
+    env = {v["name"]: v.get("value") for v in model["env"]}
+    assert env["ZTML_MODEL_DIGEST"] == digest, urn
+    assert pod_template_of(manifest)["metadata"]["annotations"]["ztml.dev/model-digest"] == digest
+    assert env["ZTML_AUDIT_STDOUT"] == "1", urn
+    assert env["ZTML_HOME"] == "/var/lib/ztml", urn
+
+
+def test_opa_sidecar_listens_on_localhost_with_mtls(any_run: Any) -> None:
+    urn, manifest = _model(any_run)
+    opa = next(c for c in containers_of(manifest) if c["name"] == "opa")
+    assert "--addr=127.0.0.1:8181" in opa["args"], urn
+    for flag in ("--tls-cert-file=", "--tls-private-key-file=", "--tls-ca-cert-file="):
+        assert any(a.startswith(flag) for a in opa["args"]), f"{urn}: OPA lacks {flag}"
+    assert "--authentication=tls" in opa["args"], urn
+    model = next(c for c in containers_of(manifest) if c["name"] == "model")
+    env = {v["name"]: v.get("value") for v in model["env"]}
+    assert env["ZTML_OPA_URL"] == "https://127.0.0.1:8181", urn
+
+
+def test_opa_loads_every_policy_but_the_tests(any_run: Any) -> None:
+    ((urn, policies),) = (
+        (u, m) for u, m in any_run.of_kind("ConfigMap").items() if "ztml-opa-policies" in u
+    )
+    keys = set(policies["data"])
+    assert "authz__authz.rego" in keys, urn
+    assert "data__roles.json" in keys, urn
+    assert not any(k.endswith("_test.rego") for k in keys), f"{urn}: test files shipped"
+
+
+def test_single_replica_keeps_sqlite_on_one_volume(single_run: Any) -> None:
+    urn, manifest = _model(single_run)
+    assert manifest["spec"]["replicas"] == 1, urn
+    assert manifest["spec"]["strategy"]["type"] == "Recreate", urn
+    (claim,) = single_run.of_kind("PersistentVolumeClaim").values()
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert not single_run.of_kind("StatefulSet")
+
+
+def test_scaled_service_reads_the_postgres_url_from_a_file(scaled_run: Any) -> None:
+    urn, manifest = _model(scaled_run)
+    model = next(c for c in containers_of(manifest) if c["name"] == "model")
+    env = {v["name"]: v.get("value") for v in model["env"]}
+    assert env["ZTML_LEDGER_URL_FILE"] == "/etc/ztml/ledger-url/url", urn
+    assert "ZTML_LEDGER_URL" not in env, urn
+    ((pg_urn, statefulset),) = scaled_run.of_kind("StatefulSet").items()
+    template = statefulset["spec"]["volumeClaimTemplates"][0]
+    assert template["spec"]["storageClassName"] == "fast-ssd", pg_urn
+
+
+def test_service_is_cluster_ip_with_pdb_and_hpa(any_run: Any) -> None:
+    services = {u: m for u, m in any_run.of_kind("Service").items() if "ztml-model" in u}
+    ((urn, service),) = services.items()
+    assert service["spec"]["type"] == "ClusterIP", urn
+    assert service["spec"]["ports"][0]["port"] == SERVICE_PORT, urn
+    ((pdb_urn, pdb),) = any_run.of_kind("PodDisruptionBudget").items()
+    assert pdb["spec"]["maxUnavailable"] == 1, pdb_urn
+    ((hpa_urn, hpa),) = any_run.of_kind("HorizontalPodAutoscaler").items()
+    assert hpa["apiVersion"] == "autoscaling/v2", hpa_urn
+    assert hpa["spec"]["minReplicas"] == any_run.config.replicas, hpa_urn
+    assert hpa["spec"]["maxReplicas"] == any_run.config.max_replicas, hpa_urn
+
+
+def test_every_workload_carries_the_hardening_builder_mark(any_run: Any) -> None:
+    for urn, manifest in any_run.workloads().items():
+        annotations = pod_template_of(manifest).get("metadata", {}).get("annotations", {})
+        assert annotations.get(HARDENING_ANNOTATION) == HARDENING_VERSION, (
+            f"{urn}: pod template not built by infra.hardening"
+        )
+
+
+POD_BUILDING_CLASSES = {
+    "PodSpecArgs",
+    "PodTemplateSpecArgs",
+    "ContainerArgs",
+    "SecurityContextArgs",
+    "PodSecurityContextArgs",
+    "Pod",
+    "PodSpecArgsDict",
+}
+
+
+def test_no_module_but_the_builder_constructs_pod_parts() -> None:
+    offenders = []
+    for path in sorted(INFRA.rglob("*.py")):
+        if path.name == "hardening.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if name in POD_BUILDING_CLASSES:
+                    offenders.append(f"{path.relative_to(INFRA)}:{node.lineno} {name}")
+    assert not offenders, f"pod specs built outside infra/hardening.py: {offenders}"
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "StatefulSet"])
+def test_workload_pod_templates_come_from_the_builder_only(scaled_run: Any, kind: str) -> None:
+    for urn, manifest in scaled_run.of_kind(kind).items():
+        spec = pod_spec_of(manifest)
+        assert spec.get("enableServiceLinks") is False, f"{urn}: service links"
+        assert spec.get("hostNetwork") is False, f"{urn}: host network"
