@@ -31,6 +31,7 @@ app = typer.Typer(
 SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("service.keys.cli", "keys"),
     ("service.authn.cli", "token"),
+    ("service.review.cli", "review"),
 )
 
 for _module, _name in SUBCOMMANDS:

@@ -1,0 +1,378 @@
+"""The human review queue: flagged requests waiting for a reviewer's verdict.
+
+One SQLite file (``$ZTML_HOME/review.db`` by default), created ``0600`` in a ``0700``
+directory, in WAL mode with a busy timeout so several service worker processes and the
+``ztml review`` CLI can use it at once. Resolving is a single conditional UPDATE, so two
+reviewers racing on one item cannot both resolve it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import stat
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+
+from service.review.errors import (
+    ReviewError,
+    ReviewInputError,
+    ReviewNotFoundError,
+    ReviewStateError,
+    ReviewStoreError,
+)
+
+Status = Literal["open", "resolved"]
+StatusFilter = Literal["open", "resolved", "all"]
+Verdict = Literal["benign", "malicious"]
+STATUS_FILTERS: tuple[StatusFilter, ...] = get_args(StatusFilter)
+VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
+N_FEATURES = 64
+MAX_INSTANCES = 1024
+MAX_TEXT = 4096
+BUSY_TIMEOUT_MS = 10_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS review_items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL,
+    subject TEXT,
+    tenant TEXT,
+    model_digest TEXT,
+    reasons TEXT NOT NULL,
+    suspicion REAL NOT NULL,
+    input_digest TEXT,
+    instances TEXT NOT NULL,
+    created TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'resolved')),
+    verdict TEXT CHECK (verdict IS NULL OR verdict IN ('benign', 'malicious')),
+    reviewer TEXT,
+    note TEXT,
+    resolved TEXT
+);
+CREATE INDEX IF NOT EXISTS review_items_status ON review_items (status, id);
+"""
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """One flagged request and, once resolved, its verdict.
+
+    Attributes:
+        id: The item id (positive integer).
+        request_id: The service request id (matches the audit log).
+        subject: The authenticated subject, if any.
+        tenant: The subject's tenant, if any.
+        model_digest: ``sha256:...`` of the model that served the request.
+        reasons: Why it was flagged (e.g. ``feature squeezing score 0.41 > 0.12``).
+        suspicion: The suspicion score in [0, 1].
+        input_digest: ``sha256:...`` of the request's inputs.
+        instances: The (N, 64) inputs, for the reviewer.
+        created: RFC 3339 UTC time the item was queued.
+        status: ``open`` or ``resolved``.
+        verdict: ``benign`` or ``malicious`` once resolved.
+        reviewer: Who resolved it.
+        note: The reviewer's note.
+        resolved: RFC 3339 UTC time it was resolved.
+    """
+
+    id: int
+    request_id: str
+    subject: str | None
+    tenant: str | None
+    model_digest: str | None
+    reasons: tuple[str, ...]
+    suspicion: float
+    input_digest: str | None
+    instances: tuple[tuple[float, ...], ...]
+    created: str
+    status: Status
+    verdict: Verdict | None
+    reviewer: str | None
+    note: str | None
+    resolved: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the item as a JSON-ready dict."""
+        return {
+            "id": self.id,
+            "request_id": self.request_id,
+            "subject": self.subject,
+            "tenant": self.tenant,
+            "model_digest": self.model_digest,
+            "reasons": list(self.reasons),
+            "suspicion": self.suspicion,
+            "input_digest": self.input_digest,
+            "instances": [list(row) for row in self.instances],
+            "created": self.created,
+            "status": self.status,
+            "verdict": self.verdict,
+            "reviewer": self.reviewer,
+            "note": self.note,
+            "resolved": self.resolved,
+        }
+
+
+def _text(value: object, name: str, *, optional: bool) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
+        need = "a non-empty string" + (" or None" if optional else "")
+        raise ReviewInputError(f"{name} must be {need} of at most {MAX_TEXT} characters")
+    return value
+
+
+def _instances(instances: object) -> list[list[float]]:
+    try:
+        array = np.asarray(instances, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ReviewInputError(f"instances must be numbers of shape (N, 64): {err}") from err
+    if array.ndim == 3 and array.shape[1:] == (8, 8):
+        array = array.reshape(array.shape[0], N_FEATURES)
+    if array.ndim != 2 or array.shape[1] != N_FEATURES or not 1 <= array.shape[0] <= MAX_INSTANCES:
+        raise ReviewInputError(
+            f"instances must have shape (N, 64) with 1 <= N <= {MAX_INSTANCES}, got {array.shape}"
+        )
+    if not np.isfinite(array).all():
+        raise ReviewInputError("instances must be finite numbers")
+    return [[float(v) for v in row] for row in array]
+
+
+def _secure_file(path: Path) -> None:
+    """Create the parent (0700) and the database file (0600); refuse loose permissions."""
+    parent = path.parent
+    if not parent.exists():
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(parent, 0o700)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        os.close(fd)
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        raise ReviewStoreError(f"review database {path} is not a regular file")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ReviewStoreError(
+            f"review database {path} has mode {stat.S_IMODE(mode):04o}; it holds user inputs "
+            f"and must be readable by its owner only. Fix it with `chmod 600 {path}`."
+        )
+    dir_mode = parent.stat().st_mode
+    if dir_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ReviewStoreError(
+            f"directory {parent} is writable by group or others (mode "
+            f"{stat.S_IMODE(dir_mode):04o}); fix it with `chmod 700 {parent}`."
+        )
+
+
+class ReviewQueue:
+    """Flagged requests for human review, in SQLite.
+
+    Args:
+        path: The database file; created ``0600`` (and its directory ``0700``) if missing.
+
+    Raises:
+        ReviewStoreError: If the file has loose permissions or is not a usable database.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        _secure_file(self.path)
+        self._lock = threading.Lock()
+        try:
+            self._conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                check_same_thread=False,
+                isolation_level=None,
+            )
+            self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as err:
+            raise ReviewStoreError(
+                f"review database {self.path} is not usable ({err}); move it away to start a "
+                "new queue"
+            ) from err
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> ReviewQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _execute(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
+        try:
+            with self._lock:
+                return self._conn.execute(sql, params)
+        except sqlite3.Error as err:
+            raise ReviewStoreError(f"review database {self.path}: {err}") from err
+
+    def add(
+        self,
+        *,
+        request_id: str,
+        subject: str | None,
+        tenant: str | None,
+        model_digest: str | None,
+        reasons: Sequence[str],
+        suspicion: float,
+        input_digest: str | None,
+        instances: object,
+    ) -> int:
+        """Queue a flagged request for review.
+
+        Args:
+            request_id: The service request id.
+            subject: The authenticated subject.
+            tenant: The subject's tenant.
+            model_digest: ``sha256:...`` of the serving model.
+            reasons: Why the request was flagged (at least one).
+            suspicion: The suspicion score, in [0, 1].
+            input_digest: ``sha256:...`` of the inputs.
+            instances: The sanitized inputs, (N, 64) (or (N, 8, 8)).
+
+        Returns:
+            The new item's id.
+
+        Raises:
+            ReviewInputError: If a field is malformed.
+            ReviewStoreError: If the database cannot be written.
+        """
+        reason_list = [reasons] if isinstance(reasons, str) else list(reasons)
+        if not reason_list or not all(isinstance(r, str) and r for r in reason_list):
+            raise ReviewInputError("reasons must be a non-empty list of non-empty strings")
+        if (
+            isinstance(suspicion, bool)
+            or not isinstance(suspicion, int | float)
+            or not math.isfinite(suspicion)
+            or not 0.0 <= suspicion <= 1.0
+        ):
+            raise ReviewInputError(f"suspicion must be a number in [0, 1], got {suspicion!r}")
+        row = (
+            _text(request_id, "request_id", optional=False),
+            _text(subject, "subject", optional=True),
+            _text(tenant, "tenant", optional=True),
+            _text(model_digest, "model_digest", optional=True),
+            json.dumps(reason_list),
+            float(suspicion),
+            _text(input_digest, "input_digest", optional=True),
+            json.dumps(_instances(instances)),
+            _now(),
+        )
+        cursor = self._execute(
+            "INSERT INTO review_items (request_id, subject, tenant, model_digest, reasons, "
+            "suspicion, input_digest, instances, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            row,
+        )
+        assert cursor.lastrowid is not None
+        return int(cursor.lastrowid)
+
+    def list(self, status: StatusFilter = "open") -> list[ReviewItem]:
+        """Return the items with a status, oldest first.
+
+        Args:
+            status: ``open``, ``resolved`` or ``all``.
+
+        Raises:
+            ReviewInputError: On an unknown status.
+        """
+        if status not in STATUS_FILTERS:
+            raise ReviewInputError(f"unknown status {status!r}; choose one of {STATUS_FILTERS}")
+        if status == "all":
+            rows = self._execute("SELECT * FROM review_items ORDER BY id").fetchall()
+        else:
+            rows = self._execute(
+                "SELECT * FROM review_items WHERE status = ? ORDER BY id", (status,)
+            ).fetchall()
+        return [self._item(row) for row in rows]
+
+    def get(self, item_id: int) -> ReviewItem:
+        """Return one item.
+
+        Raises:
+            ReviewNotFoundError: If no item has that id.
+        """
+        row = self._execute("SELECT * FROM review_items WHERE id = ?", (int(item_id),)).fetchone()
+        if row is None:
+            raise ReviewNotFoundError(
+                f"no review item with id {item_id}; see `ztml review list --status all`"
+            )
+        return self._item(row)
+
+    def resolve(self, item_id: int, *, verdict: Verdict, reviewer: str, note: str) -> ReviewItem:
+        """Record a reviewer's verdict on an open item.
+
+        Args:
+            item_id: The item.
+            verdict: ``benign`` or ``malicious``.
+            reviewer: Who decided.
+            note: Why (may be empty).
+
+        Returns:
+            The resolved item.
+
+        Raises:
+            ReviewInputError: On an unknown verdict or a malformed reviewer/note.
+            ReviewNotFoundError: If no item has that id.
+            ReviewStateError: If the item is already resolved.
+        """
+        if verdict not in VERDICTS:
+            raise ReviewInputError(f"unknown verdict {verdict!r}; choose one of {VERDICTS}")
+        who = _text(reviewer, "reviewer", optional=False)
+        if not isinstance(note, str) or len(note) > MAX_TEXT:
+            raise ReviewInputError(f"note must be a string of at most {MAX_TEXT} characters")
+        cursor = self._execute(
+            "UPDATE review_items SET status = 'resolved', verdict = ?, reviewer = ?, note = ?, "
+            "resolved = ? WHERE id = ? AND status = 'open'",
+            (verdict, who, note, _now(), int(item_id)),
+        )
+        item = self.get(item_id)
+        if cursor.rowcount != 1:
+            raise ReviewStateError(
+                f"review item {item_id} was already resolved as {item.verdict} by "
+                f"{item.reviewer} at {item.resolved}; it cannot be resolved twice"
+            )
+        return item
+
+    @staticmethod
+    def _item(row: tuple[Any, ...]) -> ReviewItem:
+        try:
+            return ReviewItem(
+                id=int(row[0]),
+                request_id=row[1],
+                subject=row[2],
+                tenant=row[3],
+                model_digest=row[4],
+                reasons=tuple(json.loads(row[5])),
+                suspicion=float(row[6]),
+                input_digest=row[7],
+                instances=tuple(tuple(float(v) for v in r) for r in json.loads(row[8])),
+                created=row[9],
+                status=row[10],
+                verdict=row[11],
+                reviewer=row[12],
+                note=row[13],
+                resolved=row[14],
+            )
+        except (ValueError, TypeError) as err:
+            raise ReviewError(f"review item {row[0]} is corrupt: {err}") from err

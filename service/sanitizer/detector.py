@@ -1,0 +1,197 @@
+"""Adversarial-perturbation detection by feature squeezing (Xu, Evans and Qi, 2018).
+
+An input's score is the largest L1 distance between the model's softmax output on the
+input and on each squeezed copy of it. Natural inputs give nearly the same prediction
+after squeezing; adversarial perturbations, which live in the detail squeezing removes,
+often do not. The threshold is calibrated on clean validation data so that at most a
+chosen fraction of clean inputs (the false-positive rate) scores above it.
+
+What a flagged input means for a request (reject it, or serve it and flag it for human
+review) is a policy decision made by the service, not here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from service.sanitizer.errors import CalibrationError, PerturbationDetectedError
+from service.sanitizer.squeezers import Squeezer, default_squeezers
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+N_FEATURES = 64
+
+
+@dataclass(frozen=True)
+class SqueezeResult:
+    """Feature-squeezing results for a batch.
+
+    Attributes:
+        probs: Softmax of the model on the original inputs, shape (N, C).
+        scores: Max L1 distance over the squeezers, shape (N,), in [0, 2].
+        flagged: ``scores > threshold``, shape (N,).
+        per_squeezer: Each squeezer's L1 distances, keyed by squeezer name.
+    """
+
+    probs: npt.NDArray[np.float32]
+    scores: npt.NDArray[np.float32]
+    flagged: npt.NDArray[np.bool_]
+    per_squeezer: dict[str, npt.NDArray[np.float32]]
+
+
+def _as_tensor(x: object) -> torch.Tensor:
+    import torch
+
+    tensor = x.detach() if isinstance(x, torch.Tensor) else torch.tensor(np.asarray(x))
+    tensor = tensor.to(torch.float32)
+    if tensor.ndim != 2 or tensor.shape[1] != N_FEATURES:
+        raise ValueError(f"expected inputs of shape (N, 64), got {tuple(tensor.shape)}")
+    return tensor
+
+
+def squeeze_distances(
+    model: nn.Module, x: object, squeezers: Sequence[Squeezer]
+) -> tuple[npt.NDArray[np.float32], dict[str, npt.NDArray[np.float32]]]:
+    """Return the softmax on ``x`` and every squeezer's L1 distance to it.
+
+    All squeezed copies go through the model in one batched forward pass.
+
+    Args:
+        model: The classifier (in eval mode), mapping (N, 64) to logits.
+        x: Inputs of shape (N, 64) in [0, 1] (numpy array or tensor).
+        squeezers: The squeezers to apply.
+
+    Returns:
+        The probabilities (N, C) and, per squeezer name, distances (N,).
+
+    Raises:
+        ValueError: If ``x`` is not (N, 64) or no squeezer is given.
+    """
+    import torch
+
+    if not squeezers:
+        raise ValueError("at least one squeezer is needed")
+    tensor = _as_tensor(x)
+    n = tensor.shape[0]
+    batch = torch.cat([tensor, *(squeeze(tensor) for squeeze in squeezers)])
+    with torch.no_grad():
+        probs = torch.softmax(model(batch).float(), dim=1)
+    clean = probs[:n]
+    distances = {
+        squeeze.name: (clean - probs[(i + 1) * n : (i + 2) * n]).abs().sum(dim=1).numpy()
+        for i, squeeze in enumerate(squeezers)
+    }
+    return clean.numpy(), distances
+
+
+def calibrate_threshold(
+    model: nn.Module,
+    x_clean_val: object,
+    *,
+    fpr: float = 0.05,
+    squeezers: Sequence[Squeezer] | None = None,
+) -> float:
+    """Choose the smallest threshold that flags at most ``fpr`` of the clean inputs.
+
+    With n clean scores sorted ascending, the threshold is the ``ceil(n * (1 - fpr))``-th
+    of them; inputs flag when their score is strictly above it, so at most
+    ``floor(n * fpr)`` clean inputs flag.
+
+    Args:
+        model: The classifier (in eval mode).
+        x_clean_val: Clean held-out inputs (N, 64); use the validation split, not test.
+        fpr: The largest accepted false-positive rate, in (0, 1).
+        squeezers: The squeezers (default: :func:`default_squeezers`).
+
+    Returns:
+        The threshold.
+
+    Raises:
+        CalibrationError: If ``fpr`` is out of range or there are too few inputs to
+            resolve it (fewer than ``1 / fpr``).
+    """
+    if not 0.0 < fpr < 1.0 or not math.isfinite(fpr):
+        raise CalibrationError(f"the false-positive rate must be in (0, 1), got {fpr}")
+    try:
+        _, per = squeeze_distances(model, x_clean_val, squeezers or default_squeezers())
+    except ValueError as err:
+        raise CalibrationError(f"cannot calibrate: {err}") from err
+    scores = np.sort(np.max(np.stack(list(per.values())), axis=0))
+    n = scores.shape[0]
+    if n < math.ceil(1.0 / fpr):
+        raise CalibrationError(
+            f"{n} clean inputs cannot resolve a false-positive rate of {fpr}; use at least "
+            f"{math.ceil(1.0 / fpr)} (the validation split has enough)"
+        )
+    k = math.ceil(n * (1.0 - fpr))
+    return float(scores[k - 1])
+
+
+class FeatureSqueezer:
+    """Score and flag inputs by feature squeezing.
+
+    Args:
+        model: The classifier (in eval mode), mapping (N, 64) inputs to logits.
+        threshold: Scores strictly above this flag an input (see
+            :func:`calibrate_threshold`).
+        squeezers: The squeezers (default: :func:`default_squeezers`); calibrate the
+            threshold with the same ones.
+
+    Raises:
+        ValueError: If the threshold is not a finite number in [0, 2].
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        threshold: float,
+        squeezers: Sequence[Squeezer] | None = None,
+    ) -> None:
+        if not math.isfinite(threshold) or not 0.0 <= threshold <= 2.0:
+            raise ValueError(f"the threshold must be a finite number in [0, 2], got {threshold}")
+        self.model = model
+        self.threshold = float(threshold)
+        self.squeezers: tuple[Squeezer, ...] = tuple(squeezers or default_squeezers())
+
+    def analyze(self, x: object) -> SqueezeResult:
+        """Return probabilities, scores and flags for a batch (one forward pass).
+
+        Args:
+            x: Inputs (N, 64) in [0, 1].
+
+        Returns:
+            The results; ``probs`` can serve the prediction without another forward pass.
+        """
+        probs, per = squeeze_distances(self.model, x, self.squeezers)
+        scores = np.max(np.stack(list(per.values())), axis=0).astype(np.float32)
+        return SqueezeResult(probs, scores, scores > self.threshold, per)
+
+    def scores(self, x: object) -> npt.NDArray[np.float32]:
+        """Return each input's score: the max L1 distance over the squeezers, shape (N,)."""
+        return self.analyze(x).scores
+
+    def flags(self, x: object) -> npt.NDArray[np.bool_]:
+        """Return which inputs score above the threshold, shape (N,)."""
+        return self.analyze(x).flagged
+
+    def check(self, x: object) -> None:
+        """Raise if any input is flagged.
+
+        Raises:
+            PerturbationDetectedError: Naming the flagged instances and their scores.
+        """
+        result = self.analyze(x)
+        if result.flagged.any():
+            indices = [int(i) for i in np.flatnonzero(result.flagged)]
+            raise PerturbationDetectedError(
+                indices, [float(result.scores[i]) for i in indices], self.threshold
+            )

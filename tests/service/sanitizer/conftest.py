@@ -1,0 +1,34 @@
+"""A real digits network (standard training, tiny profile) trained once per session."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from service.model.attacks import pgd
+from service.model.data import Splits, load_splits
+from service.model.train import train
+
+
+@pytest.fixture(scope="session")
+def digits_splits() -> Splits:
+    return load_splits()
+
+
+@pytest.fixture(scope="session")
+def digits_model() -> Any:
+    model = train(defense="none", profile="tiny").model
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="session")
+def pgd_test_inputs(digits_model: Any, digits_splits: Splits) -> np.ndarray:
+    """PGD-20 (eps 0.2) adversarial versions of the first 150 test images."""
+    x = torch.from_numpy(digits_splits.x_test[:150].copy())
+    y = torch.from_numpy(digits_splits.y_test[:150].copy())
+    adv = pgd(digits_model, x, y, eps=0.2, steps=20, generator=torch.Generator().manual_seed(0))
+    return adv.numpy()

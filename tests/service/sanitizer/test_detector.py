@@ -1,0 +1,125 @@
+"""Feature-squeezing detection on the real digits network and real PGD inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from service.model.data import Splits
+from service.sanitizer import (
+    CalibrationError,
+    FeatureSqueezer,
+    MedianSmoothing,
+    PerturbationDetectedError,
+    calibrate_threshold,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def threshold(digits_model: Any, digits_splits: Splits) -> float:
+    return calibrate_threshold(digits_model, digits_splits.x_val, fpr=0.05)
+
+
+def test_calibration_flags_at_most_the_chosen_share_of_clean_validation_inputs(
+    digits_model: Any, digits_splits: Splits, threshold: float
+) -> None:
+    detector = FeatureSqueezer(digits_model, threshold=threshold)
+    assert detector.flags(digits_splits.x_val).mean() <= 0.05
+
+
+def test_stricter_false_positive_rate_gives_higher_threshold(
+    digits_model: Any, digits_splits: Splits, threshold: float
+) -> None:
+    assert calibrate_threshold(digits_model, digits_splits.x_val, fpr=0.01) >= threshold
+
+
+def test_pgd_inputs_are_flagged_far_more_often_than_clean_test_inputs(
+    digits_model: Any, digits_splits: Splits, pgd_test_inputs: np.ndarray, threshold: float
+) -> None:
+    detector = FeatureSqueezer(digits_model, threshold=threshold)
+    clean_rate = detector.flags(digits_splits.x_test[:150]).mean()
+    attack_rate = detector.flags(pgd_test_inputs).mean()
+    assert attack_rate >= 0.6
+    assert attack_rate >= clean_rate + 0.4
+
+
+def test_pgd_inputs_score_higher_than_clean_inputs_on_average(
+    digits_model: Any, digits_splits: Splits, pgd_test_inputs: np.ndarray, threshold: float
+) -> None:
+    detector = FeatureSqueezer(digits_model, threshold=threshold)
+    assert (
+        detector.scores(pgd_test_inputs).mean()
+        > 2 * detector.scores(digits_splits.x_test[:150]).mean()
+    )
+
+
+def test_scores_are_the_max_over_squeezers_and_lie_in_zero_two(
+    digits_model: Any, pgd_test_inputs: np.ndarray, threshold: float
+) -> None:
+    result = FeatureSqueezer(digits_model, threshold=threshold).analyze(pgd_test_inputs)
+    stacked = np.stack(list(result.per_squeezer.values()))
+    np.testing.assert_allclose(result.scores, stacked.max(axis=0), rtol=1e-6)
+    assert ((result.scores >= 0) & (result.scores <= 2 + 1e-6)).all()
+
+
+def test_analyze_returns_the_model_probabilities(
+    digits_model: Any, digits_splits: Splits, threshold: float
+) -> None:
+    x = digits_splits.x_test[:10]
+    result = FeatureSqueezer(digits_model, threshold=threshold).analyze(x)
+    with torch.no_grad():
+        expected = torch.softmax(digits_model(torch.from_numpy(x.copy())), dim=1).numpy()
+    np.testing.assert_allclose(result.probs, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_check_raises_naming_the_flagged_instances(
+    digits_model: Any, digits_splits: Splits, pgd_test_inputs: np.ndarray, threshold: float
+) -> None:
+    detector = FeatureSqueezer(digits_model, threshold=threshold)
+    flagged = np.flatnonzero(detector.flags(pgd_test_inputs))
+    batch = np.concatenate([digits_splits.x_test[:1], pgd_test_inputs[flagged[:1]]])
+    with pytest.raises(PerturbationDetectedError) as info:
+        detector.check(batch)
+    assert 1 in info.value.indices
+
+
+def test_check_passes_a_confidently_classified_clean_input(
+    digits_model: Any, digits_splits: Splits, threshold: float
+) -> None:
+    detector = FeatureSqueezer(digits_model, threshold=threshold)
+    scores = detector.scores(digits_splits.x_test[:50])
+    detector.check(digits_splits.x_test[[int(np.argmin(scores))]])
+
+
+def test_custom_squeezers_are_used(digits_model: Any, digits_splits: Splits) -> None:
+    detector = FeatureSqueezer(digits_model, threshold=1.0, squeezers=[MedianSmoothing(3)])
+    assert list(detector.analyze(digits_splits.x_test[:3]).per_squeezer) == ["median-3x3"]
+
+
+def test_calibration_refuses_too_few_inputs(digits_model: Any, digits_splits: Splits) -> None:
+    with pytest.raises(CalibrationError, match="cannot resolve"):
+        calibrate_threshold(digits_model, digits_splits.x_val[:10], fpr=0.05)
+
+
+@pytest.mark.parametrize("fpr", [0.0, 1.0, -0.1, float("nan")])
+def test_calibration_refuses_a_bad_false_positive_rate(
+    digits_model: Any, digits_splits: Splits, fpr: float
+) -> None:
+    with pytest.raises(CalibrationError, match="false-positive rate"):
+        calibrate_threshold(digits_model, digits_splits.x_val, fpr=fpr)
+
+
+def test_calibration_refuses_wrongly_shaped_inputs(digits_model: Any) -> None:
+    with pytest.raises(CalibrationError, match=r"\(N, 64\)"):
+        calibrate_threshold(digits_model, np.zeros((100, 63), dtype=np.float32))
+
+
+@pytest.mark.parametrize("threshold", [-0.1, 2.5, float("nan")])
+def test_bad_threshold_is_refused(digits_model: Any, threshold: float) -> None:
+    with pytest.raises(ValueError, match="threshold"):
+        FeatureSqueezer(digits_model, threshold=threshold)
