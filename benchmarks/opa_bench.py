@@ -1,0 +1,156 @@
+"""Authorization decision latency: `opa bench` over the authz example inputs.
+
+For every example input in policies/examples/authz this runs
+``opa bench --format json`` on ``data.ztml.authz.decision`` and, in the same run and
+the same way, a trivial baseline query (``is_object(input)``) on the same input, and
+reports the evaluation-time p50 and p99 (OPA's ``timer_rego_query_eval_ns``
+histogram) beside the baseline with the ratio. Target: decision p50 < 100 µs.
+
+    .venv/bin/python -m benchmarks.opa_bench            # every authz example
+    .venv/bin/python -m benchmarks.opa_bench --quick    # three examples
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from service.toolchain.opa import OPA_VERSION, find_opa
+from service.toolchain.paths import POLICIES_DIR
+
+DECISION_QUERY = "data.ztml.authz.decision"
+BASELINE_QUERY = "is_object(input)"
+TARGET_P50_US = 100.0
+QUICK_EXAMPLES = ("allow-predict", "deny-cross-tenant", "deny-missing-fields")
+LOAD_IGNORES = ("examples", "config", ".*", "*_test.rego")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Evaluation time percentiles of one benchmarked query, in microseconds."""
+
+    p50_us: float
+    p99_us: float
+    iterations: int
+
+
+def bench(opa: Path, query: str, input_path: Path, *, count: int) -> Timing:
+    """Run `opa bench` for query on input_path and return its eval-time percentiles."""
+    command = [
+        str(opa),
+        "bench",
+        "--format",
+        "json",
+        "--count",
+        str(count),
+        "-d",
+        str(POLICIES_DIR),
+    ]
+    for pattern in LOAD_IGNORES:
+        command += ["--ignore", pattern]
+    command += ["-i", str(input_path), query]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"opa bench failed for {input_path}:\n{result.stderr or result.stdout}")
+    # With --count > 1 OPA prints one JSON document per run.
+    decoder = json.JSONDecoder()
+    text, position, runs = result.stdout, 0, []
+    while position < len(text):
+        if text[position].isspace():
+            position += 1
+            continue
+        document, position = decoder.raw_decode(text, position)
+        runs.append(document)
+    prefix = "histogram_timer_rego_query_eval_ns_"
+    p50 = statistics.median(run["Extra"][prefix + "median"] for run in runs) / 1000
+    p99 = max(run["Extra"][prefix + "99%"] for run in runs) / 1000
+    return Timing(p50_us=p50, p99_us=p99, iterations=sum(run["N"] for run in runs))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="benchmark three examples only")
+    parser.add_argument("--count", type=int, default=1, help="opa bench runs per query")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+
+    opa = find_opa()
+    inputs = sorted((POLICIES_DIR / "examples" / "authz").glob("*/input.json"))
+    if args.quick:
+        inputs = [p for p in inputs if p.parent.name in QUICK_EXAMPLES]
+    console = Console(width=max(Console().width, 110))
+    rows = []
+    with console.status("running opa bench…") as status:
+        for input_path in inputs:
+            name = input_path.parent.name
+            status.update(f"opa bench {name}")
+            decision = bench(opa, DECISION_QUERY, input_path, count=args.count)
+            baseline = bench(opa, BASELINE_QUERY, input_path, count=args.count)
+            rows.append((name, decision, baseline))
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    table = Table(
+        title=f"ztml authz decision eval time (opa bench, OPA {OPA_VERSION}; "
+        f"load avg {load:.1f} on {os.cpu_count()} CPUs)"
+    )
+    for column in (
+        "example",
+        "p50 µs",
+        "p99 µs",
+        "baseline p50 µs",
+        "baseline p99 µs",
+        "p50 ratio",
+    ):
+        table.add_column(column, justify="left" if column == "example" else "right")
+    for name, decision, baseline in rows:
+        table.add_row(
+            name,
+            f"{decision.p50_us:.1f}",
+            f"{decision.p99_us:.1f}",
+            f"{baseline.p50_us:.1f}",
+            f"{baseline.p99_us:.1f}",
+            f"{decision.p50_us / baseline.p50_us:.1f}×",
+        )
+    overall_p50 = statistics.median(d.p50_us for _, d, _ in rows)
+    overall_p99 = max(d.p99_us for _, d, _ in rows)
+    base_p50 = statistics.median(b.p50_us for _, _, b in rows)
+    base_p99 = max(b.p99_us for _, _, b in rows)
+    table.add_section()
+    table.add_row(
+        "all (median p50, max p99)",
+        f"{overall_p50:.1f}",
+        f"{overall_p99:.1f}",
+        f"{base_p50:.1f}",
+        f"{base_p99:.1f}",
+        f"{overall_p50 / base_p50:.1f}×",
+    )
+    console.print(table)
+    met = overall_p50 < TARGET_P50_US
+    verdict = "[green]met[/green]" if met else "[red]missed[/red]"
+    console.print(f"target p50 < {TARGET_P50_US:.0f} µs: {verdict} ({overall_p50:.1f} µs)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        figures: dict[str, dict[str, object]] = {
+            name: {"decision": vars(decision), "baseline": vars(baseline)}
+            for name, decision, baseline in rows
+        }
+        figures["all"] = {
+            "decision": {"p50_us": overall_p50, "p99_us": overall_p99},
+            "baseline": {"p50_us": base_p50, "p99_us": base_p99},
+            "load_average": load,
+        }
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

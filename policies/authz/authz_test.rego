@@ -1,0 +1,344 @@
+package ztml.authz_test
+
+import data.ztml.authz as authz
+
+digest := "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+base := {
+	"subject": {"sub": "alice", "roles": ["predictor"], "tenant": "demo", "scopes": ["predict", "explain", "metadata", "admin"]},
+	"action": "predict",
+	"model": {"name": "digits", "digest": digest, "tenant": "demo", "risk_tier": "low"},
+	"request": {"batch_size": 4, "client_address": "127.0.0.1", "time": "2026-11-22T10:00:00Z"},
+	"monitor": {
+		"rate_per_minute": 12.0, "extraction_suspicion": 0.1, "extraction_flagged": false,
+		"flood": false, "drift": false, "flagged_input": false,
+	},
+}
+
+# An input with overrides merged (recursively) into the base request.
+request(overrides) := object.union(base, overrides)
+
+# The same request made by a subject holding roles.
+as_roles(roles, overrides) := object.union(request(overrides), {"subject": {"roles": roles}})
+
+decide(inp) := d if {
+	d := authz.decision with input as inp
+}
+
+# True when some reason of the decision contains fragment.
+has_reason(decision, fragment) if {
+	some reason in decision.reasons
+	contains(reason, fragment)
+}
+
+denied(decision, fragment) if {
+	decision.allow == false
+	has_reason(decision, fragment)
+}
+
+# --- allowed calls -----------------------------------------------------------
+
+test_allow_predict_for_predictor if {
+	d := decide(base)
+	d.allow == true
+	d.reasons == []
+	d.obligations == {"max_batch_size": 64, "explanations_allowed": false, "flagged_input": "serve_and_flag", "rate_limit_per_minute": 120}
+}
+
+test_allow_metadata_for_viewer if {
+	d := decide(as_roles(["viewer"], {"action": "metadata", "request": {"batch_size": 0}}))
+	d.allow == true
+}
+
+test_allow_explain_for_analyst_with_explanations if {
+	d := decide(as_roles(["analyst"], {"action": "explain"}))
+	d.allow == true
+	d.obligations.explanations_allowed == true
+}
+
+test_allow_admin_action_for_admin if {
+	d := decide(as_roles(["admin"], {"action": "admin", "request": {"batch_size": 0}}))
+	d.allow == true
+}
+
+test_allow_high_risk_model_for_model_owner if {
+	d := decide(as_roles(["model-owner"], {"model": {"risk_tier": "high"}}))
+	d.allow == true
+	d.obligations.max_batch_size == 16
+	d.obligations.flagged_input == "reject"
+}
+
+test_allow_high_risk_model_for_admin if {
+	d := decide(as_roles(["admin"], {"model": {"risk_tier": "high"}}))
+	d.allow == true
+}
+
+test_allow_multiple_roles_take_the_largest_limits if {
+	d := decide(as_roles(["predictor", "analyst"], {}))
+	d.allow == true
+	d.obligations.max_batch_size == 64
+	d.obligations.rate_limit_per_minute == 120
+	d.obligations.explanations_allowed == true
+}
+
+test_allow_unknown_role_is_ignored_beside_a_known_one if {
+	d := decide(as_roles(["predictor", "superuser"], {}))
+	d.allow == true
+}
+
+test_allow_medium_risk_uses_medium_batch_limit if {
+	d := decide(request({"model": {"risk_tier": "medium"}, "request": {"batch_size": 32}}))
+	d.allow == true
+	d.obligations.max_batch_size == 32
+}
+
+test_allow_flagged_input_is_served_and_flagged_on_low_risk if {
+	d := decide(request({"monitor": {"flagged_input": true}}))
+	d.allow == true
+	d.obligations.flagged_input == "serve_and_flag"
+}
+
+test_allow_drift_alone_does_not_deny if {
+	d := decide(request({"monitor": {"drift": true}}))
+	d.allow == true
+}
+
+# --- input validation (fail closed) -------------------------------------------
+
+test_deny_empty_input if {
+	d := decide({})
+	denied(d, "subject.sub is missing")
+	denied(d, "model.digest is missing")
+	denied(d, "monitor.flood is missing")
+	count(d.reasons) == count(authz.fields)
+}
+
+test_deny_non_object_input if {
+	d := decide("predict please")
+	denied(d, "input must be a JSON object")
+}
+
+test_deny_missing_monitor if {
+	d := decide(object.remove(base, ["monitor"]))
+	denied(d, "monitor.rate_per_minute is missing")
+}
+
+test_deny_ill_typed_batch_size if {
+	denied(decide(request({"request": {"batch_size": "4"}})), "request.batch_size is missing or invalid")
+	denied(decide(request({"request": {"batch_size": 2.5}})), "request.batch_size is missing or invalid")
+}
+
+test_deny_ill_typed_roles if {
+	denied(decide(request({"subject": {"roles": "admin"}})), "subject.roles is missing or invalid")
+}
+
+test_deny_bad_digest if {
+	denied(decide(request({"model": {"digest": "md5:abc"}})), "model.digest is missing or invalid")
+}
+
+test_deny_unknown_action if {
+	denied(decide(request({"action": "delete"})), "input field action is missing or invalid")
+}
+
+test_deny_unknown_risk_tier if {
+	denied(decide(request({"model": {"risk_tier": "none"}})), "model.risk_tier is missing or invalid")
+}
+
+test_deny_bad_time if {
+	denied(decide(request({"request": {"time": "noon"}})), "request.time is missing or invalid")
+}
+
+test_deny_suspicion_out_of_range if {
+	denied(decide(request({"monitor": {"extraction_suspicion": 3}})), "monitor.extraction_suspicion is missing or invalid")
+}
+
+test_deny_string_flag if {
+	denied(decide(request({"monitor": {"flood": "false"}})), "monitor.flood is missing or invalid")
+}
+
+test_deny_blank_tenant if {
+	denied(decide(request({"subject": {"tenant": "  "}})), "subject.tenant is missing or invalid")
+}
+
+# --- RBAC ----------------------------------------------------------------------
+
+test_deny_without_role_data if {
+	d := authz.decision with input as base with data.data.roles as {}
+	denied(d, "role data is not loaded")
+}
+
+test_deny_unknown_role if {
+	denied(decide(as_roles(["superuser"], {})), "has no known role")
+}
+
+test_deny_no_roles if {
+	denied(decide(as_roles([], {})), "has no known role")
+}
+
+test_deny_predict_for_viewer if {
+	denied(decide(as_roles(["viewer"], {})), "may not perform action \"predict\"")
+}
+
+test_deny_explain_for_predictor if {
+	d := decide(request({"action": "explain"}))
+	denied(d, "explanations leak model information")
+	d.obligations.explanations_allowed == false
+}
+
+test_deny_admin_action_for_model_owner if {
+	denied(decide(as_roles(["model-owner"], {"action": "admin"})), "admin actions require the admin role")
+}
+
+test_deny_action_outside_token_scopes if {
+	denied(decide(request({"subject": {"scopes": ["metadata"]}})), "do not include action \"predict\"")
+}
+
+# --- ABAC: tenant and risk tier ------------------------------------------------------
+
+test_deny_cross_tenant if {
+	denied(decide(request({"subject": {"tenant": "acme"}})), "subject tenant \"acme\" may not access model")
+}
+
+test_deny_cross_tenant_even_for_admin if {
+	denied(decide(as_roles(["admin"], {"subject": {"tenant": "acme"}})), "may not access model")
+}
+
+test_deny_high_risk_model_for_predictor if {
+	denied(decide(request({"model": {"risk_tier": "high"}})), "is high risk and requires one of the roles [\"admin\", \"model-owner\"]")
+}
+
+test_deny_high_risk_model_for_analyst if {
+	denied(decide(as_roles(["analyst"], {"action": "explain", "model": {"risk_tier": "high"}})), "is high risk")
+}
+
+test_deny_registry_raises_declared_risk_tier if {
+	d := decide(request({"model": {"name": "digits-clinical", "risk_tier": "low"}}))
+	denied(d, "is high risk")
+}
+
+test_allow_registry_tier_does_not_lower_declared_tier if {
+	authz.risk_tier == "medium" with input as request({"model": {"risk_tier": "medium"}})
+}
+
+test_deny_unknown_tier_counts_as_high if {
+	authz.risk_tier == "high" with input as request({"model": {"risk_tier": "extreme"}})
+}
+
+# --- monitor signals ---------------------------------------------------------------
+
+test_deny_flood if {
+	denied(decide(request({"monitor": {"flood": true}})), "request flood detected")
+}
+
+test_deny_extraction_flagged if {
+	d := decide(request({"monitor": {"extraction_flagged": true, "extraction_suspicion": 0.93}}))
+	denied(d, "model extraction suspected by the monitor (suspicion 0.93)")
+	d.obligations.flagged_input == "reject"
+}
+
+test_deny_extraction_flagged_sets_reject_obligation if {
+	authz.flagged_input == "reject" with input as request({"monitor": {"extraction_flagged": true}})
+}
+
+test_deny_flagged_input_on_high_risk_model if {
+	d := decide(as_roles(["model-owner"], {"model": {"risk_tier": "high"}, "monitor": {"flagged_input": true}}))
+	denied(d, "flagged input rejected (model risk tier high)")
+}
+
+test_deny_rate_over_role_limit if {
+	denied(decide(request({"monitor": {"rate_per_minute": 121}})), "request rate 121 per minute exceeds the limit of 120")
+}
+
+# --- batch limits ----------------------------------------------------------------
+
+test_deny_batch_over_role_max if {
+	denied(decide(request({"request": {"batch_size": 65}})), "batch size 65 exceeds the maximum 64 for roles [\"predictor\"] at risk tier low")
+}
+
+test_deny_batch_over_medium_tier_max if {
+	denied(decide(request({"model": {"risk_tier": "medium"}, "request": {"batch_size": 33}})), "exceeds the maximum 32")
+}
+
+test_deny_empty_batch_for_predict if {
+	denied(decide(request({"request": {"batch_size": 0}})), "request.batch_size must be at least 1 for predict")
+}
+
+# --- decision shape -----------------------------------------------------------------
+
+test_deny_gives_restrictive_obligations if {
+	d := decide(request({"subject": {"tenant": "acme"}}))
+	d.obligations == {"max_batch_size": 0, "explanations_allowed": false, "flagged_input": "reject", "rate_limit_per_minute": 0}
+}
+
+test_deny_lists_every_reason if {
+	d := decide(request({"subject": {"tenant": "acme"}, "monitor": {"flood": true}, "request": {"batch_size": 1000}}))
+	count(d.reasons) == 3
+}
+
+test_allow_default_is_deny if {
+	not authz.allow with input as {}
+}
+
+test_deny_without_any_loaded_data if {
+	d := authz.decision with input as base with data.data as {}
+	denied(d, "role data is not loaded")
+}
+
+test_deny_no_granting_role_gets_zero_limits if {
+	authz.rate_limit_per_minute == 0 with input as as_roles(["viewer"], {})
+	authz.max_batch_size == 0 with input as as_roles(["viewer"], {})
+}
+
+# Inputs covering every condition of allow, to check allow against the reasons.
+invariant_inputs := [
+	base,
+	{},
+	as_roles(["viewer"], {"action": "metadata", "request": {"batch_size": 0}}),
+	as_roles(["viewer"], {}),
+	as_roles(["analyst"], {"action": "explain"}),
+	as_roles(["admin"], {"action": "admin", "request": {"batch_size": 0}}),
+	as_roles(["model-owner"], {"action": "admin"}),
+	as_roles(["model-owner"], {"model": {"risk_tier": "high"}}),
+	as_roles(["model-owner"], {"model": {"risk_tier": "high"}, "monitor": {"flagged_input": true}}),
+	as_roles(["superuser"], {}),
+	request({"action": "explain"}),
+	request({"subject": {"scopes": ["metadata"]}}),
+	request({"subject": {"tenant": "acme"}}),
+	request({"model": {"risk_tier": "high"}}),
+	request({"model": {"name": "digits-clinical"}}),
+	request({"monitor": {"flood": true}}),
+	request({"monitor": {"extraction_flagged": true}}),
+	request({"monitor": {"flagged_input": true}}),
+	request({"monitor": {"rate_per_minute": 500}}),
+	request({"request": {"batch_size": 0}}),
+	request({"request": {"batch_size": 65}}),
+	request({"request": {"batch_size": 64}}),
+	request({"request": {"time": "later"}}),
+]
+
+# Allowed, and no reason applies.
+consistent(inp) if {
+	allowed := authz.allow with input as inp
+	found := authz.reasons with input as inp
+	allowed == true
+	count(found) == 0
+}
+
+# Denied, and some reason says why.
+consistent(inp) if {
+	allowed := authz.allow with input as inp
+	found := authz.reasons with input as inp
+	allowed == false
+	count(found) > 0
+}
+
+test_allow_holds_exactly_when_no_reason_applies if {
+	every inp in invariant_inputs {
+		consistent(inp)
+	}
+}
+
+test_deny_invariant_inputs_include_denials_and_allows if {
+	results := {allowed | some inp in invariant_inputs; allowed := authz.allow with input as inp}
+	results == {true, false}
+}

@@ -1,0 +1,318 @@
+# METADATA
+# title: Deploy gate (model provenance)
+# description: >-
+#   Admits a model for deployment only when the verified provenance ledger shows
+#   it was registered by a trusted trainer, evaluated as robust enough, approved
+#   by a different trusted approver, and never revoked. Query
+#   data.ztml.provenance.decision for {"allow", "reasons"}; a denial lists every reason.
+# entrypoint: true
+package ztml.provenance
+
+import data.ztml.lib.inputs as v
+
+# METADATA
+# title: Built-in requirements
+# description: Used only when policies/data/provenance.json is not loaded.
+builtin_requirements := {"min_robust_accuracy": 0.8, "epsilon": 0.1, "attack": "pgd", "min_steps": 20}
+
+# METADATA
+# title: Requirements from data
+# description: Empty when policies/data/provenance.json is not loaded.
+default data_requirements := {}
+
+# METADATA
+# title: Requirements from data (loaded)
+# description: The requirements of policies/data/provenance.json.
+data_requirements := data.data.provenance.requirements
+
+# METADATA
+# title: Requirements from input
+# description: Empty when the input gives none.
+default input_requirements := {}
+
+# METADATA
+# title: Requirements from input (given)
+# description: input.requirements when it is an object.
+input_requirements := input.requirements if is_object(input.requirements)
+
+# METADATA
+# title: Requirements
+# description: Built-in defaults, overridden by data, overridden by the input.
+requirements := object.union(object.union(builtin_requirements, data_requirements), input_requirements)
+
+# ---------------------------------------------------------------------------
+# Input validation.
+# ---------------------------------------------------------------------------
+
+# METADATA
+# title: Valid digest
+# description: input.digest is sha256:<64 lowercase hex>.
+digest_ok if v.digest(input.digest)
+
+# METADATA
+# title: Valid records
+# description: input.ledger.records is an array of objects.
+records_ok if {
+	is_array(input.ledger.records)
+	every record in input.ledger.records {
+		is_object(record)
+	}
+}
+
+# METADATA
+# title: Valid trust
+# description: The trust lists are arrays of key ids.
+trust_ok if {
+	v.string_array(input.trust.trainer_key_ids)
+	v.string_array(input.trust.approver_key_ids)
+}
+
+# METADATA
+# title: Valid requirements
+# description: Every requirement has the right type.
+requirements_ok if {
+	v.probability(requirements.min_robust_accuracy)
+	v.non_negative_number(requirements.epsilon)
+	v.non_empty_string(requirements.attack)
+	v.non_negative_int(requirements.min_steps)
+}
+
+# METADATA
+# title: Valid input
+# description: True only when every part of the input is well formed.
+valid if {
+	digest_ok
+	records_ok
+	trust_ok
+	requirements_ok
+}
+
+# ---------------------------------------------------------------------------
+# Ledger facts.
+# ---------------------------------------------------------------------------
+
+# METADATA
+# title: Records for the digest
+# description: The ledger records about the model under review.
+records contains record if {
+	valid
+	some record in input.ledger.records
+	record.model_digest == input.digest
+}
+
+# METADATA
+# title: Records of a type
+# description: The digest's records of the given type.
+of_type(type) := {record | some record in records; record.type == type}
+
+# METADATA
+# title: Trusted registrations
+# description: register records for the digest signed by a trusted trainer key.
+registrations contains record if {
+	some record in of_type("register")
+	record.signer.key_id in input.trust.trainer_key_ids
+}
+
+# METADATA
+# title: Robust results
+# description: >-
+#   Robust-accuracy results for a trusted registration: those in the register
+#   payload and in later evaluate records signed by a trusted trainer key.
+robust_results contains [registration, result] if {
+	some registration in registrations
+	some result in registration.payload.evaluation.robust
+}
+
+# METADATA
+# title: Robust results from evaluate records
+# description: Results of evaluate records made after the registration by a trusted trainer.
+robust_results contains [registration, result] if {
+	some registration in registrations
+	some record in of_type("evaluate")
+	record.seq > registration.seq
+	record.signer.key_id in input.trust.trainer_key_ids
+	some result in record.payload.evaluation.robust
+}
+
+# METADATA
+# title: Passing result
+# description: A result meets the requirement (same attack, epsilon and steps at least required, accuracy high enough).
+passes(result) if {
+	result.attack == requirements.attack
+	result.epsilon >= requirements.epsilon
+	result.steps >= requirements.min_steps
+	result.accuracy >= requirements.min_robust_accuracy
+	norm_matches(result)
+}
+
+# METADATA
+# title: Norm matches
+# description: Any norm passes when the requirements name none.
+norm_matches(_) if not requirements.norm
+
+# METADATA
+# title: Norm matches (required)
+# description: The result's norm must equal a required norm.
+norm_matches(result) if result.norm == requirements.norm
+
+# METADATA
+# title: Robust enough
+# description: Some trusted registration has a passing result.
+robust_enough if {
+	some [_, result] in robust_results
+	passes(result)
+}
+
+# METADATA
+# title: Approval problems
+# description: Why an approve record does not count, for each problem it has.
+approval_problems[record.seq] contains sprintf("approve record seq %v is signed by untrusted key %v", [record.seq, record.signer.key_id]) if {
+	some record in of_type("approve")
+	not record.signer.key_id in input.trust.approver_key_ids
+}
+
+# METADATA
+# title: Approval by the trainer identity
+# description: The approver identity must differ from the trainer's (separation of duties).
+approval_problems[record.seq] contains sprintf("approve record seq %v is signed by the trainer identity %v (separation of duties)", [record.seq, record.signer.identity]) if {
+	some record in of_type("approve")
+	some registration in registrations
+	record.signer.identity == registration.signer.identity
+}
+
+# METADATA
+# title: Approval with the trainer key
+# description: The approver key must differ from the trainer's key.
+approval_problems[record.seq] contains sprintf("approve record seq %v is signed with the trainer key %v (separation of duties)", [record.seq, record.signer.key_id]) if {
+	some record in of_type("approve")
+	some registration in registrations
+	record.signer.key_id == registration.signer.key_id
+}
+
+# METADATA
+# title: Approval before registration
+# description: An approval counts only after a trusted registration.
+approval_problems[record.seq] contains sprintf("approve record seq %v precedes the trusted registration", [record.seq]) if {
+	some record in of_type("approve")
+	count(registrations) > 0
+	every registration in registrations {
+		record.seq <= registration.seq
+	}
+}
+
+# METADATA
+# title: Valid approvals
+# description: approve records without any problem, made after a trusted registration.
+approvals contains record if {
+	count(registrations) > 0
+	some record in of_type("approve")
+	record.signer.key_id in input.trust.approver_key_ids
+	not approval_problems[record.seq]
+}
+
+# ---------------------------------------------------------------------------
+# Reasons and decision.
+# ---------------------------------------------------------------------------
+
+# METADATA
+# title: Bad digest
+# description: The digest must be well formed.
+reasons contains v.invalid_field("digest", "sha256:<64 lowercase hex>") if not digest_ok
+
+# METADATA
+# title: Bad records
+# description: The ledger records must be an array of objects.
+reasons contains v.invalid_field("ledger.records", "an array of ledger records") if not records_ok
+
+# METADATA
+# title: Bad trust
+# description: The trust lists must be arrays of key ids.
+reasons contains v.invalid_field("trust", "trainer_key_ids and approver_key_ids arrays of key ids") if not trust_ok
+
+# METADATA
+# title: Bad requirements
+# description: The requirements must be well typed.
+reasons contains v.invalid_field("requirements", "min_robust_accuracy in [0, 1], epsilon >= 0, attack name, integer min_steps") if {
+	not requirements_ok
+}
+
+# METADATA
+# title: Ledger not verified
+# description: The ledger's hash chain and signatures must have been verified.
+reasons contains "ledger is not verified (ledger.verified must be true)" if {
+	not input.ledger.verified == true
+}
+
+# METADATA
+# title: Not registered
+# description: The digest needs a register record.
+reasons contains sprintf("no register record for %s", [input.digest]) if {
+	valid
+	count(of_type("register")) == 0
+}
+
+# METADATA
+# title: Untrusted registration
+# description: The register record must be signed by a trusted trainer key.
+reasons contains sprintf("register record seq %v is signed by untrusted key %v", [record.seq, record.signer.key_id]) if {
+	some record in of_type("register")
+	not record in registrations
+}
+
+# METADATA
+# title: Not robust enough
+# description: A trusted evaluation must meet the robustness requirement.
+reasons contains sprintf(
+	"no trusted evaluation reaches robust accuracy >= %v under %v at epsilon >= %v with >= %v steps (found: %v)",
+	[requirements.min_robust_accuracy, requirements.attack, requirements.epsilon, requirements.min_steps, found],
+) if {
+	count(registrations) > 0
+	not robust_enough
+	found := sort([sprintf("%v eps=%v steps=%v acc=%v", [r.attack, r.epsilon, r.steps, r.accuracy]) | some [_, r] in robust_results])
+}
+
+# METADATA
+# title: Not approved
+# description: The digest needs an approve record.
+reasons contains sprintf("no approve record for %s", [input.digest]) if {
+	valid
+	count(of_type("approve")) == 0
+}
+
+# METADATA
+# title: Approval problems
+# description: Every problem of every approve record, when none counts.
+reasons contains problem if {
+	count(approvals) == 0
+	some problem in approval_problems[_]
+}
+
+# METADATA
+# title: Revoked
+# description: A revoke record for the digest denies deployment.
+reasons contains sprintf("model was revoked at seq %v: %v", [record.seq, object.get(record, ["payload", "reason"], "no reason given")]) if {
+	some record in of_type("revoke")
+}
+
+# METADATA
+# title: Allow
+# description: Deny unless every condition holds.
+default allow := false
+
+# METADATA
+# title: Allow (all conditions hold)
+# description: Verified ledger, trusted registration, robust evaluation, independent approval, no revocation.
+allow if {
+	valid
+	input.ledger.verified == true
+	count(registrations) > 0
+	robust_enough
+	count(approvals) > 0
+	count(of_type("revoke")) == 0
+	count(reasons) == 0
+}
+
+# METADATA
+# title: Decision
+# description: The deploy gate's answer.
+decision := {"allow": allow, "reasons": sort(reasons)}
