@@ -1,0 +1,106 @@
+"""Request-flood detection over a sliding window, per subject and for the whole service.
+
+Every request (admitted or not: call :meth:`FloodDetector.observe` before the rate limiter,
+so refused attempts count too) increments a one-second counter for its subject and one
+for the whole service in the shared database. The rate is the number of requests in the
+last ``window_seconds`` scaled to a minute; a subject above ``subject_threshold`` or the
+service above ``global_threshold`` requests per minute is a flood, which the authorization
+policy denies (``monitor.flood``) and the policy's per-role limit compares with
+``monitor.rate_per_minute``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.monitor.errors import MonitorConfigError
+from service.monitor.store import MonitorStore, default_db_path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS flood_counts (
+    subject TEXT NOT NULL,
+    second INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (subject, second)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS flood_counts_second ON flood_counts (second)
+"""
+GLOBAL = "*"  # subjects are stored as "s:<sub>", so no subject can collide with it
+DEFAULT_SUBJECT_THRESHOLD = 1200.0
+DEFAULT_GLOBAL_THRESHOLD = 6000.0
+
+
+@dataclass(frozen=True)
+class FloodSignal:
+    """The request rates seen over the window and whether they are a flood."""
+
+    rate_per_minute: float
+    flood: bool
+    global_rate_per_minute: float = 0.0
+
+
+class FloodDetector:
+    """Counts requests per subject and overall over a sliding window.
+
+    Args:
+        db_path: The shared database (default ``$ZTML_HOME/run/monitor.db``).
+        window_seconds: Length of the sliding window (1-second resolution).
+        subject_threshold: Requests per minute from one subject that are a flood.
+        global_threshold: Requests per minute to the whole service that are a flood.
+    """
+
+    def __init__(
+        self,
+        db_path: Path | None = None,
+        *,
+        window_seconds: int = 60,
+        subject_threshold: float = DEFAULT_SUBJECT_THRESHOLD,
+        global_threshold: float = DEFAULT_GLOBAL_THRESHOLD,
+    ) -> None:
+        if window_seconds < 1 or subject_threshold <= 0 or global_threshold <= 0:
+            raise MonitorConfigError(
+                "The flood window must be at least 1 s and the thresholds positive."
+            )
+        self.store = MonitorStore(db_path or default_db_path(), schema=SCHEMA)
+        self.window_seconds = int(window_seconds)
+        self.subject_threshold = subject_threshold
+        self.global_threshold = global_threshold
+
+    def observe(self, subject: str, *, now: float | None = None) -> FloodSignal:
+        """Count one request from ``subject`` and return the current rates.
+
+        Raises:
+            MonitorStoreError: the shared database is unavailable (fail closed).
+        """
+        second = math.floor(time.time() if now is None else now)
+        oldest = second - self.window_seconds
+        key = f"s:{subject}"
+        with self.store.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO flood_counts (subject, second, n) VALUES (?, ?, 1) "
+                "ON CONFLICT(subject, second) DO UPDATE SET n = n + 1",
+                [(key, second), (GLOBAL, second)],
+            )
+            conn.execute("DELETE FROM flood_counts WHERE second <= ?", (oldest,))
+            counts = dict(
+                conn.execute(
+                    "SELECT subject, SUM(n) FROM flood_counts WHERE subject IN (?, ?) "
+                    "AND second > ? GROUP BY subject",
+                    (key, GLOBAL, oldest),
+                ).fetchall()
+            )
+        scale = 60.0 / self.window_seconds
+        rate = counts.get(key, 0) * scale
+        total = counts.get(GLOBAL, 0) * scale
+        return FloodSignal(
+            rate_per_minute=rate,
+            flood=rate > self.subject_threshold or total > self.global_threshold,
+            global_rate_per_minute=total,
+        )
+
+    def close(self) -> None:
+        """Close this process's database connection."""
+        self.store.close()

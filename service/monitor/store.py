@@ -1,0 +1,110 @@
+"""The SQLite database the monitors share across the service's worker processes.
+
+BentoML runs several worker processes, and each has its own memory, so per-subject state
+(token buckets, request counts, query histories) lives in one SQLite file,
+``$ZTML_HOME/run/monitor.db`` by default. The database runs in WAL mode so readers never
+block the writer; every read-modify-write is one ``BEGIN IMMEDIATE`` transaction, which
+takes the write lock up front, so two workers can never both read the old state and both
+admit a request; ``busy_timeout`` makes a worker wait for the lock instead of failing.
+
+Each process opens its own connection (a connection is never shared across ``fork``);
+threads of one process share it under a lock.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from service.monitor.errors import MonitorStoreError
+from service.toolchain.paths import ztml_home
+
+BUSY_TIMEOUT_MS = 5000
+
+
+def default_db_path() -> Path:
+    """Return ``$ZTML_HOME/run/monitor.db``."""
+    return ztml_home() / "run" / "monitor.db"
+
+
+class MonitorStore:
+    """A per-process connection to the shared monitor database.
+
+    Args:
+        db_path: The database file; its directory is created ``0700`` and the file is
+            made ``0600``.
+        schema: ``CREATE ... IF NOT EXISTS`` statements run once on open.
+    """
+
+    def __init__(self, db_path: Path, *, schema: str) -> None:
+        self.db_path = Path(db_path)
+        self._schema = schema
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        try:
+            self.db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self.db_path.exists():
+                os.close(os.open(self.db_path, os.O_WRONLY | os.O_CREAT, 0o600))
+            conn = sqlite3.connect(
+                self.db_path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in filter(None, (s.strip() for s in self._schema.split(";"))):
+                conn.execute(statement)
+            conn.execute("COMMIT")
+        except (sqlite3.Error, OSError) as err:
+            raise MonitorStoreError(
+                f"Cannot open the monitor database {self.db_path}: {err}. Check that "
+                "$ZTML_HOME/run is writable by the service."
+            ) from None
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run a block in one ``BEGIN IMMEDIATE`` transaction (committed unless it raises).
+
+        Raises:
+            MonitorStoreError: the database is unavailable or locked beyond the timeout.
+        """
+        with self._lock:
+            conn = self._connect()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as err:
+                raise MonitorStoreError(f"Monitor database unavailable: {err}.") from None
+            try:
+                yield conn
+            except sqlite3.Error as err:
+                conn.execute("ROLLBACK")
+                raise MonitorStoreError(f"Monitor database error: {err}.") from None
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as err:
+                conn.execute("ROLLBACK")
+                raise MonitorStoreError(f"Monitor database commit failed: {err}.") from None
+
+    def close(self) -> None:
+        """Close this process's connection."""
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
