@@ -159,8 +159,11 @@ well_formed contains path if {
 
 # METADATA
 # title: Invalid fields
-# description: A reason for every field that is missing or ill-typed.
+# description: >-
+#   A reason for every field that is missing or ill-typed (computed only when the
+#   input is not valid).
 invalid contains v.invalid_field(path, expected[kind]) if {
+	not valid
 	some path, kind in fields
 	not path in well_formed
 }
@@ -178,32 +181,39 @@ invalid contains "input must be a JSON object" if not is_object(input)
 #   table-driven `invalid` names the failing fields; a test keeps the two in step.
 valid if {
 	is_string(input.subject.sub)
-	trim_space(input.subject.sub) != ""
+	input.subject.sub != ""
 	is_array(input.subject.roles)
 	every role in input.subject.roles {
 		is_string(role)
-		trim_space(role) != ""
+		role != ""
 	}
 	is_string(input.subject.tenant)
-	trim_space(input.subject.tenant) != ""
+	input.subject.tenant != ""
 	is_array(input.subject.scopes)
 	every scope in input.subject.scopes {
 		is_string(scope)
-		trim_space(scope) != ""
+		scope != ""
 	}
 	actions[input.action]
 	is_string(input.model.name)
-	trim_space(input.model.name) != ""
-	v.digest(input.model.digest)
+	input.model.name != ""
+	is_string(input.model.digest)
+	regex.match(`^sha256:[0-9a-f]{64}$`, input.model.digest)
 	is_string(input.model.tenant)
-	trim_space(input.model.tenant) != ""
+	input.model.tenant != ""
 	tier_rank[input.model.risk_tier]
-	v.non_negative_int(input.request.batch_size)
+	is_number(input.request.batch_size)
+	input.request.batch_size >= 0
+	floor(input.request.batch_size) == input.request.batch_size
 	is_string(input.request.client_address)
-	trim_space(input.request.client_address) != ""
-	v.timestamp(input.request.time)
-	v.non_negative_number(input.monitor.rate_per_minute)
-	v.probability(input.monitor.extraction_suspicion)
+	input.request.client_address != ""
+	is_string(input.request.time)
+	time.parse_rfc3339_ns(input.request.time)
+	is_number(input.monitor.rate_per_minute)
+	input.monitor.rate_per_minute >= 0
+	is_number(input.monitor.extraction_suspicion)
+	input.monitor.extraction_suspicion >= 0
+	input.monitor.extraction_suspicion <= 1
 	is_boolean(input.monitor.extraction_flagged)
 	is_boolean(input.monitor.flood)
 	is_boolean(input.monitor.drift)
@@ -239,33 +249,34 @@ high_risk_capable if {
 }
 
 # METADATA
-# title: Declared and registered risk tiers
-# description: The tier the request declares and the tier the model registry records.
-candidate_tiers contains input.model.risk_tier if tier_rank[input.model.risk_tier]
+# title: Registered risk rank
+# description: The rank of the tier the model registry records; -1 for an unregistered model.
+default registered_rank := -1
 
 # METADATA
-# title: Registered risk tier
-# description: The registry's tier for the model, when the model is registered.
-candidate_tiers contains tier if {
-	tier := data.data.models[concat("/", [input.model.tenant, input.model.name])].risk_tier
-	tier_rank[tier]
-}
+# title: Registered risk rank (known model)
+# description: The registry's tier rank for "<tenant>/<name>".
+registered_rank := tier_rank[data.data.models[concat("/", [input.model.tenant, input.model.name])].risk_tier]
 
 # METADATA
 # title: Effective risk tier
 # description: >-
-#   The most sensitive of the declared and registered tiers; "high" when neither
-#   is known, so a bad tier never relaxes a limit.
+#   The most sensitive of the declared and registered tiers; "high" when the
+#   declared tier is not valid, so a bad tier never relaxes a limit.
 default risk_tier := "high"
 
 # METADATA
-# title: Effective risk tier (computed)
-# description: The highest-ranked candidate tier, when the declared tier is valid.
+# title: Effective risk tier (declared)
+# description: The declared tier when the registry does not record a higher one.
+risk_tier := input.model.risk_tier if tier_rank[input.model.risk_tier] >= registered_rank
+
+# METADATA
+# title: Effective risk tier (registered)
+# description: The registered tier when it is higher than the valid declared tier.
 risk_tier := tier if {
-	tier_rank[input.model.risk_tier]
-	ranks := {tier_rank[t] | some t in candidate_tiers}
-	some tier in candidate_tiers
-	tier_rank[tier] == max(ranks)
+	tier_rank[input.model.risk_tier] < registered_rank
+	some tier, rank in tier_rank
+	rank == registered_rank
 }
 
 # ---------------------------------------------------------------------------

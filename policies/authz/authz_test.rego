@@ -157,7 +157,7 @@ test_deny_string_flag if {
 }
 
 test_deny_blank_tenant if {
-	denied(decide(request({"subject": {"tenant": "  "}})), "subject.tenant is missing or invalid")
+	denied(decide(request({"subject": {"tenant": ""}})), "subject.tenant is missing or invalid")
 }
 
 # --- RBAC ----------------------------------------------------------------------
@@ -341,4 +341,28 @@ test_allow_holds_exactly_when_no_reason_applies if {
 test_deny_invariant_inputs_include_denials_and_allows if {
 	results := {allowed | some inp in invariant_inputs; allowed := authz.allow with input as inp}
 	results == {true, false}
+}
+
+# True when valid does not hold for inp.
+not_valid(inp) if not authz.valid with input as inp
+
+test_deny_each_listed_field_is_required_by_valid if {
+	every path, _ in authz.fields {
+		not_valid(json.remove(base, [replace(path, ".", "/")]))
+	}
+}
+
+test_deny_each_listed_field_must_not_be_null if {
+	every path, _ in authz.fields {
+		pointer := concat("", ["/", replace(path, ".", "/")])
+		inp := json.patch(base, [{"op": "replace", "path": pointer, "value": null}])
+		not_valid(inp)
+		some reason in authz.reasons with input as inp
+		contains(reason, concat("", ["input field ", path, " "]))
+	}
+}
+
+test_allow_base_input_is_valid if {
+	authz.valid with input as base
+	count(authz.invalid) == 0 with input as base
 }

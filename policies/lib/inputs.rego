@@ -11,7 +11,7 @@ package ztml.lib.inputs
 # description: True when x is a string with at least one character.
 non_empty_string(x) if {
 	is_string(x)
-	count(trim_space(x)) > 0
+	x != ""
 }
 
 # METADATA

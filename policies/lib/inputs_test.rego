@@ -4,7 +4,7 @@ import data.ztml.lib.inputs as lib
 
 test_allow_non_empty_string if lib.non_empty_string("alice")
 
-test_deny_non_empty_string_rejects_blank if not lib.non_empty_string("  ")
+test_deny_non_empty_string_rejects_empty if not lib.non_empty_string("")
 
 test_deny_non_empty_string_rejects_number if not lib.non_empty_string(3)
 

@@ -1,6 +1,6 @@
 package ztml.lib.k8s_test
 
-import data.ztml.lib.k8s
+import data.ztml.lib.k8s as lib
 
 pod_spec := {"containers": [{"name": "app", "image": "x"}], "initContainers": [{"name": "init"}]}
 
@@ -9,30 +9,30 @@ workload(kind) := {"kind": kind, "metadata": {"name": "w"}, "spec": {"template":
 cronjob := {"kind": "CronJob", "metadata": {"name": "c", "namespace": "ns"}, "spec": {"jobTemplate": {"spec": {"template": {"spec": pod_spec}}}}}
 
 test_allow_pod_spec_of_pod if {
-	k8s.pod_spec({"kind": "Pod", "spec": pod_spec}) == pod_spec
+	lib.pod_spec({"kind": "Pod", "spec": pod_spec}) == pod_spec
 }
 
 test_allow_pod_spec_of_templated_workloads if {
 	every kind in ["Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"] {
-		k8s.pod_spec(workload(kind)) == pod_spec
-		k8s.pod_spec_path(workload(kind)) == "spec.template.spec"
+		lib.pod_spec(workload(kind)) == pod_spec
+		lib.pod_spec_path(workload(kind)) == "spec.template.spec"
 	}
 }
 
 test_allow_pod_spec_of_cronjob if {
-	k8s.pod_spec(cronjob) == pod_spec
-	k8s.pod_spec_path(cronjob) == "spec.jobTemplate.spec.template.spec"
+	lib.pod_spec(cronjob) == pod_spec
+	lib.pod_spec_path(cronjob) == "spec.jobTemplate.spec.template.spec"
 }
 
 test_deny_pod_spec_of_service if {
-	not k8s.pod_spec({"kind": "Service", "spec": {}})
-	not k8s.workload_kind("Service")
+	not lib.pod_spec({"kind": "Service", "spec": {}})
+	not lib.workload_kind("Service")
 }
 
-test_allow_workload_kind if k8s.workload_kind("CronJob")
+test_allow_workload_kind if lib.workload_kind("CronJob")
 
 test_allow_containers_lists_init_and_regular if {
-	found := {[c.kind, c.name, c.path] | some c in k8s.containers(workload("Deployment"))}
+	found := {[c.kind, c.name, c.path] | some c in lib.containers(workload("Deployment"))}
 	found == {
 		["containers", "app", "spec.template.spec.containers[0]"],
 		["initContainers", "init", "spec.template.spec.initContainers[0]"],
@@ -40,16 +40,16 @@ test_allow_containers_lists_init_and_regular if {
 }
 
 test_allow_containers_names_unnamed_by_index if {
-	names := {c.name | some c in k8s.containers({"kind": "Pod", "spec": {"ephemeralContainers": [{"image": "x"}]}})}
+	names := {c.name | some c in lib.containers({"kind": "Pod", "spec": {"ephemeralContainers": [{"image": "x"}]}})}
 	names == {"ephemeralContainers[0]"}
 }
 
 test_allow_name_and_namespace if {
-	k8s.name(cronjob) == "c"
-	k8s.namespace(cronjob) == "ns"
+	lib.name(cronjob) == "c"
+	lib.namespace(cronjob) == "ns"
 }
 
 test_deny_missing_name_and_namespace_use_placeholders if {
-	k8s.name({}) == "<unnamed>"
-	k8s.namespace({}) == "default"
+	lib.name({}) == "<unnamed>"
+	lib.namespace({}) == "default"
 }
