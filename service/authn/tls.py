@@ -30,11 +30,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from service.authn.errors import TLSSetupError
+from service.toolchain.paths import ztml_home
 
 VALIDITY_DAYS = 90
 RENEW_BEFORE = dt.timedelta(days=1)
 SERVER_NAMES = ("localhost",)
 SERVER_ADDRESSES = ("127.0.0.1",)
+
+
+def default_tls_dir() -> Path:
+    """Return ``$ZTML_HOME/tls``, where the local stack keeps its development CA."""
+    return ztml_home() / "tls"
 
 
 @dataclass(frozen=True)

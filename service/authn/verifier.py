@@ -173,6 +173,8 @@ class JWTVerifier:
             raise AuthenticationError(f"missing claim {err.claim}") from None
         except jwt.PyJWTError as err:
             raise AuthenticationError(_reason(err)) from None
+        except (TypeError, ValueError, OverflowError):
+            raise AuthenticationError("invalid token") from None
         return _claims(payload)
 
 

@@ -14,6 +14,7 @@ from service.monitor.errors import (
     RateLimited,
 )
 from service.monitor.extraction import ExtractionDetector, ExtractionSignal
+from service.monitor.facts import monitor_facts
 from service.monitor.flood import FloodDetector, FloodSignal
 from service.monitor.ratelimit import RateLimiter
 from service.monitor.store import default_db_path
@@ -32,4 +33,5 @@ __all__ = [
     "RateLimited",
     "RateLimiter",
     "default_db_path",
+    "monitor_facts",
 ]

@@ -125,3 +125,10 @@ def test_bentoml_settings_require_client_certificates(certs: DevCertificates) ->
 def test_bentoml_settings_without_certificates_name_the_fix(tmp_path: Path) -> None:
     with pytest.raises(TLSSetupError, match="make_dev_ca"):
         bentoml_ssl_settings(tmp_path)
+
+
+def test_default_directory_is_in_ztml_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.authn.tls import default_tls_dir
+
+    monkeypatch.setenv("ZTML_HOME", str(tmp_path))
+    assert default_tls_dir() == tmp_path / "tls"

@@ -312,3 +312,40 @@ def test_lowercase_bearer_scheme_is_accepted(verifier: JWTVerifier, signer: Sign
 def test_oversized_token_is_rejected(verifier: JWTVerifier, signer: Signer) -> None:
     token = sign(signer, claims(padding="x" * MAX_TOKEN_BYTES))
     reject(verifier, token, "token too large")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["sub", "roles", "tenant", "scopes", "exp", "nbf", "iat", "aud", "iss", "jti"]
+        ),
+        json_values,
+        max_size=10,
+    )
+)
+def test_validly_signed_odd_claims_never_crash_the_verifier(overrides: dict[str, Any]) -> None:
+    signer = Signer(identity=ISS, private_key=Ed25519PrivateKey.generate())
+    key = TrustedKey(kid=signer.key_id, alg="EdDSA", iss=ISS, public_key=signer.public_key)
+    verifier = JWTVerifier(IssuerTrust(audience=AUD, keys={key.kid: key}))
+    payload = {**claims(), **overrides}
+    head = b64url(json.dumps({"alg": "EdDSA", "kid": signer.key_id}).encode())
+    body = b64url(json.dumps(payload).encode())
+    sig = signer.sign(f"{head}.{body}".encode())
+    try:
+        got = verifier.verify(f"Bearer {head}.{body}.{b64url(sig)}")
+    except AuthenticationError:
+        return
+    assert isinstance(got.sub, str) and got.sub
+    assert isinstance(got.tenant, str) and got.tenant
+    assert all(isinstance(r, str) for r in got.roles)
+    assert all(isinstance(s, str) for s in got.scopes)
