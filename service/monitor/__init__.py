@@ -3,6 +3,19 @@
 State that must agree across the service's worker processes (token buckets, request
 counts, per-subject query histories) lives in one SQLite database in WAL mode,
 ``$ZTML_HOME/run/monitor.db``; input drift is tracked per worker.
+
+Typical use per request (``subject`` = the token's tenant and sub, e.g. ``"demo/alice"``)::
+
+    flood = FloodDetector().observe(subject)          # counts refused attempts too
+    extraction = ExtractionDetector().observe(subject, x)
+    facts = monitor_facts(flood, extraction, drift=..., flagged_input=...)
+    decision = ...                                     # OPA, with input.monitor = facts
+    rate = decision.obligations["rate_limit_per_minute"]
+    RateLimiter().acquire(subject, rate_per_minute=rate, burst=burst_for(rate))
+    ...                                                # RateLimited -> 429 + Retry-After
+    result = drift_monitor.observe(x)                  # DriftResult every window rows
+
+Create the monitor objects once per worker and reuse them (each keeps one connection).
 """
 
 from service.monitor.drift import DriftMonitor, DriftResult
@@ -16,7 +29,7 @@ from service.monitor.errors import (
 from service.monitor.extraction import ExtractionDetector, ExtractionSignal
 from service.monitor.facts import monitor_facts
 from service.monitor.flood import FloodDetector, FloodSignal
-from service.monitor.ratelimit import RateLimiter
+from service.monitor.ratelimit import RateLimiter, burst_for
 from service.monitor.store import default_db_path
 
 __all__ = [
@@ -32,6 +45,7 @@ __all__ = [
     "MonitorStoreError",
     "RateLimited",
     "RateLimiter",
+    "burst_for",
     "default_db_path",
     "monitor_facts",
 ]

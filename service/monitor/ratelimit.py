@@ -13,6 +13,7 @@ IMMEDIATE`` transaction, so N workers together admit exactly what one bucket all
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -28,6 +29,12 @@ CREATE TABLE IF NOT EXISTS rate_buckets (
 ) WITHOUT ROWID
 """
 PRUNE_EVERY = 1000
+BURST_SECONDS = 10.0
+
+
+def burst_for(rate_per_minute: float, *, seconds: float = BURST_SECONDS) -> int:
+    """Return a burst worth ``seconds`` of the rate (at least 1 request)."""
+    return max(1, math.ceil(rate_per_minute * seconds / 60.0))
 
 
 class RateLimiter:

@@ -155,3 +155,10 @@ def test_processes_hammering_one_subject_admit_one_bucket(db_path: Path, tmp_pat
     assert 2000 <= sum(counts) <= 2001, counts
     assert all(c > 0 for c in counts), counts
     print("admitted per process", counts, "seconds per call", [float(r[1]) for r in results])
+
+
+def test_default_burst_is_ten_seconds_of_rate() -> None:
+    from service.monitor import burst_for
+
+    assert burst_for(120) == 20
+    assert burst_for(1) == 1
