@@ -32,6 +32,7 @@ SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("service.keys.cli", "keys"),
     ("service.authn.cli", "token"),
     ("service.review.cli", "review"),
+    ("service.audit.cli", "audit"),
 )
 
 for _module, _name in SUBCOMMANDS:

@@ -1,0 +1,287 @@
+"""``ztml audit``: verify, tail and recover the hash-chained audit log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from service.audit.anchors import AnchorSink, FileAnchorSink, LedgerAnchorSink, default_anchors_path
+from service.audit.errors import AuditError, AuditTrustError, AuditVerificationError
+from service.audit.reader import TailRecord, follow, last_records
+from service.audit.recover import find_incomplete, remove_incomplete
+from service.audit.segments import check_audit_dir
+from service.audit.verify import AuditReport, audit_bytes, verify_audit_dir
+from service.keys.errors import KeyError_
+from service.keys.store import TrustStore
+from service.toolchain.paths import ztml_home
+
+app = typer.Typer(
+    help="Verify, tail and recover the hash-chained, signed audit log.", no_args_is_help=True
+)
+console = Console()
+err_console = Console(stderr=True)
+
+DirArg = Annotated[Path | None, typer.Argument(help="Audit directory (default: $ZTML_HOME/audit).")]
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(1)
+
+
+def _load_trust(trust_dir: Path | None) -> TrustStore:
+    directory = trust_dir or ztml_home() / "keys"
+    if not directory.is_dir():
+        raise AuditTrustError(
+            f"Trust directory {directory} does not exist; pass --trust DIR holding the audit "
+            "public key (audit.pub), or create keys with `ztml keys init`."
+        )
+    trust = TrustStore.from_directory(directory)
+    if not trust.keys:
+        raise AuditTrustError(
+            f"Trust directory {directory} holds no *.pub key; copy the audit public key "
+            "(audit.pub) there or pass --trust DIR."
+        )
+    return trust
+
+
+def _ledger_sink(url: str, trust: TrustStore) -> tuple[AnchorSink, Any]:
+    from service.ledger import LedgerError, open_ledger
+
+    try:
+        ledger = open_ledger(url, create=False)
+        ledger.verify(trust)
+    except LedgerError as err:
+        raise AuditTrustError(f"The ledger at {url} cannot be used for anchors: {err}") from None
+    return LedgerAnchorSink(ledger), ledger
+
+
+def _summary_table(report: AuditReport) -> Table:
+    table = Table(title=f"audit log {report.directory}")
+    for column in (
+        "log",
+        "segments",
+        "events",
+        "last seq",
+        "checkpoints",
+        "signed to",
+        "anchored to",
+    ):
+        table.add_column(column, justify="left" if column == "log" else "right")
+    for log in report.logs:
+        table.add_row(
+            log.log_id,
+            str(log.segments),
+            str(log.events),
+            str(log.last_seq),
+            str(log.checkpoints),
+            str(log.signed_seq) if log.signed_seq >= 0 else "-",
+            str(log.anchored_seq) if log.anchored_seq >= 0 else "-",
+        )
+    return table
+
+
+@app.command("verify")
+def verify(
+    directory: DirArg = None,
+    trust: Annotated[
+        Path | None,
+        typer.Option("--trust", help="Directory of trusted *.pub keys (default $ZTML_HOME/keys)."),
+    ] = None,
+    anchors: Annotated[
+        Path | None,
+        typer.Option("--anchors", help="Anchors file (default: <DIR>-anchors.jsonl next to DIR)."),
+    ] = None,
+    ledger: Annotated[
+        str | None,
+        typer.Option("--ledger", help="Check against the checkpoints anchored in this ledger."),
+    ] = None,
+    no_anchors: Annotated[
+        bool,
+        typer.Option(
+            "--no-anchors", help="Verify without anchors (a cut-off tail goes unnoticed)."
+        ),
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Also fail on events after a log's last checkpoint.")
+    ] = False,
+) -> None:
+    """Check every hash, link, sequence number, checkpoint signature and anchor.
+
+    Exits 0 only for an intact log; otherwise names the first bad record (file, line,
+    seq and what is wrong). An incomplete last line (a crash mid-write) is reported, never
+    repaired: see `ztml audit recover`.
+    """
+    audit_dir = directory or ztml_home() / "audit"
+    if sum([anchors is not None, ledger is not None, no_anchors]) > 1:
+        raise _fail("Use at most one of --anchors, --ledger and --no-anchors.")
+    opened: Any = None
+    try:
+        check_audit_dir(audit_dir)
+        trust_store = _load_trust(trust)
+        sink: AnchorSink | None = None
+        if ledger is not None:
+            sink, opened = _ledger_sink(ledger, trust_store)
+        elif not no_anchors:
+            path = anchors or default_anchors_path(audit_dir)
+            if not path.is_file():
+                raise _fail(
+                    f"Anchors file {path} not found. Pass the file the service anchors to "
+                    "(--anchors FILE), --ledger URL, or --no-anchors to verify without (then "
+                    "a cut-off tail or deleted newest segment is undetectable)."
+                )
+            sink = FileAnchorSink(path)
+        total = audit_bytes(audit_dir)
+        with Progress(
+            TextColumn("verifying"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("verify", total=total)
+            report = verify_audit_dir(
+                audit_dir,
+                trust_store,
+                anchors=sink,
+                strict=strict,
+                progress=lambda n: progress.advance(task, n),
+            )
+    except AuditVerificationError as err:
+        err_console.print("[bold red]audit log verification FAILED[/bold red]", highlight=False)
+        if err.file is not None:
+            err_console.print(f"  file: {err.file}", highlight=False)
+        if err.log is not None:
+            err_console.print(f"  log:  {err.log}", highlight=False)
+        if err.line is not None:
+            err_console.print(f"  line: {err.line}", highlight=False)
+        if err.seq is not None:
+            err_console.print(f"  seq:  {err.seq}", highlight=False)
+        err_console.print(f"  what: {err.reason}", highlight=False)
+        raise typer.Exit(1) from None
+    except (AuditError, KeyError_) as err:
+        raise _fail(str(err)) from None
+    finally:
+        if opened is not None:
+            opened.close()
+    console.print(_summary_table(report))
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    console.print(
+        f"[green]intact:[/green] {report.events} events in {len(report.logs)} log(s), "
+        f"{report.checkpoints} signed checkpoint(s)",
+        highlight=False,
+    )
+
+
+def _row(record: TailRecord) -> list[str]:
+    event = record.event
+    decision = event.get("decision")
+    if isinstance(decision, dict):
+        verdict = "[green]allow[/green]" if decision.get("allow") else "[red]deny[/red]"
+        reasons = decision.get("reasons") or []
+        if reasons:
+            verdict += " " + "; ".join(str(r) for r in reasons)[:60]
+    else:
+        verdict = "-"
+    status = event.get("status")
+    return [
+        str(event.get("time", "")),
+        f"{record.log_id[-12:]}#{record.seq}",
+        str(event.get("kind", "")),
+        str(event.get("subject") or "-"),
+        str(event.get("tenant") or "-"),
+        str(event.get("action", "")),
+        verdict,
+        str(status),
+        f"{event.get('latency_ms', 0):.1f}",
+        str(event.get("client", "")),
+    ]
+
+
+def _table(records: list[TailRecord]) -> Table:
+    table = Table(pad_edge=False)
+    for column in (
+        "time",
+        "log#seq",
+        "kind",
+        "subject",
+        "tenant",
+        "action",
+        "decision",
+        "status",
+        "ms",
+        "client",
+    ):
+        table.add_column(column, no_wrap=column != "decision")
+    for record in records:
+        table.add_row(*_row(record))
+    return table
+
+
+@app.command("tail")
+def tail(
+    directory: DirArg = None,
+    lines: Annotated[int, typer.Option("-n", "--lines", min=0, help="Events to show.")] = 20,
+    follow_: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep showing new events (Ctrl-C stops).")
+    ] = False,
+) -> None:
+    """Show the newest events of every log in the directory (not verified: see verify)."""
+    audit_dir = directory or ztml_home() / "audit"
+    try:
+        console.print(_table(last_records(audit_dir, lines)))
+        if follow_:
+            for record in follow(audit_dir):
+                console.print("  ".join(_row(record)))
+    except AuditError as err:
+        raise _fail(str(err)) from None
+    except KeyboardInterrupt:
+        return
+
+
+@app.command("recover")
+def recover(
+    directory: DirArg = None,
+    anchors: Annotated[
+        Path | None,
+        typer.Option("--anchors", help="Anchors file to check too (default: <DIR>-anchors.jsonl)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only report what would be removed.")
+    ] = False,
+) -> None:
+    """Remove the incomplete last line a crash mid-write left, after saying what it removes.
+
+    Only an incomplete final line (no newline) of a log's last segment or of the anchors
+    file is removed; anything else is refused and left untouched.
+    """
+    audit_dir = directory or ztml_home() / "audit"
+    try:
+        check_audit_dir(audit_dir)
+        items = find_incomplete(audit_dir, anchors_path=anchors or default_anchors_path(audit_dir))
+        if not items:
+            console.print("nothing to recover: every file ends with a complete line")
+            return
+        for item in items:
+            console.print(
+                f"{'would remove' if dry_run else 'removing'} incomplete last line "
+                f"{item.line} of {item.path} ({len(item.data)} bytes at offset {item.offset}): "
+                f"{item.preview()}",
+                highlight=False,
+            )
+        if dry_run:
+            return
+        remove_incomplete(items)
+    except AuditError as err:
+        raise _fail(str(err)) from None
+    console.print(
+        f"[green]removed {len(items)} incomplete line(s).[/green] Run `ztml audit verify` next.",
+        highlight=False,
+    )

@@ -1,0 +1,408 @@
+"""The audit log writer: one hash chain per process, JSON Lines segments, signed checkpoints.
+
+Each :class:`AuditLog` starts a new chain (log id ``<hostname>-<pid>-<start ns>``) in
+``<directory>/<log id>/segment-000001.jsonl`` and appends one line per event (see
+:mod:`service.audit.encoding` for the deterministic encoding and line format). No lock is
+shared between processes; within a process a lock serialises appends, so the log is
+thread-safe, and ``append`` is short and synchronous, so an asyncio server may call it
+directly.
+
+Checkpoints (:class:`~service.chain.core.Checkpoint`, signed with the audit key) are
+written every ``checkpoint_every`` events or ``checkpoint_seconds`` seconds (a timer
+thread covers idle periods), when a segment reaches ``segment_bytes`` (the segment then
+ends with the checkpoint and the chain continues in the next segment) and at
+:meth:`AuditLog.close`. Each checkpoint is written into the segment as
+``{"checkpoint": {...}}`` and then sent to the anchor sink (by default a file next to the
+audit directory, see :mod:`service.audit.anchors`).
+
+Durability (``fsync``):
+
+* ``"checkpoint"`` (default): every line is written to the OS (an unbuffered ``write``)
+  before ``append`` returns, so a killed process loses nothing that ``append`` reported
+  committed; the file is fsync'ed at every checkpoint, so a power loss loses at most the
+  events since the last checkpoint.
+* ``"always"``: also fsync after every event (durable across power loss; much slower).
+* ``"never"``: write to the OS only; the OS decides when data reaches the disk.
+
+A failed write leaves the log unusable (fail closed): later appends raise
+:class:`~service.audit.errors.AuditWriteError`; create a new ``AuditLog`` (a new chain).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from service.audit.anchors import AnchorSink, FileAnchorSink, default_anchors_path
+from service.audit.encoding import fast_encode
+from service.audit.errors import AnchorError, AuditError, AuditWriteError
+from service.audit.events import encode_event, now_rfc3339
+from service.audit.segments import new_log_id, segment_name
+from service.chain.core import GENESIS_HASH, Checkpoint
+from service.keys.errors import KeyError_
+from service.keys.store import Signer
+from service.toolchain.paths import ztml_home
+
+FsyncMode = Literal["always", "checkpoint", "never"]
+_log = logging.getLogger(__name__)
+_sha256 = hashlib.sha256
+
+
+class AuditLog:
+    """A hash-chained, signed, append-only audit log written by this process.
+
+    Attributes:
+        log_id: this chain's id (its directory name).
+        log_dir: the directory holding this chain's segments.
+        anchor_failures: checkpoints the anchor sink failed to record (logged as warnings).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        signer: Signer,
+        *,
+        anchor_sink: AnchorSink | Literal["file"] | None = "file",
+        segment_bytes: int = 64 << 20,
+        checkpoint_every: int = 1000,
+        checkpoint_seconds: float | None = 5.0,
+        fsync: FsyncMode = "checkpoint",
+        mirror_stdout: bool = False,
+    ) -> None:
+        """Start a new chain in ``directory``.
+
+        Args:
+            directory: the audit directory (created 0700 if missing).
+            signer: signs checkpoints (the ``audit`` key).
+            anchor_sink: where checkpoints are anchored: ``"file"`` (default) for a
+                :class:`FileAnchorSink` at ``<directory>-anchors.jsonl``, a sink, or None
+                (then cutting off the newest events cannot be detected).
+            segment_bytes: rotate to a new segment once a segment reaches this size.
+            checkpoint_every: write a checkpoint after this many events.
+            checkpoint_seconds: write a checkpoint when events are this old (None: never
+                by time).
+            fsync: durability setting (see the module docs).
+            mirror_stdout: also print each record as one JSON line on stdout.
+
+        Raises:
+            AuditWriteError: the directory or segment cannot be created, or an option is
+                invalid.
+            AnchorError: the anchors file cannot be created.
+        """
+        if fsync not in ("always", "checkpoint", "never"):
+            raise AuditWriteError(
+                f"fsync must be 'always', 'checkpoint' or 'never', not {fsync!r}."
+            )
+        if segment_bytes < 1024 or checkpoint_every < 1:
+            raise AuditWriteError("segment_bytes must be >= 1024 and checkpoint_every >= 1.")
+        if checkpoint_seconds is not None and checkpoint_seconds <= 0:
+            raise AuditWriteError("checkpoint_seconds must be positive or None.")
+        self.directory = Path(directory)
+        self.signer = signer
+        self.segment_bytes = segment_bytes
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_seconds = checkpoint_seconds
+        self.fsync: FsyncMode = fsync
+        self.mirror_stdout = mirror_stdout
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as err:
+            raise AuditWriteError(
+                f"Cannot create audit directory {self.directory}: {err.strerror}."
+            ) from None
+        if anchor_sink == "file":
+            file_sink = FileAnchorSink(default_anchors_path(self.directory))
+            file_sink.create()
+            self.anchor_sink: AnchorSink | None = file_sink
+        else:
+            self.anchor_sink = anchor_sink
+            if isinstance(anchor_sink, FileAnchorSink):
+                anchor_sink.create()
+        if self.anchor_sink is None:
+            _log.warning("audit log without an anchor sink: a cut-off tail is undetectable")
+        self.anchor_failures = 0
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._seq = 0
+        self._head_bytes = GENESIS_HASH.encode()
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._segment = 0
+        self._segment_size = 0
+        self._fd = -1
+        self._closed = False
+        self._failed: str | None = None
+        self.log_id, self.log_dir = self._create_log_dir()
+        self._open_segment()
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
+        if checkpoint_seconds is not None:
+            self._timer = threading.Thread(
+                target=self._run_timer, name=f"audit-checkpoint-{self.log_id}", daemon=True
+            )
+            self._timer.start()
+
+    # -- setup -------------------------------------------------------------------------
+
+    def _create_log_dir(self) -> tuple[str, Path]:
+        for _ in range(5):
+            log_id = new_log_id()
+            log_dir = self.directory / log_id
+            try:
+                log_dir.mkdir(mode=0o700)
+            except FileExistsError:
+                continue
+            except OSError as err:
+                raise AuditWriteError(
+                    f"Cannot create audit log directory {log_dir}: {err.strerror}. Check the "
+                    f"permissions of {self.directory}."
+                ) from None
+            return log_id, log_dir
+        raise AuditWriteError(f"Cannot find a fresh log id in {self.directory}.")
+
+    def _open_segment(self) -> None:
+        self._segment += 1
+        path = self.log_dir / segment_name(self._segment)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+        try:
+            self._fd = os.open(path, flags, 0o600)
+            if self.fsync != "never":
+                dir_fd = os.open(self.log_dir, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+        except OSError as err:
+            self._failed = f"cannot create segment {path}: {err.strerror}"
+            raise AuditWriteError(f"Cannot create audit segment {path}: {err.strerror}.") from None
+        self._segment_path = path
+        self._segment_size = 0
+
+    # -- properties ----------------------------------------------------------------------
+
+    @property
+    def segment_path(self) -> Path:
+        """The segment currently written."""
+        return self._segment_path
+
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the last committed event (-1 before the first)."""
+        return self._seq - 1
+
+    @property
+    def head(self) -> str:
+        """The hash of the last committed event (64 zeros before the first)."""
+        return self._head_bytes.decode()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        try:
+            written = os.write(self._fd, data)
+            while written < len(data):  # rare: a short write (e.g. a signal or a full disk)
+                written += os.write(self._fd, data[written:])
+        except OSError as err:
+            self._failed = f"write to {self._segment_path} failed: {err.strerror}"
+            raise AuditWriteError(
+                f"Audit write to {self._segment_path} failed: {err.strerror}. The log is "
+                "closed for writing; fix the cause and start a new AuditLog."
+            ) from None
+        self._segment_size += len(data)
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise AuditWriteError(f"Audit log {self.log_id} is closed.")
+        if self._failed is not None:
+            raise AuditWriteError(
+                f"Audit log {self.log_id} failed earlier ({self._failed}); start a new AuditLog."
+            )
+        if os.getpid() != self._pid:
+            raise AuditWriteError(
+                f"Audit log {self.log_id} belongs to process {self._pid}; each process must "
+                "create its own AuditLog (one chain per writing process)."
+            )
+
+    def append(self, event: dict[str, Any]) -> int:
+        """Validate, chain and write one event; return its sequence number.
+
+        Returns only after the record line was written to the OS (and fsync'ed with
+        ``fsync="always"``): a returned sequence number is committed.
+
+        Raises:
+            AuditEventError: the event is invalid or holds a raw input or a credential.
+            AuditWriteError: the log is closed, failed, or the write failed.
+        """
+        data = encode_event(event)
+        with self._lock:
+            if self._closed or self._failed is not None or os.getpid() != self._pid:
+                self._check_usable()
+            seq = self._seq
+            prev = self._head_bytes
+            digest = _sha256(b'{"body":%b,"prev":"%b","seq":%d}' % (data, prev, seq)).hexdigest()
+            digest_bytes = digest.encode()
+            line = b'{"event":%b,"hash":"%b","prev":"%b","seq":%d}\n' % (
+                data,
+                digest_bytes,
+                prev,
+                seq,
+            )
+            self._write(line)
+            self._seq = seq + 1
+            self._head_bytes = digest_bytes
+            self._since_checkpoint += 1
+            if self.fsync == "always":
+                self._fsync()
+            if self.mirror_stdout:
+                self._mirror(seq, digest, data)
+            if self._segment_size >= self.segment_bytes:
+                self._checkpoint_locked()
+                self._rotate()
+            elif self._since_checkpoint >= self.checkpoint_every or (
+                self.checkpoint_seconds is not None
+                and time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds
+            ):
+                self._checkpoint_locked()
+        return seq
+
+    def _mirror(self, seq: int, digest: str, data: bytes) -> None:
+        head = fast_encode({"audit_log": self.log_id, "hash": digest, "seq": seq})[:-1]
+        sys.stdout.write(head.decode() + ',"event":' + data.decode() + "}\n")
+        sys.stdout.flush()
+
+    def _fsync(self) -> None:
+        try:
+            os.fsync(self._fd)
+        except OSError as err:
+            self._failed = f"fsync of {self._segment_path} failed: {err.strerror}"
+            raise AuditWriteError(
+                f"fsync of audit segment {self._segment_path} failed: {err.strerror}."
+            ) from None
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        self._fd = -1
+        self._open_segment()
+
+    def _checkpoint_locked(self) -> Checkpoint | None:
+        self._last_checkpoint = time.monotonic()
+        if self._since_checkpoint == 0 or self._seq == 0:
+            return None
+        try:
+            cp = Checkpoint.create(
+                log=self.log_id,
+                seq=self._seq - 1,
+                head=self._head_bytes.decode(),
+                time=now_rfc3339(),
+                signer=self.signer,
+            )
+        except (KeyError_, ValueError, TypeError) as err:
+            self._failed = f"signing a checkpoint failed: {err}"
+            raise AuditWriteError(f"Cannot sign audit checkpoint: {err}") from None
+        self._write(fast_encode({"checkpoint": cp.to_dict()}) + b"\n")
+        if self.fsync != "never":
+            self._fsync()
+        self._since_checkpoint = 0
+        if self.anchor_sink is not None:
+            try:
+                self.anchor_sink.anchor(cp)
+            except (AnchorError, OSError) as err:
+                self.anchor_failures += 1
+                _log.warning("audit checkpoint %s/%d not anchored: %s", cp.log, cp.seq, err)
+        return cp
+
+    def checkpoint(self) -> Checkpoint | None:
+        """Write (and anchor) a checkpoint now if events arrived since the last one.
+
+        Returns:
+            The new checkpoint, or None if there was nothing new to sign.
+
+        Raises:
+            AuditWriteError: the log is closed or failed, or the write failed.
+        """
+        with self._lock:
+            self._check_usable()
+            return self._checkpoint_locked()
+
+    def _run_timer(self) -> None:
+        assert self.checkpoint_seconds is not None
+        while not self._stop.wait(self.checkpoint_seconds / 2):
+            with self._lock:
+                if self._closed or self._failed is not None or os.getpid() != self._pid:
+                    return
+                if time.monotonic() - self._last_checkpoint < self.checkpoint_seconds:
+                    continue
+                try:
+                    self._checkpoint_locked()
+                except AuditError as err:
+                    _log.error("audit checkpoint timer stopped: %s", err)
+                    return
+
+    def close(self) -> None:
+        """Write a final checkpoint (if events are unsigned), sync and close the segment.
+
+        Closing twice is harmless.
+
+        Raises:
+            AuditWriteError: the final checkpoint could not be written.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._stop.set()
+            try:
+                if self._failed is None and os.getpid() == self._pid:
+                    self._checkpoint_locked()
+                    if self.fsync != "never":
+                        self._fsync()
+            finally:
+                self._closed = True
+                if self._fd >= 0:
+                    os.close(self._fd)
+                    self._fd = -1
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def open_audit_log(
+    directory: Path | None = None,
+    *,
+    key_path: Path | None = None,
+    identity: str = "audit",
+    **options: Any,
+) -> AuditLog:
+    """Open a new audit chain with the audit key from the key store.
+
+    Args:
+        directory: the audit directory (default ``$ZTML_HOME/audit``).
+        key_path: the private key (default ``$ZTML_HOME/keys/audit.key``).
+        identity: the signer identity.
+        **options: passed to :class:`AuditLog`.
+
+    Raises:
+        AuditWriteError: the key is missing, unreadable or has loose permissions, or the
+            log cannot be created.
+    """
+    home = ztml_home()
+    key_path = key_path or home / "keys" / "audit.key"
+    try:
+        signer = Signer.from_file(key_path, identity)
+    except KeyError_ as err:
+        raise AuditWriteError(f"Cannot load the audit signing key: {err}") from None
+    return AuditLog(directory or home / "audit", signer, **options)

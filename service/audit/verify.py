@@ -1,0 +1,382 @@
+"""Verify an audit directory: every record, link, sequence number, checkpoint and anchor.
+
+For each log (chain) in the directory, segment by segment and line by line:
+
+* every line parses and is in the canonical form the writer produces;
+* record ``seq`` numbers run 0, 1, 2, ... across the log's segments, each ``prev`` is the
+  previous record's ``hash`` and each ``hash`` is the SHA-256 link of the record's bytes
+  (see :mod:`service.audit.encoding`);
+* every checkpoint line names this log, sits right after the record it signs, matches
+  that record's seq and hash, appears once, and is signed by a trusted key;
+* segments are numbered without gaps and every segment but the last ends with its
+  rotation checkpoint; no file ends with an incomplete line (that is reported, never
+  repaired here: see ``ztml audit recover``);
+* against the anchors (when given): every anchored checkpoint is trusted, appears in the
+  segments, and no anchor lies beyond the end of the log; with an anchor index, no
+  anchored log is missing. This is what reveals a cut-off tail or a deleted segment.
+
+Events after a log's last checkpoint (a process that was killed) are accepted with a
+warning unless ``strict``, as long as no anchor claims more.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from hashlib import sha256
+from pathlib import Path
+from typing import NoReturn
+
+from service.audit.anchors import AnchorIndex, AnchorSink
+from service.audit.encoding import fast_encode
+from service.audit.errors import AuditDirError, AuditTrustError, AuditVerificationError
+from service.audit.segments import list_logs, list_segments, segment_name
+from service.chain.core import GENESIS_HASH, Checkpoint, link_hash
+from service.keys.errors import KeyError_
+from service.keys.store import TrustStore
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class LogSummary:
+    """What verification found in one log (chain)."""
+
+    log_id: str
+    segments: int = 0
+    events: int = 0
+    checkpoints: int = 0
+    last_seq: int = -1
+    head: str = GENESIS_HASH
+    signed_seq: int = -1
+    anchored_seq: int = -1
+    bytes: int = 0
+
+    @property
+    def unsigned_events(self) -> int:
+        """Events after the last checkpoint (not covered by a signature)."""
+        return self.last_seq - self.signed_seq
+
+
+@dataclass
+class AuditReport:
+    """The result of verifying an intact audit directory."""
+
+    directory: Path
+    logs: list[LogSummary] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def events(self) -> int:
+        """Events verified, over all logs."""
+        return sum(log.events for log in self.logs)
+
+    @property
+    def checkpoints(self) -> int:
+        """Checkpoints verified, over all logs."""
+        return sum(log.checkpoints for log in self.logs)
+
+
+def audit_bytes(directory: Path) -> int:
+    """Return the total size of the segment files of an audit directory (for progress).
+
+    Raises:
+        AuditDirError: the directory is missing or unreadable.
+    """
+    total = 0
+    for log_dir in list_logs(directory):
+        for _, path in list_segments(log_dir):
+            try:
+                total += path.stat().st_size
+            except OSError:
+                continue
+    return total
+
+
+class _LogVerifier:
+    """Walks one log's segments, keeping the chain state."""
+
+    def __init__(
+        self,
+        log_dir: Path,
+        trust: TrustStore,
+        *,
+        anchored: list[Checkpoint],
+        progress: Progress | None,
+    ) -> None:
+        self.log_dir = log_dir
+        self.log_id = log_dir.name
+        self.trust = trust
+        self.progress = progress
+        self.summary = LogSummary(self.log_id)
+        self.wanted = {cp.seq for cp in anchored}
+        self.heads: dict[int, str] = {}
+        self.checkpoints: dict[int, Checkpoint] = {}
+
+    def run(self) -> LogSummary:
+        segments = list_segments(self.log_dir)
+        for index, (number, path) in enumerate(segments, start=1):
+            if number != index:
+                missing = self.log_dir / segment_name(index)
+                raise AuditVerificationError(
+                    f"segment {missing.name} is missing (found {path.name} next)",
+                    file=missing,
+                    seq=self.summary.last_seq + 1,
+                )
+            self._segment(path, last=index == len(segments))
+        self.summary.segments = len(segments)
+        return self.summary
+
+    def _fail(self, reason: str, path: Path, line: int, seq: int | None = None) -> NoReturn:
+        raise AuditVerificationError(reason, file=path, line=line, seq=seq)
+
+    def _segment(self, path: Path, *, last: bool) -> None:
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise AuditDirError(f"Cannot read audit segment {path}: {err.strerror}.") from None
+        lines = data.split(b"\n")
+        partial = lines.pop()  # what follows the last newline: b"" when complete
+        expected = self.summary.last_seq + 1
+        head = self.summary.head.encode()
+        wanted = self.wanted
+        last_kind = ""
+        events_here = 0
+        for number, raw in enumerate(lines, start=1):
+            # Fast path: slice the fixed-layout tail and hash the event's bytes as read.
+            # Any mismatch goes to _record, which parses the line and names the fault.
+            if raw[:9] == b'{"event":':
+                cut = raw.rfind(b'","seq":')
+                if (
+                    raw[cut - 147 : cut - 138] == b',"hash":"'
+                    and raw[cut - 74 : cut - 64] == b'","prev":"'
+                    and raw[cut - 64 : cut] == head
+                    and raw[cut + 8 : -1] == b"%d" % expected
+                    and raw[-1:] == b"}"
+                ):
+                    digest = raw[cut - 138 : cut - 74]
+                    if (
+                        sha256(b'{"body":' + raw[9 : cut - 147] + raw[cut - 73 :])
+                        .hexdigest()
+                        .encode()
+                        == digest
+                    ):
+                        head = digest
+                        if expected in wanted:
+                            self.heads[expected] = digest.decode()
+                        expected += 1
+                        events_here += 1
+                        last_kind = "event"
+                        continue
+                self._record(raw, path, number, expected, head.decode())
+            else:
+                self.summary.last_seq = expected - 1
+                self.summary.head = head.decode()
+                self._checkpoint(raw, path, number)
+                last_kind = "checkpoint"
+        self.summary.events += events_here
+        self.summary.last_seq = expected - 1
+        self.summary.head = head.decode()
+        self.summary.bytes += len(data)
+        if partial:
+            self._fail(
+                "incomplete last line (a crash mid-write?); `ztml audit verify` never repairs "
+                "it: inspect it and run `ztml audit recover` to remove it",
+                path,
+                len(lines) + 1,
+                expected,
+            )
+        if not last and (last_kind != "checkpoint" or events_here == 0):
+            self._fail(
+                "segment does not end with its rotation checkpoint (its tail was cut off)",
+                path,
+                len(lines),
+                expected - 1,
+            )
+        if self.progress is not None:
+            self.progress(len(data))
+
+    def _record(self, raw: bytes, path: Path, number: int, expected: int, head: str) -> NoReturn:
+        """Diagnose a record line that failed the fast check; always raises."""
+        try:
+            record = json.loads(raw)
+        except ValueError as err:
+            self._fail(f"record is not valid JSON ({err})", path, number, expected)
+        if type(record) is not dict or set(record) != {"event", "hash", "prev", "seq"}:
+            self._fail("record does not have exactly seq/prev/hash/event", path, number, expected)
+        seq = record["seq"]
+        prev = record["prev"]
+        digest = record["hash"]
+        if type(seq) is not int or seq != expected:
+            self._fail(
+                f"sequence number {seq!r} where {expected} was expected (a record was "
+                "deleted, inserted or moved)",
+                path,
+                number,
+                expected,
+            )
+        if prev != head:
+            self._fail(
+                "prev does not match the previous record's hash (the chain is broken)",
+                path,
+                number,
+                seq,
+            )
+        if type(digest) is not str or type(record["event"]) is not dict:
+            self._fail("record hash or event has the wrong type", path, number, seq)
+        if fast_encode(record) != raw:
+            self._fail("record is not in canonical form (altered)", path, number, seq)
+        if link_hash(seq, prev, record["event"], encode=fast_encode) != digest:
+            self._fail(
+                "hash does not match the record's content (the record was altered)",
+                path,
+                number,
+                seq,
+            )
+        self._fail("record failed verification", path, number, seq)
+
+    def _checkpoint(self, raw: bytes, path: Path, number: int) -> None:
+        seq = self.summary.last_seq
+        if not raw:
+            self._fail("empty line", path, number)
+        try:
+            record = json.loads(raw)
+        except ValueError as err:
+            self._fail(f"line is not valid JSON ({err})", path, number, seq + 1)
+        if type(record) is not dict or set(record) != {"checkpoint"}:
+            self._fail("line is neither a record nor a checkpoint", path, number, seq + 1)
+        if type(record["checkpoint"]) is not dict:
+            self._fail("checkpoint is not an object", path, number, seq)
+        try:
+            cp = Checkpoint.from_dict(record["checkpoint"])
+        except ValueError as err:
+            self._fail(str(err), path, number, seq)
+        if fast_encode({"checkpoint": cp.to_dict()}) != raw:
+            self._fail("checkpoint line is not in canonical form (altered)", path, number, seq)
+        if cp.log != self.log_id:
+            self._fail(
+                f"checkpoint names log {cp.log!r}, not this log (copied from another log?)",
+                path,
+                number,
+                seq,
+            )
+        if seq < 0 or cp.seq != seq:
+            self._fail(
+                f"checkpoint for seq {cp.seq} follows record {seq} (moved, or records deleted)",
+                path,
+                number,
+                seq,
+            )
+        if cp.head != self.summary.head:
+            self._fail("checkpoint head does not match the record it follows", path, number, seq)
+        if seq in self.checkpoints:
+            self._fail("duplicate checkpoint for the same record", path, number, seq)
+        try:
+            cp.verify(self.trust)
+        except KeyError_ as err:
+            self._fail(f"checkpoint {err}", path, number, seq)
+        self.checkpoints[seq] = cp
+        self.summary.checkpoints += 1
+        self.summary.signed_seq = seq
+
+
+def _check_anchors(
+    verifier: _LogVerifier, anchored: list[Checkpoint], trust: TrustStore, source: Path | None
+) -> None:
+    summary = verifier.summary
+    for cp in anchored:
+        try:
+            cp.verify(trust)
+        except KeyError_ as err:
+            raise AuditVerificationError(
+                f"anchored checkpoint {err}", file=source, log=cp.log, seq=cp.seq
+            ) from None
+        if cp.seq > summary.last_seq:
+            raise AuditVerificationError(
+                f"an anchored checkpoint signs seq {cp.seq} but the log ends at seq "
+                f"{summary.last_seq}: its newest events or segments were removed",
+                log=summary.log_id,
+                seq=cp.seq,
+            )
+        if verifier.heads.get(cp.seq) != cp.head:
+            raise AuditVerificationError(
+                f"the anchored head at seq {cp.seq} does not match the log (it was rewritten)",
+                log=summary.log_id,
+                seq=cp.seq,
+            )
+        if verifier.checkpoints.get(cp.seq) != cp:
+            raise AuditVerificationError(
+                f"the anchored checkpoint at seq {cp.seq} is missing from the segments "
+                "(a checkpoint line was removed or replaced)",
+                log=summary.log_id,
+                seq=cp.seq,
+            )
+        summary.anchored_seq = max(summary.anchored_seq, cp.seq)
+
+
+def verify_audit_dir(
+    path: Path,
+    trust: TrustStore,
+    *,
+    anchors: AnchorSink | None = None,
+    strict: bool = False,
+    progress: Progress | None = None,
+) -> AuditReport:
+    """Verify every log in an audit directory (see the module docs).
+
+    Args:
+        path: the audit directory.
+        trust: keys trusted to sign checkpoints.
+        anchors: the anchor sink the logs anchored to (None: cut-off tails go unnoticed).
+        strict: also fail when events follow a log's last checkpoint.
+        progress: called with the number of bytes of each verified segment.
+
+    Returns:
+        The report of an intact directory.
+
+    Raises:
+        AuditVerificationError: (a ``ChainVerificationError``) naming the first bad
+            record: file, line, seq and what is wrong.
+        AuditDirError: the directory is missing or unreadable.
+        AuditTrustError: the trust store is empty.
+        AnchorError: the anchors cannot be read.
+    """
+    if not trust.keys:
+        raise AuditTrustError(
+            "No trusted keys to check audit checkpoints with; pass --trust DIR holding the "
+            "audit public key (audit.pub)."
+        )
+    report = AuditReport(Path(path))
+    source = getattr(anchors, "path", None)
+    log_dirs = list_logs(path)
+    for log_dir in log_dirs:
+        anchored = anchors.anchors(log_dir.name) if anchors is not None else []
+        verifier = _LogVerifier(log_dir, trust, anchored=anchored, progress=progress)
+        summary = verifier.run()
+        _check_anchors(verifier, anchored, trust, source if isinstance(source, Path) else None)
+        if summary.segments == 0:
+            report.warnings.append(f"log {summary.log_id} has no segment files")
+        if summary.unsigned_events > 0:
+            message = (
+                f"log {summary.log_id}: {summary.unsigned_events} event(s) after the last "
+                "checkpoint are not covered by a signature (the writer did not close it)"
+            )
+            if strict:
+                raise AuditVerificationError(message, log=summary.log_id, seq=summary.last_seq)
+            report.warnings.append(message)
+        report.logs.append(summary)
+    if anchors is None:
+        report.warnings.append(
+            "verified without anchors: a cut-off tail or deleted newest segment is undetectable"
+        )
+    elif isinstance(anchors, AnchorIndex):
+        present = {d.name for d in log_dirs}
+        for log_id in anchors.logs():
+            if log_id not in present:
+                raise AuditVerificationError(
+                    "this log has anchored checkpoints but its directory is missing (a whole "
+                    "log was deleted)",
+                    log=log_id,
+                )
+    return report
