@@ -30,6 +30,7 @@ app = typer.Typer(
 # (module holding a Typer app named `app`, sub-command name). Each area adds its line.
 SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("service.keys.cli", "keys"),
+    ("service.ledger.cli", "ledger"),
     ("service.authn.cli", "token"),
     ("service.review.cli", "review"),
     ("service.audit.cli", "audit"),

@@ -1,0 +1,178 @@
+"""The shape of ledger records and their payloads.
+
+Validators return nothing or raise :class:`RecordSchemaError` naming the bad field. They
+are used both when a record is appended and when stored or exported records are verified.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, get_args
+
+from service.ledger.errors import RecordSchemaError
+
+RecordType = Literal["register", "evaluate", "approve", "revoke", "anchor"]
+RECORD_TYPES: frozenset[str] = frozenset(get_args(RecordType))
+MODEL_EVENTS: frozenset[str] = frozenset({"register", "evaluate", "approve", "revoke"})
+
+RECORD_FIELDS = frozenset(
+    {"seq", "type", "time", "model_digest", "signer", "payload", "prev_hash", "hash", "signature"}
+)
+PAYLOAD_FIELDS: dict[str, frozenset[str]] = {
+    "register": frozenset(
+        {
+            "name",
+            "version",
+            "artifact",
+            "training_data_digest",
+            "code_revision",
+            "hyperparameters",
+            "evaluation",
+        }
+    ),
+    "evaluate": frozenset({"evaluation"}),
+    "approve": frozenset({"comment"}),
+    "revoke": frozenset({"reason"}),
+    "anchor": frozenset({"log", "seq", "head", "time", "key_id", "signature"}),
+}
+
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+HEX64_RE = re.compile(r"[0-9a-f]{64}")
+KEY_ID_RE = re.compile(r"ed25519:[0-9a-f]{16}")
+TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
+
+
+def _fail(where: str, problem: str) -> RecordSchemaError:
+    return RecordSchemaError(f"{where}: {problem}")
+
+
+def check_str(value: Any, where: str, *, nonempty: bool = True) -> str:
+    """Return ``value`` if it is a (non-empty) string."""
+    if not isinstance(value, str) or (nonempty and not value):
+        raise _fail(where, "must be a non-empty string" if nonempty else "must be a string")
+    return value
+
+
+def check_int(value: Any, where: str, *, minimum: int = 0) -> int:
+    """Return ``value`` if it is an integer (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _fail(where, f"must be an integer >= {minimum}")
+    return value
+
+
+def check_number(value: Any, where: str, *, low: float = 0.0, high: float | None = None) -> float:
+    """Return ``value`` if it is a finite number within ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(where, "must be a number")
+    if not (value >= low and (high is None or value <= high)):
+        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise _fail(where, f"must be within {bound}, got {value}")
+    return float(value)
+
+
+def check_digest(value: Any, where: str) -> str:
+    """Return ``value`` if it is ``sha256:`` and 64 lowercase hex digits."""
+    if not isinstance(value, str) or not DIGEST_RE.fullmatch(value):
+        raise _fail(where, "must be 'sha256:' followed by 64 lowercase hex digits")
+    return value
+
+
+def check_time(value: Any, where: str) -> str:
+    """Return ``value`` if it is an RFC 3339 UTC time ending in ``Z``."""
+    if not isinstance(value, str) or not TIME_RE.fullmatch(value):
+        raise _fail(where, "must be an RFC 3339 UTC time like 2026-11-22T10:00:00Z")
+    return value
+
+
+def check_object(value: Any, where: str, fields: frozenset[str] | None = None) -> dict[str, Any]:
+    """Return ``value`` if it is a JSON object (with exactly ``fields``, if given)."""
+    if not isinstance(value, dict):
+        raise _fail(where, "must be a JSON object")
+    if fields is not None and set(value) != fields:
+        missing = sorted(fields - set(value))
+        extra = sorted(set(value) - fields)
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unexpected {', '.join(extra)}"] if extra else []
+        )
+        raise _fail(where, "; ".join(parts))
+    return value
+
+
+def check_evaluation(value: Any, where: str = "evaluation") -> None:
+    """Check an evaluation: clean accuracy plus robust accuracy per attack, eps and steps.
+
+    Known fields are type-checked; extra fields (e.g. per-class results) are allowed.
+    """
+    evaluation = check_object(value, where)
+    for required in ("clean_accuracy", "robust"):
+        if required not in evaluation:
+            raise _fail(where, f"missing {required}")
+    if "dataset" in evaluation:
+        check_str(evaluation["dataset"], f"{where}.dataset")
+    check_number(evaluation["clean_accuracy"], f"{where}.clean_accuracy", high=1.0)
+    robust = evaluation["robust"]
+    if not isinstance(robust, list):
+        raise _fail(f"{where}.robust", "must be a list of attack results")
+    for i, entry in enumerate(robust):
+        at = f"{where}.robust[{i}]"
+        check_object(entry, at)
+        for required in ("attack", "epsilon", "steps", "accuracy"):
+            if required not in entry:
+                raise _fail(at, f"missing {required}")
+        check_str(entry["attack"], f"{at}.attack")
+        check_number(entry["epsilon"], f"{at}.epsilon")
+        check_int(entry["steps"], f"{at}.steps")
+        check_number(entry["accuracy"], f"{at}.accuracy", high=1.0)
+        if "norm" in entry:
+            check_str(entry["norm"], f"{at}.norm")
+        if "restarts" in entry:
+            check_int(entry["restarts"], f"{at}.restarts")
+
+
+def check_signer(value: Any, where: str = "signer") -> None:
+    """Check a signer reference ``{"identity", "key_id"}``."""
+    signer = check_object(value, where, frozenset({"identity", "key_id"}))
+    check_str(signer["identity"], f"{where}.identity")
+    if not isinstance(signer["key_id"], str) or not KEY_ID_RE.fullmatch(signer["key_id"]):
+        raise _fail(f"{where}.key_id", "must be 'ed25519:' followed by 16 lowercase hex digits")
+
+
+def check_payload(record_type: str, model_digest: Any, payload: Any) -> None:
+    """Check the payload of a record of ``record_type`` (and its model digest)."""
+    if record_type not in RECORD_TYPES:
+        raise _fail("type", f"unknown record type {record_type!r}")
+    fields = PAYLOAD_FIELDS[record_type]
+    check_object(payload, "payload", fields)
+    if record_type == "anchor":
+        if model_digest is not None:
+            raise _fail("model_digest", "must be null for an anchor record")
+        check_str(payload["log"], "payload.log")
+        check_int(payload["seq"], "payload.seq")
+        if not isinstance(payload["head"], str) or not HEX64_RE.fullmatch(payload["head"]):
+            raise _fail("payload.head", "must be 64 lowercase hex digits")
+        check_time(payload["time"], "payload.time")
+        check_str(payload["key_id"], "payload.key_id")
+        check_str(payload["signature"], "payload.signature")
+        return
+    check_digest(model_digest, "model_digest")
+    if record_type == "register":
+        check_str(payload["name"], "payload.name")
+        check_str(payload["version"], "payload.version")
+        artifact = check_object(
+            payload["artifact"], "payload.artifact", frozenset({"digest", "format", "size"})
+        )
+        check_digest(artifact["digest"], "payload.artifact.digest")
+        if artifact["digest"] != model_digest:
+            raise _fail("payload.artifact.digest", "must equal the record's model_digest")
+        check_str(artifact["format"], "payload.artifact.format")
+        check_int(artifact["size"], "payload.artifact.size")
+        check_digest(payload["training_data_digest"], "payload.training_data_digest")
+        check_str(payload["code_revision"], "payload.code_revision")
+        check_object(payload["hyperparameters"], "payload.hyperparameters")
+        check_evaluation(payload["evaluation"], "payload.evaluation")
+    elif record_type == "evaluate":
+        check_evaluation(payload["evaluation"], "payload.evaluation")
+    elif record_type == "approve":
+        check_str(payload["comment"], "payload.comment", nonempty=False)
+    else:
+        check_str(payload["reason"], "payload.reason")

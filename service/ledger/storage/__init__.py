@@ -1,0 +1,6 @@
+"""Storage backends of the ledger: SQLite (embedded default) and PostgreSQL (shared)."""
+
+from service.ledger.storage.base import AppendView, Backend, Row
+from service.ledger.storage.url import open_backend, redact_url
+
+__all__ = ["AppendView", "Backend", "Row", "open_backend", "redact_url"]

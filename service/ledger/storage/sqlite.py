@@ -1,0 +1,191 @@
+"""SQLite storage: the embedded default ledger (one file, WAL, synchronous=FULL).
+
+Appends run inside ``BEGIN IMMEDIATE``, which takes the database's write lock before the
+head is read, so appends from several processes are serialized into one linear chain.
+A killed appender leaves either its whole record or nothing (SQLite transactions).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from service.ledger.errors import BackendError, LedgerNotFoundError
+from service.ledger.storage.base import PAGE_SIZE, AppendBuilder, Row
+
+BUSY_TIMEOUT_S = 60.0
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS ledger ("
+    " seq INTEGER PRIMARY KEY,"
+    " type TEXT NOT NULL,"
+    " subject TEXT,"
+    " record TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS ledger_subject ON ledger (subject)",
+)
+_COLUMNS = "seq, type, subject, record"
+
+
+def _row(values: Any) -> Row:
+    seq, rtype, subject, record = values
+    text: str | bytes = record
+    if isinstance(record, bytes):
+        try:
+            text = record.decode("utf-8")
+        except UnicodeDecodeError:
+            text = record
+    return Row(
+        seq=int(seq),
+        type=rtype.decode("utf-8", "replace") if isinstance(rtype, bytes) else str(rtype),
+        subject=(subject.decode("utf-8", "replace") if isinstance(subject, bytes) else subject),
+        record=text,
+    )
+
+
+class _View:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def head(self) -> Row | None:
+        found = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM ledger ORDER BY seq DESC LIMIT 1"  # noqa: S608
+        ).fetchone()
+        return None if found is None else _row(found)
+
+    def subject_rows(self, subject: str) -> list[Row]:
+        cursor = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM ledger WHERE subject = ? ORDER BY seq",  # noqa: S608
+            (subject,),
+        )
+        return [_row(values) for values in cursor]
+
+
+class SqliteBackend:
+    """A ledger in one SQLite file.
+
+    Args:
+        path: the database file.
+        create: create the file and table when missing.
+
+    Raises:
+        LedgerNotFoundError: ``create`` is false and there is no ledger at ``path``.
+        BackendError: the file is not a SQLite database or cannot be opened.
+    """
+
+    def __init__(self, path: Path, *, create: bool) -> None:
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise LedgerNotFoundError(
+                f"No ledger at {self.path}. Create it with `ztml ledger init` "
+                "(or pass --ledger URL)."
+            )
+        try:
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                str(self.path),
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            self._conn.text_factory = bytes
+            self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = FULL")
+            if create:
+                self._conn.execute("BEGIN IMMEDIATE")
+                for statement in SCHEMA:
+                    self._conn.execute(statement)
+                self._conn.execute("COMMIT")
+            elif not self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger'"
+            ).fetchone():
+                raise LedgerNotFoundError(
+                    f"{self.path} is a SQLite database without a ledger table. Create a "
+                    "ledger with `ztml ledger init --ledger NEW_PATH`."
+                )
+        except sqlite3.Error as err:
+            raise BackendError(f"Cannot open ledger {self.path}: {err}.") from None
+
+    @property
+    def display_url(self) -> str:
+        """The ledger file path."""
+        return str(self.path)
+
+    def count(self) -> int:
+        """The number of stored rows."""
+        try:
+            return int(self._conn.execute("SELECT count(*) FROM ledger").fetchone()[0])
+        except sqlite3.Error as err:
+            raise BackendError(f"Cannot read ledger {self.path}: {err}.") from None
+
+    def head(self) -> Row | None:
+        """The row with the highest ``seq``."""
+        try:
+            return _View(self._conn).head()
+        except sqlite3.Error as err:
+            raise BackendError(f"Cannot read ledger {self.path}: {err}.") from None
+
+    def append(self, build: AppendBuilder) -> Row:
+        """Lock (BEGIN IMMEDIATE), build the next row from the head, insert, commit."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = build(_View(conn))
+                conn.execute(
+                    "INSERT INTO ledger (seq, type, subject, record) VALUES (?, ?, ?, ?)",
+                    (row.seq, row.type, row.subject, row.record),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as err:
+            raise BackendError(f"Cannot append to ledger {self.path}: {err}.") from None
+        return row
+
+    def rows(self, *, start: int = 0, page_size: int = PAGE_SIZE) -> Iterator[Row]:
+        """Rows from ``start`` on, in ``seq`` order, one page per query."""
+        after = start - 1
+        while True:
+            try:
+                page = self._conn.execute(
+                    f"SELECT {_COLUMNS} FROM ledger WHERE seq > ? "  # noqa: S608
+                    "ORDER BY seq LIMIT ?",
+                    (after, page_size),
+                ).fetchall()
+            except sqlite3.Error as err:
+                raise BackendError(f"Cannot read ledger {self.path}: {err}.") from None
+            for values in page:
+                row = _row(values)
+                after = row.seq
+                yield row
+            if len(page) < page_size:
+                return
+
+    def subject_rows(self, subject: str) -> list[Row]:
+        """All rows indexed under ``subject``."""
+        try:
+            return _View(self._conn).subject_rows(subject)
+        except sqlite3.Error as err:
+            raise BackendError(f"Cannot read ledger {self.path}: {err}.") from None
+
+    def rows_with_prefix(self, prefix: str) -> list[Row]:
+        """Register rows whose subject starts with ``prefix``."""
+        try:
+            cursor = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM ledger WHERE type = 'register' "  # noqa: S608
+                "AND substr(subject, 1, ?) = ? ORDER BY seq",
+                (len(prefix), prefix),
+            )
+            return [_row(values) for values in cursor]
+        except sqlite3.Error as err:
+            raise BackendError(f"Cannot read ledger {self.path}: {err}.") from None
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()

@@ -1,0 +1,362 @@
+"""Every mutation of a 1,000-record ledger is detected, in its export and in its file.
+
+Mutations: single-byte flips (a flip that breaks JSON is caught as a parse error, one
+that still parses must fail verification), deletions, insertions of copied or forged
+records, swaps, a truncated tail given a later signed checkpoint, and records signed by an
+unknown key. Verification shares a SignatureCache across trials (a hit needs the exact
+key, signature and message, so a mutated record is always verified from scratch).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.chain import Checkpoint
+from service.keys.canonical import canonical_json
+from service.keys.store import Signer, TrustStore
+from service.ledger import (
+    BackendError,
+    LedgerIntegrityError,
+    SignatureCache,
+    open_ledger,
+    verify_export,
+    verify_export_text,
+)
+from service.ledger.records import build_record
+
+pytestmark = pytest.mark.slow
+
+RECORDS = 1000
+FLIPS = 500
+FILE_FLIPS = 100
+
+
+@dataclass
+class Corpus:
+    db: Path
+    records: list[dict[str, Any]]
+    text: bytes
+    checkpoint: Checkpoint
+    trust: TrustStore
+    stranger: Signer
+    cache: SignatureCache
+
+
+@pytest.fixture(scope="module")
+def corpus(
+    tmp_path_factory: pytest.TempPathFactory,
+    trainer: Signer,
+    approver: Signer,
+    auditor: Signer,
+    stranger: Signer,
+    trust: TrustStore,
+) -> Corpus:
+    rng = random.Random(1234)
+    db = tmp_path_factory.mktemp("mutations") / "ledger.db"
+    evaluation = {
+        "dataset": "sklearn-digits/test",
+        "clean_accuracy": 0.97,
+        "robust": [
+            {
+                "attack": "pgd",
+                "norm": "linf",
+                "epsilon": 0.1,
+                "steps": 20,
+                "restarts": 2,
+                "accuracy": 0.81,
+            }
+        ],
+    }
+    with open_ledger(db) as ledger:
+        n = audit_seq = 0
+        while ledger.count() < RECORDS:
+            digest = f"sha256:{n:064x}"
+            ledger.register(
+                signer=trainer,
+                name="digits-mlp",
+                version=f"1.{n}",
+                artifact={"digest": digest, "format": "safetensors", "size": 4096 + n},
+                training_data_digest="sha256:" + "d" * 64,
+                code_revision=f"rev{n}",
+                hyperparameters={"lr": 0.001, "epochs": 30, "batch_size": 64},
+                evaluation=evaluation,
+            )
+            if rng.random() < 0.5:
+                ledger.evaluate(digest, evaluation, signer=trainer)
+            if rng.random() < 0.6:
+                ledger.approve(digest, signer=approver, comment=f"reviewed {n}")
+            if rng.random() < 0.1:
+                ledger.revoke(digest, signer=approver, reason="superseded")
+            if n % 20 == 0:
+                audit_seq += rng.randint(1, 50)
+                ledger.anchor(
+                    Checkpoint.create(
+                        log="audit-main",
+                        seq=audit_seq,
+                        head=f"{n:064x}",
+                        time="2026-11-22T10:00:00Z",
+                        signer=auditor,
+                    ),
+                    auditor,
+                )
+            n += 1
+        checkpoint = ledger.checkpoint(approver)
+        records = ledger.export(trust)["records"]
+    return Corpus(
+        db=db,
+        records=records,
+        text=canonical_json(records),
+        checkpoint=checkpoint,
+        trust=trust,
+        stranger=stranger,
+        cache=SignatureCache(),
+    )
+
+
+def _detected(verify: Callable[[], object]) -> bool:
+    try:
+        verify()
+    except (LedgerIntegrityError, BackendError):
+        return True
+    return False
+
+
+def _export_detects(corpus: Corpus, records: list[dict[str, Any]]) -> bool:
+    return _detected(
+        lambda: verify_export(records, corpus.trust, expect=corpus.checkpoint, cache=corpus.cache)
+    )
+
+
+def test_the_intact_corpus_verifies(corpus: Corpus) -> None:
+    assert len(corpus.records) >= RECORDS
+    verify_export_text(corpus.text, corpus.trust, expect=corpus.checkpoint, cache=corpus.cache)
+    with open_ledger(corpus.db, create=False) as ledger:
+        ledger.verify(corpus.trust, expect=corpus.checkpoint, cache=corpus.cache)
+
+
+def test_every_byte_flip_in_the_export_is_detected(corpus: Corpus) -> None:
+    rng = random.Random(1)
+    parse_errors = verification_errors = 0
+    missed = []
+    for _ in range(FLIPS):
+        data = bytearray(corpus.text)
+        at = rng.randrange(len(data))
+        data[at] = (data[at] + rng.randrange(1, 256)) % 256
+        try:
+            verify_export_text(bytes(data), corpus.trust, cache=corpus.cache)
+        except LedgerIntegrityError as err:
+            # position "export": the text no longer parses; else the first bad record.
+            parse_errors += err.position == "export"
+            verification_errors += err.position != "export"
+        else:
+            missed.append(at)
+    assert missed == [], f"undetected flips at offsets {missed}"
+    assert parse_errors + verification_errors == FLIPS
+    assert verification_errors >= FLIPS // 10, "too few flips still parsed to test verification"
+
+
+def _record_offsets(db: Path, records: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    image = db.read_bytes()
+    spans = []
+    for record in records:
+        text = canonical_json(record)
+        at = image.find(text)
+        if at >= 0:
+            spans.append((at, len(text)))
+    return spans
+
+
+def test_every_byte_flip_in_the_sqlite_file_records_is_detected(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    rng = random.Random(2)
+    spans = _record_offsets(corpus.db, corpus.records)
+    assert len(spans) >= len(corpus.records) * 0.9
+    target = tmp_path / "flipped.db"
+    missed = []
+    for _ in range(FILE_FLIPS):
+        shutil.copyfile(corpus.db, target)
+        start, length = rng.choice(spans)
+        at = start + rng.randrange(length)
+        with target.open("r+b") as handle:
+            handle.seek(at)
+            old = handle.read(1)[0]
+            handle.seek(at)
+            handle.write(bytes([(old + rng.randrange(1, 256)) % 256]))
+
+        def verify() -> None:
+            with open_ledger(target, create=False) as ledger:
+                ledger.verify(corpus.trust, cache=corpus.cache)
+
+        if not _detected(verify):
+            missed.append(at)
+    assert missed == []
+
+
+def test_every_deletion_is_detected(corpus: Corpus) -> None:
+    rng = random.Random(3)
+    for _ in range(40):
+        records = list(corpus.records)
+        del records[rng.randrange(len(records))]
+        assert _export_detects(corpus, records)
+
+
+def test_every_insertion_of_a_copied_record_is_detected(corpus: Corpus) -> None:
+    rng = random.Random(4)
+    for _ in range(40):
+        records = list(corpus.records)
+        records.insert(rng.randrange(len(records) + 1), dict(rng.choice(corpus.records)))
+        assert _export_detects(corpus, records)
+
+
+def test_every_insertion_of_a_forged_record_is_detected(corpus: Corpus) -> None:
+    rng = random.Random(5)
+    for _ in range(30):
+        records = list(corpus.records)
+        at = rng.randrange(1, len(records))
+        victim = records[at - 1]
+        forged = build_record(
+            seq=at,
+            prev_hash=victim["hash"],
+            record_type="approve",
+            time=victim["time"],
+            model_digest=records[0]["model_digest"],
+            payload={"comment": "forged"},
+            signer=corpus.stranger,
+        ).to_dict()
+        if rng.random() < 0.5:  # claim a trusted key id
+            forged["signer"] = dict(records[at]["signer"])
+        records.insert(at, forged)
+        assert _export_detects(corpus, records)
+
+
+def test_every_swap_is_detected(corpus: Corpus) -> None:
+    rng = random.Random(6)
+    for _ in range(40):
+        records = list(corpus.records)
+        i, j = rng.sample(range(len(records)), 2)
+        records[i], records[j] = records[j], records[i]
+        assert _export_detects(corpus, records)
+
+
+def test_every_truncated_tail_is_detected_with_a_later_checkpoint(corpus: Corpus) -> None:
+    rng = random.Random(7)
+    for _ in range(10):
+        records = corpus.records[: len(corpus.records) - rng.randint(1, 200)]
+        verify_export(records, corpus.trust, cache=corpus.cache)  # a clean prefix alone
+        assert _export_detects(corpus, records)
+
+
+def test_every_rechained_suffix_by_an_unknown_key_is_detected(corpus: Corpus) -> None:
+    rng = random.Random(8)
+    for _ in range(10):
+        records = list(corpus.records)
+        start = rng.randrange(len(records))
+        prev = records[start - 1]["hash"] if start else "0" * 64
+        for at in range(start, len(records)):
+            old = records[at]
+            signer = Signer(old["signer"]["identity"], corpus.stranger.private_key)
+            new = build_record(
+                seq=at,
+                prev_hash=prev,
+                record_type=old["type"],
+                time=old["time"],
+                model_digest=old["model_digest"],
+                payload=old["payload"],
+                signer=signer,
+            )
+            records[at], prev = new.to_dict(), new.hash
+        with pytest.raises(LedgerIntegrityError, match="unknown key") as caught:
+            verify_export(records, corpus.trust, cache=corpus.cache)
+        assert caught.value.position == f"seq {start}"
+
+
+def _sqlite_copy(corpus: Corpus, tmp_path: Path, name: str) -> Path:
+    target = tmp_path / name
+    shutil.copyfile(corpus.db, target)
+    return target
+
+
+def _sqlite_detects(corpus: Corpus, db: Path, sql: str, *args: Any) -> bool:
+    with sqlite3.connect(db) as conn:
+        conn.execute(sql, args)
+    conn.close()
+
+    def verify() -> None:
+        with open_ledger(db, create=False) as ledger:
+            ledger.verify(corpus.trust, expect=corpus.checkpoint, cache=corpus.cache)
+
+    return _detected(verify)
+
+
+def test_sqlite_deletions_swaps_insertions_and_truncations_are_detected(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    rng = random.Random(9)
+    n = len(corpus.records)
+    for trial in range(8):
+        db = _sqlite_copy(corpus, tmp_path, f"d{trial}.db")
+        assert _sqlite_detects(corpus, db, "DELETE FROM ledger WHERE seq = ?", rng.randrange(n))
+        db = _sqlite_copy(corpus, tmp_path, f"t{trial}.db")
+        assert _sqlite_detects(corpus, db, "DELETE FROM ledger WHERE seq >= ?", n - 1 - trial)
+        db = _sqlite_copy(corpus, tmp_path, f"s{trial}.db")
+        i, j = rng.sample(range(n), 2)
+        assert _sqlite_detects(
+            corpus,
+            db,
+            "UPDATE ledger SET record = CASE seq WHEN ? THEN (SELECT record FROM ledger WHERE "
+            "seq = ?) ELSE (SELECT record FROM ledger WHERE seq = ?) END WHERE seq IN (?, ?)",
+            i,
+            j,
+            i,
+            i,
+            j,
+        )
+        db = _sqlite_copy(corpus, tmp_path, f"i{trial}.db")
+        copied = corpus.records[rng.randrange(n)]
+        assert _sqlite_detects(
+            corpus,
+            db,
+            "INSERT INTO ledger (seq, type, subject, record) VALUES (?, ?, ?, ?)",
+            n,
+            copied["type"],
+            copied["model_digest"],
+            canonical_json(copied).decode(),
+        )
+
+
+def test_sqlite_tail_record_by_an_unknown_key_is_detected(corpus: Corpus, tmp_path: Path) -> None:
+    db = _sqlite_copy(corpus, tmp_path, "unknown.db")
+    head = corpus.records[-1]
+    forged = build_record(
+        seq=head["seq"] + 1,
+        prev_hash=head["hash"],
+        record_type="register",
+        time=head["time"],
+        model_digest="sha256:" + "e" * 64,
+        payload={
+            **corpus.records[0]["payload"],
+            "artifact": {"digest": "sha256:" + "e" * 64, "format": "x", "size": 1},
+        },
+        signer=corpus.stranger,
+    )
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO ledger (seq, type, subject, record) VALUES (?, ?, ?, ?)",
+            (forged.seq, forged.type, forged.model_digest, forged.to_json()),
+        )
+    conn.close()
+    with (
+        open_ledger(db, create=False) as ledger,
+        pytest.raises(LedgerIntegrityError, match="unknown key") as caught,
+    ):
+        ledger.verify(corpus.trust, cache=corpus.cache)
+    assert caught.value.position == f"seq {forged.seq}"
