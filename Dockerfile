@@ -11,7 +11,8 @@
 # and refuses to build with the placeholder.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:0000000000000000000000000000000000000000000000000000000000000000
 
-# An empty default for the model; `docker build --build-context model=<dir>` replaces it.
+# An empty default for the model; `docker build --build-context model=<dir>` replaces it
+# (<dir> holds model.safetensors, served from /opt/ztml/model; ZTML_MODEL_PATH points there).
 FROM scratch AS model
 
 FROM ${PYTHON_IMAGE} AS builder
@@ -29,7 +30,7 @@ WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --locked --no-dev --no-install-project
 COPY service ./service
-COPY infra/__init__.py ./infra/__init__.py
+COPY infra ./infra
 RUN uv sync --locked --no-dev --no-editable
 RUN if [ "${TORCH_CPU}" = "1" ]; then \
       version="$(/opt/ztml/venv/bin/python -c 'import importlib.metadata as m; print(m.version("torch"))')" \

@@ -24,7 +24,7 @@ from infra.namespace import Namespace, NamespaceArgs
 from infra.network import Network, NetworkArgs
 from infra.policy_engine import PolicyEngine, PolicyEngineArgs, load_policy_bundle
 from infra.records import POSTGRES_LABELS, Records, RecordsArgs
-from infra.secrets import TrustSecrets, TrustSecretsArgs
+from infra.secrets import TRUST_DIR, TrustSecrets, TrustSecretsArgs
 from infra.tls import MtlsArgs, MtlsCertificates
 
 
@@ -54,6 +54,7 @@ def main(config: StackConfig | None = None) -> None:
         TrustSecretsArgs(
             namespace=ns,
             issuers=cfg.trusted_issuers,
+            audience=cfg.jwt_audience,
             trainer_key_ids=cfg.trainer_key_ids,
             approver_key_ids=cfg.approver_key_ids,
             trust_keys=cfg.trust_keys,
@@ -94,6 +95,7 @@ def main(config: StackConfig | None = None) -> None:
             replicas=cfg.replicas,
             max_replicas=cfg.max_replicas,
             parts=(opa.pod_parts, records.pod_parts, trust.pod_parts),
+            init_command=records.seed_command(trust_dir=TRUST_DIR),
         ),
         opts=opts,
     )

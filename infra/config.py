@@ -35,6 +35,7 @@ PEM_PUBLIC_RE = re.compile(
 Target = Literal["k3d"] | str
 OpaTls = Literal["mtls", "none"]
 OPA_TLS_VALUES: tuple[OpaTls, ...] = ("mtls", "none")
+JWT_ALGORITHMS = ("EdDSA", "ES256")
 MAX_REPLICAS = 20
 CONFIG_KEYS: tuple[str, ...] = (
     "target",
@@ -59,6 +60,7 @@ CONFIG_KEYS: tuple[str, ...] = (
     "storageSize",
     "opaTls",
     "clientNamespaces",
+    "jwtAudience",
     "postgresPassword",
 )
 
@@ -71,11 +73,13 @@ class TrustedIssuer:
         iss: The ``iss`` claim value.
         kid: The key id in the token header.
         public_key_pem: The issuer's public key (PEM, SubjectPublicKeyInfo).
+        alg: ``EdDSA`` (Ed25519 key) or ``ES256`` (ECDSA P-256 key).
     """
 
     iss: str
     kid: str
     public_key_pem: str
+    alg: str = "EdDSA"
 
 
 @dataclass(frozen=True)
@@ -124,13 +128,15 @@ class StackConfig:
         max_replicas: Upper bound for the HorizontalPodAutoscaler.
         thresholds: Deploy-gate requirements.
         trusted_issuers: JWT issuers accepted by the service.
+        jwt_audience: The ``aud`` claim the service accepts.
         trainer_key_ids: Ledger key ids trusted to register and evaluate models.
         approver_key_ids: Ledger key ids trusted to approve and revoke models.
         trust_keys: Public keys of ledger signers, mounted for the service's own checks.
         ledger_export: The ``ztml ledger export`` file the deploy gate reads.
         storage_class: StorageClass for the records volume; None uses the cluster default.
         storage_size: Size of the records volume.
-        opa_tls: ``mtls``: OPA serves HTTPS and requires client certificates.
+        opa_tls: ``mtls``: OPA serves HTTPS and requires client certificates; ``none``
+            (default): plain HTTP on 127.0.0.1 inside the pod.
         client_namespaces: Extra namespaces (e.g. an ingress controller's) allowed to
             reach the model service port.
         postgres_password: PostgreSQL password (secret), set when replicas > 1.
@@ -147,6 +153,7 @@ class StackConfig:
     max_replicas: int
     thresholds: Thresholds
     trusted_issuers: tuple[TrustedIssuer, ...]
+    jwt_audience: str
     trainer_key_ids: tuple[str, ...]
     approver_key_ids: tuple[str, ...]
     trust_keys: tuple[TrustKey, ...]
@@ -279,9 +286,14 @@ def _issuers(reader: _Reader) -> tuple[TrustedIssuer, ...]:
                 f"Invalid config {_key('trustedIssuers')}[{index}]: iss and kid must be "
                 "non-empty strings."
             )
-        issuers.append(
-            TrustedIssuer(iss, kid, _public_key("trustedIssuers", index, item["publicKey"]))
-        )
+        alg = item.get("alg", "EdDSA")
+        if alg not in JWT_ALGORITHMS:
+            raise ConfigError(
+                f"Invalid config {_key('trustedIssuers')}[{index}].alg={alg!r}: accepted "
+                f"values: {', '.join(JWT_ALGORITHMS)}."
+            )
+        public_key = _public_key("trustedIssuers", index, item["publicKey"])
+        issuers.append(TrustedIssuer(iss, kid, public_key, alg))
     if not issuers:
         raise ConfigError(
             f"Invalid config {_key('trustedIssuers')}: accepted values: at least one issuer."
@@ -361,7 +373,7 @@ def parse_config(raw: Mapping[str, str]) -> StackConfig:
             f"{_key('replicas')}=1 (one replica keeps the ledger on a ReadWriteOnce volume; "
             "set replicas > 1 to use PostgreSQL and scale out)."
         )
-    opa_tls = reader.text("opaTls", "mtls")
+    opa_tls = reader.text("opaTls", "none")
     if opa_tls not in OPA_TLS_VALUES:
         raise ConfigError(
             f"Invalid config {_key('opaTls')}={opa_tls!r}: accepted values: "
@@ -387,6 +399,17 @@ def parse_config(raw: Mapping[str, str]) -> StackConfig:
             "the approved model (`ztml ledger export` lists it)."
         )
     ledger_export = Path(reader.text("ledgerExport"))
+    trainer_key_ids = _key_ids(reader, "trainerKeyIds")
+    approver_key_ids = _key_ids(reader, "approverKeyIds")
+    trust_keys = _trust_keys(reader)
+    known = {k.key_id for k in trust_keys}
+    for key, ids in (("trainerKeyIds", trainer_key_ids), ("approverKeyIds", approver_key_ids)):
+        missing = [i for i in ids if i not in known]
+        if missing:
+            raise ConfigError(
+                f"Invalid config {_key(key)}: {', '.join(missing)} has no public key in "
+                f"{_key('ledgerTrustKeys')}; accepted values: key ids listed there."
+            )
     return StackConfig(
         target=target,
         k3d_cluster=reader.matching("k3dCluster", DNS_LABEL_RE, "a DNS label", default="ztml"),
@@ -416,9 +439,15 @@ def parse_config(raw: Mapping[str, str]) -> StackConfig:
             min_steps=reader.integer("minSteps", default=20, low=1, high=10_000),
         ),
         trusted_issuers=_issuers(reader),
-        trainer_key_ids=_key_ids(reader, "trainerKeyIds"),
-        approver_key_ids=_key_ids(reader, "approverKeyIds"),
-        trust_keys=_trust_keys(reader),
+        jwt_audience=reader.matching(
+            "jwtAudience",
+            re.compile(r"^[\x21-\x7e]{1,200}$"),
+            "a non-empty audience string",
+            default="ztml-model-api",
+        ),
+        trainer_key_ids=trainer_key_ids,
+        approver_key_ids=approver_key_ids,
+        trust_keys=trust_keys,
         ledger_export=ledger_export
         if ledger_export.is_absolute()
         else PROJECT_ROOT / ledger_export,

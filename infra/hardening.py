@@ -77,12 +77,14 @@ class Mount:
         path: Mount path.
         read_only: Mount read-only (the default; data volumes set False).
         sub_path_expr: Optional ``subPathExpr`` (e.g. ``$(POD_NAME)``).
+        sub_path: Optional ``subPath`` (one file or directory of the volume).
     """
 
     volume: str
     path: str
     read_only: bool = True
     sub_path_expr: str | None = None
+    sub_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,16 +128,16 @@ class ContainerSpec:
         env: Non-secret environment variables only.
         field_env: Environment variables from the downward API (name -> fieldPath).
         mounts: Volume mounts.
-        liveness: Liveness probe.
-        readiness: Readiness probe.
+        liveness: Liveness probe (required for containers, refused for init containers).
+        readiness: Readiness probe (required for containers, refused for init containers).
         resources: Requests and limits.
         scratch_dirs: Writable emptyDir mounts (``/tmp`` always included).
     """
 
     name: str
     image: pulumi.Input[str]
-    liveness: Probe
-    readiness: Probe
+    liveness: Probe | None = None
+    readiness: Probe | None = None
     command: tuple[str, ...] = ()
     args: tuple[pulumi.Input[str], ...] = ()
     ports: tuple[tuple[str, int], ...] = ()
@@ -156,7 +158,9 @@ def _check_env(container: str, env: Mapping[str, pulumi.Input[str]]) -> None:
             )
 
 
-def _probe(probe: Probe) -> k8s.core.v1.ProbeArgs:
+def _probe(probe: Probe | None) -> k8s.core.v1.ProbeArgs | None:
+    if probe is None:
+        return None
     if isinstance(probe, HttpProbe):
         return k8s.core.v1.ProbeArgs(
             http_get=k8s.core.v1.HTTPGetActionArgs(path=probe.path, port=probe.port),
@@ -202,8 +206,13 @@ def container_security_context(uid: int) -> k8s.core.v1.SecurityContextArgs:
     )
 
 
-def _container(spec: ContainerSpec, uid: int) -> k8s.core.v1.ContainerArgs:
+def _container(spec: ContainerSpec, uid: int, *, init: bool) -> k8s.core.v1.ContainerArgs:
     _check_env(spec.name, spec.env)
+    probed = spec.liveness is not None and spec.readiness is not None
+    if init and (spec.liveness is not None or spec.readiness is not None):
+        raise HardeningError(f"Init container {spec.name!r} cannot have probes.")
+    if not init and not probed:
+        raise HardeningError(f"Container {spec.name!r} needs liveness and readiness probes.")
     env = [k8s.core.v1.EnvVarArgs(name=name, value=value) for name, value in spec.env.items()]
     env += [
         k8s.core.v1.EnvVarArgs(
@@ -216,7 +225,11 @@ def _container(spec: ContainerSpec, uid: int) -> k8s.core.v1.ContainerArgs:
     ]
     mounts = [
         k8s.core.v1.VolumeMountArgs(
-            name=m.volume, mount_path=m.path, read_only=m.read_only, sub_path_expr=m.sub_path_expr
+            name=m.volume,
+            mount_path=m.path,
+            read_only=m.read_only,
+            sub_path_expr=m.sub_path_expr,
+            sub_path=m.sub_path,
         )
         for m in spec.mounts
     ]
@@ -285,6 +298,7 @@ def hardened_pod_template(
     service_account_name: pulumi.Input[str],
     volumes: Sequence[Volume] = (),
     annotations: Mapping[str, pulumi.Input[str]] | None = None,
+    init_containers: Sequence[ContainerSpec] = (),
     uid: int = RUN_AS_USER,
     termination_grace_period_seconds: int = 30,
     claim_templates: Sequence[str] = (),
@@ -297,6 +311,7 @@ def hardened_pod_template(
         service_account_name: A dedicated ServiceAccount (token automount off).
         volumes: Secret, ConfigMap and claim volumes; scratch emptyDirs are added.
         annotations: Extra pod annotations; the hardening marker is always added.
+        init_containers: Containers run to completion before the others (no probes).
         uid: Numeric user id, 10000 or more.
         termination_grace_period_seconds: Grace period on shutdown.
         claim_templates: Names of a StatefulSet's volume claim templates (mountable).
@@ -311,7 +326,7 @@ def hardened_pod_template(
         raise HardeningError(f"uid {uid} is refused: use a numeric uid of 10000 or more.")
     if not containers:
         raise HardeningError("A pod needs at least one container.")
-    names = [c.name for c in containers]
+    names = [c.name for c in (*init_containers, *containers)]
     if len(set(names)) != len(names):
         raise HardeningError(f"Duplicate container names: {names}.")
     scratch = [
@@ -319,11 +334,11 @@ def hardened_pod_template(
             name=_scratch_volume_name(c.name, d),
             empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="64Mi"),
         )
-        for c in containers
+        for c in (*init_containers, *containers)
         for d in _scratch_dirs(c)
     ]
     declared = {v.name for v in volumes} | set(claim_templates)
-    for c in containers:
+    for c in (*init_containers, *containers):
         for m in c.mounts:
             if m.volume not in declared:
                 raise HardeningError(f"Container {c.name!r} mounts undeclared volume {m.volume!r}.")
@@ -348,7 +363,8 @@ def hardened_pod_template(
                 fs_group_change_policy="OnRootMismatch",
                 seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
             ),
-            containers=[_container(c, uid) for c in containers],
+            init_containers=[_container(c, uid, init=True) for c in init_containers] or None,
+            containers=[_container(c, uid, init=False) for c in containers],
             volumes=[_volume(v) for v in volumes] + scratch,
         ),
     )

@@ -38,6 +38,7 @@ SERVE_COMMAND = (
     str(SERVICE_PORT),
 )
 CACHE_DIR = "/var/cache/ztml"
+MODEL_PATH = "/opt/ztml/model/model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class ModelServiceArgs:
         replicas: Initial and minimum replicas.
         max_replicas: Autoscaler maximum.
         parts: Volumes, mounts, env and sidecars from the other components.
+        init_command: Command of an init container that runs with the service's image,
+            env and mounts before the service starts (seeds the ledger); none if empty.
         env: Extra non-secret settings.
     """
 
@@ -60,6 +63,7 @@ class ModelServiceArgs:
     replicas: int
     max_replicas: int
     parts: Sequence[PodParts] = field(default_factory=tuple)
+    init_command: tuple[str, ...] = ()
     env: dict[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
@@ -85,6 +89,7 @@ class ModelService(pulumi.ComponentResource):
         account = service_account(f"{name}-sa", namespace=args.namespace, opts=child)
         env: dict[str, pulumi.Input[str]] = {
             "ZTML_MODEL_DIGEST": args.model_digest,
+            "ZTML_MODEL_PATH": MODEL_PATH,
             "HOME": CACHE_DIR,
             "BENTOML_HOME": f"{CACHE_DIR}/bentoml",
             "PYTHONUNBUFFERED": "1",
@@ -117,6 +122,23 @@ class ModelService(pulumi.ComponentResource):
             ),
             scratch_dirs=(CACHE_DIR,),
         )
+        init = [
+            ContainerSpec(
+                name="ledger-seed",
+                image=args.image,
+                command=args.init_command,
+                env=env,
+                field_env={"POD_NAME": "metadata.name"},
+                mounts=tuple(mounts),
+                resources=Resources(
+                    cpu_request="50m",
+                    memory_request="128Mi",
+                    cpu_limit="500m",
+                    memory_limit="512Mi",
+                ),
+                scratch_dirs=(CACHE_DIR,),
+            )
+        ]
         annotations: dict[str, pulumi.Input[str]] = {"ztml.dev/model-digest": args.model_digest}
         for part in args.parts:
             annotations |= dict(part.annotations)
@@ -124,6 +146,7 @@ class ModelService(pulumi.ComponentResource):
             labels=MODEL_LABELS,
             annotations=annotations,
             containers=[service, *(c for part in args.parts for c in part.containers)],
+            init_containers=init if args.init_command else (),
             volumes=[v for part in args.parts for v in part.volumes],
             service_account_name=account.metadata.name,
         )

@@ -196,26 +196,27 @@ class PolicyEngine(pulumi.ComponentResource):
                 "--authentication=tls",
             ]
         opa_args.append(POLICY_MOUNT)
-        volumes: list[SecretVolume | ConfigMapVolume] = [
+        # The certificates are mounted in both modes, so switching opaTls only changes
+        # OPA's flags and the service's settings, never the pod's volumes.
+        volumes: tuple[SecretVolume | ConfigMapVolume, ...] = (
             ConfigMapVolume(
                 "opa-policies",
                 self.policies_config_map_name,
                 items=tuple((key, rel) for key, (rel, _) in sorted(args.bundle.files.items())),
             ),
             ConfigMapVolume("opa-config", self.opa_config_map_name),
-        ]
-        mounts = [Mount("opa-policies", POLICY_MOUNT), Mount("opa-config", CONFIG_MOUNT)]
+            SecretVolume("opa-tls", args.opa_tls_secret_name),
+            SecretVolume("opa-client-tls", args.service_tls_secret_name),
+        )
+        mounts = (
+            Mount("opa-policies", POLICY_MOUNT),
+            Mount("opa-config", CONFIG_MOUNT),
+            Mount("opa-tls", OPA_TLS_MOUNT),
+        )
         env: dict[str, pulumi.Input[str]] = {
             "ZTML_OPA_URL": f"{'https' if mtls else 'http'}://127.0.0.1:{OPA_PORT}"
         }
-        service_mounts: tuple[Mount, ...] = ()
         if mtls:
-            volumes += [
-                SecretVolume("opa-tls", args.opa_tls_secret_name),
-                SecretVolume("opa-client-tls", args.service_tls_secret_name),
-            ]
-            mounts.append(Mount("opa-tls", OPA_TLS_MOUNT))
-            service_mounts = (Mount("opa-client-tls", SERVICE_TLS_MOUNT),)
             env |= {
                 "ZTML_OPA_CA_FILE": f"{SERVICE_TLS_MOUNT}/ca.crt",
                 "ZTML_OPA_CERT_FILE": f"{SERVICE_TLS_MOUNT}/tls.crt",
@@ -227,7 +228,7 @@ class PolicyEngine(pulumi.ComponentResource):
             image=args.image,
             args=tuple(opa_args),
             ports=(("opa-diag", OPA_DIAGNOSTIC_PORT),),
-            mounts=tuple(mounts),
+            mounts=mounts,
             liveness=health,
             readiness=health,
             resources=Resources(
@@ -235,8 +236,8 @@ class PolicyEngine(pulumi.ComponentResource):
             ),
         )
         return PodParts(
-            volumes=tuple(volumes),
-            mounts=service_mounts,
+            volumes=volumes,
+            mounts=(Mount("opa-client-tls", SERVICE_TLS_MOUNT),),
             env=env,
             containers=(sidecar,),
             annotations={"ztml.dev/policy-digest": args.bundle.digest},

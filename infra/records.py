@@ -2,11 +2,15 @@
 
 One replica (the k3d default): one ReadWriteOnce volume at ``ZTML_HOME`` holds the
 SQLite ledger and the audit segments. Several replicas: the ledger moves to a hardened,
-digest-pinned PostgreSQL StatefulSet whose URL (with its password) reaches the service
-only as a Secret file; audit segments go to a ReadWriteMany volume, one sub-directory
-per pod. In both cases audit events are also written to stdout for the cluster's log
-pipeline, and the verified ledger export the deploy gate approved is mounted read-only
-so the service can check its model against the same signed records.
+digest-pinned PostgreSQL StatefulSet; the service's ``ZTML_LEDGER_URL`` names a libpq
+service (``postgresql://?service=ztml``) whose host, user and password live in a
+Secret file (``PGSERVICEFILE``), so no credential is in the pod spec. Audit segments and
+the rest of ``ZTML_HOME`` go to a ReadWriteMany volume, one sub-directory per pod. In
+both cases audit events are also written to stdout for the cluster's log pipeline.
+
+The verified ledger export the deploy gate approved is mounted read-only, and an init
+container (``python -m infra.ledger_seed``) copies its signed records into the pod's
+ledger, so the service verifies its model against the same evidence at start.
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ from infra.hardening import (
 from infra.network import POSTGRES_PORT
 
 ZTML_HOME = "/var/lib/ztml"
-AUDIT_DIR = f"{ZTML_HOME}/audit"
-LEDGER_URL_DIR = "/etc/ztml/ledger-url"
+LEDGER_DB_DIR = "/etc/ztml/ledger-db"
 LEDGER_EXPORT_DIR = "/etc/ztml/ledger-export"
+LEDGER_EXPORT_FILE = f"{LEDGER_EXPORT_DIR}/ledger-export.json"
+PG_SERVICE = "ztml"
 POSTGRES_LABELS = {"app.kubernetes.io/name": "ztml-postgres", "app.kubernetes.io/part-of": "ztml"}
 POSTGRES_UID = 10002
 POSTGRES_USER = "ztml"
@@ -77,12 +82,14 @@ class Records(pulumi.ComponentResource):
         backend: ``sqlite`` or ``postgres``.
         data_claim_name: The claim mounted at ZTML_HOME.
         postgres_service_name: The PostgreSQL Service, or None with SQLite.
+        ledger_url: The non-secret ``ZTML_LEDGER_URL`` of the service.
         pod_parts: Volumes, mounts and env the model service needs.
     """
 
     backend: str
     data_claim_name: pulumi.Output[str]
     postgres_service_name: pulumi.Output[str] | None
+    ledger_url: str
     pod_parts: PodParts
 
     def __init__(
@@ -114,20 +121,17 @@ class Records(pulumi.ComponentResource):
             else Mount("records", ZTML_HOME, read_only=False),
             Mount("ledger-export", LEDGER_EXPORT_DIR),
         ]
-        env: dict[str, pulumi.Input[str]] = {
-            "ZTML_HOME": ZTML_HOME,
-            "ZTML_AUDIT_DIR": AUDIT_DIR,
-            "ZTML_AUDIT_STDOUT": "1",
-            "ZTML_LEDGER_EXPORT_FILE": f"{LEDGER_EXPORT_DIR}/ledger-export.json",
-        }
+        env: dict[str, pulumi.Input[str]] = {"ZTML_HOME": ZTML_HOME, "ZTML_AUDIT_STDOUT": "1"}
         self.postgres_service_name = None
         if scaled:
-            url_secret, self.postgres_service_name = self._postgres(labels)
-            volumes.append(SecretVolume("ledger-url", url_secret))
-            mounts.append(Mount("ledger-url", LEDGER_URL_DIR))
-            env["ZTML_LEDGER_URL_FILE"] = f"{LEDGER_URL_DIR}/url"
+            service_file_secret, self.postgres_service_name = self._postgres(labels)
+            volumes.append(SecretVolume("ledger-db", service_file_secret))
+            mounts.append(Mount("ledger-db", LEDGER_DB_DIR))
+            self.ledger_url = f"postgresql://?service={PG_SERVICE}"
+            env["PGSERVICEFILE"] = f"{LEDGER_DB_DIR}/pg_service.conf"
         else:
-            env["ZTML_LEDGER_URL"] = f"sqlite:///{ZTML_HOME}/ledger.db"
+            self.ledger_url = f"{ZTML_HOME}/ledger.db"
+        env["ZTML_LEDGER_URL"] = self.ledger_url
         self.pod_parts = PodParts(volumes=tuple(volumes), mounts=tuple(mounts), env=env)
         outputs: dict[str, object] = {
             "backend": self.backend,
@@ -136,6 +140,20 @@ class Records(pulumi.ComponentResource):
         if self.postgres_service_name is not None:
             outputs["postgres_service_name"] = self.postgres_service_name
         self.register_outputs(outputs)
+
+    def seed_command(self, *, trust_dir: str) -> tuple[str, ...]:
+        """The init container command that seeds the pod's ledger from the export."""
+        return (
+            "python",
+            "-m",
+            "infra.ledger_seed",
+            "--export",
+            LEDGER_EXPORT_FILE,
+            "--ledger",
+            self.ledger_url,
+            "--trust-dir",
+            trust_dir,
+        )
 
     def _claim(
         self, role: str, labels: Mapping[str, str], *, access_mode: str
@@ -186,25 +204,26 @@ class Records(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        url: pulumi.Output[str] = pulumi.Output.secret(
+        service_file: pulumi.Output[str] = pulumi.Output.secret(
             cast(
                 Any,
                 pulumi.Output.format(
-                    "postgresql://{0}:{1}@{2}.{3}.svc:{4}/{5}",
-                    POSTGRES_USER,
-                    password,
+                    "[{0}]\nhost={1}.{2}.svc\nport={3}\ndbname={4}\nuser={5}\npassword={6}\n",
+                    PG_SERVICE,
                     service.metadata.name,
                     args.namespace,
                     POSTGRES_PORT,
                     POSTGRES_DB,
+                    POSTGRES_USER,
+                    password,
                 ),
             )
         )
-        url_secret = k8s.core.v1.Secret(
-            f"{name}-ledger-url",
+        service_file_secret = k8s.core.v1.Secret(
+            f"{name}-ledger-db",
             metadata=k8s.meta.v1.ObjectMetaArgs(namespace=args.namespace, labels=dict(labels)),
             type="Opaque",
-            string_data={"url": url},
+            string_data={"pg_service.conf": service_file},
             opts=child,
         )
         account = service_account(f"{name}-postgres-sa", namespace=args.namespace, opts=child)
@@ -263,4 +282,4 @@ class Records(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        return url_secret.metadata.name, service.metadata.name
+        return service_file_secret.metadata.name, service.metadata.name

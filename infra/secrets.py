@@ -1,13 +1,15 @@
 """Trust material from Pulumi config secrets, delivered to pods as Secret files only.
 
-Two Secrets:
+Two Secrets, in the formats the model service reads:
 
-- ``issuers.json``: the JWT issuers the service accepts, a list of
-  ``{"iss", "kid", "public_key_pem"}``;
-- ``trust.json``: the ledger trust the service applies when it verifies the ledger,
-  ``{"trainer_key_ids", "approver_key_ids", "keys": [{"key_id", "public_key_pem"}]}``.
+- ``issuers.json`` (mounted at ``$ZTML_HOME/issuers.json``): the JWT audience and the
+  issuers the service accepts, ``{"audience", "issuers": [{"iss", "keys": [{"kid",
+  "alg", "public_key_pem"}]}]}``;
+- the ledger trust directory (``ZTML_TRUST_DIR``): one ``trainer-<id>.pub`` or
+  ``approver-<id>.pub`` PEM file per trusted ledger key, so the service knows both the
+  keys and their roles when it verifies its ledger and asks the provenance policy.
 
-Both documents are built from config values that stay marked secret end to end.
+Both are built from config values that stay marked secret end to end.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -23,8 +26,7 @@ from infra.config import TrustedIssuer, TrustKey
 from infra.hardening import Mount, PodParts, SecretVolume
 
 ISSUERS_FILE = "issuers.json"
-TRUST_FILE = "trust.json"
-ISSUERS_DIR = "/etc/ztml/issuers"
+ZTML_HOME = "/var/lib/ztml"
 TRUST_DIR = "/etc/ztml/trust"
 
 
@@ -35,6 +37,7 @@ class TrustSecretsArgs:
     Attributes:
         namespace: Namespace of the Secrets.
         issuers: Trusted JWT issuers.
+        audience: The ``aud`` claim the service accepts.
         trainer_key_ids: Key ids trusted to register and evaluate models.
         approver_key_ids: Key ids trusted to approve and revoke models.
         trust_keys: Public keys of ledger signers.
@@ -42,33 +45,48 @@ class TrustSecretsArgs:
 
     namespace: pulumi.Input[str]
     issuers: Sequence[TrustedIssuer]
+    audience: str
     trainer_key_ids: Sequence[str]
     approver_key_ids: Sequence[str]
     trust_keys: Sequence[TrustKey]
 
 
-def issuers_document(issuers: Sequence[TrustedIssuer]) -> str:
-    """Return the ``issuers.json`` text for the given issuers."""
-    return json.dumps(
-        [{"iss": i.iss, "kid": i.kid, "public_key_pem": i.public_key_pem} for i in issuers],
-        indent=2,
-        sort_keys=True,
-    )
+def issuers_document(issuers: Sequence[TrustedIssuer], *, audience: str) -> str:
+    """Return the service's ``issuers.json`` text: issuers grouped by ``iss``."""
+    grouped: dict[str, list[dict[str, str]]] = {}
+    for issuer in issuers:
+        grouped.setdefault(issuer.iss, []).append(
+            {"kid": issuer.kid, "alg": issuer.alg, "public_key_pem": issuer.public_key_pem}
+        )
+    document = {
+        "audience": audience,
+        "issuers": [{"iss": iss, "keys": keys} for iss, keys in grouped.items()],
+    }
+    return json.dumps(document, indent=2, sort_keys=True)
 
 
-def trust_document(
+def trust_files(
     *, trainer_key_ids: Sequence[str], approver_key_ids: Sequence[str], keys: Sequence[TrustKey]
-) -> str:
-    """Return the ``trust.json`` text for the ledger trust."""
-    return json.dumps(
-        {
-            "trainer_key_ids": list(trainer_key_ids),
-            "approver_key_ids": list(approver_key_ids),
-            "keys": [{"key_id": k.key_id, "public_key_pem": k.public_key_pem} for k in keys],
-        },
-        indent=2,
-        sort_keys=True,
-    )
+) -> dict[str, str]:
+    """Return the trust directory's files: ``<role>-<hex>.pub`` -> PEM.
+
+    A key in both roles gets both files; a key in neither is trusted as ``signer-``.
+    """
+    files: dict[str, str] = {}
+    for key in keys:
+        suffix = key.key_id.split(":", 1)[1]
+        roles = [
+            role
+            for role, ids in (("trainer", trainer_key_ids), ("approver", approver_key_ids))
+            if key.key_id in ids
+        ] or ["signer"]
+        for role in roles:
+            files[f"{role}-{suffix}.pub"] = key.public_key_pem
+    return files
+
+
+def _secret_text(value: str) -> pulumi.Output[str]:
+    return cast(pulumi.Output[str], pulumi.Output.secret(cast(Any, value)))
 
 
 class TrustSecrets(pulumi.ComponentResource):
@@ -76,7 +94,7 @@ class TrustSecrets(pulumi.ComponentResource):
 
     Attributes:
         issuers_secret_name: Secret with ``issuers.json``.
-        trust_secret_name: Secret with ``trust.json``.
+        trust_secret_name: Secret with the ``*.pub`` trust files.
         pod_parts: The Secret volumes, their mounts and the ``*_FILE`` settings.
     """
 
@@ -96,7 +114,9 @@ class TrustSecrets(pulumi.ComponentResource):
             f"{name}-issuers",
             metadata=metadata,
             type="Opaque",
-            string_data={ISSUERS_FILE: pulumi.Output.secret(issuers_document(args.issuers))},
+            string_data={
+                ISSUERS_FILE: _secret_text(issuers_document(args.issuers, audience=args.audience))
+            },
             opts=child,
         ).metadata.name
         self.trust_secret_name = k8s.core.v1.Secret(
@@ -104,13 +124,12 @@ class TrustSecrets(pulumi.ComponentResource):
             metadata=metadata,
             type="Opaque",
             string_data={
-                TRUST_FILE: pulumi.Output.secret(
-                    trust_document(
-                        trainer_key_ids=args.trainer_key_ids,
-                        approver_key_ids=args.approver_key_ids,
-                        keys=args.trust_keys,
-                    )
-                )
+                file_name: _secret_text(pem)
+                for file_name, pem in trust_files(
+                    trainer_key_ids=args.trainer_key_ids,
+                    approver_key_ids=args.approver_key_ids,
+                    keys=args.trust_keys,
+                ).items()
             },
             opts=child,
         ).metadata.name
@@ -119,11 +138,11 @@ class TrustSecrets(pulumi.ComponentResource):
                 SecretVolume("jwt-issuers", self.issuers_secret_name),
                 SecretVolume("ledger-trust", self.trust_secret_name),
             ),
-            mounts=(Mount("jwt-issuers", ISSUERS_DIR), Mount("ledger-trust", TRUST_DIR)),
-            env={
-                "ZTML_JWT_ISSUERS_FILE": f"{ISSUERS_DIR}/{ISSUERS_FILE}",
-                "ZTML_LEDGER_TRUST_FILE": f"{TRUST_DIR}/{TRUST_FILE}",
-            },
+            mounts=(
+                Mount("jwt-issuers", f"{ZTML_HOME}/{ISSUERS_FILE}", sub_path=ISSUERS_FILE),
+                Mount("ledger-trust", TRUST_DIR),
+            ),
+            env={"ZTML_TRUST_DIR": TRUST_DIR},
         )
         self.register_outputs(
             {

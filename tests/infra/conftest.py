@@ -233,6 +233,7 @@ def scaled_run(make_config: Callable[..., StackConfig]) -> Run:
             postgresPassword="correct-horse-battery-staple",
             storageClass="fast-ssd",
             clientNamespaces=["ingress-nginx"],
+            opaTls="mtls",
         )
     )
 

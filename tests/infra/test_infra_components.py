@@ -73,22 +73,42 @@ def test_tls_secrets_hold_certificate_key_and_ca(any_run: Any) -> None:
         assert "PRIVATE KEY" in secret["stringData"]["tls.key"], urn
 
 
-def test_trust_secrets_hold_issuers_and_ledger_trust(any_run: Any) -> None:
+def test_issuers_secret_is_in_the_service_format(any_run: Any) -> None:
     secrets = {u.rsplit("::", 1)[1]: m for u, m in any_run.of_kind("Secret").items()}
-    issuers = json.loads(secrets["ztml-trust-issuers"]["stringData"]["issuers.json"])
-    assert [i["iss"] for i in issuers] == [i.iss for i in any_run.config.trusted_issuers]
-    assert "BEGIN PUBLIC KEY" in issuers[0]["public_key_pem"]
-    trust = json.loads(secrets["ztml-trust-trust"]["stringData"]["trust.json"])
-    assert trust["trainer_key_ids"] == list(any_run.config.trainer_key_ids)
-    assert trust["approver_key_ids"] == list(any_run.config.approver_key_ids)
-    assert {k["key_id"] for k in trust["keys"]} == {k.key_id for k in any_run.config.trust_keys}
+    document = json.loads(secrets["ztml-trust-issuers"]["stringData"]["issuers.json"])
+    assert document["audience"] == any_run.config.jwt_audience
+    (issuer,) = document["issuers"]
+    (expected,) = any_run.config.trusted_issuers
+    assert issuer["iss"] == expected.iss
+    assert issuer["keys"] == [
+        {"kid": expected.kid, "alg": "EdDSA", "public_key_pem": expected.public_key_pem}
+    ]
+
+
+def test_trust_secret_names_each_key_by_its_role(any_run: Any) -> None:
+    secrets = {u.rsplit("::", 1)[1]: m for u, m in any_run.of_kind("Secret").items()}
+    files = secrets["ztml-trust-trust"]["stringData"]
+    config = any_run.config
+    expected = {f"trainer-{k.split(':')[1]}.pub" for k in config.trainer_key_ids} | {
+        f"approver-{k.split(':')[1]}.pub" for k in config.approver_key_ids
+    }
+    assert set(files) == expected
+    assert all("BEGIN PUBLIC KEY" in pem for pem in files.values())
+
+
+def test_issuers_file_is_mounted_into_ztml_home(any_run: Any) -> None:
+    for urn, manifest in any_run.of_kind("Deployment").items():
+        model = manifest["spec"]["template"]["spec"]["containers"][0]
+        mount = next(m for m in model["volumeMounts"] if m["name"] == "jwt-issuers")
+        assert mount["mountPath"] == "/var/lib/ztml/issuers.json", urn
+        assert mount["subPath"] == "issuers.json", urn
 
 
 def test_secret_mounts_are_read_only(any_run: Any) -> None:
     for urn, manifest in any_run.workloads().items():
         spec = manifest["spec"]["template"]["spec"]
         secret_volumes = {v["name"] for v in spec["volumes"] if "secret" in v}
-        for container in spec["containers"]:
+        for container in spec["containers"] + spec.get("initContainers", []):
             for mount in container.get("volumeMounts", []):
                 if mount["name"] in secret_volumes:
                     assert mount.get("readOnly") is True, f"{urn}: {mount['name']} writable"

@@ -34,7 +34,7 @@ def test_valid_config_is_typed(raw: dict[str, str]) -> None:
     assert config.replicas == 1
     assert config.kube_context == "k3d-ztml"
     assert config.thresholds.min_robust_accuracy == 0.8
-    assert config.opa_tls == "mtls"
+    assert config.opa_tls == "none"
     assert config.uses_postgres is False
 
 
@@ -92,6 +92,18 @@ def test_issuer_key_must_be_a_pem_public_key(raw: dict[str, str]) -> None:
         parse_config(_with(raw, trustedIssuers=issuers))
 
 
+def test_role_key_ids_need_a_trust_key(raw: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="no public key in ztml:ledgerTrustKeys"):
+        parse_config(_with(raw, approverKeyIds=["ed25519:" + "e" * 16]))
+
+
+def test_issuer_algorithm_is_checked(raw: dict[str, str]) -> None:
+    issuers = json.loads(raw["ztml:trustedIssuers"])
+    issuers[0]["alg"] = "HS256"
+    with pytest.raises(ConfigError, match="EdDSA, ES256"):
+        parse_config(_with(raw, trustedIssuers=issuers))
+
+
 def test_several_replicas_need_postgres_image_and_password(raw: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match="ztml:postgresPassword"):
         parse_config(_with(raw, replicas="3"))
@@ -120,5 +132,7 @@ def test_example_stack_is_valid_once_placeholders_are_replaced(
         k: v.replace(PLACEHOLDER_DIGEST, "sha256:" + "d4" * 32)
         for k, v in _stack_raw(stack, raw).items()
     }
+    values["ztml:trainerKeyIds"] = raw["ztml:trainerKeyIds"]
+    values["ztml:approverKeyIds"] = raw["ztml:approverKeyIds"]
     config = parse_config(values)
     assert config.replicas == (1 if stack == "k3d" else 3)

@@ -84,9 +84,9 @@ def test_weak_model_fails_the_robustness_threshold(
 
 
 def test_approval_by_an_untrusted_approver_is_refused(
-    make_config: Callable[..., StackConfig], denied: Any
+    make_config: Callable[..., StackConfig], denied: Any, ledger: Any
 ) -> None:
-    reasons = denied(make_config(approverKeyIds=["ed25519:" + "f" * 16]))
+    reasons = denied(make_config(approverKeyIds=[ledger.trainer_key_id]))
     assert any("approve" in r for r in reasons), reasons
 
 

@@ -8,6 +8,8 @@ the resource it is about.
 from __future__ import annotations
 
 import ast
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +75,15 @@ def test_containers_are_locked_down(any_run: Any) -> None:
 
 def test_containers_have_requests_limits_and_probes(any_run: Any) -> None:
     for urn, manifest in any_run.workloads().items():
+        init = {c["name"] for c in pod_spec_of(manifest).get("initContainers", [])}
         for container in containers_of(manifest):
             where = f"{urn} container {container['name']}"
             resources = container.get("resources", {})
             for kind in ("requests", "limits"):
                 for res in ("cpu", "memory"):
                     assert resources.get(kind, {}).get(res), f"{where}: {kind}.{res} missing"
+            if container["name"] in init:
+                continue  # Kubernetes refuses probes on init containers
             assert container.get("livenessProbe"), f"{where}: no liveness probe"
             assert container.get("readinessProbe"), f"{where}: no readiness probe"
 
@@ -111,7 +116,9 @@ def test_no_secret_reaches_an_environment_variable(any_run: Any) -> None:
                 assert "secretKeyRef" not in source, f"{where}: {var['name']} from a Secret"
                 value = str(var.get("value", ""))
                 assert "PRIVATE KEY" not in value, f"{where}: {var['name']} holds a key"
-                assert "postgresql://" not in value, f"{where}: {var['name']} holds a URL"
+                assert not re.search(r"://[^/@\s]+:[^/@\s]+@", value), f"{where}: {var['name']}"
+                password = any_run.config.postgres_password
+                assert not password or password not in value, f"{where}: {var['name']}"
 
 
 def test_secrets_are_mounted_as_files(any_run: Any) -> None:
@@ -149,16 +156,47 @@ def test_model_digest_is_pinned_in_env_and_annotation(any_run: Any) -> None:
     assert env["ZTML_HOME"] == "/var/lib/ztml", urn
 
 
-def test_opa_sidecar_listens_on_localhost_with_mtls(any_run: Any) -> None:
+def test_opa_sidecar_listens_on_localhost_only(any_run: Any) -> None:
     urn, manifest = _model(any_run)
     opa = next(c for c in containers_of(manifest) if c["name"] == "opa")
     assert "--addr=127.0.0.1:8181" in opa["args"], urn
+    assert [p["containerPort"] for p in opa["ports"]] == [8282], f"{urn}: only diagnostics"
+    assert opa["livenessProbe"]["httpGet"] == {"path": "/health", "port": 8282}, urn
+
+
+def test_opa_sidecar_requires_client_certificates_with_mtls(scaled_run: Any) -> None:
+    urn, manifest = _model(scaled_run)
+    opa = next(c for c in containers_of(manifest) if c["name"] == "opa")
     for flag in ("--tls-cert-file=", "--tls-private-key-file=", "--tls-ca-cert-file="):
         assert any(a.startswith(flag) for a in opa["args"]), f"{urn}: OPA lacks {flag}"
     assert "--authentication=tls" in opa["args"], urn
     model = next(c for c in containers_of(manifest) if c["name"] == "model")
     env = {v["name"]: v.get("value") for v in model["env"]}
     assert env["ZTML_OPA_URL"] == "https://127.0.0.1:8181", urn
+    assert env["ZTML_OPA_CERT_FILE"].startswith("/etc/ztml/opa-client/"), urn
+
+
+def test_opa_sidecar_without_mtls_is_plain_http_on_localhost(single_run: Any) -> None:
+    urn, manifest = _model(single_run)
+    opa = next(c for c in containers_of(manifest) if c["name"] == "opa")
+    assert not any(a.startswith("--tls-") for a in opa["args"]), urn
+    model = next(c for c in containers_of(manifest) if c["name"] == "model")
+    env = {v["name"]: v.get("value") for v in model["env"]}
+    assert env["ZTML_OPA_URL"] == "http://127.0.0.1:8181", urn
+
+
+def test_ledger_is_seeded_by_an_init_container_from_the_gate_export(any_run: Any) -> None:
+    urn, manifest = _model(any_run)
+    (seed,) = pod_spec_of(manifest)["initContainers"]
+    assert seed["command"][:3] == ["python", "-m", "infra.ledger_seed"], urn
+    model = next(c for c in containers_of(manifest) if c["name"] == "model")
+    assert seed["image"] == model["image"], urn
+    ledger_url = {v["name"]: v.get("value") for v in model["env"]}["ZTML_LEDGER_URL"]
+    assert seed["command"][seed["command"].index("--ledger") + 1] == ledger_url, urn
+    (export,) = (m for u, m in any_run.of_kind("ConfigMap").items() if "ledger-export" in u)
+    assert json.loads(export["data"]["ledger-export.json"]) == json.loads(
+        any_run.config.ledger_export.read_text()
+    )
 
 
 def test_opa_loads_every_policy_but_the_tests(any_run: Any) -> None:
@@ -184,8 +222,12 @@ def test_scaled_service_reads_the_postgres_url_from_a_file(scaled_run: Any) -> N
     urn, manifest = _model(scaled_run)
     model = next(c for c in containers_of(manifest) if c["name"] == "model")
     env = {v["name"]: v.get("value") for v in model["env"]}
-    assert env["ZTML_LEDGER_URL_FILE"] == "/etc/ztml/ledger-url/url", urn
-    assert "ZTML_LEDGER_URL" not in env, urn
+    assert env["ZTML_LEDGER_URL"] == "postgresql://?service=ztml", urn
+    assert env["PGSERVICEFILE"] == "/etc/ztml/ledger-db/pg_service.conf", urn
+    secrets = {u.rsplit("::", 1)[1]: m for u, m in scaled_run.of_kind("Secret").items()}
+    service_file = secrets["ztml-records-ledger-db"]["stringData"]["pg_service.conf"]
+    assert "password=correct-horse-battery-staple" in service_file
+    assert "[ztml]" in service_file
     ((pg_urn, statefulset),) = scaled_run.of_kind("StatefulSet").items()
     template = statefulset["spec"]["volumeClaimTemplates"][0]
     assert template["spec"]["storageClassName"] == "fast-ssd", pg_urn
