@@ -1,6 +1,6 @@
 package ztml.authz_test
 
-import data.ztml.authz as authz
+import data.ztml.authz as policy
 
 digest := "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
@@ -22,7 +22,7 @@ request(overrides) := object.union(base, overrides)
 as_roles(roles, overrides) := object.union(request(overrides), {"subject": {"roles": roles}})
 
 decide(inp) := d if {
-	d := authz.decision with input as inp
+	d := policy.decision with input as inp
 }
 
 # True when some reason of the decision contains fragment.
@@ -110,7 +110,7 @@ test_deny_empty_input if {
 	denied(d, "subject.sub is missing")
 	denied(d, "model.digest is missing")
 	denied(d, "monitor.flood is missing")
-	count(d.reasons) == count(authz.fields)
+	count(d.reasons) == count(policy.fields)
 }
 
 test_deny_non_object_input if {
@@ -163,7 +163,7 @@ test_deny_blank_tenant if {
 # --- RBAC ----------------------------------------------------------------------
 
 test_deny_without_role_data if {
-	d := authz.decision with input as base with data.data.roles as {}
+	d := policy.decision with input as base with data.data.roles as {}
 	denied(d, "role data is not loaded")
 }
 
@@ -217,11 +217,11 @@ test_deny_registry_raises_declared_risk_tier if {
 }
 
 test_allow_registry_tier_does_not_lower_declared_tier if {
-	authz.risk_tier == "medium" with input as request({"model": {"risk_tier": "medium"}})
+	policy.risk_tier == "medium" with input as request({"model": {"risk_tier": "medium"}})
 }
 
 test_deny_unknown_tier_counts_as_high if {
-	authz.risk_tier == "high" with input as request({"model": {"risk_tier": "extreme"}})
+	policy.risk_tier == "high" with input as request({"model": {"risk_tier": "extreme"}})
 }
 
 # --- monitor signals ---------------------------------------------------------------
@@ -237,7 +237,7 @@ test_deny_extraction_flagged if {
 }
 
 test_deny_extraction_flagged_sets_reject_obligation if {
-	authz.flagged_input == "reject" with input as request({"monitor": {"extraction_flagged": true}})
+	policy.flagged_input == "reject" with input as request({"monitor": {"extraction_flagged": true}})
 }
 
 test_deny_flagged_input_on_high_risk_model if {
@@ -276,17 +276,17 @@ test_deny_lists_every_reason if {
 }
 
 test_allow_default_is_deny if {
-	not authz.allow with input as {}
+	not policy.allow with input as {}
 }
 
 test_deny_without_any_loaded_data if {
-	d := authz.decision with input as base with data.data as {}
+	d := policy.decision with input as base with data.data as {}
 	denied(d, "role data is not loaded")
 }
 
 test_deny_no_granting_role_gets_zero_limits if {
-	authz.rate_limit_per_minute == 0 with input as as_roles(["viewer"], {})
-	authz.max_batch_size == 0 with input as as_roles(["viewer"], {})
+	policy.rate_limit_per_minute == 0 with input as as_roles(["viewer"], {})
+	policy.max_batch_size == 0 with input as as_roles(["viewer"], {})
 }
 
 # Inputs covering every condition of allow, to check allow against the reasons.
@@ -318,16 +318,16 @@ invariant_inputs := [
 
 # Allowed, and no reason applies.
 consistent(inp) if {
-	allowed := authz.allow with input as inp
-	found := authz.reasons with input as inp
+	allowed := policy.allow with input as inp
+	found := policy.reasons with input as inp
 	allowed == true
 	count(found) == 0
 }
 
 # Denied, and some reason says why.
 consistent(inp) if {
-	allowed := authz.allow with input as inp
-	found := authz.reasons with input as inp
+	allowed := policy.allow with input as inp
+	found := policy.reasons with input as inp
 	allowed == false
 	count(found) > 0
 }
@@ -339,30 +339,30 @@ test_allow_holds_exactly_when_no_reason_applies if {
 }
 
 test_deny_invariant_inputs_include_denials_and_allows if {
-	results := {allowed | some inp in invariant_inputs; allowed := authz.allow with input as inp}
+	results := {allowed | some inp in invariant_inputs; allowed := policy.allow with input as inp}
 	results == {true, false}
 }
 
 # True when valid does not hold for inp.
-not_valid(inp) if not authz.valid with input as inp
+not_valid(inp) if not policy.valid with input as inp
 
 test_deny_each_listed_field_is_required_by_valid if {
-	every path, _ in authz.fields {
+	every path, _ in policy.fields {
 		not_valid(json.remove(base, [replace(path, ".", "/")]))
 	}
 }
 
 test_deny_each_listed_field_must_not_be_null if {
-	every path, _ in authz.fields {
+	every path, _ in policy.fields {
 		pointer := concat("", ["/", replace(path, ".", "/")])
 		inp := json.patch(base, [{"op": "replace", "path": pointer, "value": null}])
 		not_valid(inp)
-		some reason in authz.reasons with input as inp
+		some reason in policy.reasons with input as inp
 		contains(reason, concat("", ["input field ", path, " "]))
 	}
 }
 
 test_allow_base_input_is_valid if {
-	authz.valid with input as base
-	count(authz.invalid) == 0 with input as base
+	policy.valid with input as base
+	count(policy.invalid) == 0 with input as base
 }

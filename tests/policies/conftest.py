@@ -153,7 +153,9 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def start_opa_server(opa_bin: Path, log_path: Path) -> OpaServer:
+def start_opa_server(
+    opa_bin: Path, log_path: Path, *, config_file: Path = CONFIG_FILE
+) -> OpaServer:
     """Start OPA on a free loopback port and wait until it reports healthy.
 
     Retries on another port when the chosen one was taken in the meantime.
@@ -168,7 +170,7 @@ def start_opa_server(opa_bin: Path, log_path: Path) -> OpaServer:
             "--addr",
             f"127.0.0.1:{port}",
             "--config-file",
-            str(CONFIG_FILE),
+            str(config_file),
             "--log-format",
             "json",
             "--log-level",
@@ -199,6 +201,26 @@ def stop_opa_server(server: OpaServer) -> None:
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def opa_server_factory(
+    opa_bin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[Path], OpaServer]]:
+    """Start extra OPA servers with another config file; all are stopped at the end."""
+    started: list[OpaServer] = []
+
+    def start(config_file: Path) -> OpaServer:
+        log_path = tmp_path_factory.mktemp("opa") / "opa.log"
+        server = start_opa_server(opa_bin, log_path, config_file=config_file)
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            stop_opa_server(server)
 
 
 @pytest.fixture(scope="module")

@@ -71,3 +71,17 @@ def test_decision_log_keeps_what_an_audit_needs(opa_server: Any, examples_dir: A
     assert event["input"]["headers"] == {"x-request-id": "req-1"}
     assert event["result"]["allow"] is True
     assert event["labels"]["app"] == "ztml"
+
+
+def test_decision_log_without_the_mask_would_leak(
+    opa_server_factory: Any, examples_dir: Any, tmp_path: Any
+) -> None:
+    # Negative control: the same server pointed at a mask rule that does not exist.
+    config = tmp_path / "no-mask.yaml"
+    config.write_text(
+        "decision_logs:\n  console: true\n  mask_decision: /system/log/no_such_mask\n"
+    )
+    server = opa_server_factory(config)
+    event, raw = decide(server, secret_input(examples_dir))
+    assert FAKE_TOKEN in raw
+    assert "erased" not in event
