@@ -13,6 +13,7 @@ from importlib import metadata
 import typer
 
 from service.cli.doctor import doctor
+from service.stack.cli import down, up
 
 app = typer.Typer(
     name="ztml",
@@ -56,6 +57,8 @@ def version() -> None:
 
 
 app.command()(doctor)
+app.command("up")(up)
+app.command("down")(down)
 
 
 def main() -> None:

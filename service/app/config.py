@@ -1,0 +1,186 @@
+"""The service's configuration: environment variables read once into a frozen dataclass.
+
+Every variable has a safe default except the model path; a bad value stops the service
+at start with a message naming the variable and what it accepts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from service.app.errors import ConfigError
+
+RiskTier = Literal["low", "medium", "high"]
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Everything the model service reads from its environment.
+
+    Attributes:
+        home: the state directory (``ZTML_HOME``; keys, ledger, audit log, review queue).
+        model_path: the model artifact (``ZTML_MODEL_PATH``).
+        model_digest: a pinned digest the artifact must have (``ZTML_MODEL_DIGEST``).
+        ledger_url: the provenance ledger (``ZTML_LEDGER_URL``).
+        trust_dir: directory of trusted ``*.pub`` keys (``ZTML_TRUST_DIR``).
+        opa_url: the OPA server (``ZTML_OPA_URL``).
+        opa_timeout_seconds: the time OPA has for one decision (``ZTML_OPA_TIMEOUT_MS``).
+        model_name: the model's name in policies (``ZTML_MODEL_NAME``).
+        tenant: the tenant owning the model (``ZTML_TENANT``).
+        risk_tier: the model's risk tier (``ZTML_RISK_TIER``).
+        max_body_bytes: the largest accepted request body (``ZTML_MAX_BODY_BYTES``).
+        max_batch: the hard cap on instances per request (``ZTML_MAX_BATCH``).
+        rate_per_minute: the rate limit before the policy gives one (``ZTML_RATE_PER_MINUTE``).
+        rate_burst: the token bucket's burst (``ZTML_RATE_BURST``).
+        audit_stdout: also print audit records on stdout (``ZTML_AUDIT_STDOUT``).
+        workers: BentoML worker processes (``ZTML_WORKERS``).
+        squeeze_fpr: the squeezer's calibrated false-positive rate (``ZTML_SQUEEZE_FPR``).
+        suspicion_threshold: suspicion above which a request is queued for review
+            (``ZTML_SUSPICION_THRESHOLD``).
+        drift_window: inputs per drift test (``ZTML_DRIFT_WINDOW``).
+        drift_alpha: the drift test's family-wise error rate (``ZTML_DRIFT_ALPHA``).
+    """
+
+    home: Path
+    model_path: Path
+    model_digest: str | None
+    ledger_url: str
+    trust_dir: Path
+    opa_url: str
+    opa_timeout_seconds: float
+    model_name: str
+    tenant: str
+    risk_tier: RiskTier
+    max_body_bytes: int
+    max_batch: int
+    rate_per_minute: float
+    rate_burst: int
+    audit_stdout: bool
+    workers: int
+    squeeze_fpr: float
+    suspicion_threshold: float
+    drift_window: int
+    drift_alpha: float
+
+    @property
+    def monitor_db(self) -> Path:
+        """The monitor's shared SQLite database."""
+        return self.home / "run" / "monitor.db"
+
+    @property
+    def audit_dir(self) -> Path:
+        """The audit log directory (one chain per worker process)."""
+        return self.home / "audit"
+
+    @property
+    def review_db(self) -> Path:
+        """The review queue database."""
+        return self.home / "review.db"
+
+    @property
+    def issuers_path(self) -> Path:
+        """The trusted token issuers."""
+        return self.home / "issuers.json"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer ({low}..{high}).") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is out of range; use {low}..{high}.")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number ({low}..{high}).") from None
+    if not low <= value <= high:  # also refuses NaN
+        raise ConfigError(f"{name}={value} is out of range; use {low}..{high}.")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean; use true or false.")
+
+
+def _name(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name) or default
+    if not _NAME_RE.fullmatch(value):
+        raise ConfigError(
+            f"{name}={value!r} is not a valid name (letters, digits, '.', '_', '-'; "
+            "at most 63 characters)."
+        )
+    return value
+
+
+def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
+    """Read the service configuration from the environment.
+
+    Args:
+        env: the environment (default ``os.environ``).
+
+    Raises:
+        ConfigError: a variable is missing or has a bad value; the message names it.
+    """
+    env = os.environ if env is None else env
+    home = Path(env.get("ZTML_HOME") or Path.home() / ".ztml").expanduser()
+    raw_model = env.get("ZTML_MODEL_PATH")
+    model_path = (
+        Path(raw_model).expanduser() if raw_model else home / "models" / "model.safetensors"
+    )
+    digest = env.get("ZTML_MODEL_DIGEST") or None
+    if digest is not None and not _DIGEST_RE.fullmatch(digest):
+        raise ConfigError(f"ZTML_MODEL_DIGEST={digest!r} is not 'sha256:<64 lowercase hex>'.")
+    opa_url = env.get("ZTML_OPA_URL") or "http://127.0.0.1:8181"
+    if not re.fullmatch(r"https?://[^/\s]+/?", opa_url):
+        raise ConfigError(f"ZTML_OPA_URL={opa_url!r} is not an http(s)://host:port URL.")
+    tier = env.get("ZTML_RISK_TIER") or "low"
+    if tier not in ("low", "medium", "high"):
+        raise ConfigError(f"ZTML_RISK_TIER={tier!r} must be low, medium or high.")
+    return AppConfig(
+        home=home,
+        model_path=model_path,
+        model_digest=digest,
+        ledger_url=env.get("ZTML_LEDGER_URL") or str(home / "ledger.db"),
+        trust_dir=Path(env.get("ZTML_TRUST_DIR") or home / "keys").expanduser(),
+        opa_url=opa_url.rstrip("/"),
+        opa_timeout_seconds=_int(env, "ZTML_OPA_TIMEOUT_MS", 250, low=10, high=10_000) / 1000,
+        model_name=_name(env, "ZTML_MODEL_NAME", "digits"),
+        tenant=_name(env, "ZTML_TENANT", "demo"),
+        risk_tier=tier,  # type: ignore[arg-type]  # checked above
+        max_body_bytes=_int(env, "ZTML_MAX_BODY_BYTES", 256 * 1024, low=1024, high=64 << 20),
+        max_batch=_int(env, "ZTML_MAX_BATCH", 256, low=1, high=4096),
+        rate_per_minute=_float(env, "ZTML_RATE_PER_MINUTE", 120.0, low=1.0, high=1e7),
+        rate_burst=_int(env, "ZTML_RATE_BURST", 30, low=1, high=1_000_000),
+        audit_stdout=_bool(env, "ZTML_AUDIT_STDOUT", False),
+        workers=_int(env, "ZTML_WORKERS", 1, low=1, high=64),
+        squeeze_fpr=_float(env, "ZTML_SQUEEZE_FPR", 0.05, low=0.001, high=0.5),
+        suspicion_threshold=_float(env, "ZTML_SUSPICION_THRESHOLD", 0.7, low=0.0, high=1.0),
+        drift_window=_int(env, "ZTML_DRIFT_WINDOW", 200, low=10, high=1_000_000),
+        drift_alpha=_float(env, "ZTML_DRIFT_ALPHA", 0.01, low=1e-9, high=0.5),
+    )

@@ -1,0 +1,201 @@
+"""The HTTP surface: the Starlette routes mounted into BentoML and the hardening middleware.
+
+The routes hand each request to the worker's :class:`~service.app.pipeline.Pipeline`.
+:class:`HardeningMiddleware` wraps everything BentoML serves (its own ``/livez``,
+``/readyz`` and ``/metrics`` included): it answers only known routes and methods, serves
+the OpenAPI document, rewrites any other error into the stable JSON error shape, drops
+the ``server`` header and adds the security headers and a request id.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.app.responses import REQUEST_ID_HEADER, SECURITY_HEADERS, error_body
+
+#: Route -> allowed methods. Anything else is 404/405 before it reaches BentoML.
+ROUTES: dict[str, frozenset[str]] = {
+    "/predict": frozenset({"POST"}),
+    "/explain": frozenset({"POST"}),
+    "/metadata": frozenset({"GET"}),
+    "/livez": frozenset({"GET"}),
+    "/readyz": frozenset({"GET"}),
+    "/healthz": frozenset({"GET"}),
+    "/metrics": frozenset({"GET"}),
+    "/docs.json": frozenset({"GET"}),
+    "/openapi.json": frozenset({"GET"}),
+}
+SPEC_PATHS = frozenset({"/docs.json", "/openapi.json"})
+_DROP_HEADERS = frozenset({b"server", b"x-bentoml-request-id", b"x-bentoml-trace-id"})
+_MESSAGES = {
+    400: ("bad_request", "The request is malformed."),
+    404: ("not_found", "No such route."),
+    405: ("method_not_allowed", "Method not allowed on this route."),
+    413: ("payload_too_large", "The request body is too large."),
+    500: ("internal_error", "The service failed to answer; try again."),
+    503: ("unavailable", "The service is not ready; try again later."),
+    504: ("timeout", "The request took too long."),
+}
+
+
+def _pipeline() -> Any:
+    import bentoml
+
+    return bentoml.get_current_service().pipeline
+
+
+async def predict(request: Request) -> Response:
+    """``POST /predict``: classify a batch."""
+    return await _pipeline().handle(request, "predict")
+
+
+async def explain(request: Request) -> Response:
+    """``POST /explain``: attributions for a batch."""
+    return await _pipeline().handle(request, "explain")
+
+
+async def metadata(request: Request) -> Response:
+    """``GET /metadata``: the served model."""
+    return await _pipeline().handle(request, "metadata")
+
+
+def create_api() -> Starlette:
+    """Return the Starlette app of the model API routes."""
+    return Starlette(
+        routes=[
+            Route("/predict", predict, methods=["POST"]),
+            Route("/explain", explain, methods=["POST"]),
+            Route("/metadata", metadata, methods=["GET"]),
+        ]
+    )
+
+
+def _error_message(status: int, request_id: str, headers: list[tuple[bytes, bytes]]) -> bytes:
+    code, message = _MESSAGES.get(
+        status, ("client_error" if status < 500 else "server_error", "The request failed.")
+    )
+    del headers
+    return json.dumps(error_body(code, message, request_id)).encode()
+
+
+class HardeningMiddleware:
+    """Pure ASGI middleware applying the service's HTTP hygiene to every response.
+
+    Args:
+        app: the wrapped ASGI app (BentoML's).
+        spec: the OpenAPI document to serve at ``/docs.json`` and ``/openapi.json``.
+    """
+
+    def __init__(self, app: ASGIApp, spec: dict[str, Any] | None = None) -> None:
+        self.app = app
+        self._spec = json.dumps(spec or {}).encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI event."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        method = scope.get("method", "GET")
+        request_id = uuid.uuid4().hex
+        allowed = ROUTES.get(path)
+        if allowed is None:
+            await self._reply(send, 404, request_id)
+            return
+        if method not in allowed and not (method == "HEAD" and "GET" in allowed):
+            await self._reply(
+                send, 405, request_id, extra=[(b"allow", ", ".join(sorted(allowed)).encode())]
+            )
+            return
+        if path in SPEC_PATHS:
+            await self._send(send, 200, self._spec, request_id, b"application/json")
+            return
+        await self.app(scope, receive, self._wrap(send, request_id))
+
+    def _wrap(self, send: Send, request_id: str) -> Send:
+        state: dict[str, Any] = {"rewrite": False}
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() not in _DROP_HEADERS
+                ]
+                names = {k.lower() for k, _ in headers}
+                status = int(message["status"])
+                ours = REQUEST_ID_HEADER.encode() in names
+                if status >= 400 and not ours:
+                    # An error BentoML or Starlette produced: replace its body.
+                    state["rewrite"] = True
+                    state["status"] = status
+                    state["headers"] = [
+                        (k, v)
+                        for k, v in headers
+                        if k.lower() in (b"retry-after", b"allow", b"www-authenticate")
+                    ]
+                    return
+                if not ours:
+                    headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                headers += [
+                    (k.encode(), v.encode())
+                    for k, v in SECURITY_HEADERS.items()
+                    if k.encode() not in names
+                ]
+                await send({**message, "headers": headers})
+                return
+            if state["rewrite"]:
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    await self._send(
+                        send,
+                        state["status"],
+                        _error_message(state["status"], request_id, state["headers"]),
+                        request_id,
+                        b"application/json",
+                        extra=state["headers"],
+                    )
+                return
+            await send(message)
+
+        return wrapped
+
+    async def _reply(
+        self,
+        send: Send,
+        status: int,
+        request_id: str,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        await self._send(
+            send,
+            status,
+            _error_message(status, request_id, []),
+            request_id,
+            b"application/json",
+            extra=extra,
+        )
+
+    @staticmethod
+    async def _send(
+        send: Send,
+        status: int,
+        body: bytes,
+        request_id: str,
+        content_type: bytes,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        headers = [
+            (b"content-type", content_type),
+            (b"content-length", str(len(body)).encode()),
+            (REQUEST_ID_HEADER.encode(), request_id.encode()),
+            *[(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()],
+            *(extra or []),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

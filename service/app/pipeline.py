@@ -1,0 +1,489 @@
+"""The request path of the model service, one stage after another.
+
+authn -> monitor -> authz (OPA) -> sanitize -> infer -> explain/review -> drift -> audit.
+
+A request that fails a stage stops there with its status code in the stable error shape
+(:mod:`service.app.responses`); whatever stage ended it, exactly one ``request`` audit
+event is appended before the response is sent, plus one ``policy_decision`` event for
+each decision OPA was asked for (or could not give).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.app.layers import Layers
+from service.app.responses import ApiError, error_response, json_response
+
+Action = Literal["predict", "explain", "metadata"]
+_log = logging.getLogger(__name__)
+REALM = 'Bearer realm="ztml-model-api"'
+DECIMALS = 6
+_OUTCOMES: dict[int, Any] = {
+    200: "ok",
+    401: "unauthenticated",
+    403: "denied",
+    413: "invalid_input",
+    422: "invalid_input",
+    429: "rate_limited",
+    503: "policy_unavailable",
+}
+
+
+@dataclass
+class Call:
+    """What the service knows about one request as it moves through the stages."""
+
+    request_id: str
+    action: Action
+    client: str
+    started: float
+    subject: str | None = None
+    tenant: str | None = None
+    input_digest: str | None = None
+    decisions: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _round(values: npt.NDArray[np.floating[Any]]) -> list[Any]:
+    return np.round(values.astype(np.float64), DECIMALS).tolist()
+
+
+class Pipeline:
+    """Serves one action through every layer; one instance per worker process."""
+
+    def __init__(self, layers: Layers) -> None:
+        self.layers = layers
+        self.config = layers.config
+        self._rates: dict[str, float] = {}
+        self._drift = False
+        from service.monitor.metrics import monitor_metrics
+
+        self._metrics = monitor_metrics()
+
+    # -- entry point ---------------------------------------------------------------------
+
+    async def handle(self, request: Request, action: Action) -> Response:
+        """Serve one request end to end; never raises."""
+        call = Call(
+            request_id=uuid.uuid4().hex,
+            action=action,
+            client=request.client.host if request.client else "unknown",
+            started=time.perf_counter(),
+        )
+        try:
+            response = await self._serve(request, call)
+        except ApiError as err:
+            response = error_response(err, call.request_id)
+        except Exception:
+            _log.exception("request %s failed", call.request_id)
+            response = error_response(
+                ApiError(500, "internal_error", "The service failed to answer; try again."),
+                call.request_id,
+            )
+        try:
+            self._audit(call, status=response.status_code)
+        except Exception:
+            # Fail closed: a request that cannot be audited is not answered.
+            _log.exception("audit append failed for request %s", call.request_id)
+            response = error_response(
+                ApiError(503, "audit_unavailable", "The audit log is unavailable; try later."),
+                call.request_id,
+            )
+        return response
+
+    # -- stages ----------------------------------------------------------------------------
+
+    def _authenticate(self, request: Request, call: Call) -> Any:
+        from service.authn import AuthenticationError
+
+        header = request.headers.get("authorization")
+        try:
+            claims = self.layers.verifier.verify(header)
+        except AuthenticationError as err:
+            challenge = REALM if not header else f'{REALM}, error="invalid_token"'
+            raise ApiError(
+                401, "unauthenticated", str(err), headers={"www-authenticate": challenge}
+            ) from None
+        call.subject, call.tenant = claims.sub, claims.tenant
+        return claims
+
+    def _monitor_key(self, call: Call) -> str:
+        return f"{call.tenant}/{call.subject}"
+
+    def _rate_limit(self, call: Call) -> Any:
+        from service.monitor import RateLimited
+
+        key = self._monitor_key(call)
+        rate = self._rates.get(key, self.config.rate_per_minute)
+        try:
+            self.layers.rate_limiter.acquire(
+                key, rate_per_minute=rate, burst=self.config.rate_burst
+            )
+        except RateLimited as err:
+            self._metrics.record_rate_limited()
+            retry = max(1, math.ceil(float(err.retry_after_seconds)))
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"Too many requests; retry after {retry} s.",
+                headers={"retry-after": str(retry)},
+            ) from None
+        signal = self.layers.flood.observe(key)
+        self._metrics.record_flood(signal)
+        return signal
+
+    async def _read_body(self, request: Request, call: Call) -> bytes:
+        from service.audit import digest_input
+        from service.sanitizer import PayloadTooLargeError, check_body_size
+
+        limit = self.config.max_body_bytes
+        declared = request.headers.get("content-length")
+        try:
+            if declared is not None:
+                if not declared.isdigit():
+                    raise ApiError(400, "bad_request", "Content-Length is not a number.")
+                check_body_size(int(declared), limit)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                check_body_size(size, limit)
+                chunks.append(chunk)
+        except PayloadTooLargeError as err:
+            raise ApiError(413, "payload_too_large", str(err)) from None
+        body = b"".join(chunks)
+        call.input_digest = digest_input(body)
+        return body
+
+    def _decode(self, body: bytes) -> tuple[Any, ApiError | None]:
+        if not body:
+            return None, self._invalid("body", 'is empty; send {"instances": [...]}')
+        try:
+            return json.loads(body), None
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return None, self._invalid("body", "is not valid JSON")
+
+    @staticmethod
+    def _invalid(field_name: str, message: str) -> ApiError:
+        return ApiError(
+            422, "invalid_input", f"{field_name}: {message}", extra={"field": field_name}
+        )
+
+    def _parse(self, payload: Any) -> tuple[npt.NDArray[np.float32] | None, ApiError | None]:
+        from service.sanitizer import InputValidationError, parse_instances
+
+        if isinstance(payload, dict):
+            unknown = sorted(set(payload) - {"instances", "method"})
+            if unknown:
+                return None, self._invalid(unknown[0], "is not a known field")
+        try:
+            return parse_instances(payload, max_batch=self.config.max_batch), None
+        except InputValidationError as err:
+            return None, self._invalid(err.field, err.message)
+
+    @staticmethod
+    def _claimed_batch(payload: Any) -> int:
+        instances = payload.get("instances") if isinstance(payload, dict) else None
+        return len(instances) if isinstance(instances, list) and instances else 1
+
+    async def _authorize(
+        self, call: Call, claims: Any, *, batch_size: int, flood: Any, extraction: Any
+    ) -> Any:
+        from service.authz import PolicyUnavailableError
+
+        info = self.layers.model_info
+        policy_input = {
+            "subject": {
+                "sub": claims.sub,
+                "roles": list(claims.roles),
+                "tenant": claims.tenant,
+                "scopes": list(claims.scopes),
+            },
+            "action": call.action,
+            "model": {
+                "name": self.config.model_name,
+                "digest": info.digest,
+                "tenant": self.config.tenant,
+                "risk_tier": self.config.risk_tier,
+            },
+            "request": {
+                "batch_size": batch_size,
+                "client_address": call.client,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+            "monitor": {
+                "rate_per_minute": float(flood.rate_per_minute),
+                "extraction_suspicion": float(extraction.suspicion) if extraction else 0.0,
+                "extraction_flagged": bool(extraction.flagged) if extraction else False,
+                "flood": bool(flood.flood),
+                "drift": self._drift,
+                "flagged_input": False,
+            },
+        }
+        try:
+            decision = await self.layers.authorizer.decide(policy_input)
+        except PolicyUnavailableError as err:
+            _log.warning("request %s denied: %s", call.request_id, err)
+            self._audit_decision(
+                call, {"allow": False, "reasons": [str(err)], "decision_id": None}, status=503
+            )
+            raise ApiError(
+                503,
+                "policy_unavailable",
+                "The authorization service is unavailable; the request is denied. Try later.",
+                headers={"retry-after": "5"},
+            ) from None
+        self._audit_decision(call, decision.audit(), status=200 if decision.allow else 403)
+        if not decision.allow:
+            raise ApiError(
+                403,
+                "forbidden",
+                "The request is denied by policy.",
+                extra={"reasons": list(decision.reasons)},
+            )
+        if decision.obligations.rate_limit_per_minute > 0:
+            self._rates[self._monitor_key(call)] = float(decision.obligations.rate_limit_per_minute)
+        return decision
+
+    def _observe_drift(self, call: Call, x: npt.NDArray[np.float32]) -> None:
+        with self.layers.drift_lock:
+            result = self.layers.drift.observe(x)
+        if result is None:
+            return
+        drifted = bool(result.drifted)
+        self._drift = drifted
+        self._metrics.record_drift(result)
+        if drifted:
+            self._append(
+                {
+                    "kind": "drift",
+                    "request_id": call.request_id,
+                    "subject": call.subject,
+                    "tenant": call.tenant,
+                    "model_digest": self.layers.model_info.digest,
+                    "action": "drift",
+                    "decision": None,
+                    "status": 200,
+                    "latency_ms": 0.0,
+                    "input_digest": call.input_digest,
+                    "client": call.client,
+                }
+            )
+
+    # -- the actions -----------------------------------------------------------------------
+
+    async def _serve(self, request: Request, call: Call) -> Response:
+        claims = self._authenticate(request, call)
+        flood = self._rate_limit(call)
+        if call.action == "metadata":
+            await self._authorize(call, claims, batch_size=0, flood=flood, extraction=None)
+            return json_response(self.metadata(), request_id=call.request_id)
+        body = await self._read_body(request, call)
+        payload, problem = self._decode(body)
+        x: npt.NDArray[np.float32] | None = None
+        if problem is None:
+            x, problem = self._parse(payload)
+        batch = int(x.shape[0]) if x is not None else self._claimed_batch(payload)
+        extraction = None
+        if x is not None:
+            extraction = self.layers.extraction.observe(self._monitor_key(call), x)
+            self._metrics.record_extraction(extraction)
+        decision = await self._authorize(
+            call, claims, batch_size=batch, flood=flood, extraction=extraction
+        )
+        if problem is not None or x is None:
+            raise problem or self._invalid("body", "has no instances")
+        if x.shape[0] > decision.obligations.max_batch_size:
+            raise ApiError(
+                403,
+                "forbidden",
+                "The batch is larger than the policy allows.",
+                extra={"reasons": [f"batch size exceeds {decision.obligations.max_batch_size}"]},
+            )
+        if call.action == "explain":
+            return await self._explain(call, x, payload, decision)
+        return self._predict(call, x, decision)
+
+    def _screen(self, call: Call, x: npt.NDArray[np.float32], decision: Any) -> Any:
+        result = self.layers.squeezer.analyze(x)
+        if bool(result.flagged.any()) and decision.obligations.flagged_input == "reject":
+            flagged = [int(i) for i in np.flatnonzero(result.flagged)]
+            raise ApiError(
+                422,
+                "input_flagged",
+                f"{len(flagged)} instance(s) look adversarially perturbed and the policy "
+                "rejects flagged inputs; send unmodified inputs.",
+                extra={"field": f"instances[{flagged[0]}]", "flagged": flagged},
+            )
+        return result
+
+    def _review(self, call: Call, x: npt.NDArray[np.float32], result: Any) -> tuple[Any, Any]:
+        from service.explainer import suspicion_score
+
+        threshold = max(self.layers.squeezer.threshold, 1e-6)
+        suspicion = np.array(
+            [
+                suspicion_score(
+                    result.probs[i], float(result.scores[i]), squeeze_threshold=threshold
+                )
+                for i in range(x.shape[0])
+            ]
+        )
+        flagged = bool(result.flagged.any())
+        review_id = None
+        if flagged or float(suspicion.max()) > self.config.suspicion_threshold:
+            reasons = []
+            if flagged:
+                reasons.append("feature squeezing flagged the input")
+            if float(suspicion.max()) > self.config.suspicion_threshold:
+                top = float(suspicion.max())
+                reasons.append(f"suspicion {top:.3f} above {self.config.suspicion_threshold}")
+            review_id = self.layers.review.add(
+                request_id=call.request_id,
+                subject=call.subject,
+                tenant=call.tenant,
+                model_digest=self.layers.model_info.digest,
+                reasons=reasons,
+                suspicion=float(suspicion.max()),
+                input_digest=call.input_digest,
+                instances=x,
+            )
+        return suspicion, review_id
+
+    def _predict(self, call: Call, x: npt.NDArray[np.float32], decision: Any) -> Response:
+        result = self._screen(call, x, decision)
+        suspicion, review_id = self._review(call, x, result)
+        self._observe_drift(call, x)
+        probs = np.asarray(result.probs)
+        labels = probs.argmax(axis=1)
+        body = {
+            "request_id": call.request_id,
+            "model": {"name": self.config.model_name, "digest": self.layers.model_info.digest},
+            "predictions": [
+                {
+                    "label": int(labels[i]),
+                    "probabilities": _round(probs[i]),
+                    "suspicion": round(float(suspicion[i]), DECIMALS),
+                    "flagged": bool(result.flagged[i]),
+                }
+                for i in range(x.shape[0])
+            ],
+            "flagged": bool(result.flagged.any()),
+            "review_id": review_id,
+        }
+        return json_response(body, request_id=call.request_id)
+
+    async def _explain(
+        self, call: Call, x: npt.NDArray[np.float32], payload: Any, decision: Any
+    ) -> Response:
+        from service.explainer import explain
+
+        if not decision.obligations.explanations_allowed:
+            raise ApiError(
+                403,
+                "forbidden",
+                "The request is denied by policy.",
+                extra={"reasons": ["the policy does not allow explanations for this subject"]},
+            )
+        method = payload.get("method", "integrated_gradients")
+        if method not in ("integrated_gradients", "saliency"):
+            raise self._invalid("method", "must be 'integrated_gradients' or 'saliency'")
+        result = self._screen(call, x, decision)
+        suspicion, review_id = self._review(call, x, result)
+        self._observe_drift(call, x)
+        probs = np.asarray(result.probs)
+        labels = probs.argmax(axis=1)
+        attributions = await asyncio.to_thread(explain, self.layers.model, x, method=method)
+        body = {
+            "request_id": call.request_id,
+            "model": {"name": self.config.model_name, "digest": self.layers.model_info.digest},
+            "method": method,
+            "explanations": [
+                {
+                    "label": int(labels[i]),
+                    "attributions": _round(np.asarray(attributions[i])),
+                    "suspicion": round(float(suspicion[i]), DECIMALS),
+                    "flagged": bool(result.flagged[i]),
+                }
+                for i in range(x.shape[0])
+            ],
+            "review_id": review_id,
+        }
+        return json_response(body, request_id=call.request_id)
+
+    def metadata(self) -> dict[str, Any]:
+        """Return what a client may know about the served model."""
+        info = self.layers.model_info
+        return {
+            "model": {
+                "name": self.config.model_name,
+                "registered_name": info.name,
+                "version": info.version,
+                "digest": info.digest,
+                "tenant": self.config.tenant,
+                "risk_tier": self.config.risk_tier,
+            },
+            "input": {
+                "shape": [None, 64],
+                "dtype": "float32",
+                "range": [0.0, 1.0],
+                "max_batch": self.config.max_batch,
+            },
+            "classes": list(range(10)),
+        }
+
+    # -- audit -------------------------------------------------------------------------
+
+    def _append(self, event: dict[str, Any]) -> int:
+        event["time"] = None
+        event = {k: v for k, v in event.items() if v is not None or k == "decision"}
+        return self.layers.audit.append(event)
+
+    def _audit_decision(self, call: Call, decision: dict[str, Any], *, status: int) -> None:
+        call.decisions += 1
+        self._append(
+            {
+                "kind": "policy_decision",
+                "request_id": call.request_id,
+                "subject": call.subject,
+                "tenant": call.tenant,
+                "model_digest": self.layers.model_info.digest,
+                "action": call.action,
+                "decision": decision,
+                "status": status,
+                "latency_ms": 0.0,
+                "input_digest": call.input_digest,
+                "client": call.client,
+            }
+        )
+
+    def _audit(self, call: Call, *, status: int) -> None:
+        self._metrics.record_request(_OUTCOMES.get(status, "error" if status >= 500 else "ok"))
+        self._append(
+            {
+                "kind": "request",
+                "request_id": call.request_id,
+                "subject": call.subject,
+                "tenant": call.tenant,
+                "model_digest": self.layers.model_info.digest,
+                "action": call.action,
+                "decision": None,
+                "status": status,
+                "latency_ms": round((time.perf_counter() - call.started) * 1000, 3),
+                "input_digest": call.input_digest,
+                "client": call.client,
+            }
+        )

@@ -1,0 +1,166 @@
+"""``ztml up`` and ``ztml down``: the local zero-trust stack on 127.0.0.1.
+
+Registered as top-level commands in :mod:`service.cli.main`. Torch and BentoML are
+imported only inside the commands (and BentoML only in the service process).
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+class _Stop(Exception):
+    """Raised by the signal handler to leave the foreground wait."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    del frame
+    raise _Stop(signal.Signals(signum).name)
+
+
+def _provision(home: Path, *, retrain: bool) -> tuple[Path, str]:
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+    from service.stack.provision import ensure_demo_model, ensure_keys_and_issuer
+
+    ensure_keys_and_issuer(home)
+    tasks: dict[str, TaskID] = {}
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+
+        def report(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = progress.add_task(phase, total=total)
+            progress.update(tasks[phase], completed=done, total=total)
+
+        model = ensure_demo_model(home, retrain=retrain, progress=report)
+    what = "trained" if model.trained_now else "reused"
+    console.print(f"model: {what} {model.path} ({model.digest})")
+    if model.registered_now:
+        console.print("ledger: registered with the trainer key")
+    if model.approved_now:
+        console.print("ledger: approved with the approver key")
+    return model.path, model.digest
+
+
+def _print_ready(home: Path, state: object) -> None:
+    from service.stack.example import demo_token, example_command, write_example
+    from service.stack.state import StackState
+
+    assert isinstance(state, StackState)
+    command = example_command(state.service_url, demo_token(home))
+    example = write_example(home, command)
+    console.print(
+        f"\n[green]ztml is up[/green]: model service {state.service_url}, OPA {state.opa_url}"
+    )
+    console.print("Try it (token: role analyst, tenant demo, valid 8 h):\n")
+    print(command, flush=True)
+    console.print(
+        f"\nexample:  {example}\n"
+        f"logs:     {state.service.log} and {state.opa.log}\n"
+        f"audit:    {home / 'audit'} (verify with `ztml audit verify`)\n"
+        f"ledger:   {home / 'ledger.db'} (verify with `ztml ledger verify`)\n"
+        f"review:   {home / 'review.db'} (`ztml review list`)",
+        highlight=False,
+    )
+
+
+def up(
+    port: Annotated[
+        int | None, typer.Option(help="Model service port on 127.0.0.1 (default: a free one).")
+    ] = None,
+    opa_port: Annotated[
+        int | None, typer.Option(help="OPA port on 127.0.0.1 (default: a free one).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, max=8, help="BentoML worker processes.")] = 1,
+    retrain: Annotated[
+        bool, typer.Option(help="Train a new demo model even if one exists.")
+    ] = False,
+    detach: Annotated[
+        bool, typer.Option(help="Start in the background and return (stop with `ztml down`).")
+    ] = False,
+) -> None:
+    """Start the local zero-trust stack: OPA and the hardened model service on 127.0.0.1."""
+    from service.stack.errors import StackError
+    from service.stack.runner import StackOptions, check_not_running, start_stack, stop_stack, watch
+    from service.toolchain.errors import ToolchainError
+    from service.toolchain.paths import ztml_home
+
+    home = ztml_home()
+    try:
+        check_not_running(home)
+        model_path, digest = _provision(home, retrain=retrain)
+        console.print("starting OPA and the model service ...")
+        state = start_stack(
+            StackOptions(
+                home=home,
+                model_path=model_path,
+                model_digest=digest,
+                port=port,
+                opa_port=opa_port,
+                workers=workers,
+                detached=detach,
+            )
+        )
+    except (StackError, ToolchainError) as err:
+        raise _fail(str(err)) from None
+    _print_ready(home, state)
+    if detach:
+        console.print("Detached; stop it with `ztml down`.")
+        return
+    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    console.print("Press Ctrl-C to stop.")
+    stopped: str | None = None
+    try:
+        stopped = watch(state)
+    except (_Stop, KeyboardInterrupt):
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        console.print("stopping ...")
+        stop_stack(state)
+        console.print("stopped.")
+    if stopped is not None:
+        raise _fail(f"the {stopped} exited; see the logs in {home / 'logs'}.")
+
+
+def down() -> None:
+    """Stop a stack started with `ztml up --detach`."""
+    from service.stack.errors import StackError
+    from service.stack.runner import stop_stack
+    from service.stack.state import read_state
+    from service.toolchain.paths import ztml_home
+
+    home = ztml_home()
+    try:
+        state = read_state(home)
+    except StackError as err:
+        raise _fail(str(err)) from None
+    if state is None:
+        console.print(f"No ztml stack is running from {home}.")
+        return
+    stop_stack(state)
+    console.print(f"Stopped the stack (service pid {state.service.pid}, OPA pid {state.opa.pid}).")

@@ -1,0 +1,59 @@
+"""The example request ``ztml up`` prints: a real digit and a freshly issued demo token."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from pathlib import Path
+
+DEMO_SUBJECT = "demo-analyst"
+DEMO_TENANT = "demo"
+DEMO_ROLES = ("analyst",)
+DEMO_SCOPES = ("predict", "explain", "metadata")
+TOKEN_TTL_SECONDS = 8 * 3600
+
+
+def demo_token(home: Path) -> str:
+    """Issue a demo token (role analyst, tenant demo) signed by the local issuer."""
+    from service.authn import DEFAULT_AUDIENCE, LOCAL_ISSUER, issue_token
+    from service.authn.issuer import local_signer
+
+    return issue_token(
+        local_signer(home),
+        issuer=LOCAL_ISSUER,
+        audience=DEFAULT_AUDIENCE,
+        sub=DEMO_SUBJECT,
+        roles=list(DEMO_ROLES),
+        tenant=DEMO_TENANT,
+        scopes=list(DEMO_SCOPES),
+        ttl_seconds=TOKEN_TTL_SECONDS,
+    )
+
+
+def demo_instance() -> list[float]:
+    """Return one test-split digit as 64 numbers in [0, 1]."""
+    from service.model.data import load_splits
+
+    return [round(float(v), 4) for v in load_splits().x_test[0]]
+
+
+def example_command(url: str, token: str) -> str:
+    """Return a curl command that asks the service for one prediction."""
+    body = json.dumps({"instances": [demo_instance()]}, separators=(",", ":"))
+    return (
+        f"curl -sS -X POST {url}/predict "
+        f"-H {shlex.quote('Authorization: Bearer ' + token)} "
+        f"-H 'Content-Type: application/json' "
+        f"-d {shlex.quote(body)}"
+    )
+
+
+def write_example(home: Path, command: str) -> Path:
+    """Save the example (it holds a token) as ``$ZTML_HOME/run/example-request.sh`` (0600)."""
+    path = home / "run" / "example-request.sh"
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("#!/bin/sh\n" + command + "\n")
+    return path

@@ -1,0 +1,206 @@
+"""Start and stop the local stack: the OPA server and the BentoML model service.
+
+Both listen on 127.0.0.1 only. OPA loads ``policies/`` (without tests, examples and its
+configuration) with ``policies/config/opa-config.yaml`` (decision logs with masking);
+the service is ``bentoml serve service.app.service:ZtmlModelService`` configured by
+environment variables (see :mod:`service.app.config`), pinned to the demo model's digest.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.stack.errors import StackRunningError, StackStartError
+from service.stack.processes import (
+    LOOPBACK,
+    alive,
+    ensure_port_free,
+    free_port,
+    start_process,
+    stop_group,
+    wait_ready,
+)
+from service.stack.state import ServerInfo, StackState, clear_state, read_state, write_state
+from service.toolchain.paths import POLICIES_DIR, PROJECT_ROOT
+
+SERVICE_TARGET = "service.app.service:ZtmlModelService"
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """How to run the stack."""
+
+    home: Path
+    model_path: Path
+    model_digest: str
+    port: int | None = None
+    opa_port: int | None = None
+    workers: int = 1
+    detached: bool = False
+    ready_timeout: float = 180.0
+    extra_env: Mapping[str, str] | None = None
+
+
+def opa_command(opa: Path, port: int) -> list[str]:
+    """Return the OPA server command line."""
+    from service.authz.provenance import policy_load_args
+
+    return [
+        str(opa),
+        "run",
+        "--server",
+        "--addr",
+        f"{LOOPBACK}:{port}",
+        "--config-file",
+        str(POLICIES_DIR / "config" / "opa-config.yaml"),
+        *policy_load_args(POLICIES_DIR),
+    ]
+
+
+def service_command(port: int) -> list[str]:
+    """Return the ``bentoml serve`` command line."""
+    return [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        SERVICE_TARGET,
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+    ]
+
+
+def service_env(options: StackOptions, opa_port: int) -> dict[str, str]:
+    """Return the model service's environment (the configuration it reads at start)."""
+    env = {
+        **os.environ,
+        "ZTML_HOME": str(options.home),
+        "ZTML_MODEL_PATH": str(options.model_path),
+        "ZTML_MODEL_DIGEST": options.model_digest,
+        "ZTML_LEDGER_URL": str(options.home / "ledger.db"),
+        "ZTML_OPA_URL": f"http://{LOOPBACK}:{opa_port}",
+        "ZTML_WORKERS": str(options.workers),
+        "BENTOML_HOME": str(options.home / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update(options.extra_env or {})
+    return env
+
+
+def logs_dir(home: Path) -> Path:
+    """Return where the servers' logs go."""
+    return home / "logs"
+
+
+def check_not_running(home: Path) -> None:
+    """Refuse to start a second stack in the same ZTML_HOME; forget a dead one.
+
+    Raises:
+        StackRunningError: a recorded stack is still running.
+    """
+    state = read_state(home)
+    if state is None:
+        return
+    if alive(state.service.pid) or alive(state.opa.pid):
+        raise StackRunningError(
+            f"A ztml stack is already running from {home} (service on {state.service_url}, "
+            f"OPA pid {state.opa.pid}). Stop it with `ztml down` first."
+        )
+    clear_state(home)
+
+
+def start_stack(options: StackOptions) -> StackState:
+    """Start OPA and the model service and wait until both are ready.
+
+    Raises:
+        ToolMissingError: OPA is not installed (the message says how to get it).
+        PortInUseError: a requested port is taken.
+        StackStartError: a server failed to start; the message quotes its log.
+    """
+    from service.toolchain.opa import find_opa
+
+    home = options.home
+    check_not_running(home)
+    opa = find_opa()
+    opa_port = options.opa_port or free_port()
+    port = options.port or free_port()
+    ensure_port_free(opa_port, "OPA")
+    ensure_port_free(port, "the model service")
+    logs = logs_dir(home)
+    opa_log, service_log = logs / "opa.log", logs / "service.log"
+    opa_proc = start_process(
+        opa_command(opa, opa_port), log_path=opa_log, env=dict(os.environ), cwd=PROJECT_ROOT
+    )
+    try:
+        wait_ready(
+            f"http://{LOOPBACK}:{opa_port}/health",
+            process=opa_proc,
+            what="OPA",
+            log_path=opa_log,
+            timeout=30,
+        )
+        service_proc = start_process(
+            service_command(port),
+            log_path=service_log,
+            env=service_env(options, opa_port),
+            cwd=PROJECT_ROOT,
+        )
+    except BaseException:
+        stop_group(opa_proc.pid)
+        raise
+    try:
+        wait_ready(
+            f"http://{LOOPBACK}:{port}/readyz",
+            process=service_proc,
+            what="The model service",
+            log_path=service_log,
+            timeout=options.ready_timeout,
+        )
+    except BaseException:
+        stop_group(service_proc.pid)
+        stop_group(opa_proc.pid)
+        raise
+    state = StackState(
+        opa=ServerInfo(pid=opa_proc.pid, port=opa_port, log=str(opa_log)),
+        service=ServerInfo(pid=service_proc.pid, port=port, log=str(service_log)),
+        model_digest=options.model_digest,
+        home=str(home),
+        started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        detached=options.detached,
+    )
+    write_state(home, state)
+    return state
+
+
+def stop_stack(state: StackState) -> None:
+    """Stop the service (so it writes its final audit checkpoint) and then OPA."""
+    stop_group(state.service.pid)
+    stop_group(state.opa.pid)
+    clear_state(Path(state.home))
+
+
+def watch(state: StackState, *, poll_seconds: float = 1.0) -> str | None:
+    """Block while both servers run; return which one stopped (None never happens)."""
+    while True:
+        for name, info in (("model service", state.service), ("OPA", state.opa)):
+            if not alive(info.pid):
+                return name
+        time.sleep(poll_seconds)
+
+
+__all__ = [
+    "StackOptions",
+    "StackStartError",
+    "check_not_running",
+    "start_stack",
+    "stop_stack",
+    "watch",
+]
