@@ -141,7 +141,10 @@ violation_of(msg, container, field, value) := {
 # METADATA
 # title: No object to review
 # description: An input without a Kubernetes object is denied, not silently admitted.
-deny contains {"msg": "input has no Kubernetes object (expected input.review.object)", "details": {}} if {
+deny contains {
+	"msg": "input has no Kubernetes object (expected input.review.object)",
+	"details": {"kind": null, "name": null, "namespace": null, "container": null, "field": "review.object", "value": null},
+} if {
 	not reviewed.kind
 }
 

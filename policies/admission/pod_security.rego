@@ -3,6 +3,8 @@
 # securityContext the way Kubernetes does: a container setting overrides the pod's.
 package ztml.admission
 
+import data.ztml.lib.k8s
+
 # METADATA
 # title: Host namespaces
 # description: hostNetwork, hostPID and hostIPC must be unset or false.
@@ -201,6 +203,20 @@ deny contains violation_of(
 ) if {
 	some [container, path, sc] in security_contexts
 	sc.appArmorProfile.type == "Unconfined"
+}
+
+# METADATA
+# title: AppArmor annotation
+# description: The legacy per-container AppArmor annotation must not say unconfined (baseline).
+deny contains violation_of(
+	sprintf("container %q of %s %q must not run without AppArmor (annotation %s)", [container, kind, name, key]),
+	container, sprintf("%s.annotations[%s]", [k8s.pod_metadata_path(reviewed), key]), profile,
+) if {
+	workload
+	some key, profile in object.get(k8s.pod_metadata(reviewed), "annotations", {})
+	startswith(key, "container.apparmor.security.beta.kubernetes.io/")
+	profile == "unconfined"
+	container := substring(key, count("container.apparmor.security.beta.kubernetes.io/"), -1)
 }
 
 # METADATA

@@ -166,3 +166,15 @@ test_deny_unsafe_sysctl if {
 test_allow_safe_sysctl if {
 	count(findings(deployment(pod_spec({"securityContext": {"sysctls": [{"name": "net.ipv4.tcp_syncookies", "value": "1"}]}})))) == 0
 }
+
+test_deny_apparmor_unconfined_annotation if {
+	obj := json.patch(deployment(good_pod_spec), [{"op": "add", "path": "/spec/template/metadata/annotations", "value": {"container.apparmor.security.beta.kubernetes.io/app": "unconfined"}}])
+	details := details_of(findings(obj), "annotation container.apparmor")
+	details.container == "app"
+	details.field == "spec.template.metadata.annotations[container.apparmor.security.beta.kubernetes.io/app]"
+}
+
+test_allow_apparmor_runtime_default_annotation if {
+	obj := json.patch(deployment(good_pod_spec), [{"op": "add", "path": "/spec/template/metadata/annotations", "value": {"container.apparmor.security.beta.kubernetes.io/app": "runtime/default"}}])
+	count(findings(obj)) == 0
+}

@@ -34,6 +34,16 @@ pod_spec(obj) := object.get(obj, pod_spec_paths[obj.kind], {})
 pod_spec_path(obj) := concat(".", pod_spec_paths[obj.kind])
 
 # METADATA
+# title: Pod metadata
+# description: The metadata of the pods obj runs (the pod's own, or its template's).
+pod_metadata(obj) := object.get(obj, array.concat(array.slice(pod_spec_paths[obj.kind], 0, count(pod_spec_paths[obj.kind]) - 1), ["metadata"]), {})
+
+# METADATA
+# title: Pod metadata path
+# description: The dotted path of the pod metadata in obj, e.g. spec.template.metadata.
+pod_metadata_path(obj) := concat(".", array.concat(array.slice(pod_spec_paths[obj.kind], 0, count(pod_spec_paths[obj.kind]) - 1), ["metadata"]))
+
+# METADATA
 # title: Container list fields
 # description: The pod spec fields that hold containers.
 container_fields := ["initContainers", "containers", "ephemeralContainers"]

@@ -53,3 +53,12 @@ test_deny_missing_name_and_namespace_use_placeholders if {
 	lib.name({}) == "<unnamed>"
 	lib.namespace({}) == "default"
 }
+
+test_allow_pod_metadata_of_pod_and_template if {
+	lib.pod_metadata({"kind": "Pod", "metadata": {"name": "p"}, "spec": {}}) == {"name": "p"}
+	lib.pod_metadata_path({"kind": "Pod"}) == "metadata"
+	lib.pod_metadata(cronjob) == {}
+	lib.pod_metadata_path(cronjob) == "spec.jobTemplate.spec.template.metadata"
+	labelled := {"kind": "Deployment", "spec": {"template": {"metadata": {"labels": {"a": "b"}}, "spec": pod_spec}}}
+	lib.pod_metadata(labelled) == {"labels": {"a": "b"}}
+}
