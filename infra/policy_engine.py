@@ -186,13 +186,14 @@ class PolicyEngine(pulumi.ComponentResource):
             f"--config-file={CONFIG_MOUNT}/opa-config.yaml",
             "--log-format=json",
             "--log-level=info",
-            "--disable-telemetry",
+            "--skip-version-check",  # no egress to check against anyway
         ]
         if mtls:
             opa_args += [
                 f"--tls-cert-file={OPA_TLS_MOUNT}/tls.crt",
                 f"--tls-private-key-file={OPA_TLS_MOUNT}/tls.key",
                 f"--tls-ca-cert-file={OPA_TLS_MOUNT}/ca.crt",
+                "--min-tls-version=1.3",
                 "--authentication=tls",
             ]
         opa_args.append(POLICY_MOUNT)

@@ -136,3 +136,11 @@ def test_example_stack_is_valid_once_placeholders_are_replaced(
     values["ztml:approverKeyIds"] = raw["ztml:approverKeyIds"]
     config = parse_config(values)
     assert config.replicas == (1 if stack == "k3d" else 3)
+
+
+def test_every_config_key_is_documented() -> None:
+    from infra.config import CONFIG_KEYS
+
+    readme = (REPO / "infra" / "README.md").read_text()
+    missing = [key for key in CONFIG_KEYS if f"`{key}`" not in readme]
+    assert not missing, f"undocumented config keys: {missing}"
