@@ -101,14 +101,15 @@ def fill(ledger: Ledger, trainer: Signer, approver: Signer, count: int) -> None:
         n += 1
 
 
-def best_of(repeat: int, work: Callable[[], Any]) -> float:
-    """The fastest of ``repeat`` runs, in seconds."""
-    times = []
+def paired(repeat: int, *works: Callable[[], Any]) -> list[float]:
+    """Best time of each work, running them in turn so load changes hit all alike."""
+    best = [float("inf")] * len(works)
     for _ in range(repeat):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for i, work in enumerate(works):
+            start = time.perf_counter()
+            work()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
 
 
 def bench_verify(tmp: Path, count: int, rows: list[list[str]]) -> None:
@@ -140,9 +141,8 @@ def bench_verify(tmp: Path, count: int, rows: list[list[str]]) -> None:
             public.verify(signature, signed)
 
     n = len(records)
-    baseline = n / best_of(3, bare)
-    from_db = n / best_of(3, lambda: ledger.verify(trust))
-    from_export = n / best_of(3, lambda: verify_export_text(text, trust))
+    times = paired(5, bare, lambda: ledger.verify(trust), lambda: verify_export_text(text, trust))
+    baseline, from_db, from_export = (n / t for t in times)
     ledger.close()
     for label, value in (
         ("verify (SQLite ledger)", from_db),
@@ -172,8 +172,7 @@ def bench_hash(tmp: Path, size_mib: int, rows: list[list[str]]) -> None:
         out = subprocess.run(["sha256sum", str(path)], capture_output=True, text=True, check=True)
         sha256sum_out.append(out.stdout.split()[0])
 
-    ours = best_of(3, lambda: hash_artifact(path))
-    theirs = best_of(3, tool)
+    ours, theirs = paired(3, lambda: hash_artifact(path), tool)
     assert expected[0] == "sha256:" + sha256sum_out[0], "digest differs from sha256sum"
     mib = size_mib
     rows.append(

@@ -28,6 +28,7 @@ from service.chain.errors import ChainError
 from service.keys.canonical import canonical_json
 from service.keys.errors import KeyError_
 from service.keys.store import Signer, TrustStore
+from service.ledger.artifact import hash_artifact
 from service.ledger.errors import LedgerError, LedgerIntegrityError
 from service.ledger.ledger import Ledger, default_ledger_url, init_ledger, open_ledger
 from service.ledger.metrics import load_evaluation, load_metrics
@@ -182,7 +183,9 @@ def register(
     with _errors():
         parsed = load_metrics(metrics)
         signer = _signer(key, identity, "trainer")
-        size = artifact.stat().st_size if artifact.is_file() else 0
+        if not artifact.is_file():
+            hash_artifact(artifact)  # raises the error naming the problem; creates nothing
+        size = artifact.stat().st_size
         with _open(ledger, create=True) as opened, _progress(size, "hashing", data=True) as bar:
             task = bar.add_task("hashing", total=size)
             record = opened.register_artifact(
@@ -338,7 +341,8 @@ def verify(
     ledger: LedgerOpt = None,
 ) -> None:
     """Verify every hash, link, signature and rule; exit 0 only for an intact ledger."""
-    store = _trust(trust)
+    with _errors():
+        store = _trust(trust)
     expect = _expectation(checkpoint, expect_head)
     with _errors(), _open(ledger) as opened:
         report = _with_progress(
@@ -376,7 +380,8 @@ def export(
 
     Nothing is written when verification fails.
     """
-    store = None if no_verify else _trust(trust)
+    with _errors():
+        store = None if no_verify else _trust(trust)
     expect = _expectation(checkpoint, expect_head)
     with _errors(), _open(ledger) as opened:
         document = _with_progress(
@@ -401,7 +406,8 @@ def verify_export_file(
     expect_head: ExpectHeadOpt = None,
 ) -> None:
     """Verify an exported ledger offline (its own 'verified' flag is not trusted)."""
-    store = _trust(trust)
+    with _errors():
+        store = _trust(trust)
     expect = _expectation(checkpoint, expect_head)
     try:
         text = file.read_bytes()

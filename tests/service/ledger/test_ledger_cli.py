@@ -130,6 +130,7 @@ def test_revoked_model_shows_revoked_and_cannot_be_approved(home: Path) -> None:
 def test_missing_artifact_is_a_clear_error(home: Path) -> None:
     result = ztml("register", str(home / "absent.bin"), "--metrics", str(home / "metrics.json"))
     assert result.exit_code == 1 and "does not exist" in _out(result)
+    assert not (home / "ledger.db").exists()
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
@@ -228,3 +229,29 @@ def test_ledger_option_selects_another_file(home: Path, tmp_path: Path) -> None:
     other = tmp_path / "elsewhere" / "l.db"
     assert ztml("init", "--ledger", str(other)).exit_code == 0
     assert other.is_file() and not (home / "ledger.db").exists()
+
+
+def test_evaluate_records_new_results(home: Path) -> None:
+    _register(home)
+    evaluation = {**METRICS["evaluation"], "clean_accuracy": 0.99}
+    (home / "eval.json").write_text(json.dumps(evaluation))
+    result = ztml("evaluate", _digest(home), "--metrics", str(home / "eval.json"))
+    assert result.exit_code == 0, result.output
+    records = json.loads(ztml("export").stdout)["records"]
+    assert [r["type"] for r in records] == ["register", "evaluate"]
+    assert records[1]["payload"]["evaluation"]["clean_accuracy"] == 0.99
+
+
+def test_evaluate_with_malformed_results_is_refused(home: Path) -> None:
+    _register(home)
+    (home / "eval.json").write_text(json.dumps({"clean_accuracy": "high"}))
+    result = ztml("evaluate", _digest(home), "--metrics", str(home / "eval.json"))
+    assert result.exit_code == 1 and "malformed" in _out(result)
+
+
+def test_corrupt_public_key_in_trust_dir_is_a_clear_error(home: Path) -> None:
+    _register(home)
+    (home / "keys" / "broken.pub").write_text("garbage")
+    result = ztml("verify")
+    assert result.exit_code == 1 and "broken.pub" in _out(result)
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -96,3 +96,14 @@ def test_ledger_url_environment_overrides_default(
     monkeypatch.setenv("ZTML_HOME", str(tmp_path))
     monkeypatch.setenv("ZTML_LEDGER_URL", "postgresql://u@h/db")
     assert default_ledger_url() == "postgresql://u@h/db"
+
+
+def test_postgres_helper_fails_loudly_without_binaries(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tests.postgres_server as helper
+
+    monkeypatch.setattr(helper, "find_postgres_bin", lambda: None)
+    with (
+        pytest.raises(helper.PostgresServerError, match="scripts/run setup"),
+        helper.postgres_server(),
+    ):
+        pass
