@@ -15,8 +15,9 @@ import numpy as np
 
 from service.explainer.errors import SuspicionInputError
 
-# A squeezing score equal to the threshold contributes 0.5; twice the threshold 0.75.
-DEFAULT_SQUEEZE_THRESHOLD = 0.25
+# A squeezing score equal to the threshold contributes 0.5, twice the threshold 0.75. The
+# default is typical of thresholds calibrated at 5% FPR; pass the calibrated one.
+DEFAULT_SQUEEZE_THRESHOLD = 0.1
 PROBABILITY_TOLERANCE = 1e-3
 
 
