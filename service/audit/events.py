@@ -85,7 +85,7 @@ MAX_REASONS: Final = 64
 _TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
 _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _CREDENTIAL_RE = re.compile(
-    rb"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}|[Bb]earer\s|-----BEGIN [A-Z ]*PRIVATE KEY"
+    r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}|[Bb]earer\s|-----BEGIN [A-Z ]*PRIVATE KEY"
 )
 
 
@@ -136,8 +136,11 @@ def _decision(value: Any) -> tuple[bool, str | None, list[str]] | None:
                 "characters."
             )
     decision_id = value.get("decision_id")
-    if decision_id is not None and (type(decision_id) is not str or len(decision_id) > 256):
-        raise AuditEventError("audit event decision.decision_id must be a short string or null.")
+    if decision_id is not None and (type(decision_id) is not str or len(decision_id) > MAX_STRING):
+        raise AuditEventError(
+            f"audit event decision.decision_id must be null or a string of at most {MAX_STRING} "
+            "characters."
+        )
     return allow, decision_id, list(reasons)
 
 
@@ -190,10 +193,12 @@ def _digest_ok(value: str) -> bool:
 
 
 def _check(event: Mapping[str, Any]) -> _Fields:
-    """Validate an event; return its field values in sorted field-name order.
+    """Validate an event's types and forms; return its values in sorted field-name order.
 
     One combined test covers the common, valid case; anything it rejects goes through
-    :func:`_explain`, which names the fault.
+    :func:`_explain`, which names the fault. String lengths are left to the caller:
+    :func:`encode_event` runs :func:`_explain` when the encoded event is longer than
+    ``MAX_STRING``, since only then can a single string be too long.
     """
     if type(event) is not dict or len(event) > 12 or not FIELDS.issuperset(event):
         return _explain(event)
@@ -219,11 +224,10 @@ def _check(event: Mapping[str, Any]) -> _Fields:
         or type(request_id) is not str
         or type(action) is not str
         or type(client) is not str
-        or not 0 < len(request_id) <= MAX_STRING
-        or not 0 < len(action) <= MAX_STRING
-        or len(client) > MAX_STRING
-        or (subject is not None and (type(subject) is not str or len(subject) > MAX_STRING))
-        or (tenant is not None and (type(tenant) is not str or len(tenant) > MAX_STRING))
+        or not request_id
+        or not action
+        or (subject is not None and type(subject) is not str)
+        or (tenant is not None and type(tenant) is not str)
         or (
             model_digest is not None
             and (type(model_digest) is not str or not _digest_ok(model_digest))
@@ -243,11 +247,8 @@ def _check(event: Mapping[str, Any]) -> _Fields:
             and type(decision.get("allow")) is bool
             and type(reasons := decision.get("reasons")) is list
             and len(reasons) <= MAX_REASONS
-            and (not reasons or all(type(r) is str and len(r) <= MAX_STRING for r in reasons))
-            and (
-                (decision_id := decision.get("decision_id")) is None
-                or (type(decision_id) is str and len(decision_id) <= 256)
-            )
+            and (not reasons or all(type(r) is str for r in reasons))
+            and ((decision_id := decision.get("decision_id")) is None or type(decision_id) is str)
         ):
             decision = (decision["allow"], decision_id, list(reasons))
         else:
@@ -373,6 +374,37 @@ def encode_event(event: Mapping[str, Any]) -> bytes:
     Raises:
         AuditEventError: the event is invalid or a value looks like a credential.
     """
+    values = _check(event)
+    text = _format(values)
+    if len(text) > MAX_STRING:
+        _explain(event)  # only a long event can hold a string that is too long
+    action, client, decision, _, _, _, _, request_id, _, subject, tenant, _ = values
+    free = "\0".join(
+        (action, client, request_id, subject or "", tenant or "")
+        if decision is None
+        else (
+            action,
+            client,
+            request_id,
+            subject or "",
+            tenant or "",
+            decision[1] or "",
+            *decision[2],
+        )
+    )
+    if ("eyJ" in free or "earer" in free or "PRIVATE KEY" in free) and _CREDENTIAL_RE.search(free):
+        raise AuditEventError(
+            "audit event holds a value that looks like a token or key (a JWT, 'Bearer ...' "
+            "or a PEM private key); credentials are never logged."
+        )
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise AuditEventError(f"audit event cannot be encoded as UTF-8: {err.reason}") from None
+
+
+def _format(values: _Fields) -> str:
+    """Return the JSON text of checked event values (``fast_encode`` of the event)."""
     (
         action,
         client,
@@ -386,7 +418,7 @@ def encode_event(event: Mapping[str, Any]) -> bytes:
         subject,
         tenant,
         when,
-    ) = _check(event)
+    ) = values
     # Digests, kind and time were checked against patterns that need no JSON escaping.
     if decision is None:
         decision_json = "null"
@@ -398,7 +430,7 @@ def encode_event(event: Mapping[str, Any]) -> bytes:
         )
     input_json = "null" if input_digest is None else '"' + input_digest + '"'
     model_json = "null" if model_digest is None else '"' + model_digest + '"'
-    text = (
+    return (
         f'{{"action":{_quote(action)},"client":{_quote(client)},"decision":{decision_json},'
         f'"input_digest":{input_json},'
         f'"kind":"{kind}","latency_ms":{latency!r},'
@@ -407,18 +439,6 @@ def encode_event(event: Mapping[str, Any]) -> bytes:
         f'"subject":{"null" if subject is None else _quote(subject)},'
         f'"tenant":{"null" if tenant is None else _quote(tenant)},"time":"{when}"}}'
     )
-    try:
-        data = text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise AuditEventError(f"audit event cannot be encoded as UTF-8: {err.reason}") from None
-    if (b"eyJ" in data or b"earer" in data or b"PRIVATE KEY" in data) and _CREDENTIAL_RE.search(
-        data
-    ):
-        raise AuditEventError(
-            "audit event holds a value that looks like a token or key (a JWT, 'Bearer ...' "
-            "or a PEM private key); credentials are never logged."
-        )
-    return data
 
 
 def build_event(

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
 import sys
 import threading
 import time
@@ -53,6 +54,20 @@ from service.toolchain.paths import ztml_home
 FsyncMode = Literal["always", "checkpoint", "never"]
 _log = logging.getLogger(__name__)
 _sha256 = hashlib.sha256
+_current_pid = os.getpid()
+
+# A worker job: (descriptor to fsync or -1, checkpoint to anchor, event to set when done);
+# descriptor _STOP ends the worker.
+_Job = tuple[int, Checkpoint | None, threading.Event | None]
+_STOP = -2
+
+
+def _after_fork() -> None:
+    global _current_pid
+    _current_pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 class AuditLog:
@@ -139,15 +154,14 @@ class AuditLog:
         self._fd = -1
         self._closed = False
         self._failed: str | None = None
+        self._fsync_each = fsync == "always"
         self.log_id, self.log_dir = self._create_log_dir()
         self._open_segment()
-        self._stop = threading.Event()
-        self._timer: threading.Thread | None = None
-        if checkpoint_seconds is not None:
-            self._timer = threading.Thread(
-                target=self._run_timer, name=f"audit-checkpoint-{self.log_id}", daemon=True
-            )
-            self._timer.start()
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._worker = threading.Thread(
+            target=self._run_worker, name=f"audit-{self.log_id}", daemon=True
+        )
+        self._worker.start()
 
     # -- setup -------------------------------------------------------------------------
 
@@ -224,7 +238,7 @@ class AuditLog:
             raise AuditWriteError(
                 f"Audit log {self.log_id} failed earlier ({self._failed}); start a new AuditLog."
             )
-        if os.getpid() != self._pid:
+        if _current_pid != self._pid:
             raise AuditWriteError(
                 f"Audit log {self.log_id} belongs to process {self._pid}; each process must "
                 "create its own AuditLog (one chain per writing process)."
@@ -242,7 +256,7 @@ class AuditLog:
         """
         data = encode_event(event)
         with self._lock:
-            if self._closed or self._failed is not None or os.getpid() != self._pid:
+            if self._closed or self._failed is not None or self._pid != _current_pid:
                 self._check_usable()
             seq = self._seq
             prev = self._head_bytes
@@ -258,7 +272,7 @@ class AuditLog:
             self._seq = seq + 1
             self._head_bytes = digest_bytes
             self._since_checkpoint += 1
-            if self.fsync == "always":
+            if self._fsync_each:
                 self._fsync()
             if self.mirror_stdout:
                 self._mirror(seq, digest, data)
@@ -307,19 +321,22 @@ class AuditLog:
             self._failed = f"signing a checkpoint failed: {err}"
             raise AuditWriteError(f"Cannot sign audit checkpoint: {err}") from None
         self._write(fast_encode({"checkpoint": cp.to_dict()}) + b"\n")
-        if self.fsync != "never":
-            self._fsync()
         self._since_checkpoint = 0
-        if self.anchor_sink is not None:
+        sync_fd = -1
+        if self.fsync != "never":
             try:
-                self.anchor_sink.anchor(cp)
-            except (AnchorError, OSError) as err:
-                self.anchor_failures += 1
-                _log.warning("audit checkpoint %s/%d not anchored: %s", cp.log, cp.seq, err)
+                sync_fd = os.dup(self._fd)
+            except OSError as err:
+                self._failed = f"cannot duplicate the segment descriptor: {err.strerror}"
+                raise AuditWriteError(f"Cannot sync audit segment: {err.strerror}.") from None
+        self._jobs.put((sync_fd, cp, None))
         return cp
 
-    def checkpoint(self) -> Checkpoint | None:
-        """Write (and anchor) a checkpoint now if events arrived since the last one.
+    def checkpoint(self, *, wait: bool = True) -> Checkpoint | None:
+        """Write a checkpoint now if events arrived since the last one.
+
+        Args:
+            wait: also wait until it is fsync'ed and anchored (see :meth:`sync`).
 
         Returns:
             The new checkpoint, or None if there was nothing new to sign.
@@ -329,26 +346,71 @@ class AuditLog:
         """
         with self._lock:
             self._check_usable()
-            return self._checkpoint_locked()
+            cp = self._checkpoint_locked()
+        if wait:
+            self.sync()
+        return cp
 
-    def _run_timer(self) -> None:
-        assert self.checkpoint_seconds is not None
-        while not self._stop.wait(self.checkpoint_seconds / 2):
-            with self._lock:
-                if self._closed or self._failed is not None or os.getpid() != self._pid:
-                    return
-                if time.monotonic() - self._last_checkpoint < self.checkpoint_seconds:
-                    continue
+    def sync(self) -> None:
+        """Wait until every checkpoint written so far is fsync'ed and anchored."""
+        if self._pid != _current_pid or not self._worker.is_alive():
+            return
+        done = threading.Event()
+        self._jobs.put((-1, None, done))
+        done.wait()
+
+    def _run_worker(self) -> None:
+        """Fsync and anchor checkpoints off the hot path; checkpoint idle logs by time.
+
+        A checkpoint is anchored only after its segment was fsync'ed, so an anchor never
+        claims more than the disk holds.
+        """
+        tick = None if self.checkpoint_seconds is None else self.checkpoint_seconds / 2
+        while True:
+            try:
+                job = self._jobs.get(timeout=tick)
+            except queue.Empty:
+                job = (-1, None, None)
+            sync_fd, cp, done = job
+            if sync_fd == _STOP:
+                return
+            if sync_fd >= 0:
                 try:
-                    self._checkpoint_locked()
-                except AuditError as err:
-                    _log.error("audit checkpoint timer stopped: %s", err)
-                    return
+                    os.fsync(sync_fd)
+                except OSError as err:
+                    with self._lock:
+                        self._failed = f"fsync of {self.log_id} failed: {err.strerror}"
+                    _log.error("audit log %s: fsync failed: %s", self.log_id, err.strerror)
+                    cp = None
+                finally:
+                    os.close(sync_fd)
+            if cp is not None and self.anchor_sink is not None:
+                try:
+                    self.anchor_sink.anchor(cp)
+                except (AnchorError, OSError) as err:
+                    self.anchor_failures += 1
+                    _log.warning("audit checkpoint %s/%d not anchored: %s", cp.log, cp.seq, err)
+            if done is not None:
+                done.set()
+            if self.checkpoint_seconds is not None:
+                self._checkpoint_if_due(self.checkpoint_seconds)
+
+    def _checkpoint_if_due(self, seconds: float) -> None:
+        with self._lock:
+            if self._closed or self._failed is not None or self._pid != _current_pid:
+                return
+            if time.monotonic() - self._last_checkpoint < seconds:
+                return
+            try:
+                self._checkpoint_locked()
+            except AuditError as err:
+                _log.error("audit log %s: timed checkpoint failed: %s", self.log_id, err)
 
     def close(self) -> None:
-        """Write a final checkpoint (if events are unsigned), sync and close the segment.
+        """Write a final checkpoint (if events are unsigned), sync, anchor and close.
 
-        Closing twice is harmless.
+        Returns once the final checkpoint is fsync'ed and anchored. Closing twice is
+        harmless.
 
         Raises:
             AuditWriteError: the final checkpoint could not be written.
@@ -356,17 +418,17 @@ class AuditLog:
         with self._lock:
             if self._closed:
                 return
-            self._stop.set()
             try:
-                if self._failed is None and os.getpid() == self._pid:
+                if self._failed is None and self._pid == _current_pid:
                     self._checkpoint_locked()
-                    if self.fsync != "never":
-                        self._fsync()
             finally:
                 self._closed = True
                 if self._fd >= 0:
                     os.close(self._fd)
                     self._fd = -1
+        if self._pid == _current_pid and self._worker.is_alive():
+            self._jobs.put((_STOP, None, None))
+            self._worker.join()
 
     def __enter__(self) -> AuditLog:
         return self

@@ -144,22 +144,18 @@ class _LogVerifier:
         last_kind = ""
         events_here = 0
         for number, raw in enumerate(lines, start=1):
-            # Fast path: slice the fixed-layout tail and hash the event's bytes as read.
-            # Any mismatch goes to _record, which parses the line and names the fault.
+            # Fast path: the line must end with the expected prev and seq; hash the event's
+            # bytes as read. Any mismatch goes to _record, which parses the line and names
+            # the fault.
             if raw[:9] == b'{"event":':
-                cut = raw.rfind(b'","seq":')
-                if (
-                    raw[cut - 147 : cut - 138] == b',"hash":"'
-                    and raw[cut - 74 : cut - 64] == b'","prev":"'
-                    and raw[cut - 64 : cut] == head
-                    and raw[cut + 8 : -1] == b"%d" % expected
-                    and raw[-1:] == b"}"
-                ):
-                    digest = raw[cut - 138 : cut - 74]
+                tail = b',"prev":"%b","seq":%d}' % (head, expected)
+                if raw.endswith(tail):
+                    end = len(raw) - len(tail)
+                    digest = raw[end - 65 : end - 1]
                     if (
-                        sha256(b'{"body":' + raw[9 : cut - 147] + raw[cut - 73 :])
-                        .hexdigest()
-                        .encode()
+                        raw[end - 74 : end - 65] == b',"hash":"'
+                        and raw[end - 1 : end] == b'"'
+                        and sha256(b'{"body":' + raw[9 : end - 74] + tail).hexdigest().encode()
                         == digest
                     ):
                         head = digest

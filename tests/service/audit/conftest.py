@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,20 +75,18 @@ def make_event() -> Callable[..., dict[str, Any]]:
 
 
 @pytest.fixture
-def write_log(audit_dir: Path, signer: Signer) -> Iterator[Callable[..., AuditLog]]:
+def write_log(audit_dir: Path, signer: Signer) -> Callable[..., AuditLog]:
     """Write ``n`` events to a new log (closed unless ``close=False``)."""
-    opened: list[AuditLog] = []
 
     def write(n: int, *, close: bool = True, **options: Any) -> AuditLog:
         options.setdefault("checkpoint_seconds", None)
         log = AuditLog(audit_dir, signer, **options)
-        opened.append(log)
         for _ in range(n):
             log.append(event())
         if close:
             log.close()
+        else:
+            log.sync()  # its checkpoints so far are fsync'ed and anchored
         return log
 
-    yield write
-    for log in opened:
-        log._stop.set()
+    return write

@@ -146,7 +146,6 @@ def test_recover_says_what_it_removes_then_removes_it(
 ):
     monkeypatch.setattr("service.audit.recover.writer_alive", lambda log_id: False)
     log = write_log(4, close=False)
-    log._stop.set()
     intact = log.segment_path.read_bytes()
     with log.segment_path.open("ab") as handle:
         handle.write(b'{"event":{"act')

@@ -1,4 +1,5 @@
 import json
+import os
 import stat
 import threading
 import time
@@ -242,3 +243,21 @@ def test_open_audit_log_refuses_a_key_readable_by_others(
 def test_open_audit_log_reports_a_missing_key(tmp_path: Path):
     with pytest.raises(AuditWriteError, match="ztml keys init"):
         open_audit_log(tmp_path / "audit", key_path=tmp_path / "nope.key")
+
+
+def test_a_forked_child_cannot_append_to_its_parents_chain(
+    audit_dir: Path, signer: Signer, make_event: MakeEvent
+):
+    log = AuditLog(audit_dir, signer, checkpoint_seconds=None)
+    pid = os.fork()
+    if pid == 0:  # the child: must be refused, and must not write a line
+        try:
+            log.append(make_event())
+        except AuditWriteError:
+            os._exit(0)
+        os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert log.segment_path.read_bytes() == b""
+    assert log.append(make_event()) == 0
+    log.close()

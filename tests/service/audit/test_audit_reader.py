@@ -22,7 +22,6 @@ def test_last_records_merges_logs_by_time_and_skips_checkpoints(
 
 def test_last_records_ignores_an_incomplete_last_line(write_log: WriteLog, audit_dir: Path):
     log = write_log(3, close=False)
-    log._stop.set()
     with log.segment_path.open("ab") as handle:
         handle.write(b'{"event":{"kind":"req')
     assert [r.seq for r in last_records(audit_dir, 10)] == [0, 1, 2]

@@ -21,7 +21,6 @@ PARTIAL = b'{"event":{"action":"predict","cli'
 
 def _crash(log: AuditLog) -> Path:
     """Leave the log as a writer killed mid-write would (and pretend the writer is gone)."""
-    log._stop.set()
     with log.segment_path.open("ab") as handle:
         handle.write(PARTIAL)
     return log.segment_path
@@ -71,7 +70,6 @@ def test_an_incomplete_line_in_an_earlier_segment_is_refused_and_left_alone(
 
 def test_an_overlong_partial_line_is_refused(write_log: WriteLog, audit_dir: Path):
     log = write_log(2, close=False)
-    log._stop.set()
     with log.segment_path.open("ab") as handle:
         handle.write(b"x" * (2 << 20))
     with pytest.raises(AuditRecoverError, match="too long"):
