@@ -1,6 +1,6 @@
 """Cost per call of the monitors, each beside a baseline measured in the same run.
 
-Run ``python -m service.monitor.benchmark [--quick]``. The baseline of the database-backed
+Run ``python -m benchmarks.monitor_bench [--quick]``. The baseline of the database-backed
 monitors is an empty ``BEGIN IMMEDIATE``/``COMMIT`` on the same WAL database (the price of
 cross-process correctness); the baseline of the drift monitor is appending the row to a
 Python list. Figures are medians over repeated rounds in microseconds per call: wall time
