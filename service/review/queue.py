@@ -192,22 +192,27 @@ class ReviewQueue:
         self.path = Path(path)
         _secure_file(self.path)
         self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._conn = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
         try:
-            self._conn = sqlite3.connect(
+            conn = sqlite3.connect(
                 self.path,
                 timeout=BUSY_TIMEOUT_MS / 1000,
                 check_same_thread=False,
                 isolation_level=None,
             )
-            self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(_SCHEMA)
         except sqlite3.DatabaseError as err:
             raise ReviewStoreError(
                 f"review database {self.path} is not usable ({err}); move it away to start a "
                 "new queue"
             ) from err
+        return conn
 
     def close(self) -> None:
         """Close the database connection."""
@@ -223,6 +228,9 @@ class ReviewQueue:
     def _execute(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
         try:
             with self._lock:
+                if os.getpid() != self._pid:  # forked: never share a connection with the parent
+                    self._pid = os.getpid()
+                    self._conn = self._connect()
                 return self._conn.execute(sql, params)
         except sqlite3.Error as err:
             raise ReviewStoreError(f"review database {self.path}: {err}") from err

@@ -185,3 +185,20 @@ def test_several_processes_can_add_at_once(tmp_path: Path) -> None:
     assert len(items) == 75
     assert len({i.id for i in items}) == 75
     assert len({i.request_id for i in items}) == 75
+
+
+def _add_in_child(queue: ReviewQueue) -> None:
+    inherited = queue._conn
+    queue.add(**item_fields(request_id="from-child"))
+    if queue._conn is inherited:
+        raise SystemExit(3)  # wrote through the parent's SQLite connection
+
+
+def test_a_queue_inherited_by_a_forked_worker_reconnects(tmp_path: Path) -> None:
+    with ReviewQueue(tmp_path / "review.db") as queue:
+        queue.add(**item_fields(request_id="from-parent"))
+        child = multiprocessing.get_context("fork").Process(target=_add_in_child, args=(queue,))
+        child.start()
+        child.join(timeout=60)
+        assert child.exitcode == 0
+        assert {i.request_id for i in queue.list()} == {"from-parent", "from-child"}
