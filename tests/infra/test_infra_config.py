@@ -144,3 +144,22 @@ def test_every_config_key_is_documented() -> None:
     readme = (REPO / "infra" / "README.md").read_text()
     missing = [key for key in CONFIG_KEYS if f"`{key}`" not in readme]
     assert not missing, f"undocumented config keys: {missing}"
+
+
+def test_stack_config_is_read_from_the_pulumi_engine_environment(
+    raw: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pulumi.runtime
+
+    from infra.config import read_stack_config
+
+    # The language host hands config over as PULUMI_CONFIG (a JSON object of strings).
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps({**raw, "ztml:replicas": "1"}))
+    pulumi.runtime.set_all_config({})
+    try:
+        assert read_stack_config() == parse_config(raw)
+        monkeypatch.setenv("PULUMI_CONFIG", json.dumps({**raw, "ztml:replicas": "0"}))
+        with pytest.raises(ConfigError, match="ztml:replicas"):
+            read_stack_config()
+    finally:
+        pulumi.runtime.set_all_config({})
