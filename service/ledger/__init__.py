@@ -14,7 +14,8 @@ from service.ledger.errors import (
     RevokedError,
     SeparationOfDutiesError,
 )
-from service.ledger.ledger import Ledger, default_ledger_url, init_ledger, open_ledger
+from service.ledger.factory import default_ledger_url, init_ledger, open_ledger
+from service.ledger.ledger import Ledger
 from service.ledger.records import Record
 from service.ledger.rules import ModelState
 from service.ledger.verify import (

@@ -21,7 +21,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from service.chain.core import Checkpoint
 from service.chain.errors import ChainError
@@ -29,11 +28,12 @@ from service.keys.canonical import canonical_json
 from service.keys.errors import KeyError_
 from service.keys.store import Signer, TrustStore
 from service.ledger.artifact import hash_artifact
+from service.ledger.display import model_table, models_table, print_report
 from service.ledger.errors import LedgerError, LedgerIntegrityError
-from service.ledger.ledger import Ledger, default_ledger_url, init_ledger, open_ledger
+from service.ledger.factory import default_ledger_url, init_ledger, open_ledger
+from service.ledger.ledger import Ledger
 from service.ledger.metrics import load_evaluation, load_metrics
-from service.ledger.rules import ModelState
-from service.ledger.verify import ExpectedHead, VerifyReport, verify_export_text
+from service.ledger.verify import ExpectedHead, verify_export_text
 from service.toolchain.paths import ztml_home
 
 app = typer.Typer(
@@ -128,18 +128,6 @@ def _expectation(checkpoint: Path | None, expect_head: str | None) -> Any:
 
 def _open(url: str | None, *, create: bool = False) -> Ledger:
     return open_ledger(url or default_ledger_url(), create=create)
-
-
-def _short(digest: str | None) -> str:
-    return "-" if digest is None else digest[:19] + "…"
-
-
-def _robust_summary(evaluation: dict[str, Any]) -> str:
-    parts = [
-        f"{r['attack']} ε={r['epsilon']} {r['steps']} steps: {r['accuracy']:.3f}"
-        for r in evaluation.get("robust", [])
-    ]
-    return "; ".join(parts) or "-"
 
 
 def _progress(total: int | None, label: str, *, data: bool = False) -> Progress:
@@ -262,47 +250,6 @@ def revoke(
         console.print(f"[yellow]revoked[/yellow] {record.model_digest} (seq {record.seq})")
 
 
-def _models_table(models: list[ModelState]) -> Table:
-    table = Table(title="models in the ledger (unverified view; run `ztml ledger verify`)")
-    for column in ("digest", "name", "version", "status", "clean acc", "robust", "trainer"):
-        table.add_column(column)
-    colors = {"registered": "yellow", "approved": "green", "revoked": "red"}
-    for state in models:
-        latest = state.evaluations[-1]
-        table.add_row(
-            _short(state.digest),
-            state.name,
-            state.version,
-            f"[{colors[state.status]}]{state.status}[/]",
-            f"{latest['clean_accuracy']:.3f}",
-            _robust_summary(latest),
-            state.register.identity,
-        )
-    return table
-
-
-def _model_table(state: ModelState, ledger: Ledger) -> Table:
-    table = Table(title=f"{state.name} {state.version} — {state.digest} — {state.status}")
-    for column in ("seq", "type", "time", "signer", "key id", "details"):
-        table.add_column(column)
-    for record in ledger.history(state.digest):
-        payload = record.payload
-        details = {
-            "register": lambda p: (
-                f"{p['artifact']['format']}, {p['artifact']['size']} bytes, code "
-                f"{p['code_revision']}, data {_short(p['training_data_digest'])}, "
-                f"{_robust_summary(p['evaluation'])}"
-            ),
-            "evaluate": lambda p: _robust_summary(p["evaluation"]),
-            "approve": lambda p: p["comment"] or "-",
-            "revoke": lambda p: p["reason"],
-        }[record.type](payload)
-        table.add_row(
-            str(record.seq), record.type, record.time, record.identity, record.key_id, details
-        )
-    return table
-
-
 @app.command("show")
 def show(
     digest: Annotated[
@@ -317,20 +264,9 @@ def show(
             if not models:
                 console.print(f"no models in {opened.url}")
                 return
-            console.print(_models_table(models))
+            console.print(models_table(models))
         else:
-            console.print(_model_table(opened.model(opened.resolve(digest)), opened))
-
-
-def _print_report(report: VerifyReport, where: str) -> None:
-    statuses = list(report.models.values())
-    summary = ", ".join(f"{statuses.count(s)} {s}" for s in ("registered", "approved", "revoked"))
-    head = "empty" if report.head_seq is None else f"head seq {report.head_seq} {report.head_hash}"
-    console.print(
-        f"[green]ledger intact[/green]: {where}: {report.count} records, {head}; "
-        f"models: {summary}; {report.anchors} anchors; {len(report.key_ids)} signing keys"
-        + (f"; reaches the {report.checked_head.source}" if report.checked_head else "")
-    )
+            console.print(model_table(opened.model(opened.resolve(digest)), opened))
 
 
 @app.command("verify")
@@ -350,7 +286,7 @@ def verify(
             "verifying",
             lambda step: opened.verify(store, expect=expect, progress=step),
         )
-        _print_report(report, opened.url)
+        print_report(console, report, opened.url)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -415,7 +351,7 @@ def verify_export_file(
         raise _fail(f"Cannot read export {file}: {err.strerror}.") from None
     with _errors():
         report = verify_export_text(text, store, expect=expect)
-        _print_report(report, str(file))
+        print_report(console, report, str(file))
 
 
 @app.command("checkpoint")

@@ -8,7 +8,6 @@ they hold under concurrent writers too.
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +20,6 @@ from service.keys.store import Signer, TrustStore
 from service.ledger.artifact import hash_artifact
 from service.ledger.errors import (
     LedgerError,
-    LedgerExistsError,
     LedgerIntegrityError,
     NotRegisteredError,
     RecordSchemaError,
@@ -36,7 +34,7 @@ from service.ledger.rules import (
     subject_of,
 )
 from service.ledger.schema import DIGEST_RE, check_payload
-from service.ledger.storage import AppendView, Backend, Row, open_backend
+from service.ledger.storage import AppendView, Backend, Row
 from service.ledger.verify import (
     LEDGER_LOG,
     ChainVerifier,
@@ -44,14 +42,8 @@ from service.ledger.verify import (
     SignatureCache,
     VerifyReport,
 )
-from service.toolchain.paths import ztml_home
 
 Clock = Callable[[], datetime]
-
-
-def default_ledger_url() -> str:
-    """``$ZTML_LEDGER_URL`` if set, else ``$ZTML_HOME/ledger.db``."""
-    return os.environ.get("ZTML_LEDGER_URL") or str(ztml_home() / "ledger.db")
 
 
 def format_time(moment: datetime) -> str:
@@ -456,37 +448,3 @@ class Ledger:
             time=format_time(self._clock()),
             signer=signer,
         )
-
-
-def open_ledger(
-    url: str | Path | None = None, *, create: bool = True, clock: Clock | None = None
-) -> Ledger:
-    """Open the ledger at ``url``: a path, ``sqlite:///abs/path`` or ``postgresql://...``.
-
-    Args:
-        url: the ledger; default ``$ZTML_LEDGER_URL`` or ``$ZTML_HOME/ledger.db``.
-        create: create the database and schema when missing.
-        clock: the time source for new records.
-
-    Raises:
-        BackendError: the URL is not understood or the store cannot be opened.
-        LedgerNotFoundError: ``create`` is false and there is no ledger.
-    """
-    return Ledger(open_backend(str(url or default_ledger_url()), create=create), clock=clock)
-
-
-def init_ledger(url: str | Path | None = None) -> Ledger:
-    """Create a ledger (database and schema); refuse one that already holds records.
-
-    Raises:
-        LedgerExistsError: a non-empty ledger is already there (it is left untouched).
-    """
-    ledger = open_ledger(url, create=True)
-    count = ledger.count()
-    if count:
-        ledger.close()
-        raise LedgerExistsError(
-            f"A ledger with {count} records already exists at {ledger.url}; it is left "
-            "untouched. Use another --ledger location to start a new one."
-        )
-    return ledger
