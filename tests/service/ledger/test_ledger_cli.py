@@ -255,3 +255,13 @@ def test_corrupt_public_key_in_trust_dir_is_a_clear_error(home: Path) -> None:
     result = ztml("verify")
     assert result.exit_code == 1 and "broken.pub" in _out(result)
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_verify_with_expect_head_detects_truncation(home: Path) -> None:
+    _register(home)
+    ztml("approve", _digest(home))
+    head = json.loads(ztml("export").stdout)["records"][-1]
+    with sqlite3.connect(home / "ledger.db") as conn:
+        conn.execute("DELETE FROM ledger WHERE seq = 1")
+    result = ztml("verify", "--expect-head", f"{head['seq']}:{head['hash']}")
+    assert result.exit_code == 1 and "FAILED at seq 1" in _out(result)

@@ -208,3 +208,27 @@ def test_export_is_verified_only_with_trust(
         "signature",
     }
     assert verify_export(exported, trust).count == 1
+
+
+def test_signed_record_with_a_malformed_payload_is_rejected(
+    trainer: Signer, trust: TrustStore
+) -> None:
+    digest = "sha256:" + "e" * 64
+    bad = build_record(
+        seq=0,
+        prev_hash="0" * 64,
+        record_type="register",
+        time="2026-11-22T10:00:00Z",
+        model_digest=digest,
+        payload={"name": "m", "version": "1"},
+        signer=trainer,
+    )
+    with pytest.raises(LedgerIntegrityError, match=r"invalid register record.*missing"):
+        verify_export([bad.to_dict()], trust)
+
+
+def test_unknown_record_type_is_rejected(ledger: Ledger, register: Any, trust: TrustStore) -> None:
+    document = register(0).to_dict()
+    document["type"] = "delete"
+    with pytest.raises(LedgerIntegrityError, match="unknown record type"):
+        verify_export([document], trust)
