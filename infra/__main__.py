@@ -35,7 +35,9 @@ def main(config: StackConfig | None = None) -> None:
     provider = k8s.Provider("ztml-k8s", context=cfg.kube_context)
     opts = pulumi.ResourceOptions(providers={"kubernetes": provider})
 
-    namespace = Namespace("ztml", NamespaceArgs(name=cfg.namespace), opts=opts)
+    namespace = Namespace(
+        "ztml", NamespaceArgs(name=cfg.namespace, max_pods=cfg.max_replicas), opts=opts
+    )
     ns = namespace.name
     Network(
         "ztml",

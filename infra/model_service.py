@@ -93,6 +93,7 @@ class ModelService(pulumi.ComponentResource):
             "HOME": CACHE_DIR,
             "BENTOML_HOME": f"{CACHE_DIR}/bentoml",
             "PYTHONUNBUFFERED": "1",
+            "BENTOML_DO_NOT_TRACK": "True",
         }
         mounts: list[Mount] = []
         for part in args.parts:

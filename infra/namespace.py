@@ -23,9 +23,35 @@ class NamespaceArgs:
     Attributes:
         name: The namespace name (set explicitly: other resources and NetworkPolicies
             refer to it by name).
+        max_pods: The most model pods the autoscaler may run; the quota leaves room for
+            them (and a rolling update's surge pod and PostgreSQL) and no more.
     """
 
     name: pulumi.Input[str]
+    max_pods: int = 1
+
+
+def quota_for(max_pods: int) -> dict[str, str]:
+    """Return the ResourceQuota's hard limits for up to ``max_pods`` model pods.
+
+    A model pod may use up to 3 CPU and 3 GiB of limits (service, OPA sidecar); one
+    extra pod covers a rolling update's surge and one PostgreSQL pod is allowed for.
+    """
+    pods = max_pods + 1
+    return {
+        "requests.cpu": str(pods + 1),
+        "requests.memory": f"{pods + 1}Gi",
+        "limits.cpu": str(3 * pods + 1),
+        "limits.memory": f"{3 * pods + 1}Gi",
+        "requests.storage": "100Gi",
+        "persistentvolumeclaims": "10",
+        "pods": str(pods + 5),
+        "services": "10",
+        "services.loadbalancers": "0",
+        "services.nodeports": "0",
+        "secrets": "30",
+        "configmaps": "30",
+    }
 
 
 class Namespace(pulumi.ComponentResource):
@@ -55,22 +81,7 @@ class Namespace(pulumi.ComponentResource):
         k8s.core.v1.ResourceQuota(
             f"{name}-quota",
             metadata=k8s.meta.v1.ObjectMetaArgs(namespace=self.name),
-            spec=k8s.core.v1.ResourceQuotaSpecArgs(
-                hard={
-                    "requests.cpu": "8",
-                    "requests.memory": "16Gi",
-                    "limits.cpu": "16",
-                    "limits.memory": "32Gi",
-                    "requests.storage": "100Gi",
-                    "persistentvolumeclaims": "10",
-                    "pods": "60",
-                    "services": "10",
-                    "services.loadbalancers": "0",
-                    "services.nodeports": "0",
-                    "secrets": "30",
-                    "configmaps": "30",
-                }
-            ),
+            spec=k8s.core.v1.ResourceQuotaSpecArgs(hard=quota_for(args.max_pods)),
             opts=in_namespace,
         )
         k8s.core.v1.LimitRange(

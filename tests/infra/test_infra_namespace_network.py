@@ -122,3 +122,31 @@ def test_network_component_without_postgres_declares_three_policies() -> pulumi.
         assert any(n.startswith("unit-default-deny-") for n in names), names
 
     return network.policy_names.apply(check)
+
+
+def _quantity(value: str) -> float:
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    for suffix, factor in units.items():
+        if value.endswith(suffix):
+            return float(value[: -len(suffix)]) * factor
+    return float(value)
+
+
+def test_quota_leaves_room_for_every_autoscaled_pod_plus_a_surge(any_run: Any) -> None:
+    ((q_urn, quota),) = any_run.of_kind("ResourceQuota").items()
+    hard = quota["spec"]["hard"]
+    totals = {"limits.cpu": 0.0, "limits.memory": 0.0, "requests.cpu": 0.0, "requests.memory": 0.0}
+    for manifest in any_run.workloads().values():
+        spec = manifest["spec"]["template"]["spec"]
+        pods = any_run.config.max_replicas + 1 if manifest["kind"] == "Deployment" else 1
+        for key in totals:
+            kind, resource = key.split(".")
+            per_pod = sum(_quantity(c["resources"][kind][resource]) for c in spec["containers"])
+            init = max(
+                (_quantity(c["resources"][kind][resource]) for c in spec.get("initContainers", [])),
+                default=0.0,
+            )
+            totals[key] += pods * max(per_pod, init)
+    for key, needed in totals.items():
+        assert _quantity(hard[key]) >= needed, f"{q_urn}: {key}={hard[key]} < {needed}"
+    assert int(hard["pods"]) >= any_run.config.max_replicas + 1, q_urn
