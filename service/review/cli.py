@@ -139,7 +139,7 @@ def show(
 def resolve(
     item_id: Annotated[int, typer.Argument(metavar="ID", help="The review item id.")],
     verdict: Annotated[VerdictChoice, typer.Option(help="benign or malicious.")],
-    note: Annotated[str, typer.Option(help="Why you decided so.")] = "",
+    note: Annotated[str, typer.Option(help="Why you decided so (recorded with the verdict).")],
     reviewer: Annotated[
         str | None, typer.Option(help="Your name (default: the login name).")
     ] = None,

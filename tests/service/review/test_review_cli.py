@@ -56,7 +56,7 @@ def test_list_json_omits_inputs(home: Path) -> None:
 
 def test_list_status_filter(home: Path) -> None:
     item_id = add_item(home / "review.db")
-    runner.invoke(app, ["review", "resolve", str(item_id), "--verdict", "benign"])
+    runner.invoke(app, ["review", "resolve", str(item_id), "--verdict", "benign", "--note", "ok"])
     assert json.loads(runner.invoke(app, ["review", "list", "--json"]).output) == []
     resolved = runner.invoke(app, ["review", "list", "--status", "resolved", "--json"])
     assert [r["id"] for r in json.loads(resolved.output)] == [item_id]
@@ -108,22 +108,26 @@ def test_show_missing_id_fails_with_clear_message(home: Path) -> None:
 
 
 def test_resolve_missing_id_fails(home: Path) -> None:
-    result = runner.invoke(app, ["review", "resolve", "99", "--verdict", "benign"])
+    result = runner.invoke(app, ["review", "resolve", "99", "--verdict", "benign", "--note", "ok"])
     assert result.exit_code == 1
     assert "no review item with id 99" in result.output
 
 
 def test_resolve_twice_fails(home: Path) -> None:
     item_id = add_item(home / "review.db")
-    runner.invoke(app, ["review", "resolve", str(item_id), "--verdict", "benign"])
-    result = runner.invoke(app, ["review", "resolve", str(item_id), "--verdict", "malicious"])
+    runner.invoke(app, ["review", "resolve", str(item_id), "--verdict", "benign", "--note", "ok"])
+    result = runner.invoke(
+        app, ["review", "resolve", str(item_id), "--verdict", "malicious", "--note", "x"]
+    )
     assert result.exit_code == 1
     assert "already resolved" in result.output
 
 
 def test_bad_verdict_is_rejected(home: Path) -> None:
     item_id = add_item(home / "review.db")
-    result = runner.invoke(app, ["review", "resolve", str(item_id), "--verdict", "maybe"])
+    result = runner.invoke(
+        app, ["review", "resolve", str(item_id), "--verdict", "maybe", "--note", "x"]
+    )
     assert result.exit_code != 0
     assert "maybe" in result.output
     assert "benign" in result.output
@@ -161,3 +165,12 @@ def test_stored_strings_are_not_interpreted_as_markup(home: Path) -> None:
     assert "[bold red]mallory[/bold red]" in result.output
     assert "\x1b" not in result.output
     assert "\\x1b[2J" in result.output
+
+
+def test_resolve_without_note_is_rejected(home: Path) -> None:
+    item_id = add_item(home / "review.db")
+    result = runner.invoke(app, ["review", "resolve", str(item_id), "--verdict", "benign"])
+    assert result.exit_code != 0
+    assert "--note" in result.output
+    with ReviewQueue(home / "review.db") as q:
+        assert q.get(item_id).status == "open"
