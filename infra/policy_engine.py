@@ -2,15 +2,18 @@
 
 Choice: OPA runs in the model pod and listens on ``127.0.0.1`` only, so the only way to
 reach its API is from inside the pod; no NetworkPolicy, Service or port exposes it. With
-``opaTls: mtls`` (the default) it also serves HTTPS and requires a client certificate
-signed by the stack's CA (``--authentication=tls``), so even a process in the pod
-without the service's key cannot query or change it. Its health endpoint is served on a
-separate diagnostic port (no API there) for the kubelet's probes.
+``opaTls: mtls`` it also serves HTTPS (TLS 1.3) and requires a client certificate signed
+by the stack's CA (``--authentication=tls``), so even a process in the pod without the
+service's key cannot query or change it; the default ``none`` keeps plain HTTP on the
+loopback until the service presents its client certificate. Its health endpoint is
+served on a separate diagnostic port (no API there) for the kubelet's probes.
+
+Decision logs go to OPA's console (the container's log stream).
 
 Policies: every ``*.rego`` under ``policies/`` except ``*_test.rego`` and every
 ``policies/data/*.json`` go into one ConfigMap, mounted with the repository's layout so
 that OPA loads them exactly as the tests do (one root, ``data.data.*`` for data files).
-Decision logs go to stdout, masked by ``policies/system/log/mask.rego`` as configured in
+Decision logs are masked by ``policies/system/log/mask.rego`` as configured in
 ``policies/config/opa-config.yaml``.
 """
 
