@@ -11,7 +11,8 @@
   and anchor) against ``json.loads`` of the same lines. Target: >= 100,000 events/s.
 * encoding: the audit log's fast deterministic encoding (sorted-key compact
   ``json.dumps``, see ``service.audit.encoding``) against RFC 8785 (``rfc8785``) for the
-  link hash of one event.
+  link hash of one event, and the hot path's checked, directly formatted event bytes
+  (``encode_event``) against checking and RFC 8785-encoding the same event.
 
 Each figure is the best of several interleaved rounds (the machine may be shared).
 
@@ -36,7 +37,9 @@ from rich.console import Console
 from rich.table import Table
 
 from service.audit import AuditLog, FileAnchorSink, fast_encode, verify_audit_dir
+from service.audit.events import encode_event, normalize_event
 from service.chain.core import GENESIS_HASH, link_hash
+from service.keys.canonical import canonical_json
 from service.keys.store import Signer, TrustStore
 
 TARGET_APPEND = 20_000
@@ -169,6 +172,16 @@ def main(argv: list[str] | None = None) -> int:
                     "rfc8785",
                     rate(len(sample), lambda s=sample: [link_hash(0, GENESIS_HASH, e) for e in s]),
                 )
+                keep(
+                    "encode_event", rate(len(sample), lambda s=sample: [encode_event(e) for e in s])
+                )
+                keep(
+                    "encode_rfc",
+                    rate(
+                        len(sample),
+                        lambda s=sample: [canonical_json(normalize_event(e)) for e in s],
+                    ),
+                )
                 line_bytes = (
                     (audit_dir / report.logs[0].log_id / "segment-000001.jsonl").stat().st_size
                 )
@@ -231,6 +244,14 @@ def main(argv: list[str] | None = None) -> int:
         best["verify"] >= TARGET_VERIFY,
     )
     row("link hash, fast encoding", best["fast"], "link hash, RFC 8785", best["rfc8785"], "", None)
+    row(
+        "check + encode event (hot path)",
+        best["encode_event"],
+        "check + RFC 8785 encode",
+        best["encode_rfc"],
+        "",
+        None,
+    )
     console.print(table)
     console.print(
         f"first segment: {line_bytes:,} bytes; mean line {line_bytes / max(1, count):.0f} B"

@@ -217,3 +217,20 @@ class LedgerAnchorSink:
             return list(self.ledger.anchors(log))
         except Exception as err:
             raise AnchorError(f"Cannot read anchors from the ledger: {err}") from None
+
+    def logs(self) -> list[str]:
+        """Return the ids of all audit logs with a checkpoint anchored in the ledger.
+
+        Raises:
+            AnchorError: the ledger cannot be read.
+        """
+        try:
+            return sorted(
+                {
+                    str(record.payload.get("log"))
+                    for record in self.ledger.records()
+                    if record.type == "anchor"
+                }
+            )
+        except Exception as err:
+            raise AnchorError(f"Cannot read anchors from the ledger: {err}") from None

@@ -8,21 +8,31 @@ thread-safe, and ``append`` is short and synchronous, so an asyncio server may c
 directly.
 
 Checkpoints (:class:`~service.chain.core.Checkpoint`, signed with the audit key) are
-written every ``checkpoint_every`` events or ``checkpoint_seconds`` seconds (a timer
+written every ``checkpoint_every`` events or ``checkpoint_seconds`` seconds (a background
 thread covers idle periods), when a segment reaches ``segment_bytes`` (the segment then
 ends with the checkpoint and the chain continues in the next segment) and at
-:meth:`AuditLog.close`. Each checkpoint is written into the segment as
-``{"checkpoint": {...}}`` and then sent to the anchor sink (by default a file next to the
-audit directory, see :mod:`service.audit.anchors`).
+:meth:`AuditLog.close`. Each checkpoint line ``{"checkpoint": {...}}`` is signed and
+written into the segment by the appending call; the same background thread then fsyncs
+the segment and, only after that, sends the checkpoint to the anchor sink (by default a
+file next to the audit directory, see :mod:`service.audit.anchors`), so ``append`` never
+waits for the disk or the ledger and an anchor never claims more than the disk holds.
+:meth:`AuditLog.sync` waits for that work; :meth:`AuditLog.close` does too.
 
 Durability (``fsync``):
 
-* ``"checkpoint"`` (default): every line is written to the OS (an unbuffered ``write``)
-  before ``append`` returns, so a killed process loses nothing that ``append`` reported
-  committed; the file is fsync'ed at every checkpoint, so a power loss loses at most the
-  events since the last checkpoint.
-* ``"always"``: also fsync after every event (durable across power loss; much slower).
+* ``"checkpoint"`` (default): every line is written to the OS (one unbuffered
+  ``write``) before ``append`` returns, so a killed process loses nothing that
+  ``append`` reported committed; the segment is fsync'ed after every checkpoint, so a
+  power loss loses at most the events since the last checkpoint (plus the time the
+  background fsync takes).
+* ``"always"``: also fsync after every event, before ``append`` returns (durable across
+  power loss; much slower).
 * ``"never"``: write to the OS only; the OS decides when data reaches the disk.
+
+Call :meth:`AuditLog.close` at shutdown: it writes the final checkpoint and waits until
+it is fsync'ed and anchored. A process that dies without closing leaves events after
+its last checkpoint, which the verifier accepts (with a warning) unless an anchor claims
+more.
 
 A failed write leaves the log unusable (fail closed): later appends raise
 :class:`~service.audit.errors.AuditWriteError`; create a new ``AuditLog`` (a new chain).

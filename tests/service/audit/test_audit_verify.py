@@ -267,5 +267,8 @@ def test_checkpoints_anchored_in_the_ledger_reveal_a_cut_tail(
         _rewrite(_segment(log), lambda lines: lines[:12])
         with pytest.raises(AuditVerificationError, match="were removed"):
             verify_audit_dir(audit_dir, trust, anchors=sink)
+        shutil.rmtree(log.log_dir)
+        with pytest.raises(AuditVerificationError, match="whole log was deleted"):
+            verify_audit_dir(audit_dir, trust, anchors=sink)
     finally:
         ledger.close()
