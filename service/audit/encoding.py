@@ -46,15 +46,6 @@ def link_input(seq: int, prev: str, event_bytes: bytes) -> bytes:
     return b'{"body":%b,"prev":"%b","seq":%d}' % (event_bytes, prev.encode("ascii"), seq)
 
 
-def record_tail(seq: int, prev: str, digest: str) -> bytes:
-    """Return the bytes that follow the event in a record line (without the newline)."""
-    return b',"hash":"%b","prev":"%b","seq":%d}' % (
-        digest.encode("ascii"),
-        prev.encode("ascii"),
-        seq,
-    )
-
-
 def record_line(seq: int, prev: str, digest: str, event_bytes: bytes) -> bytes:
     """Return a complete record line, newline included."""
     return b'{"event":%b,"hash":"%b","prev":"%b","seq":%d}\n' % (

@@ -261,3 +261,16 @@ def test_a_forked_child_cannot_append_to_its_parents_chain(
     assert log.segment_path.read_bytes() == b""
     assert log.append(make_event()) == 0
     log.close()
+
+
+def test_an_explicit_checkpoint_is_anchored_before_it_returns(
+    audit_dir: Path, signer: Signer, make_event: MakeEvent, anchors: FileAnchorSink
+):
+    with AuditLog(audit_dir, signer, checkpoint_seconds=None) as log:
+        log.append(make_event())
+        log.append(make_event())
+        cp = log.checkpoint()
+        assert cp is not None
+        assert (cp.seq, cp.head) == (1, log.head)
+        assert anchors.anchors(log.log_id) == [cp]
+        assert log.checkpoint() is None  # nothing new to sign
