@@ -35,6 +35,7 @@ SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("service.authn.cli", "token"),
     ("service.review.cli", "review"),
     ("service.audit.cli", "audit"),
+    ("service.model.cli", "model"),
 )
 
 for _module, _name in SUBCOMMANDS:

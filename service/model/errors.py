@@ -1,0 +1,21 @@
+"""Errors raised while training, evaluating, saving, loading or registering a model."""
+
+
+class ModelError(Exception):
+    """Base error of the model pipeline; the message says what is wrong and how to fix it."""
+
+
+class ArtifactError(ModelError):
+    """A model artifact is missing, corrupt, truncated, tampered with or does not match."""
+
+
+class MetricsError(ModelError):
+    """A metrics file is missing, malformed or does not describe the given artifact."""
+
+
+class TrainingError(ModelError):
+    """Training was asked for something it cannot do (unknown defense, profile, setting)."""
+
+
+class RegistrationError(ModelError):
+    """Writing the register record to the provenance ledger failed."""

@@ -1,0 +1,86 @@
+"""Register a verified artifact and its metrics in the provenance ledger.
+
+Before anything is signed, the artifact is loaded and verified (safetensors, tensor
+layout, weights digest), the metrics file is validated, and the digest and size the
+metrics record are checked against the artifact's own sha256 and size.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from service.model.artifact import load_artifact
+from service.model.errors import MetricsError, RegistrationError
+from service.model.metrics import check_metrics_match_artifact, read_metrics
+from service.toolchain.paths import ztml_home
+
+if TYPE_CHECKING:
+    from service.ledger.records import Record
+
+
+def default_identity(role: str = "trainer") -> str:
+    """Return the default signer identity, ``trainer@<hostname>``."""
+    return f"{role}@{socket.gethostname()}"
+
+
+def register_model(
+    artifact_path: Path | str,
+    metrics_path: Path | str,
+    *,
+    ledger_url: str | None = None,
+    key_path: Path | None = None,
+    identity: str | None = None,
+) -> Record:
+    """Write the register record of an artifact, signed with the trainer key.
+
+    Args:
+        artifact_path: The ``model.safetensors`` file.
+        metrics_path: The ``metrics.json`` written next to it by ``ztml model train``.
+        ledger_url: The ledger (default ``$ZTML_LEDGER_URL`` or ``$ZTML_HOME/ledger.db``).
+        key_path: The trainer's private key (default ``$ZTML_HOME/keys/trainer.key``).
+        identity: The signer identity (default ``trainer@<hostname>``).
+
+    Returns:
+        The appended ledger record.
+
+    Raises:
+        ArtifactError: The artifact is missing, corrupt or not a DigitsNet.
+        MetricsError: The metrics are malformed or describe another artifact.
+        RegistrationError: The key cannot be used or the ledger refuses the record.
+    """
+    from service.keys.errors import KeyError_
+    from service.keys.store import Signer
+    from service.ledger import LedgerError, open_ledger
+
+    artifact = load_artifact(artifact_path)
+    metrics = read_metrics(metrics_path)
+    check_metrics_match_artifact(metrics, digest=artifact.digest, size=artifact.size)
+    model = metrics["model"]
+    for field in ("version", "defense"):
+        if artifact.metadata.get(field) != model[field]:
+            raise MetricsError(
+                f"the metrics say {field} {model[field]!r} but the artifact's metadata says "
+                f"{artifact.metadata.get(field)!r}; use the metrics.json written with it"
+            )
+    key = key_path or ztml_home() / "keys" / "trainer.key"
+    try:
+        signer = Signer.from_file(Path(key), identity or default_identity())
+        with open_ledger(ledger_url) as ledger:
+            return ledger.register(
+                signer=signer,
+                name=model["name"],
+                version=model["version"],
+                artifact={
+                    "digest": artifact.digest,
+                    "format": metrics["artifact"]["format"],
+                    "size": artifact.size,
+                },
+                training_data_digest=metrics["training_data_digest"],
+                code_revision=metrics["code_revision"],
+                hyperparameters=metrics["hyperparameters"],
+                evaluation=metrics["evaluation"],
+            )
+    except (KeyError_, LedgerError) as exc:
+        raise RegistrationError(f"registration failed: {exc}") from exc

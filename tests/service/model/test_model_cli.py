@@ -1,0 +1,164 @@
+"""``ztml model``: help, a tiny training run writing contract metrics, evaluate, register."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from service.cli.main import app as ztml_app
+from service.model.artifact import file_digest
+from service.model.cli import app
+
+runner = CliRunner()
+CONTRACT_KEYS = {
+    "model",
+    "training_data_digest",
+    "code_revision",
+    "hyperparameters",
+    "evaluation",
+    "training_seconds",
+}
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("models")
+    result = runner.invoke(
+        app, ["train", "--defense", "none", "--profile", "tiny", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    return out / "none"
+
+
+def test_model_help_lists_the_commands() -> None:
+    result = runner.invoke(ztml_app, ["model", "--help"])
+    assert result.exit_code == 0
+    for command in ("train", "evaluate", "register"):
+        assert command in result.output
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "register"])
+def test_each_command_has_help(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage" in result.output
+
+
+@pytest.mark.slow
+def test_train_writes_artifact_and_contract_metrics(trained_dir: Path) -> None:
+    metrics = json.loads((trained_dir / "metrics.json").read_text())
+    assert set(metrics) >= CONTRACT_KEYS
+    assert metrics["model"] == {
+        "name": "digits-mlp",
+        "version": "1.0.0+none.tiny",
+        "defense": "none",
+        "format": "safetensors",
+    }
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", metrics["training_data_digest"])
+    assert metrics["artifact"]["digest"] == file_digest(trained_dir / "model.safetensors")
+    evaluation = metrics["evaluation"]
+    assert evaluation["dataset"] == "sklearn-digits/test"
+    assert 0.9 <= evaluation["clean_accuracy"] <= 1.0
+    pgd = [r for r in evaluation["robust"] if r["attack"] == "pgd"]
+    assert {r["epsilon"] for r in pgd} == {0.05, 0.1, 0.2, 0.3}
+    for entry in evaluation["robust"]:
+        assert set(entry) == {"attack", "norm", "epsilon", "steps", "restarts", "accuracy"}
+        assert entry["norm"] == "linf"
+    assert isinstance(metrics["training_seconds"], float)
+
+
+@pytest.mark.slow
+def test_evaluate_prints_json_for_an_artifact(trained_dir: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(trained_dir / "model.safetensors"),
+            "--json",
+            "--steps",
+            "5",
+            "--restarts",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["digest"] == file_digest(trained_dir / "model.safetensors")
+    assert doc["evaluation"]["clean_accuracy"] > 0.9
+
+
+def test_evaluate_of_a_corrupt_artifact_fails_cleanly(tmp_path: Path) -> None:
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"\x00" * 4)
+    result = runner.invoke(app, ["evaluate", str(bad)])
+    assert result.exit_code == 1
+    assert "truncated" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_register_refuses_metrics_of_another_artifact(trained_dir: Path, tmp_path: Path) -> None:
+    metrics = json.loads((trained_dir / "metrics.json").read_text())
+    metrics["artifact"]["digest"] = "sha256:" + "0" * 64
+    other = tmp_path / "metrics.json"
+    other.write_text(json.dumps(metrics))
+    result = runner.invoke(
+        app, ["register", str(trained_dir / "model.safetensors"), "--metrics", str(other)]
+    )
+    assert result.exit_code == 1
+    assert "describes artifact sha256:000" in " ".join(result.output.split())
+
+
+@pytest.mark.slow
+def test_register_writes_a_signed_ledger_record(trained_dir: Path, tmp_path: Path) -> None:
+    from service.keys.store import init_keys
+    from service.ledger import open_ledger
+
+    keys = tmp_path / "keys"
+    init_keys(keys, ["trainer"])
+    ledger = tmp_path / "ledger.db"
+    result = runner.invoke(
+        app,
+        [
+            "register",
+            str(trained_dir / "model.safetensors"),
+            "--metrics",
+            str(trained_dir / "metrics.json"),
+            "--ledger",
+            str(ledger),
+            "--key",
+            str(keys / "trainer.key"),
+            "--identity",
+            "alice@example",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with open_ledger(str(ledger)) as opened:
+        (record,) = list(opened.records())
+    assert record.type == "register"
+    assert record.model_digest == file_digest(trained_dir / "model.safetensors")
+    assert record.identity == "alice@example"
+    assert record.payload["evaluation"]["clean_accuracy"] > 0.9
+
+
+@pytest.mark.slow
+def test_register_with_a_missing_key_fails_cleanly(trained_dir: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "register",
+            str(trained_dir / "model.safetensors"),
+            "--metrics",
+            str(trained_dir / "metrics.json"),
+            "--ledger",
+            str(tmp_path / "l.db"),
+            "--key",
+            str(tmp_path / "absent.key"),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "registration failed" in result.output
