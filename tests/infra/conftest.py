@@ -10,7 +10,7 @@ auto-naming would), so tests see ``URN -> manifest``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -277,3 +277,15 @@ def registered_urns() -> Callable[[], list[str]]:
 def raw_values(ledger: Ledger) -> dict[str, str]:
     """The test stack's raw ``ztml:*`` strings (a fresh copy per test)."""
     return raw_config(ledger)
+
+
+@pytest.fixture
+def preview_mode() -> Iterator[None]:
+    """Switch the mocks to a dry run (``pulumi preview``) for one test."""
+    pulumi.runtime.set_mocks(MOCKS, project="ztml", stack="test", preview=True, monitor=MONITOR)
+    try:
+        yield
+    finally:
+        pulumi.runtime.set_mocks(
+            MOCKS, project="ztml", stack="test", preview=False, monitor=MONITOR
+        )
