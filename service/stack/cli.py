@@ -107,6 +107,10 @@ def up(
     from service.toolchain.paths import ztml_home
 
     home = ztml_home()
+    # Ctrl-C or SIGTERM at any point from here stops whatever was started, in order.
+    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    state = None
+    stopped: str | None = None
     try:
         check_not_running(home)
         model_path, digest = _provision(home, retrain=retrain)
@@ -122,27 +126,27 @@ def up(
                 detached=detach,
             )
         )
+        _print_ready(home, state)
+        if detach:
+            console.print("Detached; stop it with `ztml down`.")
+            return
+        console.print("Press Ctrl-C to stop.")
+        stopped = watch(state)
     except (StackError, ToolchainError) as err:
         raise _fail(str(err)) from None
-    _print_ready(home, state)
-    if detach:
-        console.print("Detached; stop it with `ztml down`.")
-        return
-    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    console.print("Press Ctrl-C to stop.")
-    stopped: str | None = None
-    try:
-        stopped = watch(state)
     except (_Stop, KeyboardInterrupt):
-        pass
+        if state is None:
+            err_console.print("interrupted before the stack was up; nothing is left running.")
+            raise typer.Exit(130) from None
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        console.print("stopping ...")
-        stop_stack(state)
-        console.print("stopped.")
+        if state is not None and not detach:
+            console.print("stopping ...")
+            stop_stack(state)
+            console.print("stopped.")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if stopped is not None:
         raise _fail(f"the {stopped} exited; see the logs in {home / 'logs'}.")
 

@@ -1,0 +1,143 @@
+"""Shared helpers of the system tests: a cached demo model, tokens and the audit trail."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.stack.processes import stop_group
+
+#: The demo model of the tests: PGD-trained, tiny profile, evaluated at eps 0.1 (20 steps).
+TEST_PROFILE = "tiny"
+TEST_OVERRIDES: dict[str, Any] = {"epochs": 16, "train_steps": 5, "train_eps": 0.2}
+
+
+def cached_demo_model(config: pytest.Config) -> Path:
+    """Return a directory with model.safetensors and metrics.json, training once per cache."""
+    from service.model.config import EvalConfig
+    from service.model.pipeline import build_model
+
+    cache = Path(config.cache.mkdir("ztml-demo-model-pgd-tiny-v2"))
+    if not (cache / "model.safetensors").exists() or not (cache / "metrics.json").exists():
+        build_model(
+            "pgd",
+            TEST_PROFILE,
+            out_dir=cache,
+            eval=EvalConfig(epsilons=(0.1,), steps=20, restarts=1),
+            **TEST_OVERRIDES,
+        )
+    return cache
+
+
+def install_demo_model(home: Path, source: Path) -> Any:
+    """Copy the cached model into ``home`` and register and approve it there."""
+    from service.stack.provision import demo_model_dir, ensure_demo_model, ensure_keys_and_issuer
+
+    ensure_keys_and_issuer(home)
+    target = demo_model_dir(home)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("model.safetensors", "metrics.json"):
+        shutil.copy2(source / name, target / name)
+    return ensure_demo_model(home, retrain=False, progress=lambda *_: None)
+
+
+def token(
+    home: Path,
+    sub: str,
+    *,
+    roles: Sequence[str] = ("predictor",),
+    tenant: str = "demo",
+    scopes: Sequence[str] | None = None,
+    ttl_seconds: int = 600,
+    now: float | None = None,
+) -> str:
+    """Issue a token signed by the local issuer of ``home``."""
+    from service.authn import DEFAULT_AUDIENCE, LOCAL_ISSUER, issue_token
+    from service.authn.issuer import local_signer
+
+    scopes = scopes if scopes is not None else ("predict", "explain", "metadata")
+    return issue_token(
+        local_signer(home),
+        issuer=LOCAL_ISSUER,
+        audience=DEFAULT_AUDIENCE,
+        sub=sub,
+        roles=list(roles),
+        tenant=tenant,
+        scopes=list(scopes),
+        ttl_seconds=ttl_seconds,
+        now=now,
+    )
+
+
+def b64url(data: bytes) -> str:
+    """Base64url without padding (JWT encoding)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def audit_events(home: Path) -> list[dict[str, Any]]:
+    """Every event in every audit chain of ``home``, in file order."""
+    events = []
+    for segment in sorted((home / "audit").glob("*/segment-*.jsonl")):
+        for line in segment.read_text().splitlines():
+            record = json.loads(line)
+            if "event" in record:
+                events.append(record["event"])
+    return events
+
+
+def events_for(home: Path, request_id: str) -> list[dict[str, Any]]:
+    """The audit events of one request."""
+    return [e for e in audit_events(home) if e.get("request_id") == request_id]
+
+
+def digit_rows(count: int, *, start: int = 0) -> list[list[float]]:
+    """Real test-split digits as JSON-ready rows."""
+    from service.model.data import load_splits
+
+    x = load_splits().x_test[start : start + count]
+    return [[float(v) for v in row] for row in x]
+
+
+@dataclass
+class Stack:
+    """A running stack of the tests (OPA may be restarted by a test)."""
+
+    home: Path
+    url: str
+    opa_port: int
+    opa_pid: int
+    service_pid: int
+    digest: str
+    model_path: Path
+    extra_pids: list[int] = field(default_factory=list)
+
+    def headers(self, sub: str, **kwargs: Any) -> dict[str, str]:
+        """Authorization header with a fresh token."""
+        return {"Authorization": f"Bearer {token(self.home, sub, **kwargs)}"}
+
+    def stop(self) -> None:
+        """Stop every server the tests started."""
+        stop_group(self.service_pid)
+        stop_group(self.opa_pid)
+        for pid in self.extra_pids:
+            stop_group(pid)
+
+
+def wait_for(predicate: Any, *, timeout: float = 30.0) -> bool:
+    """Poll ``predicate`` until true or timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):  # not up yet
+            if predicate():
+                return True
+        time.sleep(0.2)
+    return False

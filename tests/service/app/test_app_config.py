@@ -1,0 +1,43 @@
+"""The service configuration: typed, read once, bad values named at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.app.config import load_config
+from service.app.errors import ConfigError
+
+
+def test_defaults_are_safe(tmp_path: Path) -> None:
+    config = load_config({"ZTML_HOME": str(tmp_path)})
+    assert config.ledger_url == str(tmp_path / "ledger.db")
+    assert config.trust_dir == tmp_path / "keys"
+    assert config.opa_url.startswith("http://127.0.0.1")
+    assert config.workers == 1 and config.max_body_bytes > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ZTML_WORKERS", "zero"),
+        ("ZTML_WORKERS", "0"),
+        ("ZTML_MAX_BODY_BYTES", "-5"),
+        ("ZTML_RISK_TIER", "extreme"),
+        ("ZTML_MODEL_DIGEST", "md5:abc"),
+        ("ZTML_OPA_URL", "ftp://opa"),
+        ("ZTML_AUDIT_STDOUT", "maybe"),
+        ("ZTML_SQUEEZE_FPR", "nan"),
+        ("ZTML_TENANT", "../etc"),
+    ],
+)
+def test_bad_value_is_named(tmp_path: Path, name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_config({"ZTML_HOME": str(tmp_path), name: value})
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    config = load_config({"ZTML_HOME": str(tmp_path)})
+    with pytest.raises(AttributeError):
+        config.workers = 4  # type: ignore[misc]

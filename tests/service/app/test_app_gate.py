@@ -1,0 +1,137 @@
+"""The deploy gate: only a registered, evaluated, approved, unrevoked artifact may serve."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.app.config import AppConfig, load_config
+from service.app.errors import ModelRefusedError
+from service.app.gate import verify_model
+from tests.service.app.harness import install_demo_model
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_model_source: Path) -> Path:
+    monkeypatch.setenv("ZTML_HOME", str(tmp_path))
+    install_demo_model(tmp_path, demo_model_source)
+    return tmp_path
+
+
+def config_for(home: Path, **env: str) -> AppConfig:
+    from service.stack.provision import demo_model_dir
+
+    base = {
+        "ZTML_HOME": str(home),
+        "ZTML_MODEL_PATH": str(demo_model_dir(home) / "model.safetensors"),
+    }
+    return load_config({**base, **env})
+
+
+def tamper(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def signer(home: Path, name: str, identity: str) -> object:
+    from service.keys.store import Signer
+
+    return Signer.from_file(home / "keys" / f"{name}.key", identity)
+
+
+def test_registered_and_approved_model_passes(home: Path) -> None:
+    info = verify_model(config_for(home))
+    assert info.digest.startswith("sha256:") and info.version
+
+
+def test_tampered_artifact_is_refused(home: Path) -> None:
+    config = config_for(home)
+    tamper(config.model_path)
+    with pytest.raises(ModelRefusedError) as refused:
+        verify_model(config)
+    assert any("no register record" in r for r in refused.value.reasons)
+
+
+def test_pinned_digest_mismatch_is_refused(home: Path) -> None:
+    with pytest.raises(ModelRefusedError, match="pinned"):
+        verify_model(config_for(home, ZTML_MODEL_DIGEST="sha256:" + "0" * 64))
+
+
+def test_revoked_model_is_refused(home: Path) -> None:
+    from service.ledger import open_ledger
+
+    config = config_for(home)
+    digest = verify_model(config).digest
+    with open_ledger(home / "ledger.db") as ledger:
+        ledger.revoke(digest, signer=signer(home, "approver", "approver@ztml-local"), reason="test")  # type: ignore[arg-type]
+    with pytest.raises(ModelRefusedError) as refused:
+        verify_model(config)
+    assert any("revok" in r for r in refused.value.reasons)
+
+
+def test_unapproved_model_is_refused(tmp_path: Path, demo_model_source: Path) -> None:
+    from service.ledger import open_ledger
+    from service.ledger.metrics import load_metrics
+    from service.stack.provision import demo_model_dir, ensure_keys_and_issuer
+
+    ensure_keys_and_issuer(tmp_path)
+    target = demo_model_dir(tmp_path)
+    shutil.copytree(demo_model_source, target)
+    with open_ledger(tmp_path / "ledger.db") as ledger:
+        ledger.register_artifact(
+            target / "model.safetensors",
+            load_metrics(target / "metrics.json"),
+            signer=signer(tmp_path, "trainer", "trainer@ztml-local"),  # type: ignore[arg-type]
+        )
+    with pytest.raises(ModelRefusedError) as refused:
+        verify_model(config_for(tmp_path))
+    assert any("approve" in r for r in refused.value.reasons)
+
+
+def test_model_signed_by_an_untrusted_key_is_refused(
+    home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    trust = tmp_path_factory.mktemp("trust")
+    for name in ("approver.pub", "audit.pub", "issuer.pub"):
+        shutil.copy2(home / "keys" / name, trust / name)
+    with pytest.raises(ModelRefusedError):
+        verify_model(config_for(home, ZTML_TRUST_DIR=str(trust)))
+
+
+@pytest.mark.system
+def test_tampered_artifact_stops_bentoml_serve_with_a_clear_line(home: Path) -> None:
+    from service.stack.processes import free_port
+    from service.stack.runner import service_command
+    from service.toolchain.paths import PROJECT_ROOT
+
+    config = config_for(home)
+    tamper(config.model_path)
+    env = {
+        **os.environ,
+        "ZTML_HOME": str(home),
+        "ZTML_MODEL_PATH": str(config.model_path),
+        "ZTML_OPA_URL": "http://127.0.0.1:9",
+        "BENTOML_HOME": str(home / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+    }
+    result = subprocess.run(
+        service_command(free_port()),
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if "refusing to start" in line]
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert "no register record" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert sys.executable  # the same interpreter ran bentoml

@@ -1,0 +1,173 @@
+"""OpaAuthorizer against a real OPA server, and the decision parser's fail-closed checks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.authz import (
+    OpaAuthorizer,
+    PolicyUnavailableError,
+    evaluate_provenance,
+    parse_decision,
+)
+from service.stack.processes import free_port, start_process, stop_group, wait_ready
+
+
+def policy_input(**changes: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "subject": {
+            "sub": "alice",
+            "roles": ["predictor"],
+            "tenant": "demo",
+            "scopes": ["predict"],
+        },
+        "action": "predict",
+        "model": {
+            "name": "digits",
+            "digest": "sha256:" + "a" * 64,
+            "tenant": "demo",
+            "risk_tier": "low",
+        },
+        "request": {"batch_size": 4, "client_address": "127.0.0.1", "time": "2026-11-22T10:00:00Z"},
+        "monitor": {
+            "rate_per_minute": 1.0,
+            "extraction_suspicion": 0.0,
+            "extraction_flagged": False,
+            "flood": False,
+            "drift": False,
+            "flagged_input": False,
+        },
+    }
+    doc.update(changes)
+    return doc
+
+
+@pytest.fixture(scope="module")
+def opa_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import os
+
+    from service.stack.runner import opa_command
+    from service.toolchain.opa import find_opa
+    from service.toolchain.paths import PROJECT_ROOT
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("opa") / "opa.log"
+    proc = start_process(
+        opa_command(find_opa(), port), log_path=log, env=dict(os.environ), cwd=PROJECT_ROOT
+    )
+    try:
+        wait_ready(
+            f"http://127.0.0.1:{port}/health", process=proc, what="OPA", log_path=log, timeout=30
+        )
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_group(proc.pid)
+
+
+def decide(url: str, doc: dict[str, Any], timeout: float = 2.0) -> Any:
+    async def run() -> Any:
+        authorizer = OpaAuthorizer(url, timeout_seconds=timeout)
+        try:
+            return await authorizer.decide(doc)
+        finally:
+            await authorizer.close()
+
+    return asyncio.run(run())
+
+
+@pytest.mark.system
+def test_allowed_call_gets_obligations_and_opa_decision_id(opa_url: str) -> None:
+    decision = decide(opa_url, policy_input())
+    assert decision.allow and decision.reasons == ()
+    assert decision.obligations.max_batch_size == 64
+    assert decision.decision_id and not decision.decision_id.startswith("local-")
+
+
+@pytest.mark.system
+def test_cross_tenant_call_is_denied_with_reasons(opa_url: str) -> None:
+    doc = policy_input()
+    doc["subject"]["tenant"] = "acme"
+    decision = decide(opa_url, doc)
+    assert not decision.allow
+    assert any("tenant" in r for r in decision.reasons)
+    assert decision.obligations.max_batch_size == 0
+
+
+def test_unreachable_opa_raises_policy_unavailable() -> None:
+    with pytest.raises(PolicyUnavailableError):
+        decide(f"http://127.0.0.1:{free_port()}", policy_input(), timeout=0.5)
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        {},
+        {"result": None},
+        {"result": {"allow": "yes", "reasons": [], "obligations": {}}},
+        {"result": {"allow": True, "reasons": ["x"], "obligations": {}}},
+        {"result": {"allow": True, "reasons": []}},
+        {
+            "result": {
+                "allow": True,
+                "reasons": [],
+                "obligations": {
+                    "max_batch_size": -1,
+                    "explanations_allowed": True,
+                    "flagged_input": "reject",
+                    "rate_limit_per_minute": 1,
+                },
+            }
+        },
+        {
+            "result": {
+                "allow": True,
+                "reasons": [],
+                "obligations": {
+                    "max_batch_size": 1,
+                    "explanations_allowed": True,
+                    "flagged_input": "ignore",
+                    "rate_limit_per_minute": 1,
+                },
+            }
+        },
+        [],
+    ],
+)
+def test_undefined_or_malformed_decision_fails_closed(response: object) -> None:
+    with pytest.raises(PolicyUnavailableError):
+        parse_decision(response)
+
+
+def test_denial_without_reasons_still_explains_itself() -> None:
+    decision = parse_decision(
+        {
+            "result": {
+                "allow": False,
+                "reasons": [],
+                "obligations": {
+                    "max_batch_size": 9,
+                    "explanations_allowed": True,
+                    "flagged_input": "serve_and_flag",
+                    "rate_limit_per_minute": 9,
+                },
+            }
+        }
+    )
+    assert decision.reasons and not decision.obligations.explanations_allowed
+
+
+def test_provenance_gate_denies_an_unknown_digest(tmp_path: Path) -> None:
+    decision = evaluate_provenance(
+        {
+            "digest": "sha256:" + "b" * 64,
+            "ledger": {"verified": True, "records": []},
+            "trust": {"trainer_key_ids": [], "approver_key_ids": []},
+        }
+    )
+    assert not decision.allow
+    assert any("register" in r for r in decision.reasons)
