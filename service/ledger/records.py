@@ -139,6 +139,19 @@ _RISKY_NUMBER = re.compile(
 _BIG_INT = re.compile(r'[:,\[](?<=":|.,|.\[)-?[0-9]{16}')
 
 
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
+def _signer_bytes(signer: dict[str, str]) -> bytes:
+    if len(signer) == 2 and isinstance(signer.get("identity"), str):
+        key_id = signer.get("key_id")
+        if isinstance(key_id, str):
+            return b'{"identity":' + _str(signer["identity"]) + b',"key_id":' + _str(key_id) + b"}"
+    return canonical_bytes(signer)
+
+
 def _as_doubles(value: Any) -> Any:
     """Integers beyond 2**53 as doubles (RFC 8785 writes 1e17 as 100000000000000000)."""
     if isinstance(value, dict):
@@ -159,9 +172,7 @@ def canonical_bytes(value: Any) -> bytes:
     if not isinstance(value, dict):
         return canonical_json(value)
     try:
-        text = json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError):
         return canonical_json(value)
     if text.isascii() and not _RISKY_NUMBER.search(text):
@@ -188,7 +199,7 @@ def encode_record(
     """
     try:
         payload_b = canonical_bytes(payload)
-        signer_b = canonical_bytes(signer)
+        signer_b = _signer_bytes(signer)
         type_b, time_b, digest_b = _str(record_type), _str(time), _str(model_digest)
         prev_b, seq_b = _str(prev_hash), str(seq).encode()
         body = b"".join(
