@@ -23,9 +23,27 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from service.model.artifact import load_model
 from service.model.config import DEFENSES
 from service.model.pipeline import build_model
 from service.model.report import attack_table, findings, robustness_table, write_report
+
+
+def _latency_ms(path: Path, repeats: int = 2000) -> float:
+    """Median single-example inference time of a reloaded artifact, in milliseconds."""
+    import torch
+
+    model = load_model(path)
+    x = torch.rand(1, 64)
+    times = []
+    with torch.inference_mode():
+        for _ in range(100):
+            model(x)
+        for _ in range(repeats):
+            started = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - started)
+    return 1000 * sorted(times)[len(times) // 2]
 
 
 def main() -> None:
@@ -38,8 +56,8 @@ def main() -> None:
     console = Console()
     console.print(f"profile {profile}, output {out}, load average {os.getloadavg()[0]:.1f}")
     results = []
-    timing = Table(title="Training time (wall and process CPU seconds)")
-    for column in ("model", "wall s", "cpu s", "wall vs standard"):
+    timing = Table(title="Training s (wall, CPU) and median 1-example inference ms")
+    for column in ("model", "wall s", "cpu s", "× std", "infer ms"):
         timing.add_column(column, justify="right" if column != "model" else "left")
     base_wall = None
     for defense in DEFENSES:
@@ -48,8 +66,13 @@ def main() -> None:
         wall = built.metrics["training_seconds"]
         base_wall = base_wall or wall
         results.append(built.metrics)
+        latency = _latency_ms(built.artifact_path)
         timing.add_row(
-            defense, f"{wall:.1f}", f"{built.cpu_seconds:.1f}", f"×{wall / base_wall:.2f}"
+            defense,
+            f"{wall:.1f}",
+            f"{built.cpu_seconds:.1f}",
+            f"×{wall / base_wall:.2f}",
+            f"{latency:.3f}",
         )
         console.print(
             f"{defense}: trained in {wall:.1f} s (cpu {built.cpu_seconds:.1f} s), "
