@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -149,6 +150,7 @@ def load_artifact(path: Path | str) -> LoadedArtifact:
     from safetensors import SafetensorError
     from safetensors.torch import load as load_bytes
 
+    from service.model.data import N_CLASSES, N_FEATURES
     from service.model.net import ARCHITECTURE, DigitsNet, hidden_from_text
 
     source = Path(path)
@@ -168,7 +170,15 @@ def load_artifact(path: Path | str) -> LoadedArtifact:
             f"{FORMAT_VERSION!r} (re-train or re-save the model)"
         )
     try:
-        model = DigitsNet(hidden_from_text(meta["hidden"]))
+        hidden = hidden_from_text(meta["hidden"])
+        widths = [N_FEATURES, *hidden, N_CLASSES]
+        n_params = sum((a + 1) * b for a, b in pairwise(widths))
+        if 4 * n_params > len(data):
+            raise ArtifactError(
+                f"{where} metadata describes a {meta['hidden']} network of {n_params} "
+                f"parameters, more than the file's {len(data)} bytes can hold"
+            )
+        model = DigitsNet(hidden)
         tensors = load_bytes(data)
     except (ValueError, SafetensorError) as exc:
         raise ArtifactError(f"{where} is corrupt: {exc}") from exc

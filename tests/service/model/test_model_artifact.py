@@ -136,3 +136,17 @@ def test_header_claiming_more_than_the_file_is_rejected(tmp_path: Path) -> None:
     bad.write_bytes((len(header) + 1000).to_bytes(8, "little") + header)
     with pytest.raises(ArtifactError, match="truncated"):
         load_model(bad)
+
+
+def test_metadata_claiming_a_huge_network_is_rejected_before_allocating(
+    tmp_path: Path, saved: Path
+) -> None:
+    original = load_artifact(saved)
+    bad = tmp_path / "bad.safetensors"
+    save_file(
+        dict(original.model.state_dict()),
+        str(bad),
+        metadata={**original.metadata, "hidden": "4096,4096,4096,4096"},
+    )
+    with pytest.raises(ArtifactError, match="more than the file"):
+        load_model(bad)
