@@ -39,6 +39,10 @@ class AppConfig:
         max_batch: the hard cap on instances per request (``ZTML_MAX_BATCH``).
         rate_per_minute: the rate limit before the policy gives one (``ZTML_RATE_PER_MINUTE``).
         rate_burst: the token bucket's burst (``ZTML_RATE_BURST``).
+        flood_subject_per_minute: one subject's request rate that is a flood
+            (``ZTML_FLOOD_SUBJECT_PER_MINUTE``).
+        flood_global_per_minute: the whole service's request rate that is a flood; set it
+            to what the deployment can serve (``ZTML_FLOOD_GLOBAL_PER_MINUTE``).
         audit_stdout: also print audit records on stdout (``ZTML_AUDIT_STDOUT``).
         workers: BentoML worker processes (``ZTML_WORKERS``).
         squeeze_fpr: the squeezer's calibrated false-positive rate (``ZTML_SQUEEZE_FPR``).
@@ -62,6 +66,8 @@ class AppConfig:
     max_batch: int
     rate_per_minute: float
     rate_burst: int
+    flood_subject_per_minute: float
+    flood_global_per_minute: float
     audit_stdout: bool
     workers: int
     squeeze_fpr: float
@@ -177,6 +183,12 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
         max_batch=_int(env, "ZTML_MAX_BATCH", 256, low=1, high=4096),
         rate_per_minute=_float(env, "ZTML_RATE_PER_MINUTE", 120.0, low=1.0, high=1e7),
         rate_burst=_int(env, "ZTML_RATE_BURST", 30, low=1, high=1_000_000),
+        flood_subject_per_minute=_float(
+            env, "ZTML_FLOOD_SUBJECT_PER_MINUTE", 1200.0, low=1.0, high=1e9
+        ),
+        flood_global_per_minute=_float(
+            env, "ZTML_FLOOD_GLOBAL_PER_MINUTE", 6000.0, low=1.0, high=1e9
+        ),
         audit_stdout=_bool(env, "ZTML_AUDIT_STDOUT", False),
         workers=_int(env, "ZTML_WORKERS", 1, low=1, high=64),
         squeeze_fpr=_float(env, "ZTML_SQUEEZE_FPR", 0.05, low=0.001, high=0.5),

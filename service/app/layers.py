@@ -107,7 +107,11 @@ def build_layers(config: AppConfig, info: VerifiedModel) -> Layers:
         model_info=info,
         verifier=JWTVerifier(IssuerTrust.load(config.issuers_path)),
         rate_limiter=RateLimiter(config.monitor_db),
-        flood=FloodDetector(config.monitor_db),
+        flood=FloodDetector(
+            config.monitor_db,
+            subject_threshold=config.flood_subject_per_minute,
+            global_threshold=config.flood_global_per_minute,
+        ),
         extraction=ExtractionDetector(config.monitor_db),
         authorizer=OpaAuthorizer(config.opa_url, timeout_seconds=config.opa_timeout_seconds),
         model=model,

@@ -31,6 +31,7 @@ Action = Literal["predict", "explain", "metadata"]
 _log = logging.getLogger(__name__)
 REALM = 'Bearer realm="ztml-model-api"'
 DECIMALS = 6
+CLAIMS_CACHE_SIZE = 4096
 _OUTCOMES: dict[int, Any] = {
     200: "ok",
     401: "unauthenticated",
@@ -68,6 +69,7 @@ class Pipeline:
         self.layers = layers
         self.config = layers.config
         self._rates: dict[str, float] = {}
+        self._claims: dict[str, Any] = {}
         self._drift = False
         from service.monitor.metrics import monitor_metrics
 
@@ -111,13 +113,34 @@ class Pipeline:
 
         header = request.headers.get("authorization")
         try:
-            claims = self.layers.verifier.verify(header)
+            claims = self._verify(header)
         except AuthenticationError as err:
             challenge = REALM if not header else f'{REALM}, error="invalid_token"'
             raise ApiError(
                 401, "unauthenticated", str(err), headers={"www-authenticate": challenge}
             ) from None
         call.subject, call.tenant = claims.sub, claims.tenant
+        return claims
+
+    def _verify(self, header: str | None) -> Any:
+        """Verify a bearer header, reusing the result for a token already verified.
+
+        The cache is keyed by the exact header bytes, holds only tokens whose signature
+        and claims verified, and drops an entry once its ``exp`` has passed (stricter than
+        the verifier's leeway), so it never accepts what the verifier would refuse.
+        """
+        now = time.time()
+        if header is not None:
+            cached = self._claims.get(header)
+            if cached is not None:
+                if cached.exp > now:
+                    return cached
+                del self._claims[header]
+        claims = self.layers.verifier.verify(header)
+        if header is not None and claims.exp > now:
+            if len(self._claims) >= CLAIMS_CACHE_SIZE:
+                self._claims.pop(next(iter(self._claims)))
+            self._claims[header] = claims
         return claims
 
     def _monitor_key(self, call: Call) -> str:

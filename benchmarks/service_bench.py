@@ -1,0 +1,398 @@
+"""Latency and throughput of the hardened ``/predict`` beside a bare BentoML endpoint.
+
+Both servers run in the same run with the same worker count and the same model: the
+hardened one is the real stack (OPA server + ``bentoml serve`` of
+``service.app.service:ZtmlModelService``), the baseline ``benchmarks.bare_service``. An
+async httpx client on loopback sends a bounded number of single-image predictions with a
+fixed concurrency; tokens of many subjects are used round-robin so per-subject limits do
+not throttle the run (the policy would rightly deny one subject at thousands of requests
+per minute). Then each layer is timed in-process with ``perf_counter`` over many calls
+(authn, rate limit + flood, extraction, OPA decision, sanitizer, squeezer, inference,
+audit append) to show where the added latency goes.
+
+Targets: <= 2 ms added p50 (without explanation) and >= 0.5x the bare throughput.
+
+    .venv/bin/python -m benchmarks.service_bench            # 2,000 requests per server
+    .venv/bin/python -m benchmarks.service_bench --quick    # 400 requests per server
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from service.stack.processes import free_port, start_process, stop_group, wait_ready
+from service.toolchain.paths import PROJECT_ROOT
+
+console = Console()
+STATUSES: dict[int, int] = {}
+DENIALS: dict[str, int] = {}
+TEST_CACHE = PROJECT_ROOT / ".pytest_cache" / "d" / "ztml-demo-model-pgd-tiny-v2"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def prepare_home(home: Path, model_dir: Path | None) -> Any:
+    from tests.service.app.harness import TEST_OVERRIDES, install_demo_model
+
+    source = model_dir
+    if source is None and (TEST_CACHE / "metrics.json").exists():
+        source = TEST_CACHE
+    if source is None:
+        from service.model.config import EvalConfig
+        from service.model.pipeline import build_model
+
+        source = home / "train"
+        console.print("training a small PGD model for the benchmark ...")
+        build_model(
+            "pgd",
+            "tiny",
+            out_dir=source,
+            eval=EvalConfig(epsilons=(0.1,), steps=20, restarts=1),
+            **TEST_OVERRIDES,
+        )
+    return install_demo_model(home, source)
+
+
+def tokens(home: Path, count: int) -> list[str]:
+    from tests.service.app.harness import token
+
+    return [token(home, f"bench-{i}", ttl_seconds=3600) for i in range(count)]
+
+
+def digit_body() -> bytes:
+    from service.model.data import load_splits
+
+    row = [round(float(v), 4) for v in load_splits().x_test[0]]
+    return json.dumps({"instances": [row]}).encode()
+
+
+async def drive(
+    url: str, *, body: bytes, auth: list[str] | None, total: int, concurrency: int
+) -> tuple[list[float], float, int]:
+    """Send ``total`` requests (after a warm-up); return latencies (ms), seconds, errors."""
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(total))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+
+        async def one(i: int) -> tuple[float, int]:
+            headers = {"Content-Type": "application/json"}
+            if auth is not None:
+                headers["Authorization"] = f"Bearer {auth[i % len(auth)]}"
+            start = time.perf_counter()
+            response = await client.post(url, content=body, headers=headers)
+            return (time.perf_counter() - start) * 1000, response.status_code
+
+        for i in range(min(50, total)):
+            await one(i)  # warm-up (connections, first-call costs)
+
+        async def worker() -> None:
+            nonlocal errors
+            for i in counter:
+                ms, status = await one(i)
+                latencies.append(ms)
+                errors += status != 200
+                if status != 200:
+                    STATUSES[status] = STATUSES.get(status, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return latencies, time.perf_counter() - started, errors
+
+
+def time_calls(fn: Callable[[int], Any], n: int) -> list[float]:
+    samples = []
+    for i in range(n):
+        start = time.perf_counter()
+        fn(i)
+        samples.append((time.perf_counter() - start) * 1e6)
+    return samples
+
+
+def layer_timings(home: Path, model: Any, opa_url: str, n: int) -> list[tuple[str, list[float]]]:
+    """Time each layer of the request path in this process (microseconds per call)."""
+    import numpy as np
+    import torch
+
+    from service.app.config import load_config
+    from service.app.gate import verify_model
+    from service.app.layers import build_layers
+    from service.sanitizer import parse_instances
+
+    config = load_config(
+        {
+            "ZTML_HOME": str(home),
+            "ZTML_MODEL_PATH": str(model.path),
+            "ZTML_OPA_URL": opa_url,
+        }
+    )
+    layers = build_layers(config, verify_model(config))
+    body = digit_body()
+    x = parse_instances(json.loads(body), max_batch=256)
+    subject_tokens = tokens(home, 50)
+    headers = [f"Bearer {t}" for t in subject_tokens]
+    policy_input = {
+        "subject": {
+            "sub": "bench",
+            "roles": ["predictor"],
+            "tenant": "demo",
+            "scopes": ["predict"],
+        },
+        "action": "predict",
+        "model": {"name": "digits", "digest": model.digest, "tenant": "demo", "risk_tier": "low"},
+        "request": {"batch_size": 1, "client_address": "127.0.0.1", "time": "2026-11-22T10:00:00Z"},
+        "monitor": {
+            "rate_per_minute": 1.0,
+            "extraction_suspicion": 0.0,
+            "extraction_flagged": False,
+            "flood": False,
+            "drift": False,
+            "flagged_input": False,
+        },
+    }
+
+    async def opa_samples() -> list[float]:
+        out = []
+        for _ in range(n):
+            start = time.perf_counter()
+            await layers.authorizer.decide(policy_input)
+            out.append((time.perf_counter() - start) * 1e6)
+        await layers.authorizer.close()
+        return out
+
+    event = {
+        "kind": "request",
+        "request_id": "bench",
+        "subject": "bench",
+        "tenant": "demo",
+        "model_digest": model.digest,
+        "action": "predict",
+        "decision": None,
+        "status": 200,
+        "latency_ms": 1.0,
+        "input_digest": "sha256:" + "0" * 64,
+        "client": "127.0.0.1",
+    }
+    xt = torch.from_numpy(x)
+
+    def infer(_: int) -> None:
+        with torch.no_grad():
+            torch.softmax(layers.model(xt), dim=1)
+
+    from service.app.pipeline import Pipeline
+
+    pipeline = Pipeline(layers)
+    rng = np.random.default_rng(0)
+    results = [
+        (
+            "authn (JWT EdDSA verify)",
+            time_calls(lambda i: layers.verifier.verify(headers[i % 50]), n),
+        ),
+        ("authn (token seen before)", time_calls(lambda i: pipeline._verify(headers[i % 50]), n)),
+        (
+            "rate limit + flood (SQLite)",
+            time_calls(
+                lambda i: (
+                    layers.rate_limiter.acquire(f"b{i}", rate_per_minute=1e6, burst=1000),
+                    layers.flood.observe(f"b{i}"),
+                ),
+                n,
+            ),
+        ),
+        (
+            "extraction (SQLite)",
+            time_calls(
+                lambda i: layers.extraction.observe(f"e{i % 50}", x + rng.random() * 1e-3), n
+            ),
+        ),
+        ("OPA decision (HTTP)", asyncio.run(opa_samples())),
+        (
+            "sanitizer (JSON + parse)",
+            time_calls(lambda _: parse_instances(json.loads(body), max_batch=256), n),
+        ),
+        ("squeezer (4 forward passes)", time_calls(lambda _: layers.squeezer.analyze(x), n)),
+        ("inference (1 forward pass)", time_calls(infer, n)),
+        ("audit append", time_calls(lambda _: layers.audit.append(dict(event)), n)),
+    ]
+    layers.close()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="400 requests per server")
+    parser.add_argument("--requests", type=int, default=None)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1, choices=[1, 2])
+    parser.add_argument(
+        "--model-dir", type=Path, default=None, help="model.safetensors + metrics.json"
+    )
+    args = parser.parse_args(argv)
+    total = args.requests or (400 if args.quick else 2000)
+    layer_calls = 300 if args.quick else 2000
+
+    from service.stack.runner import StackOptions, start_stack, stop_stack
+
+    home = Path(tempfile.mkdtemp(prefix="ztml-bench-"))
+    os.environ["ZTML_HOME"] = str(home)
+    state = None
+    bare_pid = None
+    try:
+        model = prepare_home(home, args.model_dir)
+        env = {
+            "ZTML_RATE_PER_MINUTE": "1000000",
+            "ZTML_RATE_BURST": "100000",
+            "ZTML_FLOOD_GLOBAL_PER_MINUTE": "1000000",
+        }
+        console.print(
+            f"starting the hardened stack and the bare service ({args.workers} worker(s)) ..."
+        )
+        state = start_stack(
+            StackOptions(
+                home=home,
+                model_path=model.path,
+                model_digest=model.digest,
+                workers=args.workers,
+                extra_env=env,
+            )
+        )
+        bare_port = free_port()
+        bare_log = home / "logs" / "bare.log"
+        bare = start_process(
+            [
+                sys.executable,
+                "-m",
+                "bentoml",
+                "serve",
+                "benchmarks.bare_service:BareModelService",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(bare_port),
+            ],
+            log_path=bare_log,
+            env={
+                **os.environ,
+                "ZTML_MODEL_PATH": str(model.path),
+                "ZTML_WORKERS": str(args.workers),
+                "BENTOML_HOME": str(home / "bentoml"),
+                "BENTOML_DO_NOT_TRACK": "True",
+            },
+            cwd=PROJECT_ROOT,
+        )
+        bare_pid = bare.pid
+        wait_ready(
+            f"http://127.0.0.1:{bare_port}/readyz",
+            process=bare,
+            what="bare service",
+            log_path=bare_log,
+            timeout=180,
+        )
+        body = digit_body()
+        auth = tokens(home, 500)
+        servers = (
+            ("bare", f"http://127.0.0.1:{bare_port}/predict", None),
+            ("hardened", f"{state.service_url}/predict", auth),
+        )
+        latency: dict[str, list[float]] = {"bare": [], "hardened": []}
+        load: dict[str, list[tuple[int, float, int]]] = {"bare": [], "hardened": []}
+        # Interleaved rounds (the machine may be shared): first one request at a time
+        # (latency: what each request costs), then `concurrency` at a time (throughput).
+        for _ in range(2):
+            for name, url, use in servers:
+                lat, _, _ = asyncio.run(
+                    drive(url, body=body, auth=use, total=total // 4, concurrency=1)
+                )
+                latency[name] += lat
+            for name, url, use in servers:
+                lat, seconds, errors = asyncio.run(
+                    drive(url, body=body, auth=use, total=total // 2, concurrency=args.concurrency)
+                )
+                load[name].append((len(lat), seconds, errors))
+        console.print("timing each layer in-process ...")
+        layers = layer_timings(home, model, state.opa_url, layer_calls)
+    finally:
+        if bare_pid is not None:
+            stop_group(bare_pid)
+        if state is not None:
+            stop_stack(state)
+            log = Path(state.service.log)
+            if log.exists():
+                for line in log.read_text(errors="replace").splitlines():
+                    if " denied: " in line or "failed" in line:
+                        reason = line.split(" denied: ", 1)[-1][-160:]
+                        DENIALS[reason] = DENIALS.get(reason, 0) + 1
+        shutil.rmtree(home, ignore_errors=True)
+
+    def rate(name: str) -> float:
+        return sum(n for n, _, _ in load[name]) / sum(t for _, t, _ in load[name])
+
+    def errors(name: str) -> int:
+        return sum(e for _, _, e in load[name])
+
+    table = Table(
+        title=(
+            f"/predict, 1 image: latency at concurrency 1 ({total // 2} requests), throughput "
+            f"at concurrency {args.concurrency} ({total} requests), {args.workers} worker(s)"
+        )
+    )
+    table.add_column("figure")
+    table.add_column("hardened", justify="right")
+    table.add_column("bare BentoML", justify="right")
+    table.add_column("ratio / added", justify="right")
+    table.add_column("target")
+    for q, label in ((0.5, "p50 latency ms"), (0.99, "p99 latency ms")):
+        h, b = percentile(latency["hardened"], q), percentile(latency["bare"], q)
+        target = "<= 2 ms added" if q == 0.5 else ""
+        table.add_row(label, f"{h:.2f}", f"{b:.2f}", f"+{h - b:.2f} ms", target)
+    hard_rps, bare_rps = rate("hardened"), rate("bare")
+    table.add_row(
+        "throughput req/s",
+        f"{hard_rps:.0f}",
+        f"{bare_rps:.0f}",
+        f"{hard_rps / bare_rps:.2f}x",
+        ">= 0.5x",
+    )
+    table.add_row("non-200 responses", str(errors("hardened")), str(errors("bare")), "", "0")
+    console.print(table)
+    if STATUSES:
+        console.print(f"non-200 statuses: {STATUSES}; service log: {DENIALS}")
+
+    layer_table = Table(title=f"added latency per layer, in-process, {layer_calls} calls each")
+    layer_table.add_column("layer")
+    layer_table.add_column("p50 µs", justify="right")
+    layer_table.add_column("p99 µs", justify="right")
+    layer_table.add_column("mean µs", justify="right")
+    for name, samples in layers:
+        layer_table.add_row(
+            name,
+            f"{percentile(samples, 0.5):.0f}",
+            f"{percentile(samples, 0.99):.0f}",
+            f"{statistics.fmean(samples):.0f}",
+        )
+    console.print(layer_table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
