@@ -30,6 +30,10 @@ def _captum_pgd_accuracy(
         lower_bound=0.0,
         upper_bound=1.0,
     )
+    # Captum's FGSM step ignores gradient entries below zero_thresh (1e-6 by default), which
+    # freezes confidently classified examples whose softmax gradient underflows: at eps 0.2
+    # on the standard model that leaves ~8% accuracy where both attacks reach ~1% with 0.
+    attack.fgsm.zero_thresh = 0.0
     torch.manual_seed(11)
     x_adv = attack.perturb(
         x, radius=eps, step_size=2.5 * eps / steps, step_num=steps, target=y, random_start=True
@@ -40,7 +44,13 @@ def _captum_pgd_accuracy(
 
 @pytest.mark.parametrize(
     ("which", "eps"),
-    [("standard", 0.05), ("standard", 0.1), ("adversarial", 0.1), ("adversarial", 0.2)],
+    [
+        ("standard", 0.05),
+        ("standard", 0.1),
+        ("standard", 0.2),
+        ("adversarial", 0.1),
+        ("adversarial", 0.2),
+    ],
 )
 def test_our_pgd_matches_captum_pgd_within_two_points(
     trained: Trained, test_data: tuple[torch.Tensor, torch.Tensor], which: str, eps: float
