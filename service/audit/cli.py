@@ -16,6 +16,7 @@ from service.audit.reader import TailRecord, follow, last_records
 from service.audit.recover import find_incomplete, remove_incomplete
 from service.audit.segments import check_audit_dir
 from service.audit.verify import AuditReport, audit_bytes, verify_audit_dir
+from service.cli.errors import err_console, fail
 from service.keys.errors import KeyError_
 from service.keys.store import TrustStore
 from service.toolchain.paths import ztml_home
@@ -24,14 +25,8 @@ app = typer.Typer(
     help="Verify, tail and recover the hash-chained, signed audit log.", no_args_is_help=True
 )
 console = Console()
-err_console = Console(stderr=True)
 
 DirArg = Annotated[Path | None, typer.Argument(help="Audit directory (default: $ZTML_HOME/audit).")]
-
-
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(1)
 
 
 def _load_trust(trust_dir: Path | None) -> TrustStore:
@@ -119,7 +114,7 @@ def verify(
     """
     audit_dir = directory or ztml_home() / "audit"
     if sum([anchors is not None, ledger is not None, no_anchors]) > 1:
-        raise _fail("Use at most one of --anchors, --ledger and --no-anchors.")
+        raise fail("Use at most one of --anchors, --ledger and --no-anchors.")
     opened: Any = None
     try:
         check_audit_dir(audit_dir)
@@ -130,7 +125,7 @@ def verify(
         elif not no_anchors:
             path = anchors or default_anchors_path(audit_dir)
             if not path.is_file():
-                raise _fail(
+                raise fail(
                     f"Anchors file {path} not found. Pass the file the service anchors to "
                     "(--anchors FILE), --ledger URL, or --no-anchors to verify without (then "
                     "a cut-off tail or deleted newest segment is undetectable)."
@@ -166,7 +161,7 @@ def verify(
         err_console.print(f"  what: {err.reason}", highlight=False)
         raise typer.Exit(1) from None
     except (AuditError, KeyError_) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     finally:
         if opened is not None:
             opened.close()
@@ -241,7 +236,7 @@ def tail(
             for record in follow(audit_dir):
                 console.print("  ".join(_row(record)))
     except AuditError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     except KeyboardInterrupt:
         return
 
@@ -280,7 +275,7 @@ def recover(
             return
         remove_incomplete(items)
     except AuditError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     console.print(
         f"[green]removed {len(items)} incomplete line(s).[/green] Run `ztml audit verify` next.",
         highlight=False,

@@ -8,23 +8,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from service.authn.errors import AuthenticationError, AuthnError
 from service.authn.issuer import ensure_local_issuer, issue_token, issuers_path
 from service.authn.trust import DEFAULT_AUDIENCE, LOCAL_ISSUER, IssuerTrust
 from service.authn.verifier import JWTVerifier
+from service.cli.errors import err_console, fail
 from service.keys.errors import KeyError_
 from service.keys.store import Signer
 from service.toolchain.paths import POLICIES_DIR, ztml_home
 
 app = typer.Typer(help="Issue and inspect bearer tokens (EdDSA JWTs) for the model service.")
-err_console = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
 
 
 def _split(value: str | None) -> list[str]:
@@ -70,10 +64,10 @@ def issue(
     """
     role_list = _split(roles)
     if not role_list:
-        raise _fail("--roles is empty; pass e.g. --roles predictor,analyst.")
+        raise fail("--roles is empty; pass e.g. --roles predictor,analyst.")
     scope_list = _split(scopes) if scopes is not None else _scopes_for(role_list)
     if not scope_list:
-        raise _fail(
+        raise fail(
             f"No scopes for roles {', '.join(role_list)} (unknown roles?); pass --scopes, "
             "e.g. --scopes predict,metadata."
         )
@@ -96,7 +90,7 @@ def issue(
             ttl_seconds=ttl,
         )
     except (AuthnError, KeyError_) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     typer.echo(token)
 
 
@@ -132,9 +126,9 @@ def inspect(
         verifier = JWTVerifier(IssuerTrust.load(path))
         claims = verifier.verify(header)
     except AuthenticationError as err:
-        raise _fail(f"token rejected: {err.reason}") from None
+        raise fail(f"token rejected: {err.reason}") from None
     except AuthnError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     typer.echo(
         json.dumps(
             {

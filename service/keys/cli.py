@@ -9,12 +9,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from service.cli.errors import fail
 from service.keys.errors import KeyError_
 from service.keys.store import STANDARD_KEYS, init_keys
 from service.toolchain.paths import ztml_home
 
 app = typer.Typer(help="Create and list signing keys (Ed25519, 0600 files in a 0700 directory).")
-err_console = Console(stderr=True)
 
 
 @app.command("init")
@@ -36,8 +36,7 @@ def init(
     try:
         infos = init_keys(target, name or list(STANDARD_KEYS))
     except KeyError_ as err:
-        err_console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(1) from None
+        raise fail(err) from None
     table = Table(title=f"keys in {target}")
     for column in ("name", "key id", "public key", "status"):
         table.add_column(column)

@@ -24,6 +24,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from service.chain.core import Checkpoint
 from service.chain.errors import ChainError
+from service.cli.errors import err_console, fail
 from service.keys.canonical import canonical_json
 from service.keys.errors import KeyError_
 from service.keys.store import Signer, TrustStore
@@ -44,7 +45,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console()
-err_console = Console(stderr=True)
 
 LedgerOpt = Annotated[
     str | None,
@@ -72,11 +72,6 @@ ExpectHeadOpt = Annotated[
 ]
 
 
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(1)
-
-
 @contextmanager
 def _errors() -> Iterator[None]:
     """Turn the ledger's and the key store's errors into a red message and exit 1."""
@@ -89,7 +84,7 @@ def _errors() -> Iterator[None]:
         )
         raise typer.Exit(1) from None
     except (LedgerError, KeyError_, ChainError) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
 
 
 def _signer(key: Path | None, identity: str | None, role: str) -> Signer:
@@ -100,7 +95,7 @@ def _signer(key: Path | None, identity: str | None, role: str) -> Signer:
 def _trust(directory: Path | None) -> TrustStore:
     directory = directory or ztml_home() / "keys"
     if not directory.is_dir() or not any(directory.glob("*.pub")):
-        raise _fail(
+        raise fail(
             f"No trusted public keys (*.pub) in {directory}. Create keys with `ztml keys init` "
             "or pass --trust DIR with the signers' public keys."
         )
@@ -109,19 +104,19 @@ def _trust(directory: Path | None) -> TrustStore:
 
 def _expectation(checkpoint: Path | None, expect_head: str | None) -> Any:
     if checkpoint is not None and expect_head is not None:
-        raise _fail("Give either --checkpoint or --expect-head, not both.")
+        raise fail("Give either --checkpoint or --expect-head, not both.")
     if checkpoint is not None:
         try:
             return Checkpoint.from_dict(json.loads(checkpoint.read_text()))
         except (OSError, ValueError, AttributeError) as err:
-            raise _fail(
+            raise fail(
                 f"Cannot read checkpoint {checkpoint}: {err}. Pass the JSON file written by "
                 "`ztml ledger checkpoint --out FILE`."
             ) from None
     if expect_head is not None:
         seq, _, head = expect_head.partition(":")
         if not seq.isdigit() or len(head) != 64:
-            raise _fail(f"--expect-head {expect_head!r} must be SEQ:HASH (64 hex digits).")
+            raise fail(f"--expect-head {expect_head!r} must be SEQ:HASH (64 hex digits).")
         return ExpectedHead(int(seq), head.lower(), f"expected head {expect_head}")
     return None
 
@@ -348,7 +343,7 @@ def verify_export_file(
     try:
         text = file.read_bytes()
     except OSError as err:
-        raise _fail(f"Cannot read export {file}: {err.strerror}.") from None
+        raise fail(f"Cannot read export {file}: {err.strerror}.") from None
     with _errors():
         report = verify_export_text(text, store, expect=expect)
         print_report(console, report, str(file))

@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from service.cli.errors import err_console, fail
 from service.model.errors import ModelError
 from service.toolchain.paths import ztml_home
 
@@ -34,7 +35,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console()
-err_console = Console(stderr=True)
 
 
 class DefenseChoice(StrEnum):
@@ -60,8 +60,7 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except ModelError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        raise fail(exc) from None
 
 
 @contextmanager

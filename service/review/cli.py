@@ -14,6 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from service.cli.errors import fail
 from service.review.errors import ReviewError
 from service.review.queue import ReviewItem, ReviewQueue
 from service.review.render import heatmap, printable
@@ -24,7 +25,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console()
-err_console = Console(stderr=True)
 MAX_SHOWN_IMAGES = 16
 
 
@@ -52,11 +52,6 @@ def _open(db: Path | None) -> ReviewQueue:
     return ReviewQueue(db or ztml_home() / "review.db")
 
 
-def _fail(err: Exception) -> typer.Exit:
-    err_console.print(Text.assemble(("error:", "red"), f" {err}"))
-    return typer.Exit(1)
-
-
 @app.command("list")
 def list_items(
     status: Annotated[
@@ -70,7 +65,7 @@ def list_items(
         with _open(db) as queue:
             items = queue.list(status.value)
     except ReviewError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     if as_json:
         rows = [{k: v for k, v in i.to_dict().items() if k != "instances"} for i in items]
         typer.echo(json.dumps(rows, indent=2))
@@ -119,7 +114,7 @@ def show(
         with _open(db) as queue:
             item = queue.get(item_id)
     except ReviewError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     if as_json:
         typer.echo(json.dumps(item.to_dict(), indent=2))
         return
@@ -152,7 +147,7 @@ def resolve(
                 item_id, verdict=verdict.value, reviewer=reviewer or getpass.getuser(), note=note
             )
     except ReviewError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     console.print(
         Text.assemble(
             ("resolved", "green"),
