@@ -104,6 +104,7 @@ def up(
     from service.stack.errors import StackError
     from service.stack.runner import StackOptions, check_not_running, start_stack, stop_stack, watch
     from service.toolchain.errors import ToolchainError
+    from service.toolchain.opa import find_opa
     from service.toolchain.paths import ztml_home
 
     home = ztml_home()
@@ -113,6 +114,7 @@ def up(
     stopped: str | None = None
     try:
         check_not_running(home)
+        find_opa()  # fail before minutes of training, not after
         model_path, digest = _provision(home, retrain=retrain)
         console.print("starting OPA and the model service ...")
         state = start_stack(

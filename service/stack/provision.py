@@ -117,5 +117,8 @@ def ensure_demo_model(home: Path, *, retrain: bool, progress: Progress) -> DemoM
                 ledger.approve(digest, signer=approver, comment="demo model approved by ztml up")
                 approved_now = True
     except (LedgerError, KeyError_) as err:
-        raise ProvisionError(f"Cannot register or approve the demo model: {err}") from None
+        raise ProvisionError(
+            f"Cannot register or approve the demo model: {err} If the demo model was changed "
+            "or damaged, train a new one with `ztml up --retrain`."
+        ) from None
     return DemoModel(path, metrics_path, digest, trained_now, registered_now, approved_now)

@@ -119,3 +119,40 @@ def test_port_in_use_is_a_clear_error(up_home: Path) -> None:
     assert result.returncode == 1
     assert f"Port {port}" in result.stderr and "Traceback" not in result.stderr
     assert read_state(up_home) is None
+
+
+def test_missing_opa_is_a_clear_error_with_how_to_install(up_home: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "no-tools"
+    empty.mkdir()
+    result = subprocess.run(
+        [ZTML, "up", "--detach"],
+        env={
+            **os.environ,
+            "ZTML_HOME": str(up_home),
+            "ZTML_TOOLS": str(empty),
+            "ZTML_OPA": str(empty / "opa"),
+            "PATH": "/usr/bin:/bin",
+            "COLUMNS": "400",
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "OPA" in result.stderr and "install" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert read_state(up_home) is None
+
+
+def test_tampered_demo_model_is_refused_not_re_registered(up_home: Path) -> None:
+    from service.stack.provision import demo_model_dir
+
+    artifact = demo_model_dir(up_home) / "model.safetensors"
+    data = bytearray(artifact.read_bytes())
+    data[-1] ^= 0x01
+    artifact.write_bytes(bytes(data))
+    result = ztml(up_home, "up", "--detach")
+    assert result.returncode == 1
+    assert "digest" in result.stderr and "Traceback" not in result.stderr
+    assert read_state(up_home) is None

@@ -1,0 +1,116 @@
+"""The request path in-process (real layers, the stack's OPA) under other configurations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from tests.service.app.harness import Stack, digit_rows, events_for, token
+from tests.service.app.test_app_resilience import pgd_rows
+
+pytestmark = pytest.mark.system
+
+
+def client_for(stack: Stack, **env: str) -> Iterator[tuple[TestClient, Any]]:
+    from service.app.config import load_config
+    from service.app.gate import verify_model
+    from service.app.layers import build_layers
+    from service.app.pipeline import Pipeline
+
+    config = load_config(
+        {
+            "ZTML_HOME": str(stack.home),
+            "ZTML_MODEL_PATH": str(stack.model_path),
+            "ZTML_OPA_URL": f"http://127.0.0.1:{stack.opa_port}",
+            **env,
+        }
+    )
+    pipeline = Pipeline(build_layers(config, verify_model(config)))
+
+    async def predict(request: Request) -> Response:
+        return await pipeline.handle(request, "predict")
+
+    app = Starlette(routes=[Route("/predict", predict, methods=["POST"])])
+    with TestClient(app) as client:
+        yield client, pipeline
+        client.portal.call(pipeline.layers.authorizer.close)  # type: ignore[union-attr]
+    pipeline.layers.close()
+
+
+@pytest.fixture
+def high_risk(stack: Stack) -> Iterator[tuple[TestClient, Any]]:
+    yield from client_for(stack, ZTML_RISK_TIER="high")
+
+
+@pytest.fixture
+def small_drift_window(stack: Stack) -> Iterator[tuple[TestClient, Any]]:
+    yield from client_for(stack, ZTML_DRIFT_WINDOW="10")
+
+
+def bearer(stack: Stack, sub: str, roles: tuple[str, ...]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(stack.home, sub, roles=roles)}"}
+
+
+def test_flagged_input_is_rejected_when_the_policy_says_reject(
+    stack: Stack, high_risk: tuple[TestClient, Any]
+) -> None:
+    client, _ = high_risk
+    headers = bearer(stack, "owner", ("model-owner",))
+    clean = client.post("/predict", json={"instances": digit_rows(2)}, headers=headers)
+    assert clean.status_code == 200, clean.text
+    attacked = client.post(
+        "/predict", json={"instances": pgd_rows(stack, 10, eps=0.3)}, headers=headers
+    )
+    assert attacked.status_code == 422, attacked.text
+    error = attacked.json()["error"]
+    assert error["code"] == "input_flagged" and error["flagged"]
+    events = events_for(stack.home, attacked.headers["x-request-id"])
+    assert [e["status"] for e in events if e["kind"] == "request"] == [422]
+
+
+def test_predictor_may_not_use_a_high_risk_model(
+    stack: Stack, high_risk: tuple[TestClient, Any]
+) -> None:
+    client, _ = high_risk
+    response = client.post(
+        "/predict",
+        json={"instances": digit_rows(1)},
+        headers=bearer(stack, "pred", ("predictor",)),
+    )
+    assert response.status_code == 403
+    assert any("high risk" in r for r in response.json()["error"]["reasons"])
+
+
+def test_drifted_inputs_write_a_drift_audit_event(
+    stack: Stack, small_drift_window: tuple[TestClient, Any]
+) -> None:
+    client, _ = small_drift_window
+    shifted = [[min(1.0, v + 0.5) for v in row] for row in digit_rows(10)]
+    response = client.post(
+        "/predict", json={"instances": shifted}, headers=bearer(stack, "drifter", ("predictor",))
+    )
+    assert response.status_code == 200, response.text
+    events = events_for(stack.home, response.headers["x-request-id"])
+    assert [e["kind"] for e in events].count("drift") == 1
+    assert [e["kind"] for e in events].count("request") == 1
+
+
+def test_in_distribution_inputs_write_no_drift_event(
+    stack: Stack, small_drift_window: tuple[TestClient, Any]
+) -> None:
+    client, _ = small_drift_window
+    response = client.post(
+        "/predict",
+        json={"instances": digit_rows(10, start=100)},
+        headers=bearer(stack, "steady", ("predictor",)),
+    )
+    assert response.status_code == 200
+    kinds = [e["kind"] for e in events_for(stack.home, response.headers["x-request-id"])]
+    assert "drift" not in kinds
