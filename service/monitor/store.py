@@ -22,6 +22,7 @@ from pathlib import Path
 
 from service.monitor.errors import MonitorStoreError
 from service.toolchain.paths import ztml_home
+from service.toolchain.sqlite import connect_shared
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -54,15 +55,9 @@ class MonitorStore:
             self.db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not self.db_path.exists():
                 os.close(os.open(self.db_path, os.O_WRONLY | os.O_CREAT, 0o600))
-            conn = sqlite3.connect(
-                self.db_path,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-                isolation_level=None,
-                check_same_thread=False,
+            conn = connect_shared(
+                self.db_path, busy_timeout_ms=BUSY_TIMEOUT_MS, synchronous="NORMAL"
             )
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("BEGIN IMMEDIATE")
             for statement in filter(None, (s.strip() for s in self._schema.split(";"))):
                 conn.execute(statement)

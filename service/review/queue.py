@@ -29,6 +29,7 @@ from service.review.errors import (
     ReviewStateError,
     ReviewStoreError,
 )
+from service.toolchain.sqlite import connect_shared
 
 Status = Literal["open", "resolved"]
 StatusFilter = Literal["open", "resolved", "all"]
@@ -197,15 +198,7 @@ class ReviewQueue:
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-                check_same_thread=False,
-                isolation_level=None,
-            )
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
+            conn = connect_shared(self.path, busy_timeout_ms=BUSY_TIMEOUT_MS, synchronous="NORMAL")
             conn.executescript(_SCHEMA)
         except sqlite3.DatabaseError as err:
             raise ReviewStoreError(

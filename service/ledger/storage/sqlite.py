@@ -14,6 +14,7 @@ from typing import Any
 
 from service.ledger.errors import BackendError, LedgerNotFoundError
 from service.ledger.storage.base import PAGE_SIZE, AppendBuilder, Row
+from service.toolchain.sqlite import connect_shared
 
 BUSY_TIMEOUT_S = 60.0
 
@@ -84,16 +85,10 @@ class SqliteBackend:
         try:
             if create:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(
-                str(self.path),
-                timeout=BUSY_TIMEOUT_S,
-                isolation_level=None,
-                check_same_thread=False,
+            self._conn = connect_shared(
+                self.path, busy_timeout_ms=int(BUSY_TIMEOUT_S * 1000), synchronous="FULL"
             )
             self._conn.text_factory = bytes
-            self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = FULL")
             if create:
                 self._conn.execute("BEGIN IMMEDIATE")
                 for statement in SCHEMA:
