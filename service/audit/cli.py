@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from service.audit.anchors import AnchorSink, FileAnchorSink, LedgerAnchorSink, default_anchors_path
@@ -17,6 +16,7 @@ from service.audit.recover import find_incomplete, remove_incomplete
 from service.audit.segments import check_audit_dir
 from service.audit.verify import AuditReport, audit_bytes, verify_audit_dir
 from service.cli.errors import err_console, fail
+from service.cli.progress import work_progress
 from service.keys.errors import KeyError_
 from service.keys.store import TrustStore
 from service.toolchain.paths import ztml_home
@@ -132,14 +132,7 @@ def verify(
                 )
             sink = FileAnchorSink(path)
         total = audit_bytes(audit_dir)
-        with Progress(
-            TextColumn("verifying"),
-            BarColumn(),
-            DownloadColumn(),
-            TimeRemainingColumn(),
-            console=err_console,
-            transient=True,
-        ) as progress:
+        with work_progress("verifying", unit="bytes") as progress:
             task = progress.add_task("verify", total=total)
             report = verify_audit_dir(
                 audit_dir,

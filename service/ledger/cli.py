@@ -20,11 +20,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from service.chain.core import Checkpoint
 from service.chain.errors import ChainError
 from service.cli.errors import err_console, fail
+from service.cli.progress import work_progress
 from service.keys.canonical import canonical_json
 from service.keys.errors import KeyError_
 from service.keys.store import Signer, TrustStore
@@ -125,15 +125,8 @@ def _open(url: str | None, *, create: bool = False) -> Ledger:
     return open_ledger(url or default_ledger_url(), create=create)
 
 
-def _progress(total: int | None, label: str, *, data: bool = False) -> Progress:
-    columns: list[Any] = [TextColumn(label), BarColumn()]
-    columns.append(DownloadColumn() if data else TextColumn("{task.completed}/{task.total}"))
-    columns.append(TimeRemainingColumn())
-    return Progress(*columns, console=err_console, transient=True, disable=total == 0)
-
-
 def _with_progress(total: int, label: str, work: Callable[[Callable[[int], None]], Any]) -> Any:
-    with _progress(total, label) as progress:
+    with work_progress(label, disable=total == 0) as progress:
         task = progress.add_task(label, total=total)
         return work(lambda n: progress.advance(task, n))
 
@@ -169,7 +162,10 @@ def register(
         if not artifact.is_file():
             hash_artifact(artifact)  # raises the error naming the problem; creates nothing
         size = artifact.stat().st_size
-        with _open(ledger, create=True) as opened, _progress(size, "hashing", data=True) as bar:
+        with (
+            _open(ledger, create=True) as opened,
+            work_progress("hashing", unit="bytes", disable=size == 0) as bar,
+        ):
             task = bar.add_task("hashing", total=size)
             record = opened.register_artifact(
                 artifact,
