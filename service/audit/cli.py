@@ -30,19 +30,9 @@ DirArg = Annotated[Path | None, typer.Argument(help="Audit directory (default: $
 
 
 def _load_trust(trust_dir: Path | None) -> TrustStore:
-    directory = trust_dir or ztml_home() / "keys"
-    if not directory.is_dir():
-        raise AuditTrustError(
-            f"Trust directory {directory} does not exist; pass --trust DIR holding the audit "
-            "public key (audit.pub), or create keys with `ztml keys init`."
-        )
-    trust = TrustStore.from_directory(directory)
-    if not trust.keys:
-        raise AuditTrustError(
-            f"Trust directory {directory} holds no *.pub key; copy the audit public key "
-            "(audit.pub) there or pass --trust DIR."
-        )
-    return trust
+    return TrustStore.from_trust_directory(
+        trust_dir or ztml_home() / "keys", needed="the audit public key (audit.pub)"
+    )
 
 
 def _ledger_sink(url: str, trust: TrustStore) -> tuple[AnchorSink, Any]:

@@ -204,6 +204,28 @@ class TrustStore:
             load_public_key(p) for p in sorted(Path(directory).glob("*.pub"))
         )
 
+    @classmethod
+    def from_trust_directory(
+        cls, directory: Path, *, needed: str = "the signers' public keys"
+    ) -> TrustStore:
+        """Trust the ``*.pub`` keys of a ``--trust`` directory, which must hold at least one.
+
+        Args:
+            directory: The directory of trusted public keys (usually ``$ZTML_HOME/keys``).
+            needed: Which public keys the caller verifies with, named in the error.
+
+        Raises:
+            KeyFileError: the directory is missing or holds no ``*.pub`` key, or a key
+                file in it is not an Ed25519 public key.
+        """
+        directory = Path(directory)
+        if not directory.is_dir() or not any(directory.glob("*.pub")):
+            raise KeyFileError(
+                f"No trusted public keys (*.pub) in {directory}. Create keys with "
+                f"`ztml keys init` or pass --trust DIR with {needed}."
+            )
+        return cls.from_directory(directory)
+
     def add(self, public_key: Ed25519PublicKey) -> str:
         """Trust one more key; return its key id."""
         kid = key_id(public_key)

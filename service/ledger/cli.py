@@ -93,13 +93,7 @@ def _signer(key: Path | None, identity: str | None, role: str) -> Signer:
 
 
 def _trust(directory: Path | None) -> TrustStore:
-    directory = directory or ztml_home() / "keys"
-    if not directory.is_dir() or not any(directory.glob("*.pub")):
-        raise fail(
-            f"No trusted public keys (*.pub) in {directory}. Create keys with `ztml keys init` "
-            "or pass --trust DIR with the signers' public keys."
-        )
-    return TrustStore.from_directory(directory)
+    return TrustStore.from_trust_directory(directory or ztml_home() / "keys")
 
 
 def _expectation(checkpoint: Path | None, expect_head: str | None) -> Any:

@@ -100,3 +100,16 @@ def test_keys_init_cli_refuses_loose_permissions_with_the_fix(
     result = CliRunner().invoke(app, ["keys", "init", "--name", "trainer"])
     assert result.exit_code == 1
     assert "chmod 600" in result.output
+
+
+def test_a_trust_directory_without_public_keys_is_refused(tmp_path: Path):
+    (tmp_path / "empty").mkdir()
+    for directory in (tmp_path / "empty", tmp_path / "missing"):
+        with pytest.raises(KeyFileError, match=r"No trusted public keys .*audit\.pub"):
+            TrustStore.from_trust_directory(directory, needed="the audit key (audit.pub)")
+
+
+def test_a_trust_directory_trusts_exactly_its_public_keys(tmp_path: Path):
+    infos = init_keys(tmp_path / "keys", ["trainer", "approver"])
+    trust = TrustStore.from_trust_directory(tmp_path / "keys")
+    assert set(trust.keys) == {info.key_id for info in infos}
