@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from service.authn.errors import TLSSetupError
+from service.keys.store import write_private_pem
 from service.toolchain.paths import ztml_home
 
 VALIDITY_DAYS = 90
@@ -98,15 +99,8 @@ class DevCertificates:
 
 
 def _write_private(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
+    write_private_pem(path, key)
 
 
 def _write_cert(path: Path, cert: x509.Certificate) -> None:

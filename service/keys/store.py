@@ -20,6 +20,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from service.keys.errors import KeyFileError, KeyPermissionError, SignatureError, UntrustedKeyError
 
@@ -110,6 +111,25 @@ class KeyInfo:
     created: bool
 
 
+def write_private_pem(path: Path, private_key: PrivateKeyTypes) -> None:
+    """Write a private key as an unencrypted PKCS#8 PEM file readable by its owner only.
+
+    The file is created ``0600`` with ``O_EXCL``, so an existing file (or a link planted
+    in its place) is never overwritten or followed.
+
+    Raises:
+        FileExistsError: ``path`` already exists.
+    """
+    pem = private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+
+
 def _secure_dir(directory: Path) -> None:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
@@ -138,14 +158,7 @@ def init_keys(directory: Path, names: Sequence[str] = STANDARD_KEYS) -> list[Key
             private = load_private_key(private_path)
         else:
             private = Ed25519PrivateKey.generate()
-            pem = private.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-            fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(pem)
+            write_private_pem(private_path, private)
             created = True
         public = private.public_key()
         if not public_path.exists() or created:

@@ -8,7 +8,14 @@ from typer.testing import CliRunner
 
 from service.cli.main import app
 from service.keys.errors import KeyFileError, KeyPermissionError, SignatureError, UntrustedKeyError
-from service.keys.store import Signer, TrustStore, init_keys, key_id, load_private_key
+from service.keys.store import (
+    Signer,
+    TrustStore,
+    init_keys,
+    key_id,
+    load_private_key,
+    write_private_pem,
+)
 
 
 def _mode(path: Path) -> int:
@@ -113,3 +120,13 @@ def test_a_trust_directory_trusts_exactly_its_public_keys(tmp_path: Path):
     infos = init_keys(tmp_path / "keys", ["trainer", "approver"])
     trust = TrustStore.from_trust_directory(tmp_path / "keys")
     assert set(trust.keys) == {info.key_id for info in infos}
+
+
+def test_a_private_pem_is_written_0600_and_never_over_an_existing_file(tmp_path: Path):
+    path = tmp_path / "k.key"
+    write_private_pem(path, Ed25519PrivateKey.generate())
+    assert _mode(path) == 0o600
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError):
+        write_private_pem(path, Ed25519PrivateKey.generate())
+    assert path.read_bytes() == before
