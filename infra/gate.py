@@ -143,7 +143,7 @@ def gate_input(
     approver_key_ids: Sequence[str],
     thresholds: Thresholds,
 ) -> dict[str, Any]:
-    """Build the provenance policy's input document (shape fixed by the contract)."""
+    """Build the provenance policy's input document (the shape policies/provenance expects)."""
     return {
         "digest": digest,
         "ledger": {"verified": evidence.verified, "records": evidence.records},

@@ -1,6 +1,6 @@
 """The audit event schema: what may be logged, checked before anything is written.
 
-An event (see the project contracts)::
+An event::
 
     {"time": "2026-11-22T10:00:00.123Z", "kind": "request", "request_id": "r-1",
      "subject": "alice", "tenant": "acme", "model_digest": "sha256:<64 hex>",

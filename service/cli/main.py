@@ -1,6 +1,6 @@
 """Entry point of the ``ztml`` command.
 
-Each area (keys, ledger, audit, model, token, review, the local stack) owns its own
+Each part (keys, ledger, audit, model, token, review, the local stack) has its own
 Typer sub-application in its package; this module only wires them together, so
 ``ztml --help`` starts fast and never imports torch.
 """
@@ -28,7 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# (module holding a Typer app named `app`, sub-command name). Each area adds its line.
+# (module holding a Typer app named `app`, sub-command name), one per package CLI.
 SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("service.keys.cli", "keys"),
     ("service.ledger.cli", "ledger"),

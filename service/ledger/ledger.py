@@ -417,7 +417,7 @@ class Ledger:
         expect: Checkpoint | ExpectedHead | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
-        """Return ``{"verified": bool, "records": [...]}`` (records as in contracts.md).
+        """Return ``{"verified": bool, "records": [...]}`` (records in their exported form).
 
         ``verified`` is true only when ``trust`` was given and every exported record was
         verified in the same pass that read it.

@@ -1,4 +1,4 @@
-"""Read the metrics JSON written by ``ztml model train`` (see contracts.md)."""
+"""Read the metrics JSON written by ``ztml model train`` (see service/model/metrics.py)."""
 
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ class Record:
         return self.signer["key_id"]
 
     def to_dict(self) -> dict[str, Any]:
-        """The exported JSON form of the record (contracts.md)."""
+        """The exported JSON form of the record (see service/ledger/README.md)."""
         return {
             "seq": self.seq,
             "type": self.type,

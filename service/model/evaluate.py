@@ -1,6 +1,6 @@
 """Measure clean and robust accuracy on the test split.
 
-Robust entries follow the metrics contract (``attack``, ``norm``, ``epsilon``, ``steps``,
+Robust entries follow the ``metrics.json`` format (``attack``, ``norm``, ``epsilon``, ``steps``,
 ``restarts``, ``accuracy``). Attack names:
 
 - ``fgsm``: one signed-gradient step of size eps on cross-entropy;
@@ -75,7 +75,7 @@ def evaluate_model(
         progress: Optional callback ``progress(done, total)``.
 
     Returns:
-        The ``evaluation`` object of the metrics contract.
+        The ``evaluation`` object of ``metrics.json``.
     """
     config = config or EvalConfig()
     if x is None or y is None:

@@ -1,6 +1,8 @@
-"""The ``metrics.json`` written beside every artifact (see the metrics contract).
+"""The ``metrics.json`` written beside every artifact.
 
-Besides the contract's fields the file carries ``artifact`` (digest, format and size of
+The file holds ``model`` (name, version, defense, format), ``training_data_digest``,
+``code_revision``, ``hyperparameters``, ``evaluation`` (clean and robust accuracy) and
+``training_seconds``, and also ``artifact`` (digest, format and size of
 ``model.safetensors``), so a metrics file can be checked against the artifact it claims
 to describe before it is registered in the provenance ledger.
 """

@@ -111,7 +111,7 @@ def register(ledger: Ledger, trainer: Signer) -> Register:
 
 @pytest.fixture
 def evaluation() -> dict[str, Any]:
-    """A valid evaluation (contracts.md), fresh per test."""
+    """A valid ``evaluation`` object of ``metrics.json``, fresh per test."""
     return {**EVALUATION, "robust": [dict(r) for r in EVALUATION["robust"]]}
 
 

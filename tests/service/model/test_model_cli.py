@@ -1,4 +1,4 @@
-"""``ztml model``: help, a tiny training run writing contract metrics, evaluate, register."""
+"""``ztml model``: help, a tiny training run writing complete metrics, evaluate, register."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from service.model.artifact import file_digest
 from service.model.cli import app
 
 runner = CliRunner()
-CONTRACT_KEYS = {
+METRICS_KEYS = {
     "model",
     "training_data_digest",
     "code_revision",
@@ -49,9 +49,9 @@ def test_each_command_has_help(command: str) -> None:
 
 
 @pytest.mark.slow
-def test_train_writes_artifact_and_contract_metrics(trained_dir: Path) -> None:
+def test_train_writes_artifact_and_complete_metrics(trained_dir: Path) -> None:
     metrics = json.loads((trained_dir / "metrics.json").read_text())
-    assert set(metrics) >= CONTRACT_KEYS
+    assert set(metrics) >= METRICS_KEYS
     assert metrics["model"] == {
         "name": "digits-mlp",
         "version": "1.0.0+none.tiny",
