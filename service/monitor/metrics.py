@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -39,16 +39,7 @@ Outcome = Literal[
     "policy_unavailable",
     "error",
 ]
-OUTCOMES: tuple[Outcome, ...] = (
-    "ok",
-    "unauthenticated",
-    "rate_limited",
-    "denied",
-    "invalid_input",
-    "flagged",
-    "policy_unavailable",
-    "error",
-)
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 SUSPICION_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
