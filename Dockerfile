@@ -55,4 +55,4 @@ ENV PATH=/opt/ztml/venv/bin:$PATH \
 WORKDIR /opt/ztml
 USER 10001:10001
 EXPOSE 3000
-CMD ["bentoml", "serve", "service.app.service:ZtmlModelService", "--host", "0.0.0.0", "--port", "3000"]
+CMD ["python", "-m", "service.app.serve", "service.app.service:ZtmlModelService", "--host", "0.0.0.0", "--port", "3000"]

@@ -28,9 +28,12 @@ from infra.hardening import (
 
 SERVICE_PORT = 3000
 MODEL_LABELS = {"app.kubernetes.io/name": "ztml-model", "app.kubernetes.io/part-of": "ztml"}
+# `bentoml serve`, with BentoML's process-manager control sockets on Unix sockets instead of
+# loopback TCP ports other containers of the pod could reach (service/app/serve.py).
 SERVE_COMMAND = (
-    "bentoml",
-    "serve",
+    "python",
+    "-m",
+    "service.app.serve",
     "service.app.service:ZtmlModelService",
     "--host",
     "0.0.0.0",  # noqa: S104 - the pod network; NetworkPolicies decide who may connect

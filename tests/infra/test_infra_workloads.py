@@ -139,7 +139,12 @@ def _model(run: Any) -> tuple[str, dict[str, Any]]:
 def test_model_service_runs_bentoml_on_port_3000_with_health_probes(any_run: Any) -> None:
     urn, manifest = _model(any_run)
     model = next(c for c in containers_of(manifest) if c["name"] == "model")
-    assert model["command"][:3] == ["bentoml", "serve", "service.app.service:ZtmlModelService"]
+    assert model["command"][:4] == [
+        "python",
+        "-m",
+        "service.app.serve",
+        "service.app.service:ZtmlModelService",
+    ], urn
     assert model["command"][-2:] == ["--port", str(SERVICE_PORT)], urn
     assert model["livenessProbe"]["httpGet"] == {"path": "/livez", "port": SERVICE_PORT}, urn
     assert model["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": SERVICE_PORT}, urn
