@@ -1,4 +1,4 @@
-"""Errors of the model service: bad configuration and a refused model."""
+"""Errors of the model service: bad configuration and a refused start."""
 
 
 class AppError(Exception):
@@ -9,13 +9,17 @@ class ConfigError(AppError):
     """An environment variable of the service has a bad value (named in the message)."""
 
 
-class ModelRefusedError(AppError):
-    """The model may not be served: unregistered, mismatched, revoked or unapproved.
+class StartRefusedError(AppError):
+    """The service may not start; ``reasons`` names every problem and its fix.
 
     Attributes:
-        reasons: every reason the provenance gate gave.
+        reasons: every reason.
     """
 
     def __init__(self, message: str, reasons: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.reasons = reasons
+
+
+class ModelRefusedError(StartRefusedError):
+    """The model may not be served: unregistered, mismatched, revoked or unapproved."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from service.app.config import AppConfig
-from service.app.errors import ModelRefusedError
+from service.app.errors import ModelRefusedError, StartRefusedError
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,29 @@ def _key_ids(trust_dir: Path, prefix: str) -> list[str]:
     from service.keys.store import key_id, load_public_key
 
     return sorted(key_id(load_public_key(p)) for p in sorted(trust_dir.glob(f"{prefix}*.pub")))
+
+
+def preflight(config: AppConfig) -> None:
+    """Check what every worker will need before any starts: token issuers, the audit key.
+
+    Raises:
+        StartRefusedError: a prerequisite is missing or unusable (named, with the fix).
+    """
+    from service.authn import AuthnError, IssuerTrust
+    from service.keys.errors import KeyError_
+    from service.keys.store import Signer
+
+    problems = []
+    try:
+        IssuerTrust.load(config.issuers_path)
+    except AuthnError as err:
+        problems.append(f"token issuers unusable: {err}")
+    try:
+        Signer.from_file(config.home / "keys" / "audit.key", "audit")
+    except KeyError_ as err:
+        problems.append(f"audit signing key unusable: {err}")
+    if problems:
+        raise StartRefusedError("; ".join(problems), tuple(problems))
 
 
 def hash_model(path: Path) -> tuple[str, int]:

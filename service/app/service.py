@@ -13,17 +13,19 @@ file it loads is the verified one.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any, cast
 
 import bentoml
 
 from service.app.config import load_config
 from service.app.errors import AppError
-from service.app.gate import verify_model
+from service.app.gate import preflight, verify_model
 from service.app.http import HardeningMiddleware, create_api
 from service.app.openapi import build_spec
 
@@ -37,11 +39,38 @@ def _setting(name: str, default: int) -> int:
         return default  # the gate reports the bad value and stops the server
 
 
+def _refusal_marker(server_pid: int) -> Path:
+    from service.toolchain.paths import ztml_home
+
+    return ztml_home() / "run" / f"refused-{server_pid}"
+
+
+def _exit_non_zero_if_a_worker_refused() -> None:
+    """At the server's exit: a worker refused to start, so the server failed (exit 3)."""
+    marker = _refusal_marker(os.getpid())
+    if marker.exists():
+        marker.unlink(missing_ok=True)
+        os._exit(3)
+
+
+def _stop_server_after_refusal() -> None:
+    """Stop ``bentoml serve`` from a worker that may not serve (no endless respawns)."""
+    server = os.getppid()
+    if server <= 1:
+        return
+    marker = _refusal_marker(server)
+    try:
+        marker.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        _log.warning("cannot write %s; the server will exit 0", marker)
+    os.kill(server, signal.SIGTERM)
+
+
 def _refuse(err: Exception) -> None:
     reasons = getattr(err, "reasons", ()) or (str(err),)
     line = "ztml: refusing to start: " + "; ".join(str(r) for r in reasons)
     _log.error(line)
-    print(line, file=sys.stderr, flush=True)
 
 
 @bentoml.service(
@@ -57,11 +86,14 @@ class ZtmlModelService:
     def gate() -> None:  # a BentoML deployment hook takes no self
         """Run the deploy gate once before any worker starts; exit non-zero on refusal."""
         try:
-            info = verify_model(load_config())
+            config = load_config()
+            preflight(config)
+            info = verify_model(config)
         except AppError as err:
             _refuse(err)
             raise SystemExit(3) from None
         print(f"ztml: model {info.name} {info.version} ({info.digest}) verified", file=sys.stderr)
+        atexit.register(_exit_non_zero_if_a_worker_refused)
 
     def __init__(self) -> None:
         from service.app.layers import build_layers
@@ -71,11 +103,9 @@ class ZtmlModelService:
             config = load_config()
             info = verify_model(config)
             layers = build_layers(config, info)
-        except AppError as err:
+        except Exception as err:  # any layer that cannot start: never serve without it
             _refuse(err)
-            # A worker that may not serve must not be respawned forever: stop the server.
-            if os.getppid() > 1:
-                os.kill(os.getppid(), signal.SIGTERM)
+            _stop_server_after_refusal()
             raise
         self.pipeline = Pipeline(layers)
         layers.audit.append(

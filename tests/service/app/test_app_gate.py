@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -130,8 +129,42 @@ def test_tampered_artifact_stops_bentoml_serve_with_a_clear_line(home: Path) -> 
         check=False,
     )
     assert result.returncode != 0
-    lines = [line for line in result.stderr.splitlines() if "refusing to start" in line]
-    assert len(lines) == 1, result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    lines = [line for line in output.splitlines() if "refusing to start" in line]
+    assert len(lines) == 1, output[-2000:]
     assert "no register record" in lines[0]
-    assert "Traceback" not in result.stderr
-    assert sys.executable  # the same interpreter ran bentoml
+    assert "Traceback" not in output
+
+
+@pytest.mark.system
+def test_worker_that_cannot_start_stops_the_server_non_zero(home: Path) -> None:
+    from service.stack.processes import free_port, stop_group
+    from service.stack.runner import service_command
+    from service.toolchain.paths import PROJECT_ROOT
+
+    config = config_for(home)
+    (home / "audit").write_text("not a directory")  # only a worker opens the audit log
+    env = {
+        **os.environ,
+        "ZTML_HOME": str(home),
+        "ZTML_MODEL_PATH": str(config.model_path),
+        "BENTOML_HOME": str(home / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+    }
+    proc = subprocess.Popen(
+        service_command(free_port()),
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            stop_group(proc.pid)
+    assert proc.returncode == 3
+    assert output.count("refusing to start") == 1, output[-2000:]
+    assert "audit" in output.split("refusing to start", 1)[1].splitlines()[0]
