@@ -9,9 +9,9 @@ the next record and inserts it, so concurrent writers always produce one linear 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 PAGE_SIZE = 1000
 
@@ -24,6 +24,33 @@ class Row:
     type: str
     subject: str | None
     record: str | bytes
+
+
+def paged_rows(
+    fetch_page: Callable[[int], Sequence[Any]],
+    to_row: Callable[[Any], Row],
+    *,
+    start: int,
+    page_size: int,
+) -> Iterator[Row]:
+    """Yield rows from ``start`` on in ``seq`` order, one query per page (keyset paging).
+
+    Args:
+        fetch_page: Returns up to ``page_size`` raw rows with ``seq`` greater than its
+            argument, in ``seq`` order (and raises the backend's error on failure).
+        to_row: Turns one raw row into a :class:`Row`.
+        start: The first ``seq`` to yield.
+        page_size: The page size ``fetch_page`` uses; a shorter page is the last.
+    """
+    after = start - 1
+    while True:
+        page = fetch_page(after)
+        for values in page:
+            row = to_row(values)
+            after = row.seq
+            yield row
+        if len(page) < page_size:
+            return
 
 
 class AppendView(Protocol):

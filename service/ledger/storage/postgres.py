@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 
 from service.ledger.errors import BackendError, LedgerNotFoundError
-from service.ledger.storage.base import PAGE_SIZE, AppendBuilder, Row
+from service.ledger.storage.base import PAGE_SIZE, AppendBuilder, Row, paged_rows
 from service.ledger.storage.url import redact_url
 
 TABLE = "ztml_ledger"
@@ -125,20 +125,16 @@ class PostgresBackend:
 
     def rows(self, *, start: int = 0, page_size: int = PAGE_SIZE) -> Iterator[Row]:
         """Rows from ``start`` on, in ``seq`` order, one page per query."""
-        after = start - 1
-        while True:
+
+        def fetch(after: int) -> list[Any]:
             try:
-                page = self._conn.execute(
+                return self._conn.execute(
                     f"{_SELECT} WHERE seq > %s ORDER BY seq LIMIT %s", (after, page_size)
                 ).fetchall()
             except psycopg.Error as err:
                 raise self._fail("read", err) from None
-            for values in page:
-                row = _row(values)
-                after = row.seq
-                yield row
-            if len(page) < page_size:
-                return
+
+        return paged_rows(fetch, _row, start=start, page_size=page_size)
 
     def subject_rows(self, subject: str) -> list[Row]:
         """All rows indexed under ``subject``."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from service.ledger.errors import BackendError, LedgerNotFoundError
-from service.ledger.storage.base import PAGE_SIZE, AppendBuilder, Row
+from service.ledger.storage.base import PAGE_SIZE, AppendBuilder, Row, paged_rows
 from service.toolchain.sqlite import connect_shared
 
 BUSY_TIMEOUT_S = 60.0
@@ -145,22 +145,18 @@ class SqliteBackend:
 
     def rows(self, *, start: int = 0, page_size: int = PAGE_SIZE) -> Iterator[Row]:
         """Rows from ``start`` on, in ``seq`` order, one page per query."""
-        after = start - 1
-        while True:
+
+        def fetch(after: int) -> list[Any]:
             try:
-                page = self._conn.execute(
+                return self._conn.execute(
                     f"SELECT {_COLUMNS} FROM ledger WHERE seq > ? "  # noqa: S608
                     "ORDER BY seq LIMIT ?",
                     (after, page_size),
                 ).fetchall()
             except sqlite3.Error as err:
                 raise BackendError(f"Cannot read ledger {self.path}: {err}.") from None
-            for values in page:
-                row = _row(values)
-                after = row.seq
-                yield row
-            if len(page) < page_size:
-                return
+
+        return paged_rows(fetch, _row, start=start, page_size=page_size)
 
     def subject_rows(self, subject: str) -> list[Row]:
         """All rows indexed under ``subject``."""

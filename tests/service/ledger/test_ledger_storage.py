@@ -107,3 +107,14 @@ def test_postgres_helper_fails_loudly_without_binaries(monkeypatch: pytest.Monke
         helper.postgres_server(),
     ):
         pass
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 4, 5])
+def test_rows_are_read_page_by_page_without_gaps_or_repeats(
+    tmp_path: Path, trainer: Any, register_model: Any, page_size: int
+) -> None:
+    with init_ledger(tmp_path / "l.db") as ledger:
+        for n in range(4):
+            register_model(ledger, trainer, n)
+        rows = list(ledger.backend.rows(start=1, page_size=page_size))
+    assert [row.seq for row in rows] == [1, 2, 3]
