@@ -2,7 +2,8 @@
 
 Both listen on 127.0.0.1 only. OPA loads ``policies/`` (without tests, examples and its
 configuration) with ``policies/config/opa-config.yaml`` (decision logs with masking);
-the service is ``bentoml serve service.app.service:ZtmlModelService`` configured by
+the service is ``bentoml serve service.app.service:ZtmlModelService`` (through
+:mod:`service.app.serve`, see :func:`service_command`) configured by
 environment variables (see :mod:`service.app.config`), pinned to the demo model's digest.
 """
 
@@ -63,12 +64,16 @@ def opa_command(opa: Path, port: int) -> list[str]:
 
 
 def service_command(port: int) -> list[str]:
-    """Return the ``bentoml serve`` command line."""
+    """Return the ``bentoml serve`` command line (via :mod:`service.app.serve`).
+
+    :mod:`service.app.serve` is ``bentoml serve`` with the process supervisor's control
+    endpoints on Unix sockets under ``$ZTML_HOME/run/circus`` instead of loopback TCP
+    ports, so the API port is the only TCP port the service opens.
+    """
     return [
         sys.executable,
         "-m",
-        "bentoml",
-        "serve",
+        "service.app.serve",
         SERVICE_TARGET,
         "--host",
         LOOPBACK,

@@ -47,6 +47,17 @@ def gone(pids: list[int]) -> bool:
     return True
 
 
+def listening_ports(pids: list[int]) -> set[tuple[str, int]]:
+    found = set()
+    for pid in pids:
+        try:
+            connections = psutil.Process(pid).net_connections(kind="inet")
+        except psutil.Error:
+            continue
+        found |= {(c.laddr.ip, c.laddr.port) for c in connections if c.status == "LISTEN"}
+    return found
+
+
 def run_example(stdout: str) -> dict[str, object]:
     command = next(line for line in stdout.splitlines() if line.startswith("curl "))
     result = subprocess.run(
@@ -64,6 +75,8 @@ def test_detached_up_serves_the_printed_example_and_down_stops_everything(up_hom
     pids = family(state.service.pid) + family(state.opa.pid)
     assert len(pids) >= 3  # OPA, the BentoML arbiter and its worker
     try:
+        assert listening_ports(family(state.service.pid)) == {("127.0.0.1", state.service.port)}
+        assert listening_ports(family(state.opa.pid)) == {("127.0.0.1", state.opa.port)}
         answer = run_example(result.stdout)
         assert answer["model"]["digest"] == state.model_digest  # type: ignore[index]
         assert len(answer["predictions"]) == 1  # type: ignore[arg-type]
