@@ -218,13 +218,25 @@ class ReviewQueue:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _connection(self) -> sqlite3.Connection:
+        """This process's connection (call with the lock held)."""
+        if os.getpid() != self._pid:  # forked: never share a connection with the parent
+            self._pid = os.getpid()
+            self._conn = self._connect()
+        return self._conn
+
     def _execute(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
         try:
             with self._lock:
-                if os.getpid() != self._pid:  # forked: never share a connection with the parent
-                    self._pid = os.getpid()
-                    self._conn = self._connect()
-                return self._conn.execute(sql, params)
+                return self._connection().execute(sql, params)
+        except sqlite3.Error as err:
+            raise ReviewStoreError(f"review database {self.path}: {err}") from err
+
+    def _fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        """Run a query and read all its rows under the lock (errors as ReviewStoreError)."""
+        try:
+            with self._lock:
+                return self._connection().execute(sql, params).fetchall()
         except sqlite3.Error as err:
             raise ReviewStoreError(f"review database {self.path}: {err}") from err
 
@@ -300,11 +312,11 @@ class ReviewQueue:
         if status not in STATUS_FILTERS:
             raise ReviewInputError(f"unknown status {status!r}; choose one of {STATUS_FILTERS}")
         if status == "all":
-            rows = self._execute("SELECT * FROM review_items ORDER BY id").fetchall()
+            rows = self._fetch_all("SELECT * FROM review_items ORDER BY id")
         else:
-            rows = self._execute(
+            rows = self._fetch_all(
                 "SELECT * FROM review_items WHERE status = ? ORDER BY id", (status,)
-            ).fetchall()
+            )
         return [self._item(row) for row in rows]
 
     def get(self, item_id: int) -> ReviewItem:
@@ -313,12 +325,12 @@ class ReviewQueue:
         Raises:
             ReviewNotFoundError: If no item has that id.
         """
-        row = self._execute("SELECT * FROM review_items WHERE id = ?", (int(item_id),)).fetchone()
-        if row is None:
+        rows = self._fetch_all("SELECT * FROM review_items WHERE id = ?", (int(item_id),))
+        if not rows:
             raise ReviewNotFoundError(
                 f"no review item with id {item_id}; see `ztml review list --status all`"
             )
-        return self._item(row)
+        return self._item(rows[0])
 
     def resolve(self, item_id: int, *, verdict: Verdict, reviewer: str, note: str) -> ReviewItem:
         """Record a reviewer's verdict on an open item.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sqlite3
 import stat
 from pathlib import Path
 from typing import Any
@@ -202,3 +203,25 @@ def test_a_queue_inherited_by_a_forked_worker_reconnects(tmp_path: Path) -> None
         child.join(timeout=60)
         assert child.exitcode == 0
         assert {i.request_id for i in queue.list()} == {"from-parent", "from-child"}
+
+
+class _CorruptCursor:
+    def fetchall(self) -> list[Any]:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+
+class _CorruptConnection:
+    def execute(self, *args: Any) -> _CorruptCursor:
+        return _CorruptCursor()
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("read", ["list", "get"])
+def test_a_failure_while_reading_rows_is_a_store_error(tmp_path: Path, read: str) -> None:
+    queue = ReviewQueue(tmp_path / "review.db")
+    queue._conn.close()
+    queue._conn = _CorruptConnection()  # type: ignore[assignment]
+    with pytest.raises(ReviewStoreError, match="malformed"):
+        queue.list("all") if read == "list" else queue.get(1)
