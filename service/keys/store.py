@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import socket
 import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +24,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from service.keys.errors import KeyFileError, KeyPermissionError, SignatureError, UntrustedKeyError
+from service.toolchain.paths import ztml_home
 
 STANDARD_KEYS = ("trainer", "approver", "audit", "issuer")
+
+
+def default_identity(role: str) -> str:
+    """Return the default signer identity of a role on this host, ``<role>@<hostname>``."""
+    return f"{role}@{socket.gethostname()}"
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -189,6 +196,22 @@ class Signer:
     def from_file(cls, path: Path, identity: str) -> Signer:
         """Load a signer from a private key file (permissions are checked)."""
         return cls(identity=identity, private_key=load_private_key(path))
+
+    @classmethod
+    def for_role(cls, role: str, *, key: Path | None = None, identity: str | None = None) -> Signer:
+        """Load the signer of a standard role (``trainer``, ``approver``, ...).
+
+        Args:
+            role: The key name; the default key is ``$ZTML_HOME/keys/<role>.key``.
+            key: Another private key file to sign with.
+            identity: The signer identity (default ``<role>@<hostname>``).
+
+        Raises:
+            KeyPermissionError: the key or its directory is accessible to others.
+            KeyFileError: the key is missing, unreadable or not an Ed25519 key.
+        """
+        path = key or ztml_home() / "keys" / f"{role}.key"
+        return cls.from_file(path, identity or default_identity(role))
 
     def sign(self, data: bytes) -> bytes:
         """Return the Ed25519 signature of ``data``."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -87,11 +86,6 @@ def _errors() -> Iterator[None]:
         raise fail(str(err)) from None
 
 
-def _signer(key: Path | None, identity: str | None, role: str) -> Signer:
-    path = key or ztml_home() / "keys" / f"{role}.key"
-    return Signer.from_file(path, identity or f"{role}@{socket.gethostname()}")
-
-
 def _trust(directory: Path | None) -> TrustStore:
     return TrustStore.from_trust_directory(directory or ztml_home() / "keys")
 
@@ -152,7 +146,7 @@ def register(
     """
     with _errors():
         parsed = load_metrics(metrics)
-        signer = _signer(key, identity, "trainer")
+        signer = Signer.for_role("trainer", key=key, identity=identity)
         if not artifact.is_file():
             hash_artifact(artifact)  # raises the error naming the problem; creates nothing
         size = artifact.stat().st_size
@@ -189,7 +183,7 @@ def evaluate(
     """Record new evaluation results for a registered model (signed as the trainer)."""
     with _errors():
         evaluation = load_evaluation(metrics)
-        signer = _signer(key, identity, "trainer")
+        signer = Signer.for_role("trainer", key=key, identity=identity)
         with _open(ledger) as opened:
             record = opened.evaluate(opened.resolve(digest), evaluation, signer=signer)
         console.print(
@@ -210,7 +204,7 @@ def approve(
     Signed with $ZTML_HOME/keys/approver.key as approver@<hostname> unless --key/--identity.
     """
     with _errors():
-        signer = _signer(key, identity, "approver")
+        signer = Signer.for_role("approver", key=key, identity=identity)
         with _open(ledger) as opened:
             record = opened.approve(opened.resolve(digest), signer=signer, comment=comment)
         console.print(
@@ -229,7 +223,7 @@ def revoke(
 ) -> None:
     """Revoke a model: it may no longer be approved or served."""
     with _errors():
-        signer = _signer(key, identity, "approver")
+        signer = Signer.for_role("approver", key=key, identity=identity)
         with _open(ledger) as opened:
             record = opened.revoke(opened.resolve(digest), signer=signer, reason=reason)
         console.print(f"[yellow]revoked[/yellow] {record.model_digest} (seq {record.seq})")
@@ -351,7 +345,7 @@ def checkpoint_cmd(
     Signed with $ZTML_HOME/keys/approver.key unless --key.
     """
     with _errors():
-        signer = _signer(key, identity, "approver")
+        signer = Signer.for_role("approver", key=key, identity=identity)
         with _open(ledger) as opened:
             signed = opened.checkpoint(signer)
     data = json.dumps(signed.to_dict(), indent=2) + "\n"

@@ -7,22 +7,15 @@ metrics record are checked against the artifact's own sha256 and size.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.model.artifact import load_artifact
 from service.model.errors import MetricsError, RegistrationError
 from service.model.metrics import check_metrics_match_artifact, read_metrics
-from service.toolchain.paths import ztml_home
 
 if TYPE_CHECKING:
     from service.ledger.records import Record
-
-
-def default_identity(role: str = "trainer") -> str:
-    """Return the default signer identity, ``trainer@<hostname>``."""
-    return f"{role}@{socket.gethostname()}"
 
 
 def register_model(
@@ -64,9 +57,10 @@ def register_model(
                 f"the metrics say {field} {model[field]!r} but the artifact's metadata says "
                 f"{artifact.metadata.get(field)!r}; use the metrics.json written with it"
             )
-    key = key_path or ztml_home() / "keys" / "trainer.key"
     try:
-        signer = Signer.from_file(Path(key), identity or default_identity())
+        signer = Signer.for_role(
+            "trainer", key=Path(key_path) if key_path else None, identity=identity
+        )
         with open_ledger(ledger_url) as ledger:
             return ledger.register(
                 signer=signer,

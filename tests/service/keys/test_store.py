@@ -130,3 +130,24 @@ def test_a_private_pem_is_written_0600_and_never_over_an_existing_file(tmp_path:
     with pytest.raises(FileExistsError):
         write_private_pem(path, Ed25519PrivateKey.generate())
     assert path.read_bytes() == before
+
+
+def test_a_role_signer_defaults_to_the_home_key_and_the_host_identity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("ZTML_HOME", str(tmp_path))
+    info = init_keys(tmp_path / "keys", ["approver"])[0]
+    signer = Signer.for_role("approver")
+    assert signer.key_id == info.key_id
+    assert signer.identity.startswith("approver@")
+    other = init_keys(tmp_path / "elsewhere", ["x"])[0]
+    chosen = Signer.for_role("approver", key=other.private_path, identity="bob@example")
+    assert (chosen.key_id, chosen.identity) == (other.key_id, "bob@example")
+
+
+def test_a_role_without_a_key_names_the_missing_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("ZTML_HOME", str(tmp_path))
+    with pytest.raises(KeyFileError, match=r"trainer\.key"):
+        Signer.for_role("trainer")
