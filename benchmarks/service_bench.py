@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             if log.exists():
                 for line in log.read_text(errors="replace").splitlines():
                     if " denied: " in line or "failed" in line:
-                        reason = line.split(" denied: ", 1)[-1][-160:]
+                        reason = line.split(" denied: ", 1)[-1].split(" (trace=", 1)[0][-160:]
                         DENIALS[reason] = DENIALS.get(reason, 0) + 1
         shutil.rmtree(home, ignore_errors=True)
 

@@ -70,6 +70,7 @@ class Pipeline:
         self.config = layers.config
         self._rates: dict[str, float] = {}
         self._claims: dict[str, Any] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._drift = False
         from service.monitor.metrics import monitor_metrics
 
@@ -281,7 +282,24 @@ class Pipeline:
             self._rates[self._monitor_key(call)] = float(decision.obligations.rate_limit_per_minute)
         return decision
 
+    def _drift_in_background(self, call: Call, x: npt.NDArray[np.float32]) -> None:
+        """Feed the drift monitor off the request path.
+
+        A full window runs per-feature KS tests (tens of ms); they run in a thread so
+        neither this response nor other requests wait for them. The drift fact reaches
+        the policy for later requests; a drift is audited as its own event.
+        """
+        task = asyncio.create_task(asyncio.to_thread(self._observe_drift, call, x))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _observe_drift(self, call: Call, x: npt.NDArray[np.float32]) -> None:
+        try:
+            self._test_drift(call, x)
+        except Exception:  # a monitoring failure must not go unnoticed, nor kill the loop
+            _log.exception("drift monitoring failed for request %s", call.request_id)
+
+    def _test_drift(self, call: Call, x: npt.NDArray[np.float32]) -> None:
         with self.layers.drift_lock:
             result = self.layers.drift.observe(x)
         if result is None:
@@ -389,7 +407,7 @@ class Pipeline:
     def _predict(self, call: Call, x: npt.NDArray[np.float32], decision: Any) -> Response:
         result = self._screen(call, x, decision)
         suspicion, review_id = self._review(call, x, result)
-        self._observe_drift(call, x)
+        self._drift_in_background(call, x)
         probs = np.asarray(result.probs)
         labels = probs.argmax(axis=1)
         body = {
@@ -426,7 +444,7 @@ class Pipeline:
             raise self._invalid("method", "must be 'integrated_gradients' or 'saliency'")
         result = self._screen(call, x, decision)
         suspicion, review_id = self._review(call, x, result)
-        self._observe_drift(call, x)
+        self._drift_in_background(call, x)
         probs = np.asarray(result.probs)
         labels = probs.argmax(axis=1)
         attributions = await asyncio.to_thread(explain, self.layers.model, x, method=method)

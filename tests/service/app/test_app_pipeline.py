@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from tests.service.app.harness import Stack, digit_rows, events_for, token
+from tests.service.app.harness import Stack, digit_rows, events_for, token, wait_for
 from tests.service.app.test_app_resilience import pgd_rows
 
 pytestmark = pytest.mark.system
@@ -97,9 +98,13 @@ def test_drifted_inputs_write_a_drift_audit_event(
         "/predict", json={"instances": shifted}, headers=bearer(stack, "drifter", ("predictor",))
     )
     assert response.status_code == 200, response.text
-    events = events_for(stack.home, response.headers["x-request-id"])
-    assert [e["kind"] for e in events].count("drift") == 1
-    assert [e["kind"] for e in events].count("request") == 1
+    request_id = response.headers["x-request-id"]
+
+    def kinds() -> list[str]:
+        return [e["kind"] for e in events_for(stack.home, request_id)]
+
+    assert wait_for(lambda: "drift" in kinds(), timeout=30)  # tested off the request path
+    assert kinds().count("drift") == 1 and kinds().count("request") == 1
 
 
 def test_in_distribution_inputs_write_no_drift_event(
@@ -112,5 +117,6 @@ def test_in_distribution_inputs_write_no_drift_event(
         headers=bearer(stack, "steady", ("predictor",)),
     )
     assert response.status_code == 200
+    time.sleep(2)  # let the background drift test finish
     kinds = [e["kind"] for e in events_for(stack.home, response.headers["x-request-id"])]
     assert "drift" not in kinds
