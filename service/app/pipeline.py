@@ -71,6 +71,8 @@ class Pipeline:
         self._rates: dict[str, float] = {}
         self._claims: dict[str, Any] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._drift_rows: list[npt.NDArray[np.float32]] = []
+        self._drift_count = 0
         self._drift = False
         from service.monitor.metrics import monitor_metrics
 
@@ -289,7 +291,13 @@ class Pipeline:
         neither this response nor other requests wait for them. The drift fact reaches
         the policy for later requests; a drift is audited as its own event.
         """
-        task = asyncio.create_task(asyncio.to_thread(self._observe_drift, call, x))
+        self._drift_rows.append(x)
+        self._drift_count += x.shape[0]
+        if self._drift_count < self.config.drift_window:
+            return  # buffered; the monitor gets whole windows
+        rows = np.concatenate(self._drift_rows)
+        self._drift_rows, self._drift_count = [], 0
+        task = asyncio.create_task(asyncio.to_thread(self._observe_drift, call, rows))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
