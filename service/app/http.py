@@ -78,11 +78,10 @@ def create_api() -> Starlette:
     )
 
 
-def _error_message(status: int, request_id: str, headers: list[tuple[bytes, bytes]]) -> bytes:
+def _error_message(status: int, request_id: str) -> bytes:
     code, message = _MESSAGES.get(
         status, ("client_error" if status < 500 else "server_error", "The request failed.")
     )
-    del headers
     return json.dumps(error_body(code, message, request_id)).encode()
 
 
@@ -155,7 +154,7 @@ class HardeningMiddleware:
                     await self._send(
                         send,
                         state["status"],
-                        _error_message(state["status"], request_id, state["headers"]),
+                        _error_message(state["status"], request_id),
                         request_id,
                         b"application/json",
                         extra=state["headers"],
@@ -175,7 +174,7 @@ class HardeningMiddleware:
         await self._send(
             send,
             status,
-            _error_message(status, request_id, []),
+            _error_message(status, request_id),
             request_id,
             b"application/json",
             extra=extra,

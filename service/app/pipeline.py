@@ -16,7 +16,7 @@ import logging
 import math
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -55,7 +55,6 @@ class Call:
     tenant: str | None = None
     input_digest: str | None = None
     decisions: int = 0
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _round(values: npt.NDArray[np.floating[Any]]) -> list[Any]:
@@ -208,13 +207,17 @@ class Pipeline:
             422, "invalid_input", f"{field_name}: {message}", extra={"field": field_name}
         )
 
-    def _parse(self, payload: Any) -> tuple[npt.NDArray[np.float32] | None, ApiError | None]:
+    def _parse(
+        self, payload: Any, action: Action
+    ) -> tuple[npt.NDArray[np.float32] | None, ApiError | None]:
         from service.sanitizer import InputValidationError, parse_instances
 
-        if isinstance(payload, dict):
-            unknown = sorted(set(payload) - {"instances", "method"})
-            if unknown:
-                return None, self._invalid(unknown[0], "is not a known field")
+        if not isinstance(payload, dict):
+            return None, self._invalid("body", 'must be a JSON object {"instances": [...]}')
+        known = {"instances", "method"} if action == "explain" else {"instances"}
+        unknown = sorted(set(payload) - known)
+        if unknown:
+            return None, self._invalid(unknown[0][:64], "is not a known field")
         try:
             return parse_instances(payload, max_batch=self.config.max_batch), None
         except InputValidationError as err:
@@ -344,7 +347,7 @@ class Pipeline:
         payload, problem = self._decode(body)
         x: npt.NDArray[np.float32] | None = None
         if problem is None:
-            x, problem = self._parse(payload)
+            x, problem = self._parse(payload, call.action)
         batch = int(x.shape[0]) if x is not None else self._claimed_batch(payload)
         extraction = None
         if x is not None:
@@ -369,6 +372,7 @@ class Pipeline:
     def _screen(self, call: Call, x: npt.NDArray[np.float32], decision: Any) -> Any:
         result = self.layers.squeezer.analyze(x)
         if bool(result.flagged.any()) and decision.obligations.flagged_input == "reject":
+            self._review(call, x, result)  # rejected, and still queued for a human to see
             flagged = [int(i) for i in np.flatnonzero(result.flagged)]
             raise ApiError(
                 422,

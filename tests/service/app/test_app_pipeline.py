@@ -74,6 +74,14 @@ def test_flagged_input_is_rejected_when_the_policy_says_reject(
     assert error["code"] == "input_flagged" and error["flagged"]
     events = events_for(stack.home, attacked.headers["x-request-id"])
     assert [e["status"] for e in events if e["kind"] == "request"] == [422]
+    from service.review import ReviewQueue
+
+    queued = [
+        item
+        for item in ReviewQueue(stack.home / "review.db").list(status="open")
+        if item.request_id == error["request_id"]
+    ]
+    assert len(queued) == 1
 
 
 def test_predictor_may_not_use_a_high_risk_model(

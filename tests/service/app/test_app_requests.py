@@ -269,3 +269,20 @@ def base64_decode(part: str) -> bytes:
     import base64
 
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def test_body_that_is_not_an_object_is_rejected_with_422(stack: Stack) -> None:
+    response = httpx.post(
+        f"{stack.url}/explain",
+        json=digit_rows(1),
+        headers=stack.headers("listy", roles=("analyst",)),
+        timeout=30,
+    )
+    error = assert_error(response, 422, "invalid_input")
+    assert error["field"] == "body"
+
+
+def test_unknown_field_is_rejected_with_422(stack: Stack) -> None:
+    response = predict(stack, {"instances": digit_rows(1), "debug": True}, stack.headers("extra"))
+    error = assert_error(response, 422, "invalid_input")
+    assert error["field"] == "debug"
