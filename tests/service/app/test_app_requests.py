@@ -211,12 +211,14 @@ def test_out_of_range_input_is_rejected_with_422(stack: Stack) -> None:
     error = assert_error(response, 422, "invalid_input")
     assert error["field"] == "instances[1][5]"
     assert "1.7" in str(error["message"])
+    assert request_event(stack, response)["status"] == 422
 
 
 def test_wrong_shape_is_rejected_with_422(stack: Stack) -> None:
     response = predict(stack, {"instances": [[0.5] * 63]}, stack.headers("shape"))
     error = assert_error(response, 422, "invalid_input")
     assert str(error["field"]).startswith("instances[0]")
+    assert request_event(stack, response)["status"] == 422
 
 
 def test_oversized_body_is_rejected_with_413(stack: Stack) -> None:
@@ -286,3 +288,4 @@ def test_unknown_field_is_rejected_with_422(stack: Stack) -> None:
     response = predict(stack, {"instances": digit_rows(1), "debug": True}, stack.headers("extra"))
     error = assert_error(response, 422, "invalid_input")
     assert error["field"] == "debug"
+    assert request_event(stack, response)["status"] == 422
