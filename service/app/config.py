@@ -32,6 +32,9 @@ class AppConfig:
         trust_dir: directory of trusted ``*.pub`` keys (``ZTML_TRUST_DIR``).
         opa_url: the OPA server (``ZTML_OPA_URL``).
         opa_timeout_seconds: the time OPA has for one decision (``ZTML_OPA_TIMEOUT_MS``).
+        opa_tls_files: for mutual TLS with OPA (an ``https`` URL): the CA that signed OPA's
+            certificate, the service's client certificate and its key
+            (``ZTML_OPA_CA_FILE``, ``ZTML_OPA_CERT_FILE``, ``ZTML_OPA_KEY_FILE``; all or none).
         model_name: the model's name in policies (``ZTML_MODEL_NAME``).
         tenant: the tenant owning the model (``ZTML_TENANT``).
         risk_tier: the model's risk tier (``ZTML_RISK_TIER``).
@@ -59,6 +62,7 @@ class AppConfig:
     trust_dir: Path
     opa_url: str
     opa_timeout_seconds: float
+    opa_tls_files: tuple[Path, Path, Path] | None
     model_name: str
     tenant: str
     risk_tier: RiskTier
@@ -165,6 +169,21 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
     opa_url = env.get("ZTML_OPA_URL") or "http://127.0.0.1:8181"
     if not re.fullmatch(r"https?://[^/\s]+/?", opa_url):
         raise ConfigError(f"ZTML_OPA_URL={opa_url!r} is not an http(s)://host:port URL.")
+    tls_names = ("ZTML_OPA_CA_FILE", "ZTML_OPA_CERT_FILE", "ZTML_OPA_KEY_FILE")
+    tls_values = [env.get(name) or "" for name in tls_names]
+    tls_files: tuple[Path, Path, Path] | None = None
+    if any(tls_values):
+        if not all(tls_values):
+            missing = ", ".join(n for n, v in zip(tls_names, tls_values, strict=True) if not v)
+            raise ConfigError(
+                f"Mutual TLS to OPA needs all of {', '.join(tls_names)}; {missing} unset."
+            )
+        if not opa_url.startswith("https://"):
+            raise ConfigError(
+                f"ZTML_OPA_URL={opa_url!r} must be https:// when ZTML_OPA_CA_FILE is set."
+            )
+        ca, cert, key = (Path(v).expanduser() for v in tls_values)
+        tls_files = (ca, cert, key)
     tier = env.get("ZTML_RISK_TIER") or "low"
     if tier not in ("low", "medium", "high"):
         raise ConfigError(f"ZTML_RISK_TIER={tier!r} must be low, medium or high.")
@@ -176,6 +195,7 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
         trust_dir=Path(env.get("ZTML_TRUST_DIR") or home / "keys").expanduser(),
         opa_url=opa_url.rstrip("/"),
         opa_timeout_seconds=_int(env, "ZTML_OPA_TIMEOUT_MS", 250, low=10, high=10_000) / 1000,
+        opa_tls_files=tls_files,
         model_name=_name(env, "ZTML_MODEL_NAME", "digits"),
         tenant=_name(env, "ZTML_TENANT", "demo"),
         risk_tier=tier,  # type: ignore[arg-type]  # checked above

@@ -9,6 +9,7 @@ lives in SQLite under ``$ZTML_HOME``; each worker writes its own audit chain.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,15 @@ def load_verified_model(info: VerifiedModel) -> nn.Module:
     return model
 
 
+def _opa_tls_context(config: AppConfig) -> ssl.SSLContext | None:
+    if config.opa_tls_files is None:
+        return None
+    from service.authz.tls import OpaTls
+
+    ca, cert, key = config.opa_tls_files
+    return OpaTls(ca_file=ca, cert_file=cert, key_file=key).context()
+
+
 def build_layers(config: AppConfig, info: VerifiedModel) -> Layers:
     """Build every layer for this worker.
 
@@ -113,7 +123,11 @@ def build_layers(config: AppConfig, info: VerifiedModel) -> Layers:
             global_threshold=config.flood_global_per_minute,
         ),
         extraction=ExtractionDetector(config.monitor_db),
-        authorizer=OpaAuthorizer(config.opa_url, timeout_seconds=config.opa_timeout_seconds),
+        authorizer=OpaAuthorizer(
+            config.opa_url,
+            timeout_seconds=config.opa_timeout_seconds,
+            ssl_context=_opa_tls_context(config),
+        ),
         model=model,
         squeezer=FeatureSqueezer(model, threshold=threshold),
         drift=DriftMonitor(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,14 +41,25 @@ class OpaAuthorizer:
     Args:
         url: the OPA server, e.g. ``http://127.0.0.1:8181``.
         timeout_seconds: the whole decision (connect, query, read) must finish in time.
+        ssl_context: for an ``https`` OPA with mutual TLS: verifies OPA and presents the
+            service's client certificate (see :mod:`service.authz.tls`).
     """
 
-    def __init__(self, url: str, *, timeout_seconds: float = 0.25) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_seconds: float = 0.25,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         if timeout_seconds <= 0:
             raise PolicyUnavailableError("timeout_seconds must be positive.")
         self.url = url
         self.timeout_seconds = timeout_seconds
         self._host, self._port, self._ssl = _split_url(url)
+        if ssl_context is not None and not self._ssl:
+            raise PolicyUnavailableError(f"OPA URL {url!r} must be https:// with a TLS context.")
+        self._ssl_context = ssl_context
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -56,13 +68,18 @@ class OpaAuthorizer:
 
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
-            client = AsyncOpaClient(
-                host=self._host,
-                port=self._port,
-                ssl=self._ssl,
-                retries=0,
-                timeout=self.timeout_seconds,
-            )
+            options = {
+                "host": self._host,
+                "port": self._port,
+                "retries": 0,
+                "timeout": self.timeout_seconds,
+            }
+            if self._ssl_context is not None:
+                from service.authz.tls import mtls_client
+
+                client = mtls_client(context=self._ssl_context, **options)
+            else:
+                client = AsyncOpaClient(ssl=self._ssl, **options)
             await client._init_session()  # the client's own session set-up (no context)
             self._client, self._loop = client, loop
         return self._client

@@ -41,3 +41,29 @@ def test_config_is_frozen(tmp_path: Path) -> None:
     config = load_config({"ZTML_HOME": str(tmp_path)})
     with pytest.raises(AttributeError):
         config.workers = 4  # type: ignore[misc]
+
+
+def test_opa_tls_needs_all_three_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="ZTML_OPA_KEY_FILE"):
+        load_config(
+            {
+                "ZTML_HOME": str(tmp_path),
+                "ZTML_OPA_URL": "https://127.0.0.1:8181",
+                "ZTML_OPA_CA_FILE": "ca.crt",
+                "ZTML_OPA_CERT_FILE": "tls.crt",
+            }
+        )
+
+
+def test_opa_tls_needs_an_https_url(tmp_path: Path) -> None:
+    files = {
+        "ZTML_OPA_CA_FILE": "ca.crt",
+        "ZTML_OPA_CERT_FILE": "tls.crt",
+        "ZTML_OPA_KEY_FILE": "tls.key",
+    }
+    with pytest.raises(ConfigError, match="https"):
+        load_config({"ZTML_HOME": str(tmp_path), "ZTML_OPA_URL": "http://127.0.0.1:1", **files})
+    config = load_config(
+        {"ZTML_HOME": str(tmp_path), "ZTML_OPA_URL": "https://127.0.0.1:1", **files}
+    )
+    assert config.opa_tls_files == (Path("ca.crt"), Path("tls.crt"), Path("tls.key"))
