@@ -9,6 +9,8 @@ own ``BEGIN IMMEDIATE`` transactions) and usable from any thread under the calle
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from pathlib import Path
 from typing import Literal
@@ -20,7 +22,7 @@ def connect_shared(
     """Open ``path`` in WAL mode with a busy timeout, in autocommit mode.
 
     Args:
-        path: The database file (created by SQLite if missing).
+        path: The database file (created with mode 0600 if missing).
         busy_timeout_ms: How long to wait for another process's lock, in milliseconds.
         synchronous: ``FULL`` makes every commit durable on power loss; ``NORMAL`` in WAL
             mode may lose the last commits on power loss but never corrupts the file.
@@ -31,6 +33,10 @@ def connect_shared(
     Raises:
         sqlite3.Error: the file cannot be opened or is not a database.
     """
+    # Records are private: a new database file (and so its -wal and -shm files, which
+    # SQLite creates with the same mode) is readable by its owner only.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     conn = sqlite3.connect(
         path,
         timeout=busy_timeout_ms / 1000,
