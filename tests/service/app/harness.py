@@ -6,6 +6,7 @@ import base64
 import contextlib
 import json
 import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,13 @@ def cached_demo_model(config: pytest.Config) -> Path:
     from service.model.config import EvalConfig
     from service.model.pipeline import build_model
 
-    cache = Path(config.cache.mkdir("ztml-demo-model-pgd-tiny-v2"))
+    name = "ztml-demo-model-pgd-tiny-v2"
+    cache_provider = getattr(config, "cache", None)  # absent with -p no:cacheprovider
+    if cache_provider is not None:
+        cache = Path(cache_provider.mkdir(name))
+    else:
+        cache = Path(tempfile.gettempdir()) / name
+        cache.mkdir(exist_ok=True)
     if not (cache / "model.safetensors").exists() or not (cache / "metrics.json").exists():
         build_model(
             "pgd",
