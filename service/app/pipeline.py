@@ -43,6 +43,25 @@ _OUTCOMES: dict[int, Any] = {
 }
 
 
+def _dependency_errors() -> tuple[type[Exception], ...]:
+    from service.audit import AuditError
+    from service.monitor import MonitorStoreError
+    from service.review import ReviewStoreError
+
+    return (MonitorStoreError, ReviewStoreError, AuditError)
+
+
+def _what(err: Exception) -> tuple[str, str]:
+    from service.audit import AuditError
+    from service.monitor import MonitorStoreError
+
+    if isinstance(err, MonitorStoreError):
+        return "monitor", type(err).__name__
+    if isinstance(err, AuditError):
+        return "audit", type(err).__name__
+    return "review", type(err).__name__
+
+
 @dataclass
 class Call:
     """What the service knows about one request as it moves through the stages."""
@@ -91,6 +110,20 @@ class Pipeline:
             response = await self._serve(request, call)
         except ApiError as err:
             response = error_response(err, call.request_id)
+        except _dependency_errors() as err:
+            # A layer's store failed (monitor, review queue, audit): deny, never serve
+            # without it.
+            _log.error("request %s denied: %s unavailable: %s", call.request_id, *_what(err))
+            response = error_response(
+                ApiError(
+                    503,
+                    f"{_what(err)[0]}_unavailable",
+                    "A security layer of the service is unavailable; the request is denied. "
+                    "Try later.",
+                    headers={"retry-after": "5"},
+                ),
+                call.request_id,
+            )
         except Exception:
             _log.exception("request %s failed", call.request_id)
             response = error_response(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,3 +129,28 @@ def test_in_distribution_inputs_write_no_drift_event(
     time.sleep(2)  # let the background drift test finish
     kinds = [e["kind"] for e in events_for(stack.home, response.headers["x-request-id"])]
     assert "drift" not in kinds
+
+
+@pytest.fixture
+def default_config(stack: Stack) -> Iterator[tuple[TestClient, Any]]:
+    yield from client_for(stack)
+
+
+def test_unavailable_monitor_store_denies_with_503_and_is_audited(
+    stack: Stack, default_config: tuple[TestClient, Any], tmp_path: Path
+) -> None:
+    from service.monitor import RateLimiter
+
+    client, pipeline = default_config
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    pipeline.layers.rate_limiter = RateLimiter(blocker / "monitor.db")
+    response = client.post(
+        "/predict", json={"instances": digit_rows(1)}, headers=bearer(stack, "mon", ("predictor",))
+    )
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "monitor_unavailable"
+    assert str(tmp_path) not in response.text
+    events = events_for(stack.home, response.headers["x-request-id"])
+    assert [e["status"] for e in events if e["kind"] == "request"] == [503]
