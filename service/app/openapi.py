@@ -46,7 +46,10 @@ _ERRORS = {
     "422": "Invalid input; `field` names the offending field.",
     "429": "Rate limited; see Retry-After.",
     "500": "Internal error (no details are disclosed).",
-    "503": "Policy engine or audit log unavailable; the request is denied.",
+    "503": (
+        "A security layer (policy engine, monitor, review queue, audit log) is unavailable; "
+        "the request is denied."
+    ),
 }
 
 
