@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         bare_port = free_port()
-        bare_log = home / "logs" / "bare.log"
+        bare_log = home / "bare.log"
         bare = start_process(
             [
                 sys.executable,
@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
                 **os.environ,
                 "ZTML_MODEL_PATH": str(model.path),
                 "ZTML_WORKERS": str(args.workers),
-                "BENTOML_HOME": str(home / "bentoml"),
+                # Its own BentoML home: a server clears its metrics directory at start.
+                "BENTOML_HOME": str(home / "bentoml-bare"),
                 "BENTOML_DO_NOT_TRACK": "True",
             },
             cwd=PROJECT_ROOT,
@@ -342,7 +343,10 @@ def main(argv: list[str] | None = None) -> int:
                     if " denied: " in line or "failed" in line:
                         reason = line.split(" denied: ", 1)[-1].split(" (trace=", 1)[0][-160:]
                         DENIALS[reason] = DENIALS.get(reason, 0) + 1
-        shutil.rmtree(home, ignore_errors=True)
+        if os.environ.get("ZTML_BENCH_KEEP"):
+            console.print(f"kept {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
 
     def rate(name: str) -> float:
         return sum(n for n, _, _ in load[name]) / sum(t for _, t, _ in load[name])
