@@ -1,7 +1,8 @@
-"""Shared fixtures: a real PostgreSQL server for tests marked ``postgres``."""
+"""Shared fixtures: a real PostgreSQL server, and temp directories servers can reach."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -17,3 +18,23 @@ def postgres_url() -> Iterator[str]:
     """
     with postgres_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _traversable_basetemp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """As root, ``ztml up`` runs its servers as an unprivileged user (service.stack).
+
+    pytest makes its temp directories 0700; let that user traverse (not list) them so a
+    ZTML_HOME under them is reachable. Nothing changes when the tests run as a normal user.
+    """
+    if os.geteuid() == 0:
+        base = tmp_path_factory.getbasetemp()
+        for directory in (base.parent, base):
+            os.chmod(directory, 0o711)
+
+
+@pytest.fixture(autouse=True)
+def _traversable_tmp_path(request: pytest.FixtureRequest) -> None:
+    """The same for a test's own ``tmp_path``, when it asks for one."""
+    if os.geteuid() == 0 and "tmp_path" in request.fixturenames:
+        os.chmod(request.getfixturevalue("tmp_path"), 0o711)

@@ -53,8 +53,6 @@ class MonitorStore:
             return self._conn
         try:
             self.db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not self.db_path.exists():
-                os.close(os.open(self.db_path, os.O_WRONLY | os.O_CREAT, 0o600))
             conn = connect_shared(
                 self.db_path, busy_timeout_ms=BUSY_TIMEOUT_MS, synchronous="NORMAL"
             )

@@ -29,7 +29,7 @@ from service.review.errors import (
     ReviewStateError,
     ReviewStoreError,
 )
-from service.toolchain.sqlite import connect_shared
+from service.toolchain.sqlite import connect_shared, create_private
 
 Status = Literal["open", "resolved"]
 StatusFilter = Literal["open", "resolved", "all"]
@@ -157,12 +157,7 @@ def _secure_file(path: Path) -> None:
     if not parent.exists():
         parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(parent, 0o700)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        os.close(fd)
+    create_private(path)
     mode = path.stat().st_mode
     if not stat.S_ISREG(mode):
         raise ReviewStoreError(f"review database {path} is not a regular file")

@@ -16,10 +16,12 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from service.stack.errors import PortInUseError, StackStartError
+from service.stack.privileges import RunAs
 
 LOOPBACK = "127.0.0.1"
 
@@ -50,10 +52,22 @@ def ensure_port_free(port: int, what: str) -> None:
 
 
 def start_process(
-    command: Sequence[str], *, log_path: Path, env: Mapping[str, str], cwd: Path
+    command: Sequence[str],
+    *,
+    log_path: Path,
+    env: Mapping[str, str],
+    cwd: Path,
+    run_as: RunAs | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a server in a new session with its output appended to ``log_path``."""
+    """Start a server in a new session with its output appended to ``log_path``.
+
+    With ``run_as`` (``ztml up`` started as root) the server runs as that unprivileged
+    user, with no supplementary groups.
+    """
     log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    identity: dict[str, Any] = {}
+    if run_as is not None:
+        identity = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             list(command),
@@ -63,6 +77,7 @@ def start_process(
             env=dict(env),
             cwd=cwd,
             start_new_session=True,
+            **identity,
         )
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.stack.errors import StackRunningError, StackStartError
+from service.stack.privileges import RunAs, check_reachable, hand_over, service_account
 from service.stack.processes import (
     LOOPBACK,
     alive,
@@ -122,6 +123,28 @@ def check_not_running(home: Path) -> None:
     clear_state(home)
 
 
+def _unprivileged_account(home: Path, opa: Path) -> RunAs | None:
+    """As root, return the account the servers run as, after handing ``home`` to it.
+
+    Raises:
+        StackError: the account cannot be created or cannot reach what the servers need.
+    """
+    account = service_account()
+    if account is None:
+        return None
+    check_reachable(
+        account,
+        {
+            "directory holding ZTML_HOME": home.parent,  # home itself is handed over
+            "Python interpreter": Path(sys.executable),
+            "project": PROJECT_ROOT,
+            "OPA binary": opa,
+        },
+    )
+    hand_over(home, account)
+    return account
+
+
 def start_stack(options: StackOptions) -> StackState:
     """Start OPA and the model service and wait until both are ready.
 
@@ -141,8 +164,13 @@ def start_stack(options: StackOptions) -> StackState:
     ensure_port_free(port, "the model service")
     logs = logs_dir(home)
     opa_log, service_log = logs / "opa.log", logs / "service.log"
+    run_as = _unprivileged_account(home, opa)
     opa_proc = start_process(
-        opa_command(opa, opa_port), log_path=opa_log, env=dict(os.environ), cwd=PROJECT_ROOT
+        opa_command(opa, opa_port),
+        log_path=opa_log,
+        env=dict(os.environ),
+        cwd=PROJECT_ROOT,
+        run_as=run_as,
     )
     try:
         wait_ready(
@@ -157,6 +185,7 @@ def start_stack(options: StackOptions) -> StackState:
             log_path=service_log,
             env=service_env(options, opa_port),
             cwd=PROJECT_ROOT,
+            run_as=run_as,
         )
     except BaseException:
         stop_group(opa_proc.pid)

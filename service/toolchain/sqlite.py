@@ -9,11 +9,31 @@ own ``BEGIN IMMEDIATE`` transactions) and usable from any thread under the calle
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 from pathlib import Path
 from typing import Literal
+
+
+def create_private(path: Path) -> bool:
+    """Create an empty database file readable by its owner only, unless it exists.
+
+    Records are private: SQLite gives the -wal and -shm files the database file's mode.
+    Root (the CLI, a root ``ztml up``) creating a file in a state directory that was
+    handed to the service account gives the file to that account, so the servers can
+    still write it (SQLite does the same for the -wal and -shm files).
+
+    Returns:
+        Whether the file was created.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return False
+    if os.geteuid() == 0:
+        parent = path.parent.stat()
+        os.chown(path, parent.st_uid, parent.st_gid)
+    return True
 
 
 def connect_shared(
@@ -33,10 +53,7 @@ def connect_shared(
     Raises:
         sqlite3.Error: the file cannot be opened or is not a database.
     """
-    # Records are private: a new database file (and so its -wal and -shm files, which
-    # SQLite creates with the same mode) is readable by its owner only.
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    create_private(Path(path))
     conn = sqlite3.connect(
         path,
         timeout=busy_timeout_ms / 1000,
