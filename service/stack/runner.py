@@ -145,6 +145,11 @@ def _unprivileged_account(home: Path, opa: Path) -> RunAs | None:
     return account
 
 
+def _as(run_as: RunAs | None, env: dict[str, str], home: Path) -> dict[str, str]:
+    """A server's environment; one run as the service account gets ZTML_HOME as HOME."""
+    return env if run_as is None else {**env, "HOME": str(home), "USER": run_as.name}
+
+
 def start_stack(options: StackOptions) -> StackState:
     """Start OPA and the model service and wait until both are ready.
 
@@ -168,7 +173,7 @@ def start_stack(options: StackOptions) -> StackState:
     opa_proc = start_process(
         opa_command(opa, opa_port),
         log_path=opa_log,
-        env=dict(os.environ),
+        env=_as(run_as, dict(os.environ), home),
         cwd=PROJECT_ROOT,
         run_as=run_as,
     )
@@ -183,7 +188,7 @@ def start_stack(options: StackOptions) -> StackState:
         service_proc = start_process(
             service_command(port),
             log_path=service_log,
-            env=service_env(options, opa_port),
+            env=_as(run_as, service_env(options, opa_port), home),
             cwd=PROJECT_ROOT,
             run_as=run_as,
         )
