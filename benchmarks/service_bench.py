@@ -129,7 +129,7 @@ def time_calls(fn: Callable[[int], Any], n: int) -> list[float]:
     return samples
 
 
-def layer_timings(home: Path, model: Any, opa_url: str, n: int) -> list[tuple[str, list[float]]]:
+def layer_timings(home: Path, model: Any, opa_port: int, n: int) -> list[tuple[str, list[float]]]:
     """Time each layer of the request path in this process (microseconds per call)."""
     import numpy as np
     import torch
@@ -137,13 +137,15 @@ def layer_timings(home: Path, model: Any, opa_url: str, n: int) -> list[tuple[st
     from service.app.config import load_config
     from service.app.gate import verify_model
     from service.app.layers import build_layers
+    from service.authn.tls import DevCertificates
     from service.sanitizer import parse_instances
+    from service.stack.runner import opa_client_env, tls_dir
 
     config = load_config(
         {
             "ZTML_HOME": str(home),
             "ZTML_MODEL_PATH": str(model.path),
-            "ZTML_OPA_URL": opa_url,
+            **opa_client_env(DevCertificates.in_directory(tls_dir(home)), opa_port),
         }
     )
     layers = build_layers(config, verify_model(config))
@@ -331,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 load[name].append((len(lat), seconds, errors))
         console.print("timing each layer in-process ...")
-        layers = layer_timings(home, model, state.opa_url, layer_calls)
+        layers = layer_timings(home, model, state.opa.port, layer_calls)
     finally:
         if bare_pid is not None:
             stop_group(bare_pid)

@@ -21,8 +21,9 @@ from pathlib import Path
 from service.stack.errors import StackError
 
 SERVICE_USER = "ztml"
-#: Private keys that stay with root: they vouch for models and must not be in a server.
-KEPT_FROM_SERVERS = ("trainer.key", "approver.key")
+#: Private keys that stay with root: they vouch for models or mint client certificates,
+#: and must not be in a server.
+KEPT_FROM_SERVERS = ("keys/trainer.key", "keys/approver.key", "tls/ca.key")
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,6 @@ def hand_over(home: Path, account: RunAs) -> None:
             os.chown(Path(root) / name, account.uid, account.gid)
         for name in files:
             path = Path(root) / name
-            keep = path.parent.name == "keys" and name in KEPT_FROM_SERVERS
+            keep = path.relative_to(home).as_posix() in KEPT_FROM_SERVERS
             uid, gid = (0, 0) if keep else (account.uid, account.gid)
             os.chown(path, uid, gid, follow_symlinks=False)

@@ -12,6 +12,7 @@ import errno
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -101,6 +102,7 @@ def alive(pid: int) -> bool:
 def wait_ready(
     url: str,
     *,
+    verify: ssl.SSLContext | bool = True,
     process: subprocess.Popen[bytes] | None,
     what: str,
     log_path: Path,
@@ -119,7 +121,7 @@ def wait_ready(
                 f"{last_lines(log_path)}See {log_path}."
             )
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0).status_code == 200:
+            if httpx.get(url, timeout=1.0, verify=verify).status_code == 200:
                 return
         time.sleep(0.25)
     raise StackStartError(

@@ -10,12 +10,14 @@ environment variables (see :mod:`service.app.config`), pinned to the demo model'
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.authn.tls import DevCertificates, make_dev_ca
 from service.stack.errors import StackRunningError, StackStartError
 from service.stack.privileges import RunAs, check_reachable, hand_over, service_account
 from service.stack.processes import (
@@ -48,20 +50,59 @@ class StackOptions:
     extra_env: Mapping[str, str] | None = None
 
 
-def opa_command(opa: Path, port: int) -> list[str]:
-    """Return the OPA server command line."""
+def tls_dir(home: Path) -> Path:
+    """Where the stack keeps the CA and the OPA server / service client certificates."""
+    return home / "tls"
+
+
+def opa_command(opa: Path, port: int, *, certs: DevCertificates | None = None) -> list[str]:
+    """Return the OPA server command line; with ``certs``, HTTPS with client certificates.
+
+    With ``--authentication=tls`` OPA completes a TLS handshake only with clients whose
+    certificate the stack's CA signed: the model service is the only one that holds one.
+    """
     from service.authz.provenance import policy_load_args
 
+    tls: list[str] = []
+    if certs is not None:
+        tls = [
+            "--tls-cert-file",
+            str(certs.server_cert),
+            "--tls-private-key-file",
+            str(certs.server_key),
+            "--tls-ca-cert-file",
+            str(certs.ca_cert),
+            "--authentication=tls",
+            "--min-tls-version=1.3",
+        ]
     return [
         str(opa),
         "run",
         "--server",
         "--addr",
         f"{LOOPBACK}:{port}",
+        *tls,
         "--config-file",
         str(POLICIES_DIR / "config" / "opa-config.yaml"),
         *policy_load_args(POLICIES_DIR),
     ]
+
+
+def opa_client_env(certs: DevCertificates, port: int) -> dict[str, str]:
+    """The service settings for mutual TLS to the stack's OPA."""
+    return {
+        "ZTML_OPA_URL": f"https://{LOOPBACK}:{port}",
+        "ZTML_OPA_CA_FILE": str(certs.ca_cert),
+        "ZTML_OPA_CERT_FILE": str(certs.client_cert),
+        "ZTML_OPA_KEY_FILE": str(certs.client_key),
+    }
+
+
+def opa_client_context(certs: DevCertificates) -> ssl.SSLContext:
+    """A TLS context that trusts the stack's CA and presents the service's certificate."""
+    from service.authz.tls import OpaTls
+
+    return OpaTls(certs.ca_cert, certs.client_cert, certs.client_key).context()
 
 
 def service_command(port: int) -> list[str]:
@@ -83,7 +124,7 @@ def service_command(port: int) -> list[str]:
     ]
 
 
-def service_env(options: StackOptions, opa_port: int) -> dict[str, str]:
+def service_env(options: StackOptions, opa_port: int, certs: DevCertificates) -> dict[str, str]:
     """Return the model service's environment (the configuration it reads at start)."""
     env = {
         **os.environ,
@@ -91,7 +132,7 @@ def service_env(options: StackOptions, opa_port: int) -> dict[str, str]:
         "ZTML_MODEL_PATH": str(options.model_path),
         "ZTML_MODEL_DIGEST": options.model_digest,
         "ZTML_LEDGER_URL": str(options.home / "ledger.db"),
-        "ZTML_OPA_URL": f"http://{LOOPBACK}:{opa_port}",
+        **opa_client_env(certs, opa_port),
         "ZTML_WORKERS": str(options.workers),
         "BENTOML_HOME": str(options.home / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "True",
@@ -169,9 +210,10 @@ def start_stack(options: StackOptions) -> StackState:
     ensure_port_free(port, "the model service")
     logs = logs_dir(home)
     opa_log, service_log = logs / "opa.log", logs / "service.log"
+    certs = make_dev_ca(tls_dir(home))
     run_as = _unprivileged_account(home, opa)
     opa_proc = start_process(
-        opa_command(opa, opa_port),
+        opa_command(opa, opa_port, certs=certs),
         log_path=opa_log,
         env=_as(run_as, dict(os.environ), home),
         cwd=PROJECT_ROOT,
@@ -179,7 +221,8 @@ def start_stack(options: StackOptions) -> StackState:
     )
     try:
         wait_ready(
-            f"http://{LOOPBACK}:{opa_port}/health",
+            f"https://{LOOPBACK}:{opa_port}/health",
+            verify=opa_client_context(certs),
             process=opa_proc,
             what="OPA",
             log_path=opa_log,
@@ -188,7 +231,7 @@ def start_stack(options: StackOptions) -> StackState:
         service_proc = start_process(
             service_command(port),
             log_path=service_log,
-            env=_as(run_as, service_env(options, opa_port), home),
+            env=_as(run_as, service_env(options, opa_port, certs), home),
             cwd=PROJECT_ROOT,
             run_as=run_as,
         )

@@ -38,7 +38,7 @@ class StackState:
     @property
     def opa_url(self) -> str:
         """The OPA server's base URL."""
-        return f"http://127.0.0.1:{self.opa.port}"
+        return f"https://127.0.0.1:{self.opa.port}"
 
 
 def state_path(home: Path) -> Path:

@@ -66,10 +66,25 @@ def test_flagged_request_is_queued_for_review(stack: Stack) -> None:
 
 
 def opa_command(stack: Stack) -> list[str]:
+    from service.authn.tls import DevCertificates
     from service.stack.runner import opa_command as command
+    from service.stack.runner import tls_dir
     from service.toolchain.opa import find_opa
 
-    return command(find_opa(), stack.opa_port)
+    certs = DevCertificates.in_directory(tls_dir(stack.home))
+    return command(find_opa(), stack.opa_port, certs=certs)
+
+
+def opa_healthy(stack: Stack) -> bool:
+    from service.authn.tls import DevCertificates
+    from service.stack.runner import opa_client_context, tls_dir
+
+    context = opa_client_context(DevCertificates.in_directory(tls_dir(stack.home)))
+    try:
+        url = f"https://127.0.0.1:{stack.opa_port}/health"
+        return httpx.get(url, verify=context).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_opa_outage_denies_with_503_and_recovers_without_restart(stack: Stack) -> None:
@@ -95,9 +110,7 @@ def test_opa_outage_denies_with_503_and_recovers_without_restart(stack: Stack) -
         )
         log.close()
         stack.opa_pid = proc.pid
-    assert wait_for(
-        lambda: httpx.get(f"http://127.0.0.1:{stack.opa_port}/health").status_code == 200
-    )
+    assert wait_for(lambda: opa_healthy(stack))
     after = httpx.post(f"{stack.url}/predict", json=body, headers=headers)
     assert after.status_code == 200, after.text
     os.kill(stack.service_pid, 0)  # the same service process served throughout

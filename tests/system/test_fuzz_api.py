@@ -1,0 +1,66 @@
+"""Fuzz the running service through its OpenAPI document with schemathesis.
+
+Every generated request (valid and invalid bodies, headers and methods) must get an answer
+that is not a server error and that matches the documented schema: status code, content
+type, JSON body and headers. With the default budget the run makes well over 1,000 calls.
+The document is the one the service serves (checked below to be the same one).
+"""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from service.app.openapi import build_spec
+from tests.service.app.harness import token
+from tests.system.conftest import LocalStack
+
+pytestmark = [pytest.mark.system, pytest.mark.slow]
+
+MAX_BATCH = 256  # the service's default ZTML_MAX_BATCH, as the served document says
+EXAMPLES_PER_OPERATION = int(os.environ.get("ZTML_FUZZ_EXAMPLES", "400"))
+CALLS: dict[str, int] = {"total": 0}
+
+schema = schemathesis.openapi.from_dict(build_spec(max_batch=MAX_BATCH))
+
+
+@pytest.fixture(scope="session")
+def fuzz_target(local_stack: LocalStack) -> tuple[str, str]:
+    """The service's base URL and a valid analyst token (so bodies reach the sanitizer)."""
+    return (
+        local_stack.state.service_url,
+        token(local_stack.home, "fuzzer", roles=("analyst",), ttl_seconds=3600),
+    )
+
+
+def test_the_fuzzed_document_is_the_one_the_service_serves(local_stack: LocalStack):
+    served = httpx.get(f"{local_stack.state.service_url}/docs.json", timeout=10).json()
+    assert served == build_spec(max_batch=MAX_BATCH)
+
+
+@schema.parametrize()
+@settings(
+    max_examples=EXAMPLES_PER_OPERATION,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
+def test_no_server_error_and_every_answer_matches_the_schema(
+    case: schemathesis.Case, fuzz_target: tuple[str, str]
+):
+    base_url, valid_token = fuzz_target
+    headers = dict(case.headers or {})
+    if "authorization" not in {k.lower() for k in headers}:
+        headers["Authorization"] = f"Bearer {valid_token}"
+    CALLS["total"] += 1
+    case.call_and_validate(base_url=base_url, headers=headers)
+
+
+def test_the_fuzz_run_made_enough_calls():
+    if os.environ.get("ZTML_FUZZ_EXAMPLES") is not None:
+        pytest.skip("a custom fuzz budget was set")
+    assert CALLS["total"] >= 1000, f"only {CALLS['total']} fuzz calls were made"
