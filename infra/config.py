@@ -135,8 +135,8 @@ class StackConfig:
         ledger_export: The ``ztml ledger export`` file the deploy gate reads.
         storage_class: StorageClass for the records volume; None uses the cluster default.
         storage_size: Size of the records volume.
-        opa_tls: ``mtls``: OPA serves HTTPS and requires client certificates; ``none``
-            (default): plain HTTP on 127.0.0.1 inside the pod.
+        opa_tls: ``mtls`` (default): OPA serves HTTPS and requires the service's client
+            certificate; ``none``: plain HTTP on 127.0.0.1 inside the pod.
         client_namespaces: Extra namespaces (e.g. an ingress controller's) allowed to
             reach the model service port.
         postgres_password: PostgreSQL password (secret), set when replicas > 1.
@@ -373,7 +373,7 @@ def parse_config(raw: Mapping[str, str]) -> StackConfig:
             f"{_key('replicas')}=1 (one replica keeps the ledger on a ReadWriteOnce volume; "
             "set replicas > 1 to use PostgreSQL and scale out)."
         )
-    opa_tls = reader.text("opaTls", "none")
+    opa_tls = reader.text("opaTls", "mtls")
     if opa_tls not in OPA_TLS_VALUES:
         raise ConfigError(
             f"Invalid config {_key('opaTls')}={opa_tls!r}: accepted values: "

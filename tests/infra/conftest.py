@@ -218,8 +218,12 @@ def run_program(config: StackConfig) -> Run:
 
 @pytest.fixture(scope="session")
 def single_run(make_config: Callable[..., StackConfig]) -> Run:
-    """The k3d-like stack: one replica, SQLite ledger on a ReadWriteOnce volume."""
-    return run_program(make_config())
+    """The k3d-like stack: one replica, SQLite ledger on a ReadWriteOnce volume.
+
+    It keeps OPA on plain loopback HTTP (``opaTls: none``) so both variants are checked:
+    the scaled stack uses the default, mutual TLS.
+    """
+    return run_program(make_config(opaTls="none"))
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,7 @@ def test_valid_config_is_typed(raw: dict[str, str]) -> None:
     assert config.replicas == 1
     assert config.kube_context == "k3d-ztml"
     assert config.thresholds.min_robust_accuracy == 0.8
-    assert config.opa_tls == "none"
+    assert config.opa_tls == "mtls"
     assert config.uses_postgres is False
 
 
