@@ -184,7 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
 
     owned = not args.use_running
-    home = Path(tempfile.mkdtemp(prefix="ztml-soak-")) / "home" if owned else None
+    home = None
+    if owned:
+        scratch = Path(tempfile.mkdtemp(prefix="ztml-soak-"))
+        scratch.chmod(0o711)  # a root `ztml up` runs its servers as an unprivileged user
+        home = scratch / "home"
     if home is None:
         from service.toolchain.paths import ztml_home
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from service.app.errors import ConfigError
+from service.toolchain.paths import ztml_home
 
 RiskTier = Literal["low", "medium", "high"]
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -158,7 +159,7 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
         ConfigError: a variable is missing or has a bad value; the message names it.
     """
     env = os.environ if env is None else env
-    home = Path(env.get("ZTML_HOME") or Path.home() / ".ztml").expanduser()
+    home = Path(env["ZTML_HOME"]).expanduser() if env.get("ZTML_HOME") else ztml_home()
     raw_model = env.get("ZTML_MODEL_PATH")
     model_path = (
         Path(raw_model).expanduser() if raw_model else home / "models" / "model.safetensors"

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -17,6 +16,7 @@ from rich.table import Table
 
 from service.toolchain.errors import ToolMissingError
 from service.toolchain.opa import OPA_VERSION, find_opa
+from service.toolchain.paths import ztml_home
 from service.toolchain.postgres import find_postgres_bin
 
 
@@ -200,8 +200,7 @@ def doctor() -> None:
                 missing_required.append(check.name)
         table.add_row(check.name, kind, status, check.version or "-", where, check.purpose)
     console.print(table)
-    home = Path.home()
-    console.print(f"State directory default: {home / '.ztml'} (override with ZTML_HOME)")
+    console.print(f"State directory: {ztml_home()} (set ZTML_HOME to change it)")
     if missing_required:
         console.print(f"[red]Missing required: {', '.join(missing_required)}[/red]")
         raise typer.Exit(code=1)

@@ -1,8 +1,8 @@
 """Where ztml keeps its state and its project-local tools.
 
-State lives under ``$ZTML_HOME`` (default ``~/.ztml``); tools that are not Python
-packages (the OPA binary) are installed into ``$ZTML_TOOLS`` (default ``.tools/bin``
-in the project checkout, next to ``pyproject.toml``).
+State lives under ``$ZTML_HOME`` (default ``~/.ztml``, or ``/var/lib/ztml`` for root);
+tools that are not Python packages (the OPA binary) are installed into ``$ZTML_TOOLS``
+(default ``.tools/bin`` in the project checkout, next to ``pyproject.toml``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,14 @@ POLICIES_DIR = PROJECT_ROOT / "policies"
 
 
 def ztml_home() -> Path:
-    """Return the state directory (keys, ledger, audit log, models, review queue)."""
-    return Path(os.environ.get("ZTML_HOME", Path.home() / ".ztml")).expanduser()
+    """Return the state directory (keys, ledger, audit log, models, review queue).
+
+    ``$ZTML_HOME`` if set; otherwise ``~/.ztml``, or ``/var/lib/ztml`` for root, whose
+    servers run as an unprivileged user that cannot enter root's home directory.
+    """
+    if explicit := os.environ.get("ZTML_HOME"):
+        return Path(explicit).expanduser()
+    return Path("/var/lib/ztml") if os.geteuid() == 0 else Path.home() / ".ztml"
 
 
 def tools_bin() -> Path:
