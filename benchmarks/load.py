@@ -180,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--use-running", action="store_true", help="use the stack in $ZTML_HOME")
     parser.add_argument("--opa-timeout-ms", type=int, default=1000)
+    parser.add_argument(
+        "--subjects", type=int, default=1500, help="distinct callers (analyst: 60/min each)"
+    )
     args = parser.parse_args(argv)
     console = Console()
 
@@ -194,7 +197,14 @@ def main(argv: list[str] | None = None) -> int:
 
         home = ztml_home()
     # OPA's decision budget for the soak's own stack (the product default is 250 ms).
-    env = {**os.environ, "ZTML_HOME": str(home), "ZTML_OPA_TIMEOUT_MS": str(args.opa_timeout_ms)}
+    # The whole soak is one client: size the service-wide flood threshold to the load it
+    # sends (per-subject limits stay the policy's: traffic is spread over many subjects).
+    env = {
+        **os.environ,
+        "ZTML_HOME": str(home),
+        "ZTML_OPA_TIMEOUT_MS": str(args.opa_timeout_ms),
+        "ZTML_FLOOD_GLOBAL_PER_MINUTE": "600000",
+    }
     os.environ["ZTML_HOME"] = str(home)
     if owned:
         console.print(f"starting a stack in {home} (trains the demo model if needed) ...")
@@ -214,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                 leader_pids=[state.opa.pid, state.service.pid],
                 seconds=args.minutes * 60,
                 concurrency=args.concurrency,
+                subjects=args.subjects,
             )
         )
         time.sleep(1.0)
@@ -235,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
     )
     table.add_row("errors on valid requests", str(result.unexpected("valid")), "0")
+    for kind in ("valid", "invalid", "unauthorized"):
+        seen = ", ".join(f"{code}: {n}" for code, n in sorted(result.statuses[kind].items()))
+        table.add_row(f"statuses, {kind}", seen, "")
     table.add_row(
         "wrong status, invalid / unauthorized",
         f"{result.unexpected('invalid')} / {result.unexpected('unauthorized')}",
