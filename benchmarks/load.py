@@ -78,20 +78,18 @@ def _rows(count: int) -> list[list[float]]:
 
 
 def _tokens(home: Path, subjects: int) -> list[str]:
-    from service.authn import DEFAULT_AUDIENCE, LOCAL_ISSUER, issue_token
-    from service.authn.issuer import local_signer
+    from service.authn.issuer import issue_local_token, local_signer
 
     signer = local_signer(home)
     return [
-        issue_token(
-            signer,
-            issuer=LOCAL_ISSUER,
-            audience=DEFAULT_AUDIENCE,
+        issue_local_token(
+            home,
             sub=f"load-{i}",
             roles=["analyst"],
             tenant="demo",
             scopes=["predict", "explain", "metadata"],
             ttl_seconds=3600,
+            signer=signer,
         )
         for i in range(subjects)
     ]

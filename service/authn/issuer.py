@@ -111,6 +111,35 @@ def local_signer(home: Path) -> Signer:
     return Signer.from_file(directory / f"{ISSUER_KEY_NAME}.key", identity=LOCAL_ISSUER)
 
 
+def issue_local_token(
+    home: Path,
+    *,
+    sub: str,
+    roles: Sequence[str],
+    tenant: str,
+    scopes: Sequence[str],
+    ttl_seconds: int,
+    signer: Signer | None = None,
+    now: float | None = None,
+) -> str:
+    """Issue a token from the local issuer of ``home`` (``ztml-local``, default audience).
+
+    Pass ``signer`` (from :func:`local_signer`) when issuing many tokens, to load the key
+    once.
+    """
+    return issue_token(
+        signer or local_signer(home),
+        issuer=LOCAL_ISSUER,
+        audience=DEFAULT_AUDIENCE,
+        sub=sub,
+        roles=list(roles),
+        tenant=tenant,
+        scopes=list(scopes),
+        ttl_seconds=ttl_seconds,
+        now=now,
+    )
+
+
 def ensure_local_issuer(home: Path) -> IssuerTrust:
     """Make ``home/issuers.json`` trust the local issuer key and return the trust.
 

@@ -16,17 +16,14 @@ TOKEN_TTL_SECONDS = 8 * 3600
 
 def demo_token(home: Path) -> str:
     """Issue a demo token (role analyst, tenant demo) signed by the local issuer."""
-    from service.authn import DEFAULT_AUDIENCE, LOCAL_ISSUER, issue_token
-    from service.authn.issuer import local_signer
+    from service.authn.issuer import issue_local_token
 
-    return issue_token(
-        local_signer(home),
-        issuer=LOCAL_ISSUER,
-        audience=DEFAULT_AUDIENCE,
+    return issue_local_token(
+        home,
         sub=DEMO_SUBJECT,
-        roles=list(DEMO_ROLES),
+        roles=DEMO_ROLES,
         tenant=DEMO_TENANT,
-        scopes=list(DEMO_SCOPES),
+        scopes=DEMO_SCOPES,
         ttl_seconds=TOKEN_TTL_SECONDS,
     )
 

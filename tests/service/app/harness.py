@@ -68,18 +68,14 @@ def token(
     now: float | None = None,
 ) -> str:
     """Issue a token signed by the local issuer of ``home``."""
-    from service.authn import DEFAULT_AUDIENCE, LOCAL_ISSUER, issue_token
-    from service.authn.issuer import local_signer
+    from service.authn.issuer import issue_local_token
 
-    scopes = scopes if scopes is not None else ("predict", "explain", "metadata")
-    return issue_token(
-        local_signer(home),
-        issuer=LOCAL_ISSUER,
-        audience=DEFAULT_AUDIENCE,
+    return issue_local_token(
+        home,
         sub=sub,
-        roles=list(roles),
+        roles=roles,
         tenant=tenant,
-        scopes=list(scopes),
+        scopes=scopes if scopes is not None else ("predict", "explain", "metadata"),
         ttl_seconds=ttl_seconds,
         now=now,
     )

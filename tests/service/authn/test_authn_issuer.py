@@ -132,3 +132,20 @@ def test_empty_subject_is_refused(home: Path) -> None:
     ensure_local_issuer(home)
     with pytest.raises(TokenIssueError, match="non-empty"):
         local_token(home, sub="  ")
+
+
+def test_a_local_token_verifies_against_the_local_issuer(tmp_path):
+    from service.authn import JWTVerifier
+    from service.authn.issuer import ensure_local_issuer, issue_local_token
+
+    trust = ensure_local_issuer(tmp_path)
+    token = issue_local_token(
+        tmp_path, sub="ada", roles=("analyst",), tenant="demo", scopes=("predict",), ttl_seconds=60
+    )
+    claims = JWTVerifier(trust).verify(f"Bearer {token}")
+    assert (claims.sub, claims.roles, claims.tenant, claims.scopes) == (
+        "ada",
+        ("analyst",),
+        "demo",
+        ("predict",),
+    )
