@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.sanitizer.errors import CalibrationError, PerturbationDetectedError
-from service.sanitizer.squeezers import Squeezer, default_squeezers
+from service.sanitizer.squeezers import BitDepth, Quantize, Squeezer, default_squeezers
 
 if TYPE_CHECKING:
     import torch
@@ -50,11 +50,53 @@ class SqueezeResult:
 def _as_tensor(x: object) -> torch.Tensor:
     import torch
 
-    tensor = x.detach() if isinstance(x, torch.Tensor) else torch.tensor(np.asarray(x))
-    tensor = tensor.to(torch.float32)
+    if isinstance(x, torch.Tensor):
+        tensor = x.detach().to(torch.float32)
+    else:
+        tensor = torch.tensor(np.asarray(x, dtype=np.float32))
     if tensor.ndim != 2 or tensor.shape[1] != N_FEATURES:
         raise ValueError(f"expected inputs of shape (N, 64), got {tuple(tensor.shape)}")
     return tensor
+
+
+def _squeezed_copies(tensor: torch.Tensor, squeezers: Sequence[Squeezer]) -> torch.Tensor:
+    """Return every squeezer's copy of ``tensor`` as one (S, N, 64) tensor.
+
+    Uniform quantizers (:class:`BitDepth`, :class:`Quantize`) run together as one
+    broadcast rounding, element for element the same arithmetic as calling them one by
+    one; any other squeezer is called on its own.
+    """
+    import torch
+
+    levels = {i: s.levels for i, s in enumerate(squeezers) if isinstance(s, BitDepth | Quantize)}
+    copies: list[torch.Tensor | None] = [None] * len(squeezers)
+    if levels:
+        tops = torch.tensor([float(n - 1) for n in levels.values()], dtype=torch.float32)
+        tops = tops.reshape(-1, 1, 1)
+        rounded = torch.round(tensor.clamp(0.0, 1.0).unsqueeze(0) * tops) / tops
+        for row, i in enumerate(levels):
+            copies[i] = rounded[row]
+    for i, squeeze in enumerate(squeezers):
+        if copies[i] is None:
+            copies[i] = squeeze(tensor)
+    return torch.stack([c for c in copies if c is not None])
+
+
+def _distance_matrix(
+    model: nn.Module, x: object, squeezers: Sequence[Squeezer]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the softmax on ``x`` (N, C) and the (S, N) L1 distances, in one pass."""
+    import torch
+
+    if not squeezers:
+        raise ValueError("at least one squeezer is needed")
+    tensor = _as_tensor(x)
+    n = tensor.shape[0]
+    with torch.inference_mode():
+        batch = torch.cat([tensor, _squeezed_copies(tensor, squeezers).reshape(-1, N_FEATURES)])
+        probs = torch.softmax(model(batch).float(), dim=1).reshape(len(squeezers) + 1, n, -1)
+        distances = (probs[1:] - probs[0]).abs().sum(dim=2)
+    return probs[0], distances
 
 
 def squeeze_distances(
@@ -62,7 +104,9 @@ def squeeze_distances(
 ) -> tuple[npt.NDArray[np.float32], dict[str, npt.NDArray[np.float32]]]:
     """Return the softmax on ``x`` and every squeezer's L1 distance to it.
 
-    All squeezed copies go through the model in one batched forward pass.
+    The input and all squeezed copies go through the model in one batched forward pass
+    (``torch.cat``, under ``torch.inference_mode``); uniform quantizers are applied as one
+    broadcast operation.
 
     Args:
         model: The classifier (in eval mode), mapping (N, 64) to logits.
@@ -75,21 +119,9 @@ def squeeze_distances(
     Raises:
         ValueError: If ``x`` is not (N, 64) or no squeezer is given.
     """
-    import torch
-
-    if not squeezers:
-        raise ValueError("at least one squeezer is needed")
-    tensor = _as_tensor(x)
-    n = tensor.shape[0]
-    batch = torch.cat([tensor, *(squeeze(tensor) for squeeze in squeezers)])
-    with torch.no_grad():
-        probs = torch.softmax(model(batch).float(), dim=1)
-    clean = probs[:n]
-    distances = {
-        squeeze.name: (clean - probs[(i + 1) * n : (i + 2) * n]).abs().sum(dim=1).numpy()
-        for i, squeeze in enumerate(squeezers)
-    }
-    return clean.numpy(), distances
+    probs, distances = _distance_matrix(model, x, squeezers)
+    rows = distances.numpy()
+    return probs.numpy(), {s.name: rows[i] for i, s in enumerate(squeezers)}
 
 
 def calibrate_threshold(
@@ -121,10 +153,10 @@ def calibrate_threshold(
     if not 0.0 < fpr < 1.0 or not math.isfinite(fpr):
         raise CalibrationError(f"the false-positive rate must be in (0, 1), got {fpr}")
     try:
-        _, per = squeeze_distances(model, x_clean_val, squeezers or default_squeezers())
+        _, distances = _distance_matrix(model, x_clean_val, squeezers or default_squeezers())
     except ValueError as err:
         raise CalibrationError(f"cannot calibrate: {err}") from err
-    scores = np.sort(np.max(np.stack(list(per.values())), axis=0))
+    scores = np.sort(distances.max(dim=0).values.numpy())
     n = scores.shape[0]
     if n < math.ceil(1.0 / fpr):
         raise CalibrationError(
@@ -171,9 +203,11 @@ class FeatureSqueezer:
         Returns:
             The results; ``probs`` can serve the prediction without another forward pass.
         """
-        probs, per = squeeze_distances(self.model, x, self.squeezers)
-        scores = np.max(np.stack(list(per.values())), axis=0).astype(np.float32)
-        return SqueezeResult(probs, scores, scores > self.threshold, per)
+        probs, distances = _distance_matrix(self.model, x, self.squeezers)
+        rows = distances.numpy()
+        scores = distances.max(dim=0).values.numpy()
+        per = {s.name: rows[i] for i, s in enumerate(self.squeezers)}
+        return SqueezeResult(probs.numpy(), scores, scores > self.threshold, per)
 
     def scores(self, x: object) -> npt.NDArray[np.float32]:
         """Return each input's score: the max L1 distance over the squeezers, shape (N,)."""

@@ -10,12 +10,17 @@ import torch
 
 from service.model.data import Splits
 from service.sanitizer import (
+    BitDepth,
     CalibrationError,
     FeatureSqueezer,
     MedianSmoothing,
     PerturbationDetectedError,
+    Quantize,
     calibrate_threshold,
+    squeezer_from_name,
 )
+from service.sanitizer.detector import _squeezed_copies
+from service.sanitizer.squeezers import DEFAULT_SQUEEZER_NAMES, Squeezer
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +51,73 @@ def test_pgd_inputs_are_flagged_far_more_often_than_clean_test_inputs(
     attack_rate = detector.flags(pgd_test_inputs).mean()
     assert attack_rate >= 0.6
     assert attack_rate >= clean_rate + 0.4
+
+
+def test_pgd_inputs_on_the_pgd_trained_model_are_flagged_far_more_than_clean_inputs(
+    robust_digits_model: Any, digits_splits: Splits, robust_pgd_test_inputs: np.ndarray
+) -> None:
+    threshold = calibrate_threshold(robust_digits_model, digits_splits.x_val, fpr=0.05)
+    detector = FeatureSqueezer(robust_digits_model, threshold=threshold)
+    clean_rate = detector.flags(digits_splits.x_test[:150]).mean()
+    attack_rate = detector.flags(robust_pgd_test_inputs).mean()
+    assert attack_rate >= 0.85
+    assert attack_rate >= clean_rate + 0.6
+
+
+def test_default_squeezers_flag_more_pgd_inputs_than_the_papers_setting_on_digits(
+    robust_digits_model: Any, digits_splits: Splits, robust_pgd_test_inputs: np.ndarray
+) -> None:
+    paper = [squeezer_from_name(n) for n in ("bits-1", "median-2x2", "median-3x3")]
+    rates = []
+    for squeezers in (None, paper):
+        threshold = calibrate_threshold(
+            robust_digits_model, digits_splits.x_val, fpr=0.05, squeezers=squeezers
+        )
+        detector = FeatureSqueezer(robust_digits_model, threshold=threshold, squeezers=squeezers)
+        rates.append(detector.flags(robust_pgd_test_inputs).mean())
+    assert rates[0] > rates[1] + 0.5
+
+
+def _one_pass_per_squeezer(
+    model: Any, x: np.ndarray, squeezers: list[Squeezer]
+) -> tuple[np.ndarray, np.ndarray]:
+    with torch.no_grad():
+        tensor = torch.from_numpy(x.copy())
+        clean = torch.softmax(model(tensor), dim=1)
+        distances = [
+            (clean - torch.softmax(model(squeeze(tensor)), dim=1)).abs().sum(dim=1).numpy()
+            for squeeze in squeezers
+        ]
+    return clean.numpy(), np.stack(distances)
+
+
+def test_batched_scoring_equals_one_forward_pass_per_squeezer(
+    digits_model: Any, digits_splits: Splits, pgd_test_inputs: np.ndarray
+) -> None:
+    squeezers = [squeezer_from_name(n) for n in (*DEFAULT_SQUEEZER_NAMES, "median-2x2")]
+    x = np.concatenate([digits_splits.x_test[:40], pgd_test_inputs[:40]])
+    result = FeatureSqueezer(digits_model, threshold=0.1, squeezers=squeezers).analyze(x)
+    probs, distances = _one_pass_per_squeezer(digits_model, x, squeezers)
+    np.testing.assert_allclose(result.probs, probs, atol=1e-6)
+    np.testing.assert_allclose(np.stack(list(result.per_squeezer.values())), distances, atol=1e-6)
+    np.testing.assert_allclose(result.scores, distances.max(axis=0), atol=1e-6)
+
+
+def test_quantizers_applied_together_equal_each_squeezer_called_alone() -> None:
+    x = torch.rand(9, 64, generator=torch.Generator().manual_seed(3)) * 1.2 - 0.1
+    squeezers: list[Squeezer] = [BitDepth(3), MedianSmoothing(2), Quantize(9), Quantize(14)]
+    copies = _squeezed_copies(x, squeezers)
+    for squeeze, copy in zip(squeezers, copies, strict=True):
+        assert torch.equal(copy, squeeze(x)), squeeze.name
+
+
+def test_a_tensor_that_requires_grad_scores_like_the_same_numpy_array(
+    digits_model: Any, digits_splits: Splits
+) -> None:
+    x = digits_splits.x_test[:5]
+    detector = FeatureSqueezer(digits_model, threshold=0.1)
+    tensor = torch.from_numpy(x.copy()).requires_grad_(True)
+    np.testing.assert_array_equal(detector.scores(tensor), detector.scores(x))
 
 
 def test_pgd_inputs_score_higher_than_clean_inputs_on_average(

@@ -50,7 +50,11 @@ def test_squeezers_keep_the_batch_shape() -> None:
         assert squeeze(x).shape == (7, 64)
 
 
-@pytest.mark.parametrize("name", ["bits-3", "levels-10", "median-2x2", "median-3x3"])
+def test_bit_depth_has_two_to_the_bits_levels() -> None:
+    assert BitDepth(3).levels == 8
+
+
+@pytest.mark.parametrize("name", ["bits-3", "levels-9", "levels-14", "median-2x2", "median-3x3"])
 def test_squeezer_names_round_trip(name: str) -> None:
     assert squeezer_from_name(name).name == name
 
