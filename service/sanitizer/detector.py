@@ -24,7 +24,6 @@ from service.sanitizer.errors import CalibrationError, PerturbationDetectedError
 from service.sanitizer.squeezers import BitDepth, Quantize, Squeezer, default_squeezers
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
 N_FEATURES = 64
@@ -47,55 +46,72 @@ class SqueezeResult:
     per_squeezer: dict[str, npt.NDArray[np.float32]]
 
 
-def _as_tensor(x: object) -> torch.Tensor:
+def _as_array(x: object) -> npt.NDArray[np.float32]:
+    """Return ``x`` as a float32 (N, 64) numpy array (no copy when it already is one)."""
     import torch
 
     if isinstance(x, torch.Tensor):
-        tensor = x.detach().to(torch.float32)
+        array = x.detach().to(device="cpu", dtype=torch.float32).numpy()
     else:
-        tensor = torch.tensor(np.asarray(x, dtype=np.float32))
-    if tensor.ndim != 2 or tensor.shape[1] != N_FEATURES:
-        raise ValueError(f"expected inputs of shape (N, 64), got {tuple(tensor.shape)}")
-    return tensor
+        array = np.asarray(x, dtype=np.float32)
+    if array.ndim != 2 or array.shape[1] != N_FEATURES:
+        raise ValueError(f"expected inputs of shape (N, 64), got {tuple(array.shape)}")
+    return array
 
 
-def _squeezed_copies(tensor: torch.Tensor, squeezers: Sequence[Squeezer]) -> torch.Tensor:
-    """Return every squeezer's copy of ``tensor`` as one (S, N, 64) tensor.
+def _squeeze_into(
+    x: npt.NDArray[np.float32], squeezers: Sequence[Squeezer], out: npt.NDArray[np.float32]
+) -> None:
+    """Write every squeezer's copy of ``x`` into ``out``, shape (S, N, 64).
 
     Uniform quantizers (:class:`BitDepth`, :class:`Quantize`) run together as one
-    broadcast rounding, element for element the same arithmetic as calling them one by
-    one; any other squeezer is called on its own.
+    broadcast rounding in float32, element for element the same arithmetic as calling
+    them one by one (IEEE multiply, round half to even, divide); any other squeezer is
+    called on its own.
     """
     import torch
 
-    levels = {i: s.levels for i, s in enumerate(squeezers) if isinstance(s, BitDepth | Quantize)}
-    copies: list[torch.Tensor | None] = [None] * len(squeezers)
-    if levels:
-        tops = torch.tensor([float(n - 1) for n in levels.values()], dtype=torch.float32)
-        tops = tops.reshape(-1, 1, 1)
-        rounded = torch.round(tensor.clamp(0.0, 1.0).unsqueeze(0) * tops) / tops
-        for row, i in enumerate(levels):
-            copies[i] = rounded[row]
-    for i, squeeze in enumerate(squeezers):
-        if copies[i] is None:
-            copies[i] = squeeze(tensor)
-    return torch.stack([c for c in copies if c is not None])
+    quantizers = [
+        (i, s.levels) for i, s in enumerate(squeezers) if isinstance(s, BitDepth | Quantize)
+    ]
+    if quantizers:
+        rows = [i for i, _ in quantizers]
+        tops = np.array([n - 1 for _, n in quantizers], dtype=np.float32).reshape(-1, 1, 1)
+        rounded = np.round(np.clip(x, 0.0, 1.0)[None] * tops) / tops
+        if len(rows) == len(squeezers):
+            out[...] = rounded
+        else:
+            out[rows] = rounded
+    if len(quantizers) < len(squeezers):
+        tensor = torch.tensor(x)
+        done = {i for i, _ in quantizers}
+        for i, squeeze in enumerate(squeezers):
+            if i not in done:
+                out[i] = squeeze(tensor).numpy()
 
 
 def _distance_matrix(
     model: nn.Module, x: object, squeezers: Sequence[Squeezer]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return the softmax on ``x`` (N, C) and the (S, N) L1 distances, in one pass."""
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Return the softmax on ``x`` (N, C) and the (S, N) L1 distances, in one pass.
+
+    The input and its squeezed copies are written into one (S + 1, N, 64) buffer that
+    goes through the model as a single batch under ``torch.inference_mode``; the small
+    element-wise work around it runs in numpy, which has less per-call overhead.
+    """
     import torch
 
     if not squeezers:
         raise ValueError("at least one squeezer is needed")
-    tensor = _as_tensor(x)
-    n = tensor.shape[0]
+    array = _as_array(x)
+    n = array.shape[0]
+    batch = np.empty((len(squeezers) + 1, n, N_FEATURES), dtype=np.float32)
+    batch[0] = array
+    _squeeze_into(array, squeezers, batch[1:])
     with torch.inference_mode():
-        batch = torch.cat([tensor, _squeezed_copies(tensor, squeezers).reshape(-1, N_FEATURES)])
-        probs = torch.softmax(model(batch).float(), dim=1).reshape(len(squeezers) + 1, n, -1)
-        distances = (probs[1:] - probs[0]).abs().sum(dim=2)
+        logits = model(torch.from_numpy(batch.reshape(-1, N_FEATURES)))
+        probs = torch.softmax(logits.float(), dim=1).numpy().reshape(len(squeezers) + 1, n, -1)
+    distances = np.abs(probs[1:] - probs[0]).sum(axis=2, dtype=np.float32)
     return probs[0], distances
 
 
@@ -105,8 +121,8 @@ def squeeze_distances(
     """Return the softmax on ``x`` and every squeezer's L1 distance to it.
 
     The input and all squeezed copies go through the model in one batched forward pass
-    (``torch.cat``, under ``torch.inference_mode``); uniform quantizers are applied as one
-    broadcast operation.
+    (under ``torch.inference_mode``); uniform quantizers are applied as one broadcast
+    operation.
 
     Args:
         model: The classifier (in eval mode), mapping (N, 64) to logits.
@@ -120,8 +136,7 @@ def squeeze_distances(
         ValueError: If ``x`` is not (N, 64) or no squeezer is given.
     """
     probs, distances = _distance_matrix(model, x, squeezers)
-    rows = distances.numpy()
-    return probs.numpy(), {s.name: rows[i] for i, s in enumerate(squeezers)}
+    return probs, {s.name: distances[i] for i, s in enumerate(squeezers)}
 
 
 def calibrate_threshold(
@@ -156,7 +171,7 @@ def calibrate_threshold(
         _, distances = _distance_matrix(model, x_clean_val, squeezers or default_squeezers())
     except ValueError as err:
         raise CalibrationError(f"cannot calibrate: {err}") from err
-    scores = np.sort(distances.max(dim=0).values.numpy())
+    scores = np.sort(distances.max(axis=0))
     n = scores.shape[0]
     if n < math.ceil(1.0 / fpr):
         raise CalibrationError(
@@ -204,10 +219,9 @@ class FeatureSqueezer:
             The results; ``probs`` can serve the prediction without another forward pass.
         """
         probs, distances = _distance_matrix(self.model, x, self.squeezers)
-        rows = distances.numpy()
-        scores = distances.max(dim=0).values.numpy()
-        per = {s.name: rows[i] for i, s in enumerate(self.squeezers)}
-        return SqueezeResult(probs.numpy(), scores, scores > self.threshold, per)
+        scores = distances.max(axis=0)
+        per = {s.name: distances[i] for i, s in enumerate(self.squeezers)}
+        return SqueezeResult(probs, scores, scores > self.threshold, per)
 
     def scores(self, x: object) -> npt.NDArray[np.float32]:
         """Return each input's score: the max L1 distance over the squeezers, shape (N,)."""

@@ -19,7 +19,7 @@ from service.sanitizer import (
     calibrate_threshold,
     squeezer_from_name,
 )
-from service.sanitizer.detector import _squeezed_copies
+from service.sanitizer.detector import _squeeze_into
 from service.sanitizer.squeezers import DEFAULT_SQUEEZER_NAMES, Squeezer
 
 pytestmark = pytest.mark.slow
@@ -103,12 +103,23 @@ def test_batched_scoring_equals_one_forward_pass_per_squeezer(
     np.testing.assert_allclose(result.scores, distances.max(axis=0), atol=1e-6)
 
 
-def test_quantizers_applied_together_equal_each_squeezer_called_alone() -> None:
+@pytest.mark.parametrize(
+    "squeezers",
+    [
+        [BitDepth(3), Quantize(9), Quantize(10), Quantize(14)],
+        [BitDepth(3), MedianSmoothing(2), Quantize(9), MedianSmoothing(3), BitDepth(1)],
+    ],
+    ids=["quantizers", "mixed"],
+)
+def test_squeezers_applied_together_equal_each_squeezer_called_alone(
+    squeezers: list[Squeezer],
+) -> None:
     x = torch.rand(9, 64, generator=torch.Generator().manual_seed(3)) * 1.2 - 0.1
-    squeezers: list[Squeezer] = [BitDepth(3), MedianSmoothing(2), Quantize(9), Quantize(14)]
-    copies = _squeezed_copies(x, squeezers)
-    for squeeze, copy in zip(squeezers, copies, strict=True):
-        assert torch.equal(copy, squeeze(x)), squeeze.name
+    x[0, :17] = torch.arange(17) / 16  # the digits' grid, with ties at half a level
+    out = np.full((len(squeezers), 9, 64), np.nan, dtype=np.float32)
+    _squeeze_into(x.numpy(), squeezers, out)
+    for squeeze, copy in zip(squeezers, out, strict=True):
+        np.testing.assert_array_equal(copy, squeeze(x).numpy(), err_msg=squeeze.name)
 
 
 def test_a_tensor_that_requires_grad_scores_like_the_same_numpy_array(
