@@ -10,7 +10,6 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from service.authz.errors import PolicyUnavailableError
 
@@ -46,24 +45,3 @@ class OpaTls:
                 "ZTML_OPA_CERT_FILE and ZTML_OPA_KEY_FILE"
             ) from None
         return context
-
-
-def mtls_client(*, context: ssl.SSLContext, **kwargs: Any) -> Any:
-    """Return an opa-python-client ``AsyncOpaClient`` that uses ``context`` for TLS.
-
-    The library builds its own context from the system's CAs only; this subclass keeps
-    everything else of the client and swaps in ours.
-    """
-    import aiohttp
-    from opa_client import AsyncOpaClient
-
-    class _MtlsOpaClient(AsyncOpaClient):
-        async def _init_session(self) -> None:
-            self._connector = aiohttp.TCPConnector(ssl=context)
-            self._session = aiohttp.ClientSession(
-                headers=self.headers,
-                connector=self._connector,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-            )
-
-    return _MtlsOpaClient(ssl=True, **kwargs)

@@ -1,0 +1,256 @@
+"""The OPA client's connections: reused, recovered when OPA drops them, read strictly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import ssl
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.authz import OpaAuthorizer, PolicyUnavailableError
+from service.stack.processes import free_port, start_process, stop_group, wait_ready
+from tests.service.authz.test_authz_opa import policy_input
+
+ALLOW = {
+    "decision_id": "d-1",
+    "result": {
+        "allow": True,
+        "reasons": [],
+        "obligations": {
+            "max_batch_size": 8,
+            "explanations_allowed": False,
+            "flagged_input": "reject",
+            "rate_limit_per_minute": 60,
+        },
+    },
+}
+
+
+class CountingProxy:
+    """A TCP proxy in front of OPA that counts the connections it accepted.
+
+    TLS passes through untouched, so each accepted connection is one TLS handshake.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.accepted = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def drop_all(self) -> None:
+        """Close every proxied connection, as an OPA restart or idle timeout would."""
+        for writer in self._writers:
+            writer.close()
+        self._writers.clear()
+
+    async def stop(self) -> None:
+        self.drop_all()
+        if self._server is not None:
+            self._server.close()
+
+
+@pytest.fixture(scope="module")
+def mtls_opa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, ssl.SSLContext]]:
+    from service.authn.tls import make_dev_ca
+    from service.stack.runner import opa_client_context, opa_command
+    from service.toolchain.opa import find_opa
+    from service.toolchain.paths import PROJECT_ROOT
+
+    certs = make_dev_ca(tmp_path_factory.mktemp("tls"))
+    port = free_port()
+    log = tmp_path_factory.mktemp("opa") / "opa.log"
+    proc = start_process(
+        opa_command(find_opa(), port, certs=certs),
+        log_path=log,
+        env=dict(os.environ),
+        cwd=PROJECT_ROOT,
+    )
+    context = opa_client_context(certs)
+    try:
+        wait_ready(
+            f"https://127.0.0.1:{port}/health",
+            verify=context,
+            process=proc,
+            what="OPA",
+            log_path=log,
+            timeout=30,
+        )
+        yield port, context
+    finally:
+        stop_group(proc.pid)
+
+
+def through_proxy(
+    opa_port: int,
+    context: ssl.SSLContext,
+    scenario: Callable[[OpaAuthorizer, CountingProxy], Awaitable[Any]],
+) -> Any:
+    async def run() -> Any:
+        proxy = CountingProxy(opa_port)
+        await proxy.start()
+        # The server certificate names 127.0.0.1, which the proxy's address also is.
+        authorizer = OpaAuthorizer(
+            f"https://127.0.0.1:{proxy.port}", timeout_seconds=2.0, ssl_context=context
+        )
+        try:
+            return await scenario(authorizer, proxy)
+        finally:
+            await authorizer.close()
+            await proxy.stop()
+
+    return asyncio.run(run())
+
+
+@pytest.mark.system
+def test_decisions_reuse_one_mutual_tls_connection(
+    mtls_opa: tuple[int, ssl.SSLContext],
+) -> None:
+    async def scenario(authorizer: OpaAuthorizer, proxy: CountingProxy) -> tuple[int, int]:
+        for _ in range(25):
+            assert (await authorizer.decide(policy_input())).allow
+        return proxy.accepted, authorizer.transport.opened
+
+    accepted, opened = through_proxy(*mtls_opa, scenario)
+    assert accepted == 1 and opened == 1
+
+
+@pytest.mark.system
+@pytest.mark.parametrize("pause", [0.0, 0.2], ids=["dropped-in-flight", "dropped-while-idle"])
+def test_connection_dropped_by_opa_is_replaced_without_a_denial(
+    mtls_opa: tuple[int, ssl.SSLContext], pause: float
+) -> None:
+    async def scenario(authorizer: OpaAuthorizer, proxy: CountingProxy) -> tuple[bool, int]:
+        assert (await authorizer.decide(policy_input())).allow
+        proxy.drop_all()
+        await asyncio.sleep(pause)
+        allowed = (await authorizer.decide(policy_input())).allow
+        return allowed, proxy.accepted
+
+    allowed, accepted = through_proxy(*mtls_opa, scenario)
+    assert allowed and accepted == 2
+
+
+@pytest.mark.system
+def test_discarded_decision_closes_its_connection(mtls_opa: tuple[int, ssl.SSLContext]) -> None:
+    async def scenario(authorizer: OpaAuthorizer, proxy: CountingProxy) -> tuple[int, int]:
+        pending = await authorizer.submit(policy_input())
+        pending.discard()
+        with pytest.raises(PolicyUnavailableError):
+            await pending.decision()
+        assert (await authorizer.decide(policy_input())).allow
+        return authorizer.transport.idle(), proxy.accepted
+
+    idle, accepted = through_proxy(*mtls_opa, scenario)
+    assert idle == 1 and accepted == 2  # the unread answer's connection was not reused
+
+
+def fake_opa(
+    answer: bytes | None, tmp_path: Path, *, timeout: float = 1.0, calls: int = 1
+) -> list[Any]:
+    """Run ``calls`` decisions against a server that sends ``answer`` to each request."""
+
+    async def run() -> list[Any]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = next(
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    )
+                    await reader.readexactly(length)
+                    if answer is None:
+                        await asyncio.sleep(30)  # never answers
+                    writer.write(answer)
+                    await writer.drain()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        authorizer = OpaAuthorizer(f"http://127.0.0.1:{port}", timeout_seconds=timeout)
+        results: list[Any] = []
+        try:
+            for _ in range(calls):
+                try:
+                    results.append(await authorizer.decide(policy_input()))
+                except PolicyUnavailableError as err:
+                    results.append(err)
+        finally:
+            await authorizer.close()
+            server.close()
+        return results
+
+    return asyncio.run(run())
+
+
+def http(body: bytes, *headers: str, status: str = "200 OK") -> bytes:
+    head = "".join(f"{h}\r\n" for h in headers)
+    return f"HTTP/1.1 {status}\r\n{head}\r\n".encode() + body
+
+
+def test_chunked_answer_is_read(tmp_path: Path) -> None:
+    body = json.dumps(ALLOW).encode()
+    chunks = b"".join(b"%x\r\n%b\r\n" % (len(part), part) for part in (body[:10], body[10:]))
+    answer = http(chunks + b"0\r\n\r\n", "Transfer-Encoding: chunked")
+    results = fake_opa(answer, tmp_path, calls=2)
+    assert all(not isinstance(r, Exception) and r.allow for r in results)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        http(json.dumps(ALLOW).encode()),  # no framing
+        http(json.dumps(ALLOW).encode(), "Content-Length: 5"),  # truncated JSON
+        http(b"{}", "Content-Length: 2", status="500 Internal Server Error"),
+        http(b"", "Content-Length: 99999999"),
+        http(b"", "Transfer-Encoding: gzip"),
+        http(b"zz\r\n", "Transfer-Encoding: chunked"),
+        http(b"", "Content-Length: 2", "Content-Length: 3"),
+        b"SSH-2.0-OpenSSH\r\n\r\n",
+    ],
+    ids=[
+        "unframed",
+        "truncated",
+        "http-500",
+        "oversized",
+        "unknown-encoding",
+        "bad-chunk",
+        "conflicting-lengths",
+        "not-http",
+    ],
+)
+def test_unusable_answer_denies(answer: bytes, tmp_path: Path) -> None:
+    (result,) = fake_opa(answer, tmp_path, timeout=0.5)
+    assert isinstance(result, PolicyUnavailableError)
+
+
+def test_silent_opa_times_out_into_a_denial(tmp_path: Path) -> None:
+    (result,) = fake_opa(None, tmp_path, timeout=0.2)
+    assert isinstance(result, PolicyUnavailableError)
+    assert "did not answer within 200 ms" in str(result)
