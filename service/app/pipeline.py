@@ -2,6 +2,11 @@
 
 authn -> monitor -> authz (OPA) -> sanitize -> infer -> explain/review -> drift -> audit.
 
+While OPA evaluates a request's query, the squeezer (the model's forward passes) and the
+suspicion scores run on this thread (:meth:`Pipeline._authorize`, ``meanwhile``): pure
+computation, used only once OPA allowed and every 403/422 check passed, discarded
+unseen otherwise. Reviews, drift and the response happen only after the decision.
+
 A request that fails a stage stops there with its status code in the stable error shape
 (:mod:`service.app.responses`); whatever stage ended it, exactly one ``request`` audit
 event is appended before the response is sent, plus one ``policy_decision`` event for
@@ -16,8 +21,10 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +35,7 @@ from service.app.layers import Layers
 from service.app.responses import ApiError, error_response, json_response
 
 Action = Literal["predict", "explain", "metadata"]
+T = TypeVar("T")
 _log = logging.getLogger(__name__)
 REALM = 'Bearer realm="ztml-model-api"'
 DECIMALS = 6
@@ -74,6 +82,45 @@ class Call:
     tenant: str | None = None
     input_digest: str | None = None
     decisions: int = 0
+
+
+@dataclass(frozen=True)
+class Screening:
+    """The squeezer's results for a batch and each instance's suspicion score."""
+
+    result: Any
+    suspicion: npt.NDArray[np.float64]
+
+
+class Early(Generic[T]):
+    """The outcome of computation run while OPA decided: a value or the error it raised."""
+
+    def __init__(self) -> None:
+        self._value: T | None = None
+        self._error: Exception | None = None
+        self._ran = False
+
+    def run(self, work: Callable[[], T] | None) -> None:
+        """Run ``work`` (if any), keeping its value or its error for :meth:`value`."""
+        if work is None:
+            return
+        self._ran = True
+        try:
+            self._value = work()
+        except Exception as err:  # raised later, only if the request gets that far
+            self._error = err
+
+    def value(self) -> T:
+        """Return the value, or raise the error the work raised.
+
+        Raises:
+            RuntimeError: no work ran.
+        """
+        if self._error is not None:
+            raise self._error
+        if not self._ran:
+            raise RuntimeError("no computation ran while OPA decided")
+        return cast(T, self._value)
 
 
 def _round(values: npt.NDArray[np.floating[Any]]) -> list[Any]:
@@ -261,13 +308,11 @@ class Pipeline:
         instances = payload.get("instances") if isinstance(payload, dict) else None
         return len(instances) if isinstance(instances, list) and instances else 1
 
-    async def _authorize(
+    def _policy_input(
         self, call: Call, claims: Any, *, batch_size: int, flood: Any, extraction: Any
-    ) -> Any:
-        from service.authz import PolicyUnavailableError
-
+    ) -> dict[str, Any]:
         info = self.layers.model_info
-        policy_input = {
+        return {
             "subject": {
                 "sub": claims.sub,
                 "roles": list(claims.roles),
@@ -295,8 +340,38 @@ class Pipeline:
                 "flagged_input": False,
             },
         }
+
+    async def _authorize(
+        self,
+        call: Call,
+        claims: Any,
+        *,
+        batch_size: int,
+        flood: Any,
+        extraction: Any,
+        meanwhile: Callable[[], T] | None = None,
+    ) -> tuple[Any, Early[T]]:
+        """Ask OPA; return its allowing decision or raise 403/503 (audited either way).
+
+        ``meanwhile`` is pure computation (no I/O, no records) that runs on this thread
+        after the query was sent and before its answer is read, so it overlaps OPA's
+        evaluation. Its result (or error) comes back only with an allowing decision; on a
+        denial or an unavailable policy it is discarded unseen.
+        """
+        from service.authz import PolicyUnavailableError
+
+        policy_input = self._policy_input(
+            call, claims, batch_size=batch_size, flood=flood, extraction=extraction
+        )
+        early: Early[T] = Early()
         try:
-            decision = await self.layers.authorizer.decide(policy_input)
+            pending = await self.layers.authorizer.submit(policy_input)
+            try:
+                early.run(meanwhile)
+            except BaseException:
+                pending.discard()
+                raise
+            decision = await pending.decision()
         except PolicyUnavailableError as err:
             _log.warning("request %s denied: %s", call.request_id, err)
             self._audit_decision(
@@ -318,7 +393,7 @@ class Pipeline:
             )
         if decision.obligations.rate_limit_per_minute > 0:
             self._rates[self._monitor_key(call)] = float(decision.obligations.rate_limit_per_minute)
-        return decision
+        return decision, early
 
     def _drift_in_background(self, call: Call, x: npt.NDArray[np.float32]) -> None:
         """Feed the drift monitor off the request path.
@@ -386,8 +461,15 @@ class Pipeline:
         if x is not None:
             extraction = self.layers.extraction.observe(self._monitor_key(call), x)
             self._metrics.record_extraction(extraction)
-        decision = await self._authorize(
-            call, claims, batch_size=batch, flood=flood, extraction=extraction
+        decision, early = await self._authorize(
+            call,
+            claims,
+            batch_size=batch,
+            flood=flood,
+            extraction=extraction,
+            # Squeezing (the model's forward passes) overlaps OPA's evaluation; its result
+            # is used only below, once OPA allowed and every 403/422 check passed.
+            meanwhile=None if x is None else partial(self._screen_input, x),
         )
         if problem is not None or x is None:
             raise problem or self._invalid("body", "has no instances")
@@ -399,26 +481,14 @@ class Pipeline:
                 extra={"reasons": [f"batch size exceeds {decision.obligations.max_batch_size}"]},
             )
         if call.action == "explain":
-            return await self._explain(call, x, payload, decision)
-        return self._predict(call, x, decision)
+            return await self._explain(call, x, payload, decision, early)
+        return self._predict(call, x, decision, early.value())
 
-    def _screen(self, call: Call, x: npt.NDArray[np.float32], decision: Any) -> Any:
-        result = self.layers.squeezer.analyze(x)
-        if bool(result.flagged.any()) and decision.obligations.flagged_input == "reject":
-            self._review(call, x, result)  # rejected, and still queued for a human to see
-            flagged = [int(i) for i in np.flatnonzero(result.flagged)]
-            raise ApiError(
-                422,
-                "input_flagged",
-                f"{len(flagged)} instance(s) look adversarially perturbed and the policy "
-                "rejects flagged inputs; send unmodified inputs.",
-                extra={"field": f"instances[{flagged[0]}]", "flagged": flagged},
-            )
-        return result
-
-    def _review(self, call: Call, x: npt.NDArray[np.float32], result: Any) -> tuple[Any, Any]:
+    def _screen_input(self, x: npt.NDArray[np.float32]) -> Screening:
+        """Squeeze ``x`` and score each instance's suspicion (pure computation)."""
         from service.explainer import suspicion_score
 
+        result = self.layers.squeezer.analyze(x)
         threshold = max(self.layers.squeezer.threshold, 1e-6)
         suspicion = np.array(
             [
@@ -428,31 +498,53 @@ class Pipeline:
                 for i in range(x.shape[0])
             ]
         )
-        flagged = bool(result.flagged.any())
-        review_id = None
-        if flagged or float(suspicion.max()) > self.config.suspicion_threshold:
-            reasons = []
-            if flagged:
-                reasons.append("feature squeezing flagged the input")
-            if float(suspicion.max()) > self.config.suspicion_threshold:
-                top = float(suspicion.max())
-                reasons.append(f"suspicion {top:.3f} above {self.config.suspicion_threshold}")
-            review_id = self.layers.review.add(
-                request_id=call.request_id,
-                subject=call.subject,
-                tenant=call.tenant,
-                model_digest=self.layers.model_info.digest,
-                reasons=reasons,
-                suspicion=float(suspicion.max()),
-                input_digest=call.input_digest,
-                instances=x,
-            )
-        return suspicion, review_id
+        return Screening(result=result, suspicion=suspicion)
 
-    def _predict(self, call: Call, x: npt.NDArray[np.float32], decision: Any) -> Response:
-        result = self._screen(call, x, decision)
-        suspicion, review_id = self._review(call, x, result)
+    def _screen(
+        self, call: Call, x: npt.NDArray[np.float32], screened: Screening, decision: Any
+    ) -> None:
+        """Apply the policy's ``flagged_input`` obligation (after OPA allowed)."""
+        result = screened.result
+        if bool(result.flagged.any()) and decision.obligations.flagged_input == "reject":
+            self._review(call, x, screened)  # rejected, and still queued for a human to see
+            flagged = [int(i) for i in np.flatnonzero(result.flagged)]
+            raise ApiError(
+                422,
+                "input_flagged",
+                f"{len(flagged)} instance(s) look adversarially perturbed and the policy "
+                "rejects flagged inputs; send unmodified inputs.",
+                extra={"field": f"instances[{flagged[0]}]", "flagged": flagged},
+            )
+
+    def _review(self, call: Call, x: npt.NDArray[np.float32], screened: Screening) -> Any:
+        suspicion = screened.suspicion
+        flagged = bool(screened.result.flagged.any())
+        top = float(suspicion.max())
+        if not flagged and top <= self.config.suspicion_threshold:
+            return None
+        reasons = []
+        if flagged:
+            reasons.append("feature squeezing flagged the input")
+        if top > self.config.suspicion_threshold:
+            reasons.append(f"suspicion {top:.3f} above {self.config.suspicion_threshold}")
+        return self.layers.review.add(
+            request_id=call.request_id,
+            subject=call.subject,
+            tenant=call.tenant,
+            model_digest=self.layers.model_info.digest,
+            reasons=reasons,
+            suspicion=top,
+            input_digest=call.input_digest,
+            instances=x,
+        )
+
+    def _predict(
+        self, call: Call, x: npt.NDArray[np.float32], decision: Any, screened: Screening
+    ) -> Response:
+        self._screen(call, x, screened, decision)
+        review_id = self._review(call, x, screened)
         self._drift_in_background(call, x)
+        result, suspicion = screened.result, screened.suspicion
         probs = np.asarray(result.probs)
         labels = probs.argmax(axis=1)
         body = {
@@ -473,7 +565,12 @@ class Pipeline:
         return json_response(body, request_id=call.request_id)
 
     async def _explain(
-        self, call: Call, x: npt.NDArray[np.float32], payload: Any, decision: Any
+        self,
+        call: Call,
+        x: npt.NDArray[np.float32],
+        payload: Any,
+        decision: Any,
+        early: Early[Screening],
     ) -> Response:
         from service.explainer import explain
 
@@ -487,9 +584,11 @@ class Pipeline:
         method = payload.get("method", "integrated_gradients")
         if method not in ("integrated_gradients", "saliency"):
             raise self._invalid("method", "must be 'integrated_gradients' or 'saliency'")
-        result = self._screen(call, x, decision)
-        suspicion, review_id = self._review(call, x, result)
+        screened = early.value()
+        self._screen(call, x, screened, decision)
+        review_id = self._review(call, x, screened)
         self._drift_in_background(call, x)
+        result, suspicion = screened.result, screened.suspicion
         probs = np.asarray(result.probs)
         labels = probs.argmax(axis=1)
         attributions = await asyncio.to_thread(explain, self.layers.model, x, method=method)

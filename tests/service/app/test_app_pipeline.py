@@ -156,3 +156,76 @@ def test_unavailable_monitor_store_denies_with_503_and_is_audited(
     assert str(tmp_path) not in response.text
     events = events_for(stack.home, response.headers["x-request-id"])
     assert [e["status"] for e in events if e["kind"] == "request"] == [503]
+
+
+def squeeze_spy(pipeline: Any, *, fail: bool = False) -> list[int]:
+    """Count (or break) the squeezer's calls; it runs while OPA decides."""
+    calls: list[int] = []
+    analyze = pipeline.layers.squeezer.analyze
+
+    def spy(x: Any) -> Any:
+        calls.append(int(x.shape[0]))
+        if fail:
+            raise RuntimeError("squeezer broke")
+        return analyze(x)
+
+    pipeline.layers.squeezer.analyze = spy
+    return calls
+
+
+def test_denied_request_gets_no_prediction_although_squeezing_ran(
+    stack: Stack, default_config: tuple[TestClient, Any]
+) -> None:
+    client, pipeline = default_config
+    calls = squeeze_spy(pipeline)
+    outsider = {"Authorization": f"Bearer {token(stack.home, 'outsider', tenant='acme')}"}
+    response = client.post("/predict", json={"instances": digit_rows(2)}, headers=outsider)
+    assert response.status_code == 403, response.text
+    assert calls == [2]  # the squeezer ran while OPA evaluated ...
+    assert "predictions" not in response.json() and "probabilities" not in response.text
+    events = events_for(stack.home, response.headers["x-request-id"])
+    assert [e["status"] for e in events if e["kind"] == "request"] == [403]
+    assert [e["decision"]["allow"] for e in events if e["kind"] == "policy_decision"] == [False]
+
+
+def test_unreachable_opa_denies_although_squeezing_ran(
+    stack: Stack, default_config: tuple[TestClient, Any]
+) -> None:
+    from service.authz import OpaAuthorizer
+    from service.stack.processes import free_port
+
+    client, pipeline = default_config
+    calls = squeeze_spy(pipeline)
+    pipeline.layers.authorizer = OpaAuthorizer(f"http://127.0.0.1:{free_port()}")
+    response = client.post(
+        "/predict", json={"instances": digit_rows(1)}, headers=bearer(stack, "p", ("predictor",))
+    )
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "policy_unavailable"
+    assert "predictions" not in response.json()
+    assert calls in ([], [1])  # never served, whether or not the squeezer got to run
+
+
+def test_squeezer_failure_on_a_denied_request_is_still_a_403(
+    stack: Stack, default_config: tuple[TestClient, Any]
+) -> None:
+    client, pipeline = default_config
+    squeeze_spy(pipeline, fail=True)
+    outsider = {"Authorization": f"Bearer {token(stack.home, 'outsider', tenant='acme')}"}
+    response = client.post("/predict", json={"instances": digit_rows(1)}, headers=outsider)
+    assert response.status_code == 403
+
+
+def test_squeezer_failure_on_an_allowed_request_is_a_500_after_the_decision(
+    stack: Stack, default_config: tuple[TestClient, Any]
+) -> None:
+    client, pipeline = default_config
+    squeeze_spy(pipeline, fail=True)
+    response = client.post(
+        "/predict", json={"instances": digit_rows(1)}, headers=bearer(stack, "p2", ("predictor",))
+    )
+    assert response.status_code == 500
+    assert "predictions" not in response.json()
+    events = events_for(stack.home, response.headers["x-request-id"])
+    assert [e["decision"]["allow"] for e in events if e["kind"] == "policy_decision"] == [True]
+    assert [e["status"] for e in events if e["kind"] == "request"] == [500]
