@@ -229,13 +229,18 @@ class Pipeline:
         return f"{call.tenant}/{call.subject}"
 
     def _rate_limit(self, call: Call) -> Any:
-        from service.monitor import RateLimited
+        from service.monitor import RateLimited, admit
 
         key = self._monitor_key(call)
         rate = self._rates.get(key, self.config.rate_per_minute)
         try:
-            self.layers.rate_limiter.acquire(
-                key, rate_per_minute=rate, burst=self.config.rate_burst
+            # The token and the flood count in one transaction of the shared database.
+            signal = admit(
+                self.layers.rate_limiter,
+                self.layers.flood,
+                key,
+                rate_per_minute=rate,
+                burst=self.config.rate_burst,
             )
         except RateLimited as err:
             self._metrics.record_rate_limited()
@@ -246,7 +251,6 @@ class Pipeline:
                 f"Too many requests; retry after {retry} s.",
                 headers={"retry-after": str(retry)},
             ) from None
-        signal = self.layers.flood.observe(key)
         self._metrics.record_flood(signal)
         return signal
 

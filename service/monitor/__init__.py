@@ -18,6 +18,7 @@ Typical use per request (``subject`` = the token's tenant and sub, e.g. ``"demo/
 Create the monitor objects once per worker and reuse them (each keeps one connection).
 """
 
+from service.monitor.admission import admit
 from service.monitor.drift import DriftMonitor, DriftResult
 from service.monitor.errors import (
     MonitorConfigError,
@@ -45,6 +46,7 @@ __all__ = [
     "MonitorStoreError",
     "RateLimited",
     "RateLimiter",
+    "admit",
     "burst_for",
     "default_db_path",
     "monitor_facts",

@@ -12,6 +12,7 @@ policy denies (``monitor.flood``) and the policy's per-role limit compares with
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,7 @@ class FloodDetector:
         self.window_seconds = int(window_seconds)
         self.subject_threshold = subject_threshold
         self.global_threshold = global_threshold
+        self._pruned = -1
 
     def observe(self, subject: str, *, now: float | None = None) -> FloodSignal:
         """Count one request from ``subject`` and return the current rates.
@@ -75,23 +77,34 @@ class FloodDetector:
         Raises:
             MonitorStoreError: the shared database is unavailable (fail closed).
         """
-        second = math.floor(time.time() if now is None else now)
+        t = time.time() if now is None else now
+        with self.store.transaction() as conn:
+            return self.count(conn, subject, now=t)
+
+    def count(self, conn: sqlite3.Connection, subject: str, *, now: float) -> FloodSignal:
+        """Count one request inside the caller's ``BEGIN IMMEDIATE`` transaction on ``conn``.
+
+        Counts older than the window are deleted at most once per second per process
+        (the rates never include them either way).
+        """
+        second = math.floor(now)
         oldest = second - self.window_seconds
         key = f"s:{subject}"
-        with self.store.transaction() as conn:
-            conn.executemany(
-                "INSERT INTO flood_counts (subject, second, n) VALUES (?, ?, 1) "
-                "ON CONFLICT(subject, second) DO UPDATE SET n = n + 1",
-                [(key, second), (GLOBAL, second)],
-            )
+        conn.executemany(
+            "INSERT INTO flood_counts (subject, second, n) VALUES (?, ?, 1) "
+            "ON CONFLICT(subject, second) DO UPDATE SET n = n + 1",
+            [(key, second), (GLOBAL, second)],
+        )
+        if second != self._pruned:
             conn.execute("DELETE FROM flood_counts WHERE second <= ?", (oldest,))
-            counts = dict(
-                conn.execute(
-                    "SELECT subject, SUM(n) FROM flood_counts WHERE subject IN (?, ?) "
-                    "AND second > ? GROUP BY subject",
-                    (key, GLOBAL, oldest),
-                ).fetchall()
-            )
+            self._pruned = second
+        counts = dict(
+            conn.execute(
+                "SELECT subject, SUM(n) FROM flood_counts WHERE subject IN (?, ?) "
+                "AND second > ? GROUP BY subject",
+                (key, GLOBAL, oldest),
+            ).fetchall()
+        )
         scale = 60.0 / self.window_seconds
         rate = counts.get(key, 0) * scale
         total = counts.get(GLOBAL, 0) * scale

@@ -14,6 +14,7 @@ IMMEDIATE`` transaction, so N workers together admit exactly what one bucket all
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
 from pathlib import Path
 
@@ -71,6 +72,31 @@ class RateLimiter:
             MonitorConfigError: the rate is negative or the burst is below 1.
             MonitorStoreError: the shared database is unavailable (fail closed).
         """
+        t = time.time() if now is None else now
+        with self.store.transaction() as conn:
+            tokens = self.take(conn, subject, rate_per_minute=rate_per_minute, burst=burst, now=t)
+        if tokens is not None:
+            raise RateLimited((1.0 - tokens) / (rate_per_minute / 60.0))
+
+    def take(
+        self,
+        conn: sqlite3.Connection,
+        subject: str,
+        *,
+        rate_per_minute: float,
+        burst: int,
+        now: float,
+    ) -> float | None:
+        """Take one token inside the caller's ``BEGIN IMMEDIATE`` transaction on ``conn``.
+
+        Returns:
+            None when the request is admitted, else the tokens left (below 1); the
+            bucket's new state is written either way.
+
+        Raises:
+            RateLimited: the rate is 0 (nothing is admitted).
+            MonitorConfigError: the rate is negative or the burst is below 1.
+        """
         if rate_per_minute < 0 or burst < 1:
             raise MonitorConfigError(
                 f"Rate limit {rate_per_minute}/min with burst {burst} is invalid; the rate "
@@ -79,32 +105,30 @@ class RateLimiter:
         if rate_per_minute == 0:
             raise RateLimited(60.0)
         per_second = rate_per_minute / 60.0
-        t = time.time() if now is None else now
-        with self.store.transaction() as conn:
-            row = conn.execute(
-                "SELECT tokens, updated FROM rate_buckets WHERE subject = ?", (subject,)
-            ).fetchone()
-            if row is None:
-                tokens = float(burst)
-            else:
-                elapsed = max(0.0, t - row[1])
-                tokens = min(float(burst), row[0] + elapsed * per_second)
-            admitted = tokens >= 1.0
-            if admitted:
-                tokens -= 1.0
-            full_at = t + (burst - tokens) / per_second
-            conn.execute(
-                "INSERT INTO rate_buckets (subject, tokens, updated, full_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT(subject) DO UPDATE SET "
-                "tokens = excluded.tokens, updated = excluded.updated, full_at = excluded.full_at",
-                (subject, tokens, t, full_at),
-            )
-            self._calls += 1
-            if self._calls % PRUNE_EVERY == 0:
-                # A bucket that has refilled completely is the same as no bucket.
-                conn.execute("DELETE FROM rate_buckets WHERE full_at < ?", (t,))
-        if not admitted:
-            raise RateLimited((1.0 - tokens) / per_second)
+        t = now
+        row = conn.execute(
+            "SELECT tokens, updated FROM rate_buckets WHERE subject = ?", (subject,)
+        ).fetchone()
+        if row is None:
+            tokens = float(burst)
+        else:
+            elapsed = max(0.0, t - row[1])
+            tokens = min(float(burst), row[0] + elapsed * per_second)
+        admitted = tokens >= 1.0
+        if admitted:
+            tokens -= 1.0
+        full_at = t + (burst - tokens) / per_second
+        conn.execute(
+            "INSERT INTO rate_buckets (subject, tokens, updated, full_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT(subject) DO UPDATE SET "
+            "tokens = excluded.tokens, updated = excluded.updated, full_at = excluded.full_at",
+            (subject, tokens, t, full_at),
+        )
+        self._calls += 1
+        if self._calls % PRUNE_EVERY == 0:
+            # A bucket that has refilled completely is the same as no bucket.
+            conn.execute("DELETE FROM rate_buckets WHERE full_at < ?", (t,))
+        return None if admitted else tokens
 
     def tokens(self, subject: str) -> float | None:
         """Return the tokens saved in ``subject``'s bucket at its last update, if any."""

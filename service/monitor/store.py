@@ -68,6 +68,15 @@ class MonitorStore:
         self._conn, self._pid = conn, os.getpid()
         return conn
 
+    def ready(self) -> None:
+        """Open this process's connection (creating the schema) if not open yet.
+
+        Raises:
+            MonitorStoreError: the database cannot be opened.
+        """
+        with self._lock:
+            self._connect()
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """Run a block in one ``BEGIN IMMEDIATE`` transaction (committed unless it raises).
