@@ -254,3 +254,26 @@ def test_silent_opa_times_out_into_a_denial(tmp_path: Path) -> None:
     (result,) = fake_opa(None, tmp_path, timeout=0.2)
     assert isinstance(result, PolicyUnavailableError)
     assert "did not answer within 200 ms" in str(result)
+
+
+@pytest.mark.system
+def test_time_the_caller_computes_is_not_charged_to_opa(
+    mtls_opa: tuple[int, ssl.SSLContext],
+) -> None:
+    import time
+
+    port, context = mtls_opa
+
+    async def run() -> bool:
+        authorizer = OpaAuthorizer(
+            f"https://127.0.0.1:{port}", timeout_seconds=0.2, ssl_context=context
+        )
+        try:
+            await authorizer.decide(policy_input())  # connected
+            pending = await authorizer.submit(policy_input())
+            time.sleep(0.3)  # the caller computes (blocking) longer than OPA's timeout
+            return (await pending.decision()).allow
+        finally:
+            await authorizer.close()
+
+    assert asyncio.run(run())
