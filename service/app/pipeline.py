@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.app.layers import Layers
+from service.app.overlap import Early
 from service.app.responses import ApiError, error_response, json_response
 
 Action = Literal["predict", "explain", "metadata"]
@@ -90,37 +91,6 @@ class Screening:
 
     result: Any
     suspicion: npt.NDArray[np.float64]
-
-
-class Early(Generic[T]):
-    """The outcome of computation run while OPA decided: a value or the error it raised."""
-
-    def __init__(self) -> None:
-        self._value: T | None = None
-        self._error: Exception | None = None
-        self._ran = False
-
-    def run(self, work: Callable[[], T] | None) -> None:
-        """Run ``work`` (if any), keeping its value or its error for :meth:`value`."""
-        if work is None:
-            return
-        self._ran = True
-        try:
-            self._value = work()
-        except Exception as err:  # raised later, only if the request gets that far
-            self._error = err
-
-    def value(self) -> T:
-        """Return the value, or raise the error the work raised.
-
-        Raises:
-            RuntimeError: no work ran.
-        """
-        if self._error is not None:
-            raise self._error
-        if not self._ran:
-            raise RuntimeError("no computation ran while OPA decided")
-        return cast(T, self._value)
 
 
 def _round(values: npt.NDArray[np.floating[Any]]) -> list[Any]:
