@@ -9,8 +9,6 @@
 # entrypoint: true
 package ztml.authz
 
-import data.ztml.lib.inputs as v
-
 # METADATA
 # title: Actions
 # description: Actions the model API knows.
@@ -40,212 +38,41 @@ default roles := {}
 roles := data.data.roles
 
 # ---------------------------------------------------------------------------
-# Input validation (fail closed): every problem is a reason.
-# ---------------------------------------------------------------------------
-
-# METADATA
-# title: Input fields
-# description: Every field the decision needs, with the check its value must pass.
-fields := {
-	"subject.sub": "name",
-	"subject.roles": "names",
-	"subject.tenant": "name",
-	"subject.scopes": "names",
-	"action": "action",
-	"model.name": "name",
-	"model.digest": "digest",
-	"model.tenant": "name",
-	"model.risk_tier": "risk_tier",
-	"request.batch_size": "count",
-	"request.client_address": "name",
-	"request.time": "timestamp",
-	"monitor.rate_per_minute": "rate",
-	"monitor.extraction_suspicion": "probability",
-	"monitor.extraction_flagged": "flag",
-	"monitor.flood": "flag",
-	"monitor.drift": "flag",
-	"monitor.flagged_input": "flag",
-}
-
-# METADATA
-# title: Expected values
-# description: What each check expects, for the denial reason.
-expected := {
-	"name": "a non-empty string",
-	"names": "an array of non-empty strings",
-	"action": sprintf("one of %v", [sort(actions)]),
-	"digest": "sha256:<64 lowercase hex>",
-	"risk_tier": "one of [\"high\", \"low\", \"medium\"]",
-	"count": "a non-negative integer",
-	"timestamp": "an RFC 3339 timestamp",
-	"rate": "a non-negative number",
-	"probability": "a number in [0, 1]",
-	"flag": "a boolean",
-}
-
-# METADATA
-# title: Input document
-# description: The input when it is an object; an empty object otherwise.
-default input_object := {}
-
-# METADATA
-# title: Input document (object)
-# description: The input itself when it is an object.
-input_object := input if is_object(input)
-
-# METADATA
-# title: Field value
-# description: The value at a dotted field path, null when missing.
-value(path) := object.get(input_object, split(path, "."), null)
-
-# METADATA
-# title: Check a name
-# description: A non-empty string.
-check("name", x) if v.non_empty_string(x)
-
-# METADATA
-# title: Check names
-# description: An array of non-empty strings.
-check("names", x) if v.string_array(x)
-
-# METADATA
-# title: Check an action
-# description: One of the known actions.
-check("action", x) if x in actions
-
-# METADATA
-# title: Check a digest
-# description: sha256:<64 lowercase hex>.
-check("digest", x) if v.digest(x)
-
-# METADATA
-# title: Check a risk tier
-# description: low, medium or high.
-check("risk_tier", x) if tier_rank[x]
-
-# METADATA
-# title: Check a count
-# description: A non-negative integer.
-check("count", x) if v.non_negative_int(x)
-
-# METADATA
-# title: Check a timestamp
-# description: An RFC 3339 time.
-check("timestamp", x) if v.timestamp(x)
-
-# METADATA
-# title: Check a rate
-# description: A non-negative number.
-check("rate", x) if v.non_negative_number(x)
-
-# METADATA
-# title: Check a probability
-# description: A number in [0, 1].
-check("probability", x) if v.probability(x)
-
-# METADATA
-# title: Check a flag
-# description: A boolean.
-check("flag", x) if is_boolean(x)
-
-# METADATA
-# title: Well-formed fields
-# description: The fields whose value passes its check.
-well_formed contains path if {
-	not valid
-	some path, kind in fields
-	check(kind, value(path))
-}
-
-# METADATA
-# title: Invalid fields
-# description: >-
-#   A reason for every field that is missing or ill-typed (computed only when the
-#   input is not valid).
-invalid contains v.invalid_field(path, expected[kind]) if {
-	not valid
-	some path, kind in fields
-	not path in well_formed
-}
-
-# METADATA
-# title: Input not an object
-# description: The input document itself must be an object.
-invalid contains "input must be a JSON object" if not is_object(input)
-
-# METADATA
-# title: Valid input
-# description: >-
-#   True only on positive evidence that every field in `fields` passes its check
-#   (direct built-in tests, so the common allowed path stays fast). The
-#   table-driven `invalid` names the failing fields; a test keeps the two in step.
-valid if {
-	is_string(input.subject.sub)
-	input.subject.sub != ""
-	is_array(input.subject.roles)
-	every role in input.subject.roles {
-		is_string(role)
-		role != ""
-	}
-	is_string(input.subject.tenant)
-	input.subject.tenant != ""
-	is_array(input.subject.scopes)
-	every scope in input.subject.scopes {
-		is_string(scope)
-		scope != ""
-	}
-	actions[input.action]
-	is_string(input.model.name)
-	input.model.name != ""
-	is_string(input.model.digest)
-	regex.match(`^sha256:[0-9a-f]{64}$`, input.model.digest)
-	is_string(input.model.tenant)
-	input.model.tenant != ""
-	tier_rank[input.model.risk_tier]
-	is_number(input.request.batch_size)
-	input.request.batch_size >= 0
-	floor(input.request.batch_size) == input.request.batch_size
-	is_string(input.request.client_address)
-	input.request.client_address != ""
-	is_string(input.request.time)
-	time.parse_rfc3339_ns(input.request.time)
-	is_number(input.monitor.rate_per_minute)
-	input.monitor.rate_per_minute >= 0
-	is_number(input.monitor.extraction_suspicion)
-	input.monitor.extraction_suspicion >= 0
-	input.monitor.extraction_suspicion <= 1
-	is_boolean(input.monitor.extraction_flagged)
-	is_boolean(input.monitor.flood)
-	is_boolean(input.monitor.drift)
-	is_boolean(input.monitor.flagged_input)
-}
-
-# ---------------------------------------------------------------------------
 # RBAC and risk tier.
 # ---------------------------------------------------------------------------
 
 # METADATA
+# title: Role definitions of the subject
+# description: The subject's roles that the role data defines, each with its definition.
+role_defs[role] := def if {
+	some role in input.subject.roles
+	def := data.data.roles[role]
+}
+
+# METADATA
 # title: Known roles
 # description: The subject's roles that the role data defines.
-known_roles contains role if {
-	some role in input.subject.roles
-	data.data.roles[role]
+known_roles := object.keys(role_defs)
+
+# METADATA
+# title: Granting role definitions
+# description: The definitions of the subject's known roles that permit the requested action.
+granting_defs[role] := def if {
+	some role, def in role_defs
+	input.action in def.actions
 }
 
 # METADATA
 # title: Granting roles
 # description: The subject's known roles that permit the requested action.
-granting_roles contains role if {
-	some role in known_roles
-	input.action in data.data.roles[role].actions
-}
+granting_roles := object.keys(granting_defs)
 
 # METADATA
 # title: High-risk capable
 # description: True when a granting role may use high-risk models.
 high_risk_capable if {
-	some role in granting_roles
-	data.data.roles[role].high_risk_models == true
+	some def in granting_defs
+	def.high_risk_models == true
 }
 
 # METADATA
@@ -259,6 +86,11 @@ default registered_rank := -1
 registered_rank := tier_rank[data.data.models[concat("/", [input.model.tenant, input.model.name])].risk_tier]
 
 # METADATA
+# title: Risk tiers by rank
+# description: Tier names indexed by their rank in tier_rank.
+tier_names := ["low", "medium", "high"]
+
+# METADATA
 # title: Effective risk tier
 # description: >-
 #   The most sensitive of the declared and registered tiers; "high" when the
@@ -266,18 +98,9 @@ registered_rank := tier_rank[data.data.models[concat("/", [input.model.tenant, i
 default risk_tier := "high"
 
 # METADATA
-# title: Effective risk tier (declared)
-# description: The declared tier when the registry does not record a higher one.
-risk_tier := input.model.risk_tier if tier_rank[input.model.risk_tier] >= registered_rank
-
-# METADATA
-# title: Effective risk tier (registered)
-# description: The registered tier when it is higher than the valid declared tier.
-risk_tier := tier if {
-	tier_rank[input.model.risk_tier] < registered_rank
-	some tier, rank in tier_rank
-	rank == registered_rank
-}
+# title: Effective risk tier (computed)
+# description: The tier of the higher rank of the declared and the registered tier.
+risk_tier := tier_names[max([tier_rank[input.model.risk_tier], registered_rank])]
 
 # ---------------------------------------------------------------------------
 # Obligations the service must enforce on an allowed call.
@@ -291,10 +114,7 @@ default max_batch_size := 0
 # METADATA
 # title: Maximum batch size (computed)
 # description: Maximum over the granting roles' limits for the risk tier.
-max_batch_size := max(limits) if {
-	limits := {data.data.roles[role].max_batch_size[risk_tier] | some role in granting_roles}
-	count(limits) > 0
-}
+max_batch_size := max([def.max_batch_size[risk_tier] | some def in granting_defs])
 
 # METADATA
 # title: Explanations allowed
@@ -307,20 +127,20 @@ default explanations_allowed := false
 # title: Explanations allowed (computed)
 # description: True when a known role may explain at the model's risk tier.
 explanations_allowed if {
-	some role in known_roles
-	"explain" in data.data.roles[role].actions
-	tier_permits(role)
+	some def in role_defs
+	"explain" in def.actions
+	tier_permits(def)
 }
 
 # METADATA
 # title: Role permits risk tier
-# description: True when role may use a model of the effective risk tier.
+# description: True when a role (its definition) may use a model of the effective risk tier.
 tier_permits(_) if risk_tier != "high"
 
 # METADATA
 # title: Role permits high risk tier
-# description: True when role may use high-risk models.
-tier_permits(role) if data.data.roles[role].high_risk_models == true
+# description: True when a role (its definition) may use high-risk models.
+tier_permits(def) if def.high_risk_models == true
 
 # METADATA
 # title: Flagged input handling
@@ -345,10 +165,7 @@ default rate_limit_per_minute := 0
 # METADATA
 # title: Rate limit per minute (computed)
 # description: Maximum over the granting roles' rate limits.
-rate_limit_per_minute := max(limits) if {
-	limits := {data.data.roles[role].rate_limit_per_minute | some role in granting_roles}
-	count(limits) > 0
-}
+rate_limit_per_minute := max([def.rate_limit_per_minute | some def in granting_defs])
 
 # ---------------------------------------------------------------------------
 # Reasons: every denial explains itself.
@@ -508,40 +325,46 @@ default allow := false
 #   Positive evidence for every condition, tested directly so an allowed call
 #   never has to build the reasons. Each condition is the negation of a reason
 #   below; the tests check on every test input that allow holds exactly when
-#   there is no reason.
+#   there is no reason. Cheap input comparisons come first so most denials stop
+#   early.
 allow if {
-	valid
-	count(granting_roles) > 0
-	input.action in input.subject.scopes
-	input.subject.tenant == input.model.tenant
-	risk_tier_permitted
 	input.monitor.flood == false
 	input.monitor.extraction_flagged == false
-	batch_permitted
+	input.subject.tenant == input.model.tenant
+	input.action in input.subject.scopes
+	valid
+	count(granting_defs) > 0
+	risk_tier_permitted(risk_tier)
+	batch_permitted(input.action)
 	input.monitor.rate_per_minute <= rate_limit_per_minute
-	flagged_input_permitted
+	flagged_input_permitted(input.monitor.flagged_input)
 }
 
 # METADATA
 # title: Risk tier permitted
 # description: Below high risk any granting role will do.
-risk_tier_permitted if risk_tier != "high"
+risk_tier_permitted(tier) if tier != "high"
 
 # METADATA
 # title: Risk tier permitted (high)
 # description: A high-risk model needs a granting role allowed to use high-risk models.
-risk_tier_permitted if high_risk_capable
+risk_tier_permitted("high") if high_risk_capable
 
 # METADATA
 # title: Batch permitted
 # description: Actions that do not run the model have no batch to check.
-batch_permitted if not input.action in batch_actions
+batch_permitted("metadata")
+
+# METADATA
+# title: Batch permitted (admin)
+# description: Admin actions do not run the model.
+batch_permitted("admin")
 
 # METADATA
 # title: Batch permitted (predict, explain)
 # description: The batch holds 1 to max_batch_size instances.
-batch_permitted if {
-	input.action in batch_actions
+batch_permitted(action) if {
+	action in batch_actions
 	input.request.batch_size >= 1
 	input.request.batch_size <= max_batch_size
 }
@@ -549,54 +372,46 @@ batch_permitted if {
 # METADATA
 # title: Flagged input permitted
 # description: An input the monitor did not flag is always served.
-flagged_input_permitted if input.monitor.flagged_input == false
+flagged_input_permitted(false)
 
 # METADATA
 # title: Flagged input permitted (flagged)
 # description: A flagged input is served (and flagged) only when the obligation says so.
-flagged_input_permitted if {
-	input.monitor.flagged_input == true
-	flagged_input == "serve_and_flag"
+flagged_input_permitted(true) if flagged_input == "serve_and_flag"
+
+# METADATA
+# title: Decision (allowed)
+# description: >-
+#   The answer the service asks for: {"allow", "reasons", "obligations"}. An
+#   allowed call has no reasons and gets the obligations the service must enforce.
+decision := {
+	"allow": true,
+	"reasons": [],
+	"obligations": {
+		"max_batch_size": max_batch_size,
+		"explanations_allowed": explanations_allowed,
+		"flagged_input": flagged_input,
+		"rate_limit_per_minute": rate_limit_per_minute,
+	},
+} if {
+	allow
 }
 
 # METADATA
-# title: Reason list
-# description: An allowed call has no reasons.
-reason_list := [] if allow
-
-# METADATA
-# title: Reason list (denied)
+# title: Decision (denied)
 # description: >-
-#   The sorted reasons of a denial. There is always at least one: without valid
-#   input every bad field is named, and with valid input but no granting role one
-#   of the role reasons applies.
-reason_list := sort(reasons) if not allow
-
-# METADATA
-# title: Obligations
-# description: What the service must enforce; the most restrictive values on a denial.
-obligations := {
-	"max_batch_size": max_batch_size,
-	"explanations_allowed": explanations_allowed,
-	"flagged_input": flagged_input,
-	"rate_limit_per_minute": rate_limit_per_minute,
-} if allow
-
-# METADATA
-# title: Obligations (denied)
-# description: A denied call gets nothing.
-obligations := {
-	"max_batch_size": 0,
-	"explanations_allowed": false,
-	"flagged_input": "reject",
-	"rate_limit_per_minute": 0,
-} if not allow
-
-# METADATA
-# title: Decision
-# description: The answer the service asks for.
+#   A denied call gets its sorted reasons and nothing else. There is always at
+#   least one reason: without valid input every bad field is named, and with
+#   valid input but no granting role one of the role reasons applies.
 decision := {
-	"allow": allow,
-	"reasons": reason_list,
-	"obligations": obligations,
+	"allow": false,
+	"reasons": sort(reasons),
+	"obligations": {
+		"max_batch_size": 0,
+		"explanations_allowed": false,
+		"flagged_input": "reject",
+		"rate_limit_per_minute": 0,
+	},
+} if {
+	not allow
 }
