@@ -42,11 +42,6 @@ deny contains violation_of(
 }
 
 # METADATA
-# title: Pinned image
-# description: True when image ends in @sha256:<64 lowercase hex>.
-pinned(image) if regex.match(`^[^@]+@sha256:[0-9a-f]{64}$`, image)
-
-# METADATA
 # title: Allowed registry
 # description: Images must come from a registry prefix listed in allowed_registries.
 deny contains violation_of(
@@ -56,14 +51,6 @@ deny contains violation_of(
 	some c in containers
 	image := object.get(c.container, "image", null)
 	not allowed_registry(image)
-}
-
-# METADATA
-# title: Image from an allowed registry
-# description: True when image starts with an allowed registry prefix.
-allowed_registry(image) if {
-	is_string(image)
-	strings.any_prefix_match(image, settings.allowed_registries)
 }
 
 # METADATA
@@ -127,6 +114,19 @@ deny contains violation_of(
 	some c in containers
 	some i, var in object.get(c.container, "env", [])
 	secret_value(var.value)
+}
+
+# METADATA
+# title: Pinned image
+# description: True when image ends in @sha256:<64 lowercase hex>.
+pinned(image) if regex.match(`^[^@]+@sha256:[0-9a-f]{64}$`, image)
+
+# METADATA
+# title: Image from an allowed registry
+# description: True when image starts with an allowed registry prefix.
+allowed_registry(image) if {
+	is_string(image)
+	strings.any_prefix_match(image, settings.allowed_registries)
 }
 
 # METADATA

@@ -9,7 +9,8 @@ package ztml.admission
 #   True when data.inventory holds a NetworkPolicy in the object's namespace that
 #   selects every pod, covers Ingress and Egress and allows nothing.
 default_deny_present if {
-	some policy in data.inventory.namespace[namespace]["networking.k8s.io/v1"].NetworkPolicy
+	inventory := object.get(data.inventory, ["namespace", namespace, "networking.k8s.io/v1", "NetworkPolicy"], {})
+	some policy in inventory
 	default_deny(policy)
 }
 

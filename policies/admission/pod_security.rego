@@ -44,10 +44,10 @@ deny contains violation_of(
 # description: Only configMap, csi, downwardAPI, emptyDir, ephemeral, persistentVolumeClaim, projected and secret volumes (so never hostPath).
 deny contains violation_of(
 	sprintf("volume %q of %s %q uses type %s, which is not allowed (allowed: %v)", [volume_name, kind, name, type, settings.allowed_volume_types]),
-	null, sprintf("%s.volumes[%d].%s", [spec_path, i, type]), volume[type],
+	null, sprintf("%s.volumes[%d].%s", [spec_path, i, type]), source,
 ) if {
 	some i, volume in object.get(spec, "volumes", [])
-	some type, _ in volume
+	some type, source in volume
 	type != "name"
 	not type in settings.allowed_volume_types
 	volume_name := object.get(volume, "name", sprintf("volumes[%d]", [i]))
@@ -149,18 +149,6 @@ deny contains violation_of(
 }
 
 # METADATA
-# title: Security contexts
-# description: The pod-level and every container-level securityContext, with their field paths.
-security_contexts contains [null, sprintf("%s.securityContext", [spec_path]), pod_sc] if workload
-
-# METADATA
-# title: Container security contexts
-# description: Every container's securityContext with its field path.
-security_contexts contains [c.name, sprintf("%s.securityContext", [c.path]), container_sc(c)] if {
-	some c in containers
-}
-
-# METADATA
 # title: Windows host process
 # description: windowsOptions.hostProcess must not be true (baseline).
 deny contains violation_of(
@@ -187,11 +175,12 @@ deny contains violation_of(
 # description: seLinuxOptions.user and role must not be set (baseline).
 deny contains violation_of(
 	sprintf("%s %q must not set SELinux %s", [kind, name, field]),
-	container, sprintf("%s.seLinuxOptions.%s", [path, field]), sc.seLinuxOptions[field],
+	container, sprintf("%s.seLinuxOptions.%s", [path, field]), value,
 ) if {
 	some [container, path, sc] in security_contexts
 	some field in ["user", "role"]
-	sc.seLinuxOptions[field] != ""
+	value := sc.seLinuxOptions[field]
+	value != ""
 }
 
 # METADATA
@@ -239,6 +228,18 @@ deny contains violation_of(
 ) if {
 	some i, sysctl in object.get(pod_sc, "sysctls", [])
 	not sysctl.name in safe_sysctls
+}
+
+# METADATA
+# title: Security contexts
+# description: The pod-level and every container-level securityContext, with their field paths.
+security_contexts contains [null, sprintf("%s.securityContext", [spec_path]), pod_sc] if workload
+
+# METADATA
+# title: Container security contexts
+# description: Every container's securityContext with its field path.
+security_contexts contains [c.name, sprintf("%s.securityContext", [c.path]), container_sc(c)] if {
+	some c in containers
 }
 
 # METADATA

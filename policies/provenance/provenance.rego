@@ -137,30 +137,30 @@ robust_results contains [registration, result] if {
 # METADATA
 # title: Passing result
 # description: A result meets the requirement (same attack, epsilon and steps at least required, accuracy high enough).
-passes(result) if {
-	result.attack == requirements.attack
-	result.epsilon >= requirements.epsilon
-	result.steps >= requirements.min_steps
-	result.accuracy >= requirements.min_robust_accuracy
-	norm_matches(result)
+passes(result, required) if {
+	result.attack == required.attack
+	result.epsilon >= required.epsilon
+	result.steps >= required.min_steps
+	result.accuracy >= required.min_robust_accuracy
+	norm_matches(result, required)
 }
 
 # METADATA
 # title: Norm matches
 # description: Any norm passes when the requirements name none.
-norm_matches(_) if not requirements.norm
+norm_matches(_, required) if not required.norm
 
 # METADATA
 # title: Norm matches (required)
 # description: The result's norm must equal a required norm.
-norm_matches(result) if result.norm == requirements.norm
+norm_matches(result, required) if result.norm == required.norm
 
 # METADATA
 # title: Robust enough
 # description: Some trusted registration has a passing result.
 robust_enough if {
 	some [_, result] in robust_results
-	passes(result)
+	passes(result, requirements)
 }
 
 # METADATA
@@ -193,8 +193,8 @@ approval_problems[record.seq] contains sprintf("approve record seq %v is signed 
 # title: Approval before registration
 # description: An approval counts only after a trusted registration.
 approval_problems[record.seq] contains sprintf("approve record seq %v precedes the trusted registration", [record.seq]) if {
-	some record in of_type("approve")
 	count(registrations) > 0
+	some record in of_type("approve")
 	every registration in registrations {
 		record.seq <= registration.seq
 	}
@@ -284,7 +284,8 @@ reasons contains sprintf("no approve record for %s", [input.digest]) if {
 # description: Every problem of every approve record, when none counts.
 reasons contains problem if {
 	count(approvals) == 0
-	some problem in approval_problems[_]
+	some problems in approval_problems
+	some problem in problems
 }
 
 # METADATA

@@ -18,6 +18,7 @@ from service.toolchain.errors import ToolMissingError
 from service.toolchain.opa import OPA_VERSION, find_opa
 from service.toolchain.paths import ztml_home
 from service.toolchain.postgres import find_postgres_bin
+from service.toolchain.regal import REGAL_VERSION, find_regal
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,15 @@ def _opa() -> Check:
         return Check("opa", True, True, OPA_VERSION, str(path), purpose, "")
     except ToolMissingError as err:
         return Check("opa", True, False, "", "-", purpose, str(err))
+
+
+def _regal() -> Check:
+    purpose = "Rego linter for policy authors (the test command lints policies/ with it)"
+    try:
+        path = find_regal()
+        return Check("regal", False, True, REGAL_VERSION, str(path), purpose, "")
+    except ToolMissingError as err:
+        return Check("regal", False, False, "", "-", purpose, str(err))
 
 
 def _postgres() -> Check:
@@ -126,6 +136,7 @@ def collect() -> list[Check]:
             "install CPython 3.11 (uv python install 3.11)",
         ),
         _opa(),
+        _regal(),
         _binary(
             "go",
             args=["version"],

@@ -8,12 +8,11 @@ is found, so that policy tests and the local stack always run the same engine.
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import subprocess
 from pathlib import Path
 
 from service.toolchain.errors import ToolInstallError, ToolMissingError
+from service.toolchain.gotool import GoTool
 from service.toolchain.paths import tools_bin
 
 OPA_VERSION = "1.22.2"
@@ -27,26 +26,18 @@ INSTALL_HINT = (
 )
 
 
+OPA = GoTool(
+    name="opa",
+    version=OPA_VERSION,
+    module=OPA_MODULE,
+    env_var="ZTML_OPA",
+    install_hint=INSTALL_HINT,
+)
+
+
 def opa_version(binary: Path) -> str | None:
     """Return the version an ``opa`` binary reports, or None if it does not run."""
-    try:
-        out = subprocess.run(
-            [str(binary), "version"], capture_output=True, text=True, timeout=20, check=False
-        ).stdout
-    except OSError:
-        return None
-    match = re.search(r"^Version:\s*(\S+)", out, re.MULTILINE)
-    return match.group(1) if match else None
-
-
-def _candidates() -> list[Path]:
-    found: list[Path] = []
-    if env := os.environ.get("ZTML_OPA"):
-        found.append(Path(env))
-    found.append(tools_bin() / "opa")
-    if on_path := shutil.which("opa"):
-        found.append(Path(on_path))
-    return found
+    return OPA.reported_version(binary)
 
 
 def find_opa() -> Path:
@@ -56,15 +47,7 @@ def find_opa() -> Path:
         ToolMissingError: no binary of the pinned version was found; the message
             says how to install it.
     """
-    seen: list[str] = []
-    for candidate in _candidates():
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            version = opa_version(candidate)
-            if version == OPA_VERSION:
-                return candidate
-            seen.append(f"{candidate} (version {version or 'unknown'})")
-    where = f" Found only: {', '.join(seen)}." if seen else ""
-    raise ToolMissingError(f"OPA {OPA_VERSION} is not installed.{where} {INSTALL_HINT}")
+    return OPA.find()
 
 
 def install_opa() -> Path:
@@ -80,11 +63,7 @@ def install_opa() -> Path:
         return find_opa()
     except ToolMissingError:
         pass
-    go = shutil.which("go")
-    if go is None:
-        raise ToolMissingError(
-            f"OPA {OPA_VERSION} is missing and Go is not installed. {INSTALL_HINT}"
-        )
+    go = OPA.go()
     target = tools_bin()
     target.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "GOBIN": str(target)}
