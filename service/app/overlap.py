@@ -1,6 +1,6 @@
 """Computation run while OPA decides, kept until the decision says it may be used.
 
-The request path sends the policy query first and then, on the same thread, does the
+The request path starts the policy query and then, on the same thread, does the
 pure computation the response will need (the squeezer's forward passes); OPA evaluates
 meanwhile. :class:`Early` holds what that computation produced, or the error it raised,
 so that nothing of it reaches the client, the review queue or the records unless OPA

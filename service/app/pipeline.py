@@ -328,9 +328,9 @@ class Pipeline:
         """Ask OPA; return its allowing decision or raise 403/503 (audited either way).
 
         ``meanwhile`` is pure computation (no I/O, no records) that runs on this thread
-        after the query was sent and before its answer is read, so it overlaps OPA's
-        evaluation. Its result (or error) comes back only with an allowing decision; on a
-        denial or an unavailable policy it is discarded unseen.
+        once the query is on its way, so it overlaps OPA's evaluation. Its result (or
+        error) comes back only with an allowing decision; on a denial or an unavailable
+        policy it is discarded unseen.
         """
         from service.authz import PolicyUnavailableError
 

@@ -1,19 +1,19 @@
-"""Ask a real OPA server for each authorization decision (async, keep-alive, mutual TLS).
+"""Ask a real OPA server for each authorization decision (opa-python-client, async).
 
-One :class:`OpaAuthorizer` per worker process keeps its connections to OPA open
-(:mod:`service.authz.transport`), bound to the worker's event loop, so a decision is one
-request on an established (TLS) connection. :meth:`OpaAuthorizer.submit` writes the query
-at once and returns a :class:`PendingDecision` whose answer is read later: the caller may
-compute while OPA evaluates, and must not act on anything before the decision allows.
-Every failure to get a usable answer (connection refused, timeout, HTTP error, undefined
-or malformed decision) raises :class:`~service.authz.errors.PolicyUnavailableError`: the
-caller answers 503 and denies.
+One :class:`OpaAuthorizer` per worker process keeps one opa-python-client
+``AsyncOpaClient`` (an aiohttp session with keep-alive connections to OPA, over mutual
+TLS) bound to the worker's event loop, so a decision is one request on an established
+connection. :meth:`OpaAuthorizer.submit` starts the query on the event loop and returns a
+:class:`PendingDecision` once the query is on its way; the caller may compute while
+OPA evaluates, and must not act on anything before the decision allows. Every failure to get
+a usable answer (connection refused, timeout, HTTP error, undefined or malformed decision)
+raises :class:`~service.authz.errors.PolicyUnavailableError`: the caller answers 503 and
+denies.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import ssl
 import uuid
@@ -22,10 +22,11 @@ from urllib.parse import urlsplit
 
 from service.authz.decision import Decision, parse_decision
 from service.authz.errors import PolicyUnavailableError
-from service.authz.transport import Exchange, OpaTransport
+from service.authz.tls import REQUEST_SENT
 
 _log = logging.getLogger(__name__)
-DECISION_PATH = "/v1/data/ztml/authz/decision"
+DECISION_PACKAGE = "ztml/authz"
+DECISION_RULE = "decision"
 
 
 def _split_url(url: str) -> tuple[str, int, bool]:
@@ -41,41 +42,36 @@ def _split_url(url: str) -> tuple[str, int, bool]:
 
 
 class PendingDecision:
-    """A decision OPA was asked for; :meth:`decision` reads (and checks) its answer."""
+    """A decision OPA was asked for; :meth:`decision` waits for (and checks) its answer."""
 
-    def __init__(self, authorizer: OpaAuthorizer, exchange: Exchange, deadline: float) -> None:
+    def __init__(self, authorizer: OpaAuthorizer, task: asyncio.Task[Any], spent: float) -> None:
         self._authorizer = authorizer
-        self._exchange = exchange
-        self._deadline = deadline
-        self._sent = asyncio.get_running_loop().time()
+        self._task = task
+        self._remaining = authorizer.timeout_seconds - spent
+        self._discarded = False
 
     async def decision(self) -> Decision:
         """Return OPA's decision.
 
-        OPA has the authorizer's timeout for the whole decision (connect, query, read),
-        not counting the time the caller spent computing between :meth:`OpaAuthorizer.submit`
-        and this call: an answer that arrived meanwhile is never refused as late.
+        OPA has the authorizer's timeout for the whole decision, not counting the time
+        the caller spent computing between :meth:`OpaAuthorizer.submit` and this call:
+        an answer that arrived meanwhile is never refused as late.
 
         Raises:
             PolicyUnavailableError: no usable decision could be obtained in time.
         """
         authorizer = self._authorizer
-        loop = asyncio.get_running_loop()
-        deadline = self._deadline + (loop.time() - self._sent)
+        if self._discarded:
+            raise PolicyUnavailableError("the decision was discarded before it was read")
+        done, _ = await asyncio.wait((self._task,), timeout=max(self._remaining, 0.0))
+        if not done:
+            self._task.cancel()
+            raise authorizer.timed_out()
         try:
-            async with asyncio.timeout_at(deadline):
-                response = await self._exchange.response()
-        except TimeoutError:
-            raise authorizer.timed_out() from None
-        except Exception as err:  # connection, framing and TLS errors: fail closed
+            response = self._task.result()
+        except Exception as err:  # aiohttp, JSON and HTTP errors: fail closed
             raise authorizer.unavailable(err) from None
-        if response.status != 200:
-            raise PolicyUnavailableError(f"OPA at {authorizer.url} answered HTTP {response.status}")
-        try:
-            document = json.loads(response.body)
-        except ValueError:
-            raise PolicyUnavailableError(f"OPA at {authorizer.url} answered invalid JSON") from None
-        decision = parse_decision(document)
+        decision = parse_decision(response)
         if decision.decision_id is None:
             # Decision logging is off on this OPA: tie the audit event to a local id.
             decision = Decision(
@@ -87,8 +83,9 @@ class PendingDecision:
         return decision
 
     def discard(self) -> None:
-        """Give up on the answer (its connection is closed, never reused)."""
-        self._exchange.discard()
+        """Give up on the answer (the query is cancelled; :meth:`decision` then denies)."""
+        self._discarded = True
+        self._task.cancel()
 
 
 class OpaAuthorizer:
@@ -115,22 +112,25 @@ class OpaAuthorizer:
         self._host, self._port, self._ssl = _split_url(url)
         if ssl_context is not None and not self._ssl:
             raise PolicyUnavailableError(f"OPA URL {url!r} must be https:// with a TLS context.")
-        if ssl_context is None and self._ssl:
-            ssl_context = ssl.create_default_context()
         self._ssl_context = ssl_context
-        self._transport: OpaTransport | None = None
+        self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    @property
-    def transport(self) -> OpaTransport:
-        """The connections of the current event loop (created on first use)."""
+    async def _session(self) -> Any:
         loop = asyncio.get_running_loop()
-        if self._transport is None or self._loop is not loop:
-            if self._transport is not None:
-                self._transport.abandon()
-            self._transport = OpaTransport(self._host, self._port, ssl_context=self._ssl_context)
-            self._loop = loop
-        return self._transport
+        if self._client is None or self._loop is not loop:
+            from service.authz.tls import opa_client  # imports aiohttp
+
+            client = opa_client(
+                host=self._host,
+                port=self._port,
+                timeout=self.timeout_seconds,
+                https=self._ssl,
+                context=self._ssl_context,
+            )
+            await client._init_session()  # the client's own session set-up
+            self._client, self._loop = client, loop
+        return self._client
 
     def timed_out(self) -> PolicyUnavailableError:
         """The error for a decision that did not arrive in time."""
@@ -142,25 +142,44 @@ class OpaAuthorizer:
         """The error for a decision that could not be obtained."""
         return PolicyUnavailableError(f"OPA at {self.url} is unavailable ({type(err).__name__})")
 
-    async def submit(self, input: dict[str, Any]) -> PendingDecision:
-        """Send the query for one call now; read the decision later from the result.
+    async def _query(self, client: Any, input: dict[str, Any]) -> Any:
+        # The timeout is enforced by submit() and PendingDecision.decision().
+        return await client.query_rule(
+            input_data=input, package_path=DECISION_PACKAGE, rule_name=DECISION_RULE
+        )
 
+    async def submit(self, input: dict[str, Any]) -> PendingDecision:
+        """Start the query for one call; read the decision later.
+
+        The query runs as a task on the event loop; this returns once the request body
+        has been written to OPA (or the query ended early), so the caller may compute
+        while OPA evaluates. The wait is bounded by the query's own timeout.
         Nothing may be served, recorded as served or queued on the strength of the
         query until :meth:`PendingDecision.decision` returned an allowing decision.
 
         Raises:
-            PolicyUnavailableError: OPA cannot be reached in time.
+            PolicyUnavailableError: the client to OPA cannot be set up.
         """
-        deadline = asyncio.get_running_loop().time() + self.timeout_seconds
-        body = json.dumps({"input": input}, separators=(",", ":")).encode()
         try:
-            async with asyncio.timeout_at(deadline):
-                exchange = await self.transport.send("POST", DECISION_PATH, body)
-        except TimeoutError:
-            raise self.timed_out() from None
-        except Exception as err:  # connection and TLS errors: fail closed
+            client = await self._session()
+        except Exception as err:  # TLS and session set-up errors: fail closed
             raise self.unavailable(err) from None
-        return PendingDecision(self, exchange, deadline)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        sent: asyncio.Future[None] = loop.create_future()
+        token = REQUEST_SENT.set(sent)
+        try:
+            task = asyncio.ensure_future(self._query(client, input))  # copies the context
+        finally:
+            REQUEST_SENT.reset(token)
+        # Return once OPA has the query (or the query already ended, e.g. failed).
+        done, _ = await asyncio.wait(
+            (sent, task), timeout=self.timeout_seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+        if not done:
+            task.cancel()
+            raise self.timed_out()
+        return PendingDecision(self, task, spent=loop.time() - started)
 
     async def decide(self, input: dict[str, Any]) -> Decision:
         """Return OPA's decision for one call.
@@ -174,17 +193,17 @@ class OpaAuthorizer:
     async def healthy(self) -> bool:
         """Return whether OPA reports healthy with its bundles/policies loaded."""
         try:
+            client = await self._session()
             async with asyncio.timeout(max(self.timeout_seconds, 1.0)):
-                exchange = await self.transport.send("GET", "/health")
-                return (await exchange.response()).status == 200
+                return bool(await client.check_health())
         except Exception:
             return False
 
     async def close(self) -> None:
-        """Close the connections to OPA (safe to call twice)."""
-        transport, self._transport = self._transport, None
-        if transport is not None:
+        """Close the HTTP session (safe to call twice)."""
+        client, self._client = self._client, None
+        if client is not None:
             try:
-                await transport.close()
+                await client.close_connection()
             except Exception:  # closing must never raise
-                _log.debug("closing the OPA connections failed", exc_info=True)
+                _log.debug("closing the OPA session failed", exc_info=True)
