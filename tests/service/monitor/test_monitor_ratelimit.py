@@ -151,9 +151,10 @@ def test_processes_hammering_one_subject_admit_one_bucket(db_path: Path, tmp_pat
     results = [w.communicate(timeout=120)[0].split() for w in workers]
     assert all(w.returncode == 0 for w in workers)
     counts = [int(r[0]) for r in results]
-    # 2000 tokens of burst; at 6/min at most one more token refills during the run.
+    # 2000 tokens of burst; at 6/min at most one more token refills during the run. With
+    # a bucket per process the two would admit 4000 between them. How the 2000 split
+    # between the processes depends on the scheduler (one may take them all).
     assert 2000 <= sum(counts) <= 2001, counts
-    assert all(c > 0 for c in counts), counts
     print("admitted per process", counts, "seconds per call", [float(r[1]) for r in results])
 
 
