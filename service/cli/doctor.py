@@ -15,10 +15,11 @@ from rich.console import Console
 from rich.table import Table
 
 from service.toolchain.errors import ToolMissingError
-from service.toolchain.opa import OPA_VERSION, find_opa
+from service.toolchain.gotool import GoTool
+from service.toolchain.opa import OPA
 from service.toolchain.paths import ztml_home
 from service.toolchain.postgres import find_postgres_bin
-from service.toolchain.regal import REGAL_VERSION, find_regal
+from service.toolchain.regal import REGAL
 
 
 @dataclass(frozen=True)
@@ -61,22 +62,12 @@ def _library(dist: str, purpose: str) -> Check:
         return Check(dist, True, False, "", "-", purpose, "run `scripts/run setup` (uv sync)")
 
 
-def _opa() -> Check:
-    purpose = "policy engine: authorizes every call, admission checks, deploy gate"
+def _go_tool(tool: GoTool, *, required: bool, purpose: str) -> Check:
     try:
-        path = find_opa()
-        return Check("opa", True, True, OPA_VERSION, str(path), purpose, "")
+        path = tool.find()
+        return Check(tool.name, required, True, tool.version, str(path), purpose, "")
     except ToolMissingError as err:
-        return Check("opa", True, False, "", "-", purpose, str(err))
-
-
-def _regal() -> Check:
-    purpose = "Rego linter for policy authors (the test command lints policies/ with it)"
-    try:
-        path = find_regal()
-        return Check("regal", False, True, REGAL_VERSION, str(path), purpose, "")
-    except ToolMissingError as err:
-        return Check("regal", False, False, "", "-", purpose, str(err))
+        return Check(tool.name, required, False, "", "-", purpose, str(err))
 
 
 def _postgres() -> Check:
@@ -135,8 +126,16 @@ def collect() -> list[Check]:
             "runs the CLI, the service and the Pulumi program (3.11 required)",
             "install CPython 3.11 (uv python install 3.11)",
         ),
-        _opa(),
-        _regal(),
+        _go_tool(
+            OPA,
+            required=True,
+            purpose="policy engine: authorizes every call, admission checks, deploy gate",
+        ),
+        _go_tool(
+            REGAL,
+            required=False,
+            purpose="Rego linter for policy authors (the test command lints policies/ with it)",
+        ),
         _binary(
             "go",
             args=["version"],
