@@ -46,7 +46,7 @@ def admit(
         MonitorStoreError: the shared database is unavailable (fail closed).
     """
     t = time.time() if now is None else now
-    if limiter.store.db_path != flood.store.db_path:  # (another spelling: still correct)
+    if limiter.store.db_path != flood.store.db_path:  # two databases: two transactions
         limiter.acquire(subject, rate_per_minute=rate_per_minute, burst=burst, now=t)
         return flood.observe(subject, now=t)
     flood.store.ready()  # the flood table exists (created by the detector's own schema)
