@@ -25,14 +25,12 @@ class GoTool:
     Attributes:
         name: The binary's name (``opa``, ``regal``).
         version: The pinned version as the binary reports it (``1.22.2``, ``v0.35.1``).
-        module: The Go module path it is built from.
         env_var: An environment variable that may point at a binary to use instead.
         install_hint: How to get the tool by hand, for error messages.
     """
 
     name: str
     version: str
-    module: str
     env_var: str
     install_hint: str
 

@@ -29,7 +29,6 @@ INSTALL_HINT = (
 OPA = GoTool(
     name="opa",
     version=OPA_VERSION,
-    module=OPA_MODULE,
     env_var="ZTML_OPA",
     install_hint=INSTALL_HINT,
 )

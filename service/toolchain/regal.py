@@ -32,7 +32,6 @@ INSTALL_HINT = (
 REGAL = GoTool(
     name="regal",
     version=REGAL_VERSION,
-    module=REGAL_MODULE,
     env_var="ZTML_REGAL",
     install_hint=INSTALL_HINT,
 )
