@@ -63,7 +63,11 @@ class PendingDecision:
         authorizer = self._authorizer
         if self._discarded:
             raise PolicyUnavailableError("the decision was discarded before it was read")
-        done, _ = await asyncio.wait((self._task,), timeout=max(self._remaining, 0.0))
+        try:
+            done, _ = await asyncio.wait((self._task,), timeout=max(self._remaining, 0.0))
+        except BaseException:  # the caller was cancelled: the query goes with it
+            self._task.cancel()
+            raise
         if not done:
             self._task.cancel()
             raise authorizer.timed_out()
@@ -158,7 +162,8 @@ class OpaAuthorizer:
         query until :meth:`PendingDecision.decision` returned an allowing decision.
 
         Raises:
-            PolicyUnavailableError: the client to OPA cannot be set up.
+            PolicyUnavailableError: the client to OPA cannot be set up, or the query
+                could not be sent in time.
         """
         try:
             client = await self._session()
@@ -173,9 +178,13 @@ class OpaAuthorizer:
         finally:
             REQUEST_SENT.reset(token)
         # Return once OPA has the query (or the query already ended, e.g. failed).
-        done, _ = await asyncio.wait(
-            (sent, task), timeout=self.timeout_seconds, return_when=asyncio.FIRST_COMPLETED
-        )
+        try:
+            done, _ = await asyncio.wait(
+                (sent, task), timeout=self.timeout_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        except BaseException:  # the caller was cancelled: the query goes with it
+            task.cancel()
+            raise
         if not done:
             task.cancel()
             raise self.timed_out()

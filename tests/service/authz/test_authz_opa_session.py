@@ -349,3 +349,33 @@ def test_the_query_is_on_the_wire_when_submit_returns() -> None:
         assert asyncio.run(run())
     finally:
         listener.close()
+
+
+def test_a_cancelled_caller_takes_its_query_with_it() -> None:
+    async def run() -> bool:
+        received, closed = asyncio.Event(), asyncio.Event()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                await reader.readuntil(b"\r\n\r\n")
+                received.set()
+                while await reader.read(65536):  # never answers; waits for the client to go
+                    pass
+            closed.set()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        authorizer = OpaAuthorizer(f"http://127.0.0.1:{port}", timeout_seconds=5.0)
+        try:
+            caller = asyncio.create_task(authorizer.decide(policy_input()))
+            await asyncio.wait_for(received.wait(), timeout=5.0)  # out; OPA is silent
+            caller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await caller
+            await asyncio.wait_for(closed.wait(), timeout=1.0)
+            return True
+        finally:
+            await authorizer.close()
+            server.close()
+
+    assert asyncio.run(run())
