@@ -6,6 +6,10 @@ the same way, a trivial baseline query (``is_object(input)``) on the same input,
 reports the evaluation-time p50 and p99 (OPA's ``timer_rego_query_eval_ns``
 histogram) beside the baseline with the ratio. Target: decision p50 < 100 µs.
 
+OPA runs as ztml deploys it, with one Go scheduler thread (``GOMAXPROCS=1``, see
+``service.stack.runner.opa_env``); the summary also shows, from the same run, every query
+again with Go's default thread count (one per CPU), so the setting's share is visible.
+
     .venv/bin/python -m benchmarks.opa_bench            # every authz example
     .venv/bin/python -m benchmarks.opa_bench --quick    # three examples
 """
@@ -24,6 +28,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from service.stack.runner import opa_env
 from service.toolchain.opa import OPA_VERSION, find_opa
 from service.toolchain.paths import POLICIES_DIR
 
@@ -43,8 +48,12 @@ class Timing:
     iterations: int
 
 
-def bench(opa: Path, query: str, input_path: Path, *, count: int) -> Timing:
-    """Run `opa bench` for query on input_path and return its eval-time percentiles."""
+def bench(opa: Path, query: str, input_path: Path, *, count: int, deployed: bool = True) -> Timing:
+    """Run `opa bench` for query on input_path and return its eval-time percentiles.
+
+    With ``deployed`` OPA gets the environment ztml runs it with (one scheduler thread);
+    otherwise this process's environment without ``GOMAXPROCS`` (Go's default).
+    """
     command = [
         str(opa),
         "bench",
@@ -58,7 +67,15 @@ def bench(opa: Path, query: str, input_path: Path, *, count: int) -> Timing:
     for pattern in LOAD_IGNORES:
         command += ["--ignore", pattern]
     command += ["-i", str(input_path), query]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    env = {k: v for k, v in os.environ.items() if k != "GOMAXPROCS"}
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=opa_env(env) if deployed else env,
+    )
     if result.returncode != 0:
         raise SystemExit(f"opa bench failed for {input_path}:\n{result.stderr or result.stdout}")
     # With --count > 1 OPA prints one JSON document per run.
@@ -89,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         inputs = [p for p in inputs if p.parent.name in QUICK_EXAMPLES]
     console = Console(width=max(Console().width, 110))
     rows = []
+    default_rows: list[tuple[Timing, Timing]] = []
     with console.status("running opa bench…") as status:
         for input_path in inputs:
             name = input_path.parent.name
@@ -96,11 +114,18 @@ def main(argv: list[str] | None = None) -> int:
             decision = bench(opa, DECISION_QUERY, input_path, count=args.count)
             baseline = bench(opa, BASELINE_QUERY, input_path, count=args.count)
             rows.append((name, decision, baseline))
+            status.update(f"opa bench {name} (Go's default threads)")
+            default_rows.append(
+                (
+                    bench(opa, DECISION_QUERY, input_path, count=args.count, deployed=False),
+                    bench(opa, BASELINE_QUERY, input_path, count=args.count, deployed=False),
+                )
+            )
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     table = Table(
-        title=f"ztml authz decision eval time (opa bench, OPA {OPA_VERSION}; "
-        f"load avg {load:.1f} on {os.cpu_count()} CPUs)"
+        title=f"ztml authz decision eval time (opa bench, OPA {OPA_VERSION} as deployed: "
+        f"GOMAXPROCS={opa_env({})['GOMAXPROCS']}; load avg {load:.1f} on {os.cpu_count()} CPUs)"
     )
     for column in (
         "example",
@@ -133,6 +158,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{base_p99:.1f}",
         f"{overall_p50 / base_p50:.1f}×",
     )
+    default_p50 = statistics.median(d.p50_us for d, _ in default_rows)
+    default_base = statistics.median(b.p50_us for _, b in default_rows)
+    table.add_row(
+        "all, Go's default threads",
+        f"{default_p50:.1f}",
+        f"{max(d.p99_us for d, _ in default_rows):.1f}",
+        f"{default_base:.1f}",
+        f"{max(b.p99_us for _, b in default_rows):.1f}",
+        f"{default_p50 / default_base:.1f}×",
+    )
     console.print(table)
     met = overall_p50 < TARGET_P50_US
     verdict = "[green]met[/green]" if met else "[red]missed[/red]"
@@ -147,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
             "decision": {"p50_us": overall_p50, "p99_us": overall_p99},
             "baseline": {"p50_us": base_p50, "p99_us": base_p99},
             "load_average": load,
+        }
+        figures["all_go_default_threads"] = {
+            "decision": {"p50_us": default_p50},
+            "baseline": {"p50_us": default_base},
         }
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0

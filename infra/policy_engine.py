@@ -40,6 +40,10 @@ from infra.hardening import (
 
 OPA_PORT = 8181
 OPA_DIAGNOSTIC_PORT = 8282
+# One Go scheduler thread: the sidecar has a 500m CPU limit, and Go never derives fewer
+# than two threads from a CPU limit; with two, each decision is handed between threads
+# (service/stack/runner.py opa_env measures and explains it; `ztml up` uses the same).
+OPA_GOMAXPROCS = "1"
 POLICY_MOUNT = "/policies"
 CONFIG_MOUNT = "/etc/opa"
 OPA_TLS_MOUNT = "/etc/opa/tls"
@@ -231,6 +235,7 @@ class PolicyEngine(pulumi.ComponentResource):
             name="opa",
             image=args.image,
             args=tuple(opa_args),
+            env={"GOMAXPROCS": OPA_GOMAXPROCS},
             ports=(("opa-diag", OPA_DIAGNOSTIC_PORT),),
             mounts=mounts,
             liveness=health,

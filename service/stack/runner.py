@@ -33,6 +33,8 @@ from service.stack.state import ServerInfo, StackState, clear_state, read_state,
 from service.toolchain.paths import POLICIES_DIR, PROJECT_ROOT
 
 SERVICE_TARGET = "service.app.service:ZtmlModelService"
+# One Go scheduler thread for OPA (see opa_env); the cluster sidecar uses the same value.
+OPA_GOMAXPROCS = "1"
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,18 @@ def opa_command(opa: Path, port: int, *, certs: DevCertificates | None = None) -
         str(POLICIES_DIR / "config" / "opa-config.yaml"),
         *policy_load_args(POLICIES_DIR),
     ]
+
+
+def opa_env(base: Mapping[str, str]) -> dict[str, str]:
+    """Return OPA's environment: ``base`` with one Go scheduler thread (``GOMAXPROCS=1``).
+
+    A decision is one short request on one connection; with a second scheduler thread
+    Go hands the request between its network poller and worker threads, which on a
+    small machine costs more than it saves (about 0.2 ms of a 1.1 ms round trip
+    measured here). The cluster's OPA sidecar gets the same setting (it has a 500m CPU
+    limit, and Go never derives fewer than two threads from a CPU limit).
+    """
+    return {**base, "GOMAXPROCS": OPA_GOMAXPROCS}
 
 
 def opa_client_env(certs: DevCertificates, port: int) -> dict[str, str]:
@@ -215,7 +229,7 @@ def start_stack(options: StackOptions) -> StackState:
     opa_proc = start_process(
         opa_command(opa, opa_port, certs=certs),
         log_path=opa_log,
-        env=_as(run_as, dict(os.environ), home),
+        env=_as(run_as, opa_env(os.environ), home),
         cwd=PROJECT_ROOT,
         run_as=run_as,
     )

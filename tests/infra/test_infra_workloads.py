@@ -169,6 +169,17 @@ def test_opa_sidecar_listens_on_localhost_only(any_run: Any) -> None:
     assert opa["livenessProbe"]["httpGet"] == {"path": "/health", "port": 8282}, urn
 
 
+def test_opa_sidecar_runs_one_go_scheduler_thread_like_the_local_stack(any_run: Any) -> None:
+    from service.stack.runner import OPA_GOMAXPROCS
+
+    urn, manifest = _model(any_run)
+    opa = next(c for c in containers_of(manifest) if c["name"] == "opa")
+    env = {v["name"]: v.get("value") for v in opa["env"]}
+    assert env["GOMAXPROCS"] == OPA_GOMAXPROCS == "1", urn
+    # One thread fits the sidecar's CPU limit (Go would derive two from it).
+    assert opa["resources"]["limits"]["cpu"] == "500m", urn
+
+
 def test_opa_sidecar_requires_client_certificates_with_mtls(scaled_run: Any) -> None:
     urn, manifest = _model(scaled_run)
     opa = next(c for c in containers_of(manifest) if c["name"] == "opa")

@@ -77,6 +77,10 @@ def test_detached_up_serves_the_printed_example_and_down_stops_everything(up_hom
     try:
         assert listening_ports(family(state.service.pid)) == {("127.0.0.1", state.service.port)}
         assert listening_ports(family(state.opa.pid)) == {("127.0.0.1", state.opa.port)}
+        (opa,) = [
+            psutil.Process(p) for p in family(state.opa.pid) if psutil.Process(p).name() == "opa"
+        ]
+        assert opa.environ().get("GOMAXPROCS") == "1"  # as the cluster sidecar runs it
         answer = run_example(result.stdout)
         assert answer["model"]["digest"] == state.model_digest  # type: ignore[index]
         assert len(answer["predictions"]) == 1  # type: ignore[arg-type]
