@@ -19,6 +19,9 @@ from service.toolchain.paths import ztml_home
 RiskTier = Literal["low", "medium", "high"]
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+# BentoML's own request timeout (the service's ``traffic`` setting). The service's deadline
+# must end first, so a slow request still gets the service's error shape and its audit event.
+BENTOML_TIMEOUT_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,9 @@ class AppConfig:
             (``ZTML_SUSPICION_THRESHOLD``).
         drift_window: inputs per drift test (``ZTML_DRIFT_WINDOW``).
         drift_alpha: the drift test's family-wise error rate (``ZTML_DRIFT_ALPHA``).
+        request_timeout_seconds: the deadline for one request, body upload included; a
+            slower request gets 504 (``ZTML_REQUEST_TIMEOUT_MS``, below BentoML's own
+            30 s).
     """
 
     home: Path
@@ -79,6 +85,7 @@ class AppConfig:
     suspicion_threshold: float
     drift_window: int
     drift_alpha: float
+    request_timeout_seconds: float
 
     @property
     def monitor_db(self) -> Path:
@@ -216,4 +223,12 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
         suspicion_threshold=_float(env, "ZTML_SUSPICION_THRESHOLD", 0.7, low=0.0, high=1.0),
         drift_window=_int(env, "ZTML_DRIFT_WINDOW", 200, low=10, high=1_000_000),
         drift_alpha=_float(env, "ZTML_DRIFT_ALPHA", 0.01, low=1e-9, high=0.5),
+        request_timeout_seconds=_int(
+            env,
+            "ZTML_REQUEST_TIMEOUT_MS",
+            20_000,
+            low=100,
+            high=(BENTOML_TIMEOUT_SECONDS - 2) * 1000,
+        )
+        / 1000,
     )

@@ -50,6 +50,7 @@ _ERRORS = {
         "A security layer (policy engine, monitor, review queue, audit log) is unavailable; "
         "the request is denied."
     ),
+    "504": "The request (body upload included) did not finish within the service's deadline.",
 }
 
 
@@ -165,7 +166,7 @@ def build_spec(*, max_batch: int, title: str = "ztml model API") -> dict[str, An
             },
         },
     }
-    batch_errors = ("400", "401", "403", "405", "413", "422", "429", "500", "503")
+    batch_errors = ("400", "401", "403", "405", "413", "422", "429", "500", "503", "504")
     security: list[dict[str, list[str]]] = [{"bearerAuth": []}]
     plain = {"description": "OK.", "content": {"text/plain": {"schema": {"type": "string"}}}}
     return {
@@ -207,7 +208,9 @@ def build_spec(*, max_batch: int, title: str = "ztml model API") -> dict[str, An
                 "get": {
                     "operationId": "metadata",
                     "summary": "What the served model is.",
-                    "responses": _responses("Metadata", ("401", "403", "405", "429", "500", "503")),
+                    "responses": _responses(
+                        "Metadata", ("401", "403", "405", "429", "500", "503", "504")
+                    ),
                 }
             },
             "/livez": {

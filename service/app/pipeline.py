@@ -123,10 +123,28 @@ class Pipeline:
             client=request.client.host if request.client else "unknown",
             started=time.perf_counter(),
         )
+        deadline = asyncio.timeout(self.config.request_timeout_seconds)
         try:
-            response = await self._serve(request, call)
+            async with deadline:
+                response = await self._serve(request, call)
         except ApiError as err:
             response = error_response(err, call.request_id)
+        except TimeoutError:
+            if not deadline.expired():  # some layer's own timeout, not the deadline
+                response = self._failed(call)
+            else:
+                # A slow body upload or a stuck layer: answer (and audit) before BentoML's
+                # own timeout would cut the request off without either.
+                response = error_response(
+                    ApiError(
+                        504,
+                        "timeout",
+                        f"The request did not finish within "
+                        f"{self.config.request_timeout_seconds:g} s; send the body at once "
+                        "and smaller batches.",
+                    ),
+                    call.request_id,
+                )
         except _dependency_errors() as err:
             # A layer's store failed (monitor, review queue, audit): deny, never serve
             # without it.
@@ -142,11 +160,7 @@ class Pipeline:
                 call.request_id,
             )
         except Exception:
-            _log.exception("request %s failed", call.request_id)
-            response = error_response(
-                ApiError(500, "internal_error", "The service failed to answer; try again."),
-                call.request_id,
-            )
+            response = self._failed(call)
         try:
             self._audit(call, status=response.status_code)
         except Exception:
@@ -157,6 +171,14 @@ class Pipeline:
                 call.request_id,
             )
         return response
+
+    def _failed(self, call: Call) -> Response:
+        """The 500 for an unexpected failure (logged with its traceback, never sent)."""
+        _log.exception("request %s failed", call.request_id)
+        return error_response(
+            ApiError(500, "internal_error", "The service failed to answer; try again."),
+            call.request_id,
+        )
 
     # -- stages ----------------------------------------------------------------------------
 

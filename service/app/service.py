@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import bentoml
 
-from service.app.config import load_config
+from service.app.config import BENTOML_TIMEOUT_SECONDS, load_config
 from service.app.errors import AppError
 from service.app.gate import preflight, verify_model
 from service.app.http import HardeningMiddleware, create_api
@@ -76,7 +76,7 @@ def _refuse(err: Exception) -> None:
 @bentoml.service(
     name="ztml-model",
     workers=_setting("workers", 1),
-    traffic={"timeout": 30},
+    traffic={"timeout": BENTOML_TIMEOUT_SECONDS},
 )
 @bentoml.asgi_app(create_api(), path="/")
 class ZtmlModelService:

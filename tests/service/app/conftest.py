@@ -32,7 +32,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, demo_model_source: Path) -> 
                 model_path=model.path,
                 model_digest=model.digest,
                 workers=1,
-                extra_env={"ZTML_RATE_BURST": "12"},
+                extra_env={"ZTML_RATE_BURST": "12", "ZTML_REQUEST_TIMEOUT_MS": "8000"},
             )
         )
         running = Stack(

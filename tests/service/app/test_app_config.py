@@ -30,11 +30,21 @@ def test_defaults_are_safe(tmp_path: Path) -> None:
         ("ZTML_AUDIT_STDOUT", "maybe"),
         ("ZTML_SQUEEZE_FPR", "nan"),
         ("ZTML_TENANT", "../etc"),
+        ("ZTML_REQUEST_TIMEOUT_MS", "30000"),  # not below BentoML's own 30 s timeout
     ],
 )
 def test_bad_value_is_named(tmp_path: Path, name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load_config({"ZTML_HOME": str(tmp_path), name: value})
+
+
+def test_request_deadline_ends_before_bentomls_timeout(tmp_path: Path) -> None:
+    from service.app.config import BENTOML_TIMEOUT_SECONDS
+
+    config = load_config({"ZTML_HOME": str(tmp_path)})
+    assert 0 < config.request_timeout_seconds < BENTOML_TIMEOUT_SECONDS
+    config = load_config({"ZTML_HOME": str(tmp_path), "ZTML_REQUEST_TIMEOUT_MS": "1500"})
+    assert config.request_timeout_seconds == 1.5
 
 
 def test_config_is_frozen(tmp_path: Path) -> None:

@@ -229,6 +229,45 @@ def test_oversized_body_is_rejected_with_413(stack: Stack) -> None:
     assert request_event(stack, response)["status"] == 413
 
 
+def test_slow_body_upload_is_cut_off_with_504_and_audited(stack: Stack) -> None:
+    # Slowloris: valid headers, then part of the body, then nothing. The service's own
+    # deadline (8 s on the test stack) answers in its JSON shape and audits the request,
+    # before BentoML's 30 s timeout would cut it off with neither.
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(stack.url)
+    assert url.hostname and url.port
+    body = json.dumps({"instances": digit_rows(1)}).encode()
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        f"Authorization: {stack.headers('slow')['Authorization']}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((url.hostname, url.port), timeout=25) as sock:
+        sock.sendall(head + body[:20])
+        started = time.monotonic()
+        raw = b""
+        while b"\r\n\r\n" not in raw or not raw.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            raw += chunk
+        waited = time.monotonic() - started
+    status_line, _, rest = raw.partition(b"\r\n")
+    header_block, _, payload = rest.partition(b"\r\n\r\n")
+    assert status_line.split()[1] == b"504", raw
+    headers = dict(
+        line.decode().lower().split(": ", 1) for line in header_block.split(b"\r\n") if line
+    )
+    error = json.loads(payload)["error"]
+    assert error["code"] == "timeout" and error["request_id"] == headers["x-request-id"]
+    assert "Traceback" not in payload.decode() and "/work" not in payload.decode()
+    assert 7.5 <= waited < 20, waited
+    events = [e for e in events_for(stack.home, headers["x-request-id"]) if e["kind"] == "request"]
+    assert [e["status"] for e in events] == [504]
+
+
 def test_errors_carry_security_headers_and_no_server_header(stack: Stack) -> None:
     for response in (
         predict(stack, {"instances": digit_rows(1)}),
