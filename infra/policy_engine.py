@@ -40,9 +40,9 @@ from infra.hardening import (
 
 OPA_PORT = 8181
 OPA_DIAGNOSTIC_PORT = 8282
-# One Go scheduler thread: the sidecar has a 500m CPU limit, and Go never derives fewer
-# than two threads from a CPU limit; with two, each decision is handed between threads
-# (service/stack/runner.py opa_env measures and explains it; `ztml up` uses the same).
+# One Go scheduler thread: the sidecar has a 500m CPU limit, but on a multi-CPU node Go
+# derives at least two threads from a CPU limit; with two, each decision is handed between
+# threads (service/stack/runner.py opa_env explains it; `ztml up` uses the same value).
 OPA_GOMAXPROCS = "1"
 POLICY_MOUNT = "/policies"
 CONFIG_MOUNT = "/etc/opa"

@@ -97,7 +97,8 @@ def opa_env(base: Mapping[str, str]) -> dict[str, str]:
     Go hands the request between its network poller and worker threads, which on a
     small machine costs more than it saves (about 0.2 ms of a 1.1 ms round trip
     measured here). The cluster's OPA sidecar gets the same setting (it has a 500m CPU
-    limit, and Go never derives fewer than two threads from a CPU limit).
+    limit, and on a node with two or more CPUs Go derives at least two threads from a
+    CPU limit).
     """
     return {**base, "GOMAXPROCS": OPA_GOMAXPROCS}
 
