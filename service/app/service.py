@@ -79,8 +79,8 @@ def _settle_heap() -> None:
 
     Everything loaded by now (torch, the model, the layers, the OPA client) lives as
     long as the worker. Left to the collector, each full pass walks these ~260k objects
-    (about 0.13 s here) and the worker pauses meanwhile, long enough for an OPA decision
-    in flight to miss its 250 ms budget and the request to be denied with 503.
+    (about 0.13 s here) while the worker pauses; under load such a pause made OPA
+    decisions in flight miss their 250 ms budget, denying those requests with 503.
     """
     import aiohttp  # noqa: F401  (imported lazily by the first decision otherwise)
     import opa_client  # noqa: F401
