@@ -534,12 +534,23 @@ class Pipeline:
             instances=x,
         )
 
-    def _predict(
-        self, call: Call, x: npt.NDArray[np.float32], decision: Any, screened: Screening
-    ) -> Response:
+    def _accept(
+        self, call: Call, x: npt.NDArray[np.float32], screened: Screening, decision: Any
+    ) -> Any:
+        """After OPA allowed: screen, queue for review if suspicious, feed drift.
+
+        Applies the ``flagged_input`` obligation (raising 422 on reject) and returns the
+        review id, None when the input was not queued.
+        """
         self._screen(call, x, screened, decision)
         review_id = self._review(call, x, screened)
         self._drift_in_background(call, x)
+        return review_id
+
+    def _predict(
+        self, call: Call, x: npt.NDArray[np.float32], decision: Any, screened: Screening
+    ) -> Response:
+        review_id = self._accept(call, x, screened, decision)
         result, suspicion = screened.result, screened.suspicion
         probs = np.asarray(result.probs)
         labels = probs.argmax(axis=1)
@@ -581,9 +592,7 @@ class Pipeline:
         if method not in ("integrated_gradients", "saliency"):
             raise self._invalid("method", "must be 'integrated_gradients' or 'saliency'")
         screened = early.value()
-        self._screen(call, x, screened, decision)
-        review_id = self._review(call, x, screened)
-        self._drift_in_background(call, x)
+        review_id = self._accept(call, x, screened, decision)
         result, suspicion = screened.result, screened.suspicion
         probs = np.asarray(result.probs)
         labels = probs.argmax(axis=1)
