@@ -44,6 +44,8 @@ OPA_DIAGNOSTIC_PORT = 8282
 # derives at least two threads from a CPU limit; with two, each decision is handed between
 # threads (service/stack/runner.py opa_env explains it; `ztml up` uses the same value).
 OPA_GOMAXPROCS = "1"
+# Data held as evaluation values (nothing writes it at run time); `ztml up` uses the same flag.
+OPA_STORE_FLAG = "--optimize-store-for-read-speed"
 POLICY_MOUNT = "/policies"
 CONFIG_MOUNT = "/etc/opa"
 OPA_TLS_MOUNT = "/etc/opa/tls"
@@ -194,6 +196,7 @@ class PolicyEngine(pulumi.ComponentResource):
             "--log-format=json",
             "--log-level=info",
             "--skip-version-check",  # no egress to check against anyway
+            OPA_STORE_FLAG,
         ]
         if mtls:
             opa_args += [

@@ -42,65 +42,53 @@ roles := data.data.roles
 # ---------------------------------------------------------------------------
 
 # METADATA
-# title: Role definitions of the subject
-# description: The subject's roles that the role data defines, each with its definition.
-role_defs[role] := def if {
-	some role in input.subject.roles
-	def := data.data.roles[role]
-}
-
-# METADATA
 # title: Known roles
 # description: The subject's roles that the role data defines.
-known_roles := object.keys(role_defs)
-
-# METADATA
-# title: Granting role definitions
-# description: The definitions of the subject's known roles that permit the requested action.
-granting_defs[role] := def if {
-	some role, def in role_defs
-	input.action in def.actions
+known_roles contains role if {
+	some role in input.subject.roles
+	data.data.roles[role]
 }
 
 # METADATA
 # title: Granting roles
 # description: The subject's known roles that permit the requested action.
-granting_roles := object.keys(granting_defs)
+granting_roles contains role if {
+	some role in input.subject.roles
+	input.action in data.data.roles[role].actions
+}
 
 # METADATA
 # title: High-risk capable
 # description: True when a granting role may use high-risk models.
 high_risk_capable if {
-	some def in granting_defs
-	def.high_risk_models == true
+	some role in granting_roles
+	data.data.roles[role].high_risk_models == true
 }
-
-# METADATA
-# title: Registered risk rank
-# description: The rank of the tier the model registry records; -1 for an unregistered model.
-default registered_rank := -1
-
-# METADATA
-# title: Registered risk rank (known model)
-# description: The registry's tier rank for "<tenant>/<name>".
-registered_rank := tier_rank[data.data.models[concat("/", [input.model.tenant, input.model.name])].risk_tier]
-
-# METADATA
-# title: Risk tiers by rank
-# description: Tier names indexed by their rank in tier_rank.
-tier_names := ["low", "medium", "high"]
 
 # METADATA
 # title: Effective risk tier
 # description: >-
-#   The most sensitive of the declared and registered tiers; "high" when the
-#   declared tier is not valid, so a bad tier never relaxes a limit.
+#   The most sensitive of the declared tier and the tier the model registry
+#   records for "<tenant>/<name>"; "high" when either tier is not valid, so a bad
+#   tier never relaxes a limit.
 default risk_tier := "high"
 
 # METADATA
-# title: Effective risk tier (computed)
-# description: The tier of the higher rank of the declared and the registered tier.
-risk_tier := tier_names[max([tier_rank[input.model.risk_tier], registered_rank])]
+# title: Effective risk tier (unregistered model)
+# description: The declared tier of a model the registry does not list.
+risk_tier := input.model.risk_tier if {
+	input.model.risk_tier in {"low", "medium", "high"}
+	not data.data.models[concat("/", [input.model.tenant, input.model.name])]
+}
+
+# METADATA
+# title: Effective risk tier (registered model)
+# description: The higher of the declared and the registered tier.
+risk_tier := tier if {
+	ranks := {"low": 0, "medium": 1, "high": 2}
+	registered := data.data.models[concat("/", [input.model.tenant, input.model.name])].risk_tier
+	tier := ["low", "medium", "high"][max([ranks[input.model.risk_tier], ranks[registered]])]
+}
 
 # ---------------------------------------------------------------------------
 # Obligations the service must enforce on an allowed call.
@@ -114,7 +102,7 @@ default max_batch_size := 0
 # METADATA
 # title: Maximum batch size (computed)
 # description: Maximum over the granting roles' limits for the risk tier.
-max_batch_size := max([def.max_batch_size[risk_tier] | some def in granting_defs])
+max_batch_size := max([data.data.roles[role].max_batch_size[risk_tier] | some role in granting_roles])
 
 # METADATA
 # title: Explanations allowed
@@ -127,7 +115,8 @@ default explanations_allowed := false
 # title: Explanations allowed (computed)
 # description: True when a known role may explain at the model's risk tier.
 explanations_allowed if {
-	some def in role_defs
+	some role in input.subject.roles
+	def := data.data.roles[role]
 	"explain" in def.actions
 	tier_permits(def)
 }
@@ -165,7 +154,7 @@ default rate_limit_per_minute := 0
 # METADATA
 # title: Rate limit per minute (computed)
 # description: Maximum over the granting roles' rate limits.
-rate_limit_per_minute := max([def.rate_limit_per_minute | some def in granting_defs])
+rate_limit_per_minute := max([data.data.roles[role].rate_limit_per_minute | some role in granting_roles])
 
 # ---------------------------------------------------------------------------
 # Reasons: every denial explains itself.
@@ -333,7 +322,7 @@ allow if {
 	input.subject.tenant == input.model.tenant
 	input.action in input.subject.scopes
 	valid
-	count(granting_defs) > 0
+	count(granting_roles) > 0
 	risk_tier_permitted(risk_tier)
 	batch_permitted(input.action)
 	input.monitor.rate_per_minute <= rate_limit_per_minute

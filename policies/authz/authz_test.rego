@@ -167,6 +167,32 @@ test_deny_unknown_tier_counts_as_high if {
 	policy.risk_tier == "high" with input as request({"model": {"risk_tier": "extreme"}})
 }
 
+# The effective tier of a model declared with declared_tier, for a registry listing
+# demo/digits with registered_tier.
+effective_tier(declared_tier, registered_tier) := tier if {
+	models := {"demo/digits": {"name": "digits", "tenant": "demo", "risk_tier": registered_tier}}
+	tier := policy.risk_tier with input as request({"model": {"risk_tier": declared_tier}}) with data.data.models as models
+}
+
+test_allow_effective_tier_is_the_higher_of_declared_and_registered if {
+	every declared, declared_rank in policy.tier_rank {
+		every registered, registered_rank in policy.tier_rank {
+			effective_tier(declared, registered) == [declared, registered][to_number(registered_rank > declared_rank)]
+		}
+	}
+}
+
+test_allow_unregistered_model_keeps_its_declared_tier if {
+	every declared, _ in policy.tier_rank {
+		tier := policy.risk_tier with input as request({"model": {"name": "unlisted", "risk_tier": declared}})
+		tier == declared
+	}
+}
+
+test_deny_invalid_registered_tier_counts_as_high if {
+	effective_tier("low", "severe") == "high"
+}
+
 # --- monitor signals ---------------------------------------------------------------
 
 test_deny_flood if {

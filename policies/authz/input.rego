@@ -158,8 +158,8 @@ valid if {
 	not "" in input.subject.roles
 	is_string(concat("", input.subject.scopes))
 	not "" in input.subject.scopes
-	actions[input.action]
-	tier_rank[input.model.risk_tier]
+	input.action in {"predict", "explain", "metadata", "admin"}
+	input.model.risk_tier in {"low", "medium", "high"}
 	regex.match(`^sha256:[0-9a-f]{64}$`, input.model.digest)
 	floor(input.request.batch_size) == input.request.batch_size
 	input.request.batch_size >= 0

@@ -110,6 +110,15 @@ test_deny_each_listed_field_must_not_be_null if {
 	}
 }
 
+test_allow_every_action_and_tier_is_valid if {
+	every action in policy.actions {
+		policy.valid with input as request({"action": action})
+	}
+	every tier, _ in policy.tier_rank {
+		policy.valid with input as request({"model": {"risk_tier": tier}})
+	}
+}
+
 test_allow_base_input_is_valid if {
 	policy.valid with input as base
 	count(policy.invalid) == 0 with input as base

@@ -180,6 +180,15 @@ def test_opa_sidecar_runs_one_go_scheduler_thread_like_the_local_stack(any_run: 
     assert opa["resources"]["limits"]["cpu"] == "500m", urn
 
 
+def test_opa_sidecar_keeps_its_store_optimized_for_reads_like_the_local_stack(any_run: Any) -> None:
+    from service.stack.runner import OPA_STORE_FLAG
+
+    urn, manifest = _model(any_run)
+    opa = next(c for c in containers_of(manifest) if c["name"] == "opa")
+    assert OPA_STORE_FLAG == "--optimize-store-for-read-speed"
+    assert OPA_STORE_FLAG in opa["args"], urn
+
+
 def test_opa_sidecar_requires_client_certificates_with_mtls(scaled_run: Any) -> None:
     urn, manifest = _model(scaled_run)
     opa = next(c for c in containers_of(manifest) if c["name"] == "opa")
