@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     table = Table(
         title=f"ztml authz decision eval time (opa bench, OPA {OPA_VERSION} as deployed: "
-        f"GOMAXPROCS={opa_env({})['GOMAXPROCS']}, {OPA_STORE_FLAG}; load avg {load:.1f} on {os.cpu_count()} CPUs)"
+        f"GOMAXPROCS={opa_env({})['GOMAXPROCS']}, {OPA_STORE_FLAG}; "
+        f"load avg {load:.1f} on {os.cpu_count()} CPUs)"
     )
     for column in (
         "example",
