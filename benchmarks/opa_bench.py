@@ -6,10 +6,10 @@ the same way, a trivial baseline query (``is_object(input)``) on the same input,
 reports the evaluation-time p50 and p99 (OPA's ``timer_rego_query_eval_ns``
 histogram) beside the baseline with the ratio. Target: decision p50 < 100 µs.
 
-OPA runs as ztml deploys it: one Go scheduler thread (``GOMAXPROCS=1``, see
-``service.stack.runner.opa_env``) and its store optimized for reads
+OPA runs as ztml deploys it: Go runtime settings from ``service.stack.runner.opa_env``
+(one scheduler thread, ``GOGC=400``, ``GOMEMLIMIT``) and its store optimized for reads
 (``--optimize-store-for-read-speed``). The summary also shows, from the same run, every
-query again with OPA's defaults (Go's thread count, one per CPU, and the plain store), so
+query again with OPA's defaults (Go's thread count and collector, the plain store), so
 the settings' share is visible, and the medians of the allowed and the denied examples
 apart (a denial evaluates every reason rule, since it lists every reason).
 
@@ -54,9 +54,9 @@ class Timing:
 def bench(opa: Path, query: str, input_path: Path, *, count: int, deployed: bool = True) -> Timing:
     """Run `opa bench` for query on input_path and return its eval-time percentiles.
 
-    With ``deployed`` OPA gets the environment and the store ztml runs it with (one
-    scheduler thread, store optimized for reads); otherwise OPA's defaults: this process's
-    environment without ``GOMAXPROCS`` and the plain store.
+    With ``deployed`` OPA gets the environment and the store ztml runs it with (Go
+    settings of ``opa_env``, store optimized for reads); otherwise OPA's defaults: this
+    process's environment without those Go settings, and the plain store.
     """
     command = [
         str(opa),
@@ -73,7 +73,7 @@ def bench(opa: Path, query: str, input_path: Path, *, count: int, deployed: bool
     for pattern in LOAD_IGNORES:
         command += ["--ignore", pattern]
     command += ["-i", str(input_path), query]
-    env = {k: v for k, v in os.environ.items() if k != "GOMAXPROCS"}
+    env = {k: v for k, v in os.environ.items() if k not in opa_env({})}
     result = subprocess.run(
         command,
         capture_output=True,
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     table = Table(
         title=f"ztml authz decision eval time (opa bench, OPA {OPA_VERSION} as deployed: "
-        f"GOMAXPROCS={opa_env({})['GOMAXPROCS']}, {OPA_STORE_FLAG}; "
+        f"{' '.join(f'{k}={v}' for k, v in opa_env({}).items())}, {OPA_STORE_FLAG}; "
         f"load avg {load:.1f} on {os.cpu_count()} CPUs)"
     )
     for column in (

@@ -44,6 +44,9 @@ OPA_DIAGNOSTIC_PORT = 8282
 # derives at least two threads from a CPU limit; with two, each decision is handed between
 # threads (service/stack/runner.py opa_env explains it; `ztml up` uses the same value).
 OPA_GOMAXPROCS = "1"
+# A less eager Go collector, bounded below the 256Mi memory limit (opa_env explains it).
+OPA_GOGC = "400"
+OPA_GOMEMLIMIT = "192MiB"
 # Data held as evaluation values (nothing writes it at run time); `ztml up` uses the same flag.
 OPA_STORE_FLAG = "--optimize-store-for-read-speed"
 POLICY_MOUNT = "/policies"
@@ -238,13 +241,17 @@ class PolicyEngine(pulumi.ComponentResource):
             name="opa",
             image=args.image,
             args=tuple(opa_args),
-            env={"GOMAXPROCS": OPA_GOMAXPROCS},
+            env={
+                "GOMAXPROCS": OPA_GOMAXPROCS,
+                "GOGC": OPA_GOGC,
+                "GOMEMLIMIT": OPA_GOMEMLIMIT,
+            },
             ports=(("opa-diag", OPA_DIAGNOSTIC_PORT),),
             mounts=mounts,
             liveness=health,
             readiness=health,
             resources=Resources(
-                cpu_request="50m", memory_request="64Mi", cpu_limit="500m", memory_limit="256Mi"
+                cpu_request="50m", memory_request="96Mi", cpu_limit="500m", memory_limit="256Mi"
             ),
         )
         return PodParts(

@@ -228,6 +228,23 @@ test_deny_batch_over_medium_tier_max if {
 	denied(decide(request({"model": {"risk_tier": "medium"}, "request": {"batch_size": 33}})), "exceeds the maximum 32")
 }
 
+# An empty batch is denied for a batch action and allowed for any other action.
+empty_batch_decided(action) if {
+	action in policy.batch_actions
+	denied(decide(as_roles(["admin"], {"action": action, "request": {"batch_size": 0}})), "must be at least 1")
+}
+
+empty_batch_decided(action) if {
+	not action in policy.batch_actions
+	decide(as_roles(["admin"], {"action": action, "request": {"batch_size": 0}})).allow == true
+}
+
+test_allow_only_batch_actions_need_a_batch if {
+	every action in policy.actions {
+		empty_batch_decided(action)
+	}
+}
+
 test_deny_empty_batch_for_predict if {
 	denied(decide(request({"request": {"batch_size": 0}})), "request.batch_size must be at least 1 for predict")
 }

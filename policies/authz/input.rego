@@ -140,24 +140,24 @@ invalid contains "input must be a JSON object" if not is_object(input)
 # title: Valid input
 # description: >-
 #   True only on positive evidence that every field in `fields` passes its check.
-#   The checks are grouped so each expression tests several fields (concat is
-#   undefined unless every item is a string, floor and abs unless the value is a
-#   number), which keeps the common allowed path fast. The table-driven `invalid`
+#   The checks are grouped so each expression tests several fields (array.concat
+#   is undefined unless roles and scopes are arrays, concat unless every item is a
+#   string, floor and abs unless the value is a number), which keeps the common
+#   allowed path fast. The table-driven `invalid`
 #   names the failing fields; a test keeps the two in step.
 valid if {
-	names := [
-		input.subject.sub,
-		input.subject.tenant,
-		input.model.name,
-		input.model.tenant,
-		input.request.client_address,
-	]
-	is_string(concat("", names))
-	not "" in names
-	is_string(concat("", input.subject.roles))
-	not "" in input.subject.roles
-	is_string(concat("", input.subject.scopes))
-	not "" in input.subject.scopes
+	texts := array.concat(
+		[
+			input.subject.sub,
+			input.subject.tenant,
+			input.model.name,
+			input.model.tenant,
+			input.request.client_address,
+		],
+		array.concat(input.subject.roles, input.subject.scopes),
+	)
+	is_string(concat("", texts))
+	not "" in texts
 	input.action in {"predict", "explain", "metadata", "admin"}
 	input.model.risk_tier in {"low", "medium", "high"}
 	regex.match(`^sha256:[0-9a-f]{64}$`, input.model.digest)

@@ -169,15 +169,18 @@ def test_opa_sidecar_listens_on_localhost_only(any_run: Any) -> None:
     assert opa["livenessProbe"]["httpGet"] == {"path": "/health", "port": 8282}, urn
 
 
-def test_opa_sidecar_runs_one_go_scheduler_thread_like_the_local_stack(any_run: Any) -> None:
-    from service.stack.runner import OPA_GOMAXPROCS
+def test_opa_sidecar_has_the_local_stacks_go_runtime_settings(any_run: Any) -> None:
+    from service.stack.runner import opa_env
 
     urn, manifest = _model(any_run)
     opa = next(c for c in containers_of(manifest) if c["name"] == "opa")
     env = {v["name"]: v.get("value") for v in opa["env"]}
-    assert env["GOMAXPROCS"] == OPA_GOMAXPROCS == "1", urn
+    assert env == opa_env({}), urn
+    assert env["GOMAXPROCS"] == "1", urn
     # One thread fits the sidecar's CPU limit (Go would derive two from it).
     assert opa["resources"]["limits"]["cpu"] == "500m", urn
+    # Go's soft memory limit stays below the container's.
+    assert env["GOMEMLIMIT"] == "192MiB" and opa["resources"]["limits"]["memory"] == "256Mi", urn
 
 
 def test_opa_sidecar_keeps_its_store_optimized_for_reads_like_the_local_stack(any_run: Any) -> None:

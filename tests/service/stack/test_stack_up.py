@@ -80,7 +80,8 @@ def test_detached_up_serves_the_printed_example_and_down_stops_everything(up_hom
         (opa,) = [
             psutil.Process(p) for p in family(state.opa.pid) if psutil.Process(p).name() == "opa"
         ]
-        assert opa.environ().get("GOMAXPROCS") == "1"  # as the cluster sidecar runs it
+        environ = opa.environ()  # as the cluster sidecar runs it
+        assert (environ.get("GOMAXPROCS"), environ.get("GOGC")) == ("1", "400")
         assert "--optimize-store-for-read-speed" in opa.cmdline()
         answer = run_example(result.stdout)
         assert answer["model"]["digest"] == state.model_digest  # type: ignore[index]
