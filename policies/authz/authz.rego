@@ -72,8 +72,8 @@ high_risk_capable if {
 # title: Effective risk tier
 # description: >-
 #   The most sensitive of the declared tier and the tier the model registry
-#   records for "<tenant>/<name>"; "high" when either tier is not valid, so a bad
-#   tier never relaxes a limit.
+#   (data.data.models) records for "<tenant>/<name>"; "high" when either tier is
+#   not valid or the registry is not loaded, so bad data never relaxes a limit.
 default risk_tier := "high"
 
 # METADATA

@@ -189,6 +189,13 @@ test_allow_unregistered_model_keeps_its_declared_tier if {
 	}
 }
 
+test_deny_without_model_registry_every_model_counts_as_high if {
+	tier := policy.risk_tier with input as base with data.data.models as null
+	tier == "high"
+	d := policy.decision with input as base with data.data as {"roles": data.data.roles}
+	denied(d, "is high risk")
+}
+
 test_deny_invalid_registered_tier_counts_as_high if {
 	effective_tier("low", "severe") == "high"
 }
