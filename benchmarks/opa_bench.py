@@ -6,7 +6,7 @@ the same way, a trivial baseline query (``is_object(input)``) on the same input,
 reports the evaluation-time p50 and p99 (OPA's ``timer_rego_query_eval_ns``
 histogram) beside the baseline with the ratio. Target: decision p50 < 100 µs.
 
-OPA runs as ztml deploys it: Go runtime settings from ``service.stack.runner.opa_env``
+OPA runs as ztml deploys it: Go runtime settings from ``service.toolchain.opa.OPA_SERVER_ENV``
 (one scheduler thread, ``GOGC=400``, ``GOMEMLIMIT``) and its store optimized for reads
 (``--optimize-store-for-read-speed``). The summary also shows, from the same run, every
 query again with OPA's defaults (Go's thread count and collector, the plain store), so
@@ -31,8 +31,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from service.stack.runner import OPA_STORE_FLAG, opa_env
-from service.toolchain.opa import OPA_VERSION, find_opa
+from service.stack.runner import opa_env
+from service.toolchain.opa import OPA_STORE_FLAG, OPA_VERSION, find_opa
 from service.toolchain.paths import POLICIES_DIR
 
 DECISION_QUERY = "data.ztml.authz.decision"

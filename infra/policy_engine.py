@@ -37,18 +37,10 @@ from infra.hardening import (
     Resources,
     SecretVolume,
 )
+from service.toolchain.opa import OPA_SERVER_ENV, OPA_STORE_FLAG
 
 OPA_PORT = 8181
 OPA_DIAGNOSTIC_PORT = 8282
-# One Go scheduler thread: the sidecar has a 500m CPU limit, but on a multi-CPU node Go
-# derives at least two threads from a CPU limit; with two, each decision is handed between
-# threads (service/stack/runner.py opa_env explains it; `ztml up` uses the same value).
-OPA_GOMAXPROCS = "1"
-# A less eager Go collector, bounded below the 256Mi memory limit (opa_env explains it).
-OPA_GOGC = "400"
-OPA_GOMEMLIMIT = "192MiB"
-# Data held as evaluation values (nothing writes it at run time); `ztml up` uses the same flag.
-OPA_STORE_FLAG = "--optimize-store-for-read-speed"
 POLICY_MOUNT = "/policies"
 CONFIG_MOUNT = "/etc/opa"
 OPA_TLS_MOUNT = "/etc/opa/tls"
@@ -241,11 +233,9 @@ class PolicyEngine(pulumi.ComponentResource):
             name="opa",
             image=args.image,
             args=tuple(opa_args),
-            env={
-                "GOMAXPROCS": OPA_GOMAXPROCS,
-                "GOGC": OPA_GOGC,
-                "GOMEMLIMIT": OPA_GOMEMLIMIT,
-            },
+            # One scheduler thread and a less eager collector, as under `ztml up`
+            # (service/toolchain/opa.py says why; infra/README.md too).
+            env=dict(OPA_SERVER_ENV),
             ports=(("opa-diag", OPA_DIAGNOSTIC_PORT),),
             mounts=mounts,
             liveness=health,

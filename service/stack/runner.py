@@ -30,19 +30,10 @@ from service.stack.processes import (
     wait_ready,
 )
 from service.stack.state import ServerInfo, StackState, clear_state, read_state, write_state
+from service.toolchain.opa import OPA_SERVER_ENV, OPA_STORE_FLAG
 from service.toolchain.paths import POLICIES_DIR, PROJECT_ROOT
 
 SERVICE_TARGET = "service.app.service:ZtmlModelService"
-# One Go scheduler thread for OPA (see opa_env); the cluster sidecar uses the same value.
-OPA_GOMAXPROCS = "1"
-# Go's collector for OPA: a cycle when the heap has grown 400% rather than 100%, bounded
-# by a soft memory limit below the sidecar's 256Mi (see opa_env).
-OPA_GOGC = "400"
-OPA_GOMEMLIMIT = "192MiB"
-# OPA keeps its (static, read-only) data as evaluation values, so a decision's reads of
-# data.data.roles and data.data.models are not converted on every request. Nothing writes
-# to the store at run time; the cluster sidecar uses the same flag.
-OPA_STORE_FLAG = "--optimize-store-for-read-speed"
 
 
 @dataclass(frozen=True)
@@ -102,26 +93,10 @@ def opa_command(opa: Path, port: int, *, certs: DevCertificates | None = None) -
 def opa_env(base: Mapping[str, str]) -> dict[str, str]:
     """Return OPA's environment: ``base`` with ztml's Go runtime settings for OPA.
 
-    One Go scheduler thread (``GOMAXPROCS=1``): a decision is one short request on one
-    connection; with a second scheduler thread Go hands the request between its network
-    poller and worker threads, which on a small machine costs more than it saves (about
-    0.2 ms of a 1.1 ms round trip measured here). The cluster's OPA sidecar gets the
-    same setting (it has a 500m CPU limit, and on a node with two or more CPUs Go
-    derives at least two threads from a CPU limit).
-
-    A less eager collector (``GOGC=400``, ``GOMEMLIMIT=192MiB``): a decision allocates
-    about 30 KB, so with Go's default the collector shares the one thread with decisions
-    every few hundred requests. Measured with ``opa bench`` on the authz examples: p50
-    -7%, mean -27%, p99 -40%; the server's resident memory under load grows from about
-    50 to 73 MiB. The soft limit makes Go collect harder before the sidecar's 256Mi
-    limit is reached.
+    The settings (``OPA_SERVER_ENV`` in service/toolchain/opa.py, which says why) are
+    the cluster sidecar's too.
     """
-    return {
-        **base,
-        "GOMAXPROCS": OPA_GOMAXPROCS,
-        "GOGC": OPA_GOGC,
-        "GOMEMLIMIT": OPA_GOMEMLIMIT,
-    }
+    return {**base, **OPA_SERVER_ENV}
 
 
 def opa_client_env(certs: DevCertificates, port: int) -> dict[str, str]:

@@ -175,8 +175,7 @@ def test_opa_sidecar_has_the_local_stacks_go_runtime_settings(any_run: Any) -> N
     urn, manifest = _model(any_run)
     opa = next(c for c in containers_of(manifest) if c["name"] == "opa")
     env = {v["name"]: v.get("value") for v in opa["env"]}
-    assert env == opa_env({}), urn
-    assert env["GOMAXPROCS"] == "1", urn
+    assert env == opa_env({}) == {"GOMAXPROCS": "1", "GOGC": "400", "GOMEMLIMIT": "192MiB"}, urn
     # One thread fits the sidecar's CPU limit (Go would derive two from it).
     assert opa["resources"]["limits"]["cpu"] == "500m", urn
     # Go's soft memory limit stays below the container's.
@@ -184,12 +183,12 @@ def test_opa_sidecar_has_the_local_stacks_go_runtime_settings(any_run: Any) -> N
 
 
 def test_opa_sidecar_keeps_its_store_optimized_for_reads_like_the_local_stack(any_run: Any) -> None:
-    from service.stack.runner import OPA_STORE_FLAG
+    from service.stack.runner import opa_command
 
     urn, manifest = _model(any_run)
     opa = next(c for c in containers_of(manifest) if c["name"] == "opa")
-    assert OPA_STORE_FLAG == "--optimize-store-for-read-speed"
-    assert OPA_STORE_FLAG in opa["args"], urn
+    assert "--optimize-store-for-read-speed" in opa["args"], urn
+    assert "--optimize-store-for-read-speed" in opa_command(Path("opa"), 8181)
 
 
 def test_opa_sidecar_requires_client_certificates_with_mtls(scaled_run: Any) -> None:
