@@ -42,31 +42,18 @@ from service.keys.store import Signer, TrustStore  # noqa: E402
 from service.ledger import Ledger, open_ledger, verify_export_text  # noqa: E402
 from service.ledger.artifact import hash_artifact  # noqa: E402
 from service.ledger.records import record_from_dict  # noqa: E402
-from tests.postgres_server import fresh_database, postgres_server  # noqa: E402
+from service.model.metrics import evaluation_document, robust_entry  # noqa: E402
+from service.toolchain.postgres import fresh_database, postgres_server  # noqa: E402
 
 console = Console()
-EVALUATION = {
-    "dataset": "sklearn-digits/test",
-    "clean_accuracy": 0.97,
-    "robust": [
-        {
-            "attack": "pgd",
-            "norm": "linf",
-            "epsilon": 0.1,
-            "steps": 20,
-            "restarts": 2,
-            "accuracy": 0.83,
-        },
-        {
-            "attack": "fgsm",
-            "norm": "linf",
-            "epsilon": 0.05,
-            "steps": 1,
-            "restarts": 1,
-            "accuracy": 0.9,
-        },
+EVALUATION = evaluation_document(
+    dataset="sklearn-digits/test",
+    clean_accuracy=0.97,
+    robust=[
+        robust_entry(attack="pgd", epsilon=0.1, steps=20, restarts=2, accuracy=0.83),
+        robust_entry(attack="fgsm", epsilon=0.05, steps=1, restarts=1, accuracy=0.9),
     ],
-}
+)
 
 
 def _digest(n: int) -> str:

@@ -37,8 +37,16 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from service.audit.reader import last_records
+from service.authn.issuer import issue_local_token
 from service.stack.processes import free_port, start_process, stop_group, wait_ready
-from service.toolchain.paths import PROJECT_ROOT
+from service.stack.provision import (
+    DemoModel,
+    demo_model_dir,
+    ensure_demo_model,
+    ensure_keys_and_issuer,
+)
+from service.toolchain.paths import POLICIES_DIR, PROJECT_ROOT
 
 console = Console()
 STATUSES: dict[int, int] = {}
@@ -53,32 +61,34 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def prepare_home(home: Path, model_dir: Path | None) -> Any:
-    from tests.service.app.harness import TEST_OVERRIDES, install_demo_model
+def prepare_home(home: Path, model_dir: Path | None) -> DemoModel:
+    """Provision ``home`` as ``ztml up`` does, serving ``model_dir`` or the tests' model.
 
+    Without either, the stack's own demo model is trained (the ``fast`` profile).
+    """
     source = model_dir
     if source is None and (TEST_CACHE / "metrics.json").exists():
         source = TEST_CACHE
-    if source is None:
-        from service.model.config import EvalConfig
-        from service.model.pipeline import build_model
-
-        source = home / "train"
-        console.print("training a small PGD model for the benchmark ...")
-        build_model(
-            "pgd",
-            "tiny",
-            out_dir=source,
-            eval=EvalConfig(epsilons=(0.1,), steps=20, restarts=1),
-            **TEST_OVERRIDES,
-        )
-    return install_demo_model(home, source)
+    ensure_keys_and_issuer(home)
+    if source is not None:
+        shutil.copytree(source, demo_model_dir(home))
+    else:
+        console.print("training the demo model for the benchmark ...")
+    return ensure_demo_model(home, retrain=False, progress=lambda *_: None)
 
 
 def tokens(home: Path, count: int) -> list[str]:
-    from tests.service.app.harness import token
-
-    return [token(home, f"bench-{i}", ttl_seconds=3600) for i in range(count)]
+    return [
+        issue_local_token(
+            home,
+            sub=f"bench-{i}",
+            roles=("predictor",),
+            tenant="demo",
+            scopes=("predict", "explain", "metadata"),
+            ttl_seconds=3600,
+        )
+        for i in range(count)
+    ]
 
 
 def digit_body() -> bytes:
@@ -161,25 +171,9 @@ def layer_timings(home: Path, model: Any, opa_port: int, n: int) -> list[tuple[s
     x = parse_instances(json.loads(body), max_batch=256)
     subject_tokens = tokens(home, 50)
     headers = [f"Bearer {t}" for t in subject_tokens]
-    policy_input = {
-        "subject": {
-            "sub": "bench",
-            "roles": ["predictor"],
-            "tenant": "demo",
-            "scopes": ["predict"],
-        },
-        "action": "predict",
-        "model": {"name": "digits", "digest": model.digest, "tenant": "demo", "risk_tier": "low"},
-        "request": {"batch_size": 1, "client_address": "127.0.0.1", "time": "2026-11-22T10:00:00Z"},
-        "monitor": {
-            "rate_per_minute": 1.0,
-            "extraction_suspicion": 0.0,
-            "extraction_flagged": False,
-            "flood": False,
-            "drift": False,
-            "flagged_input": False,
-        },
-    }
+    # The documented allowed predict request, for the model being served.
+    example = json.loads((POLICIES_DIR / "examples/authz/allow-predict/input.json").read_text())
+    policy_input = {**example, "model": {**example["model"], "digest": model.digest}}
 
     async def opa_samples() -> tuple[list[float], list[float], list[float]]:
         alone: list[float] = []
@@ -373,12 +367,10 @@ def main(argv: list[str] | None = None) -> int:
                     if " denied: " in line or "failed" in line:
                         reason = line.split(" denied: ", 1)[-1].split(" (trace=", 1)[0][-160:]
                         DENIALS[reason] = DENIALS.get(reason, 0) + 1
-            from tests.service.app.harness import audit_events
-
             pipeline_ms = [
-                float(e["latency_ms"])
-                for e in audit_events(home)
-                if e.get("kind") == "request" and e.get("request_id") in LATENCY_IDS
+                float(r.event["latency_ms"])
+                for r in last_records(home / "audit", sys.maxsize)
+                if r.event.get("kind") == "request" and r.event.get("request_id") in LATENCY_IDS
             ]
         if os.environ.get("ZTML_BENCH_KEEP"):
             console.print(f"kept {home}")

@@ -17,7 +17,8 @@ if str(_HERE.parent) not in sys.path:
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra.config import PROJECT_ROOT, StackConfig, read_stack_config
+from infra.config import StackConfig, read_stack_config
+from infra.errors import InfraError
 from infra.gate import enforce_deploy_gate
 from infra.model_service import MODEL_LABELS, SERVICE_PORT, ModelService, ModelServiceArgs
 from infra.namespace import Namespace, NamespaceArgs
@@ -26,12 +27,22 @@ from infra.policy_engine import PolicyEngine, PolicyEngineArgs, load_policy_bund
 from infra.records import POSTGRES_LABELS, Records, RecordsArgs
 from infra.secrets import TRUST_DIR, TrustSecrets, TrustSecretsArgs
 from infra.tls import MtlsArgs, MtlsCertificates
+from service.toolchain.paths import POLICIES_DIR
 
 
 def main(config: StackConfig | None = None) -> None:
-    """Declare the stack; the deploy gate runs before the model service is declared."""
-    cfg = config if config is not None else read_stack_config()
-    gate = enforce_deploy_gate(cfg)
+    """Declare the stack; the deploy gate runs before the model service is declared.
+
+    A bad configuration value or a refused model ends the run before any resource is
+    declared with one error that names the key, or every reason of the refusal, and no
+    traceback (:class:`pulumi.RunError`, the engine's own error path).
+    """
+    try:
+        cfg = config if config is not None else read_stack_config()
+        gate = enforce_deploy_gate(cfg)
+    except InfraError as err:
+        # The cause stays attached for callers in-process; the engine prints str() only.
+        raise pulumi.RunError(str(err)) from err
     provider = k8s.Provider("ztml-k8s", context=cfg.kube_context)
     opts = pulumi.ResourceOptions(providers={"kubernetes": provider})
 
@@ -68,7 +79,7 @@ def main(config: StackConfig | None = None) -> None:
         PolicyEngineArgs(
             namespace=ns,
             image=cfg.opa_image,
-            bundle=load_policy_bundle(PROJECT_ROOT / "policies"),
+            bundle=load_policy_bundle(POLICIES_DIR),
             tls=cfg.opa_tls,
             opa_tls_secret_name=certs.opa_secret_name,
             service_tls_secret_name=certs.service_secret_name,
@@ -82,7 +93,7 @@ def main(config: StackConfig | None = None) -> None:
             replicas=cfg.replicas,
             storage_class=cfg.storage_class,
             storage_size=cfg.storage_size,
-            ledger_export_json=gate.evidence.text,
+            ledger_export_json=gate.export_text,
             postgres_image=cfg.postgres_image,
             postgres_password=cfg.postgres_password,
         ),

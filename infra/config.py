@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from infra.errors import ConfigError
+from service.digests import DIGEST_FORM, DIGEST_PATTERN, DIGEST_RE, KEY_ID_RE
+from service.gate import Requirements, load_requirements
 
 PROJECT = "ztml"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
-IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9.\-_/:]*@sha256:[0-9a-f]{64}$")
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-KEY_ID_RE = re.compile(r"^ed25519:[0-9a-f]{16}$")
+IMAGE_RE = re.compile(rf"[a-z0-9][a-z0-9.\-_/:]*@{DIGEST_PATTERN}")
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 CONTEXT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:/\-]{0,252}$")
 QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti)$")
@@ -96,23 +96,6 @@ class TrustKey:
 
 
 @dataclass(frozen=True)
-class Thresholds:
-    """Deploy-gate requirements passed to the provenance policy.
-
-    Attributes:
-        min_robust_accuracy: Lowest robust accuracy accepted, in [0, 1].
-        epsilon: The L-inf attack budget the evaluation must have used.
-        attack: The attack name the evaluation must have used.
-        min_steps: Fewest attack steps accepted.
-    """
-
-    min_robust_accuracy: float
-    epsilon: float
-    attack: str
-    min_steps: int
-
-
-@dataclass(frozen=True)
 class StackConfig:
     """Everything the program needs, validated.
 
@@ -126,7 +109,8 @@ class StackConfig:
         model_digest: The approved model artifact digest the service must serve.
         replicas: Model service replicas (1..20).
         max_replicas: Upper bound for the HorizontalPodAutoscaler.
-        thresholds: Deploy-gate requirements.
+        requirements: Deploy-gate requirements: those of policies/data/provenance.json,
+            each overridden by its ``ztml:*`` key when set.
         trusted_issuers: JWT issuers accepted by the service.
         jwt_audience: The ``aud`` claim the service accepts.
         trainer_key_ids: Ledger key ids trusted to register and evaluate models.
@@ -151,7 +135,7 @@ class StackConfig:
     model_digest: str
     replicas: int
     max_replicas: int
-    thresholds: Thresholds
+    requirements: Requirements
     trusted_issuers: tuple[TrustedIssuer, ...]
     jwt_audience: str
     trainer_key_ids: tuple[str, ...]
@@ -253,7 +237,7 @@ def _pinned_image(reader: _Reader, key: str, *, required: bool = True) -> str | 
     if not required and reader.optional(key) is None:
         return None
     image = reader.matching(
-        key, IMAGE_RE, "an image reference pinned by digest, <registry>/<repo>@sha256:<64 hex>"
+        key, IMAGE_RE, f"an image reference pinned by digest, <registry>/<repo>@{DIGEST_FORM}"
     )
     if image.endswith(PLACEHOLDER_DIGEST):
         raise ConfigError(
@@ -335,6 +319,27 @@ def _trust_keys(reader: _Reader) -> tuple[TrustKey, ...]:
     return tuple(keys)
 
 
+def _requirements(reader: _Reader) -> Requirements:
+    """The gate's requirements: policies/data/provenance.json's, overridden by the stack's."""
+    defaults = load_requirements()
+    return Requirements(
+        min_robust_accuracy=reader.number(
+            "minRobustAccuracy",
+            default=defaults.min_robust_accuracy,
+            check=lambda x: 0.0 <= x <= 1.0,
+            accepted="a number from 0 to 1",
+        ),
+        epsilon=reader.number(
+            "epsilon",
+            default=defaults.epsilon,
+            check=lambda x: 0.0 < x <= 1.0,
+            accepted="a number in (0, 1]",
+        ),
+        attack=reader.matching("attack", re.compile(r"^pgd$"), "pgd", default=defaults.attack),
+        min_steps=reader.integer("minSteps", default=defaults.min_steps, low=1, high=10_000),
+    )
+
+
 def _client_namespaces(reader: _Reader) -> tuple[str, ...]:
     names = reader.json_list("clientNamespaces", required=False)
     if not all(isinstance(n, str) and DNS_LABEL_RE.fullmatch(n) for n in names):
@@ -392,7 +397,7 @@ def parse_config(raw: Mapping[str, str]) -> StackConfig:
             f"Invalid config {_key('storageClass')}={storage_class!r}: accepted values: a "
             "StorageClass name (DNS label), or unset for the cluster default."
         )
-    model_digest = reader.matching("modelDigest", DIGEST_RE, "sha256:<64 lowercase hex>")
+    model_digest = reader.matching("modelDigest", DIGEST_RE, DIGEST_FORM)
     if model_digest == PLACEHOLDER_DIGEST:
         raise ConfigError(
             f"Invalid config {_key('modelDigest')}: the all-zero placeholder; set the digest of "
@@ -422,22 +427,7 @@ def parse_config(raw: Mapping[str, str]) -> StackConfig:
         model_digest=model_digest,
         replicas=replicas,
         max_replicas=max_replicas,
-        thresholds=Thresholds(
-            min_robust_accuracy=reader.number(
-                "minRobustAccuracy",
-                default=0.8,
-                check=lambda x: 0.0 <= x <= 1.0,
-                accepted="a number from 0 to 1",
-            ),
-            epsilon=reader.number(
-                "epsilon",
-                default=0.1,
-                check=lambda x: 0.0 < x <= 1.0,
-                accepted="a number in (0, 1]",
-            ),
-            attack=reader.matching("attack", re.compile(r"^pgd$"), "pgd", default="pgd"),
-            min_steps=reader.integer("minSteps", default=20, low=1, high=10_000),
-        ),
+        requirements=_requirements(reader),
         trusted_issuers=_issuers(reader),
         jwt_audience=reader.matching(
             "jwtAudience",

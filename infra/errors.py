@@ -32,10 +32,11 @@ class PolicyEvaluationError(InfraError):
 
 
 class DeployDeniedError(InfraError):
-    """The provenance policy refused the configured model digest.
+    """The deploy gate refused the configured model digest.
 
     Attributes:
-        reasons: The policy's reasons, in the order OPA returned them.
+        reasons: Every reason: the policy's, in the order OPA returned them, or why the
+            ledger export did not verify.
     """
 
     def __init__(self, digest: str, reasons: list[str]) -> None:
@@ -43,7 +44,7 @@ class DeployDeniedError(InfraError):
         self.reasons = list(reasons)
         listed = "\n".join(f"  - {reason}" for reason in self.reasons) or "  - (no reason given)"
         super().__init__(
-            f"Deploy gate refused model {digest}: the provenance policy denied it:\n{listed}\n"
+            f"Deploy gate refused model {digest}:\n{listed}\n"
             "Register, evaluate and approve the model in the ledger, export it with "
             "`ztml ledger export`, and point `ztml:ledgerExport` at the export."
         )

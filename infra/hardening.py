@@ -7,7 +7,9 @@ root filesystem with emptyDir volumes for ``/tmp`` and any scratch directory, no
 privilege escalation, every capability dropped, the RuntimeDefault seccomp profile, no
 service-account token, no service links, resource requests and limits, and probes.
 Secrets can only reach a container as files (Secret volumes): the builder has no way to
-put a secret in an environment variable and refuses variable names that look like one.
+put a secret in an environment variable. Variable names and values that look like
+credentials are the admission policy's to judge (``policies/admission/containers.rego``),
+which the CrossGuard policy pack applies to every manifest the program declares.
 
 The pod template carries the annotation :data:`HARDENING_ANNOTATION` so tests (and
 reviewers) can prove no workload was built around this module.
@@ -29,7 +31,6 @@ RUN_AS_GROUP = 10001
 FS_GROUP = 10001
 HARDENING_ANNOTATION = "ztml.dev/hardening"
 HARDENING_VERSION = "infra.hardening/v1"
-SECRET_ENV_RE = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|PRIVATE|CREDENTIAL|API_?KEY)", re.I)
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -148,16 +149,6 @@ class ContainerSpec:
     scratch_dirs: tuple[str, ...] = ()
 
 
-def _check_env(container: str, env: Mapping[str, pulumi.Input[str]]) -> None:
-    for name in env:
-        if SECRET_ENV_RE.search(name) and not name.endswith(("_FILE", "_DIR")):
-            raise HardeningError(
-                f"Container {container!r}: environment variable {name!r} looks like a secret; "
-                "secrets reach containers only as files: mount a SecretVolume and pass its "
-                "path in a *_FILE variable."
-            )
-
-
 def _probe(probe: Probe | None) -> k8s.core.v1.ProbeArgs | None:
     if probe is None:
         return None
@@ -207,7 +198,6 @@ def container_security_context(uid: int) -> k8s.core.v1.SecurityContextArgs:
 
 
 def _container(spec: ContainerSpec, uid: int, *, init: bool) -> k8s.core.v1.ContainerArgs:
-    _check_env(spec.name, spec.env)
     probed = spec.liveness is not None and spec.readiness is not None
     if init and (spec.liveness is not None or spec.readiness is not None):
         raise HardeningError(f"Init container {spec.name!r} cannot have probes.")

@@ -9,7 +9,7 @@ the rest of ``ZTML_HOME`` go to a ReadWriteMany volume, one sub-directory per po
 both cases audit events are also written to stdout for the cluster's log pipeline.
 
 The verified ledger export the deploy gate approved is mounted read-only, and an init
-container (``python -m infra.ledger_seed``) copies its signed records into the pod's
+container (``python -m service.ledger.seed``) copies its signed records into the pod's
 ledger, so the service verifies its model against the same evidence at start.
 """
 
@@ -146,7 +146,7 @@ class Records(pulumi.ComponentResource):
         return (
             "python",
             "-m",
-            "infra.ledger_seed",
+            "service.ledger.seed",
             "--export",
             LEDGER_EXPORT_FILE,
             "--ledger",

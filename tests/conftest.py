@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.postgres_server import postgres_server
+from service.toolchain.postgres import postgres_server
 
 
 @pytest.fixture(scope="session")

@@ -1,20 +1,19 @@
 """What the CrossGuard pack checks, without importing ``pulumi_policy``.
 
 The pack's ``__main__`` adapts these functions to ``pulumi_policy``; tests call them
-directly. Standard library only (the pack runs in its own virtualenv).
+directly. Standard library and the standard-library-only ``service.toolchain.paths``
+(the pack runs in its own virtualenv, with the repository importable).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from infra.policypack.opa_eval import admission_violations, find_opa_binary, manifest_from_props
+from service.toolchain.paths import POLICIES_DIR, PROJECT_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-POLICIES_DIR = REPO_ROOT / "policies"
 # Per-resource reviews cannot see the stack's NetworkPolicies; the stack policy checks
 # the default-deny requirement with the full inventory instead.
 PER_RESOURCE_PARAMETERS = {"require_default_deny_network_policy": False}
@@ -48,7 +47,7 @@ def _findings(resources: list[Resource], *, per_resource: bool) -> list[Finding]
         return []
     manifests = [manifest_from_props(r.name, r.props) for r in resources]
     violations = admission_violations(
-        find_opa_binary(REPO_ROOT),
+        find_opa_binary(PROJECT_ROOT),
         POLICIES_DIR,
         manifests,
         parameters=PER_RESOURCE_PARAMETERS if per_resource else None,

@@ -93,7 +93,8 @@ deny contains violation_of(
 # title: Secret-looking env var
 # description: >-
 #   An env var whose name looks like a credential (*PASSWORD*, *TOKEN*, *SECRET*,
-#   *_KEY) must not carry a literal value.
+#   *CREDENTIAL*, *PRIVATE*, *APIKEY*, *_KEY) must not carry a literal value: mount
+#   the secret as a file instead.
 deny contains violation_of(
 	sprintf("container %q of %s %q sets env var %s, which looks like a secret, to a literal value", [c.name, kind, name, var.name]),
 	c.name, sprintf("%s.env[%d].value", [c.path, i]), var.name,
@@ -131,8 +132,11 @@ allowed_registry(image) if {
 
 # METADATA
 # title: Secret-looking name
-# description: True for names containing PASSWORD, TOKEN or SECRET or ending in _KEY (any case).
-secret_name(var_name) if regex.match(`(?i)(PASSWORD|TOKEN|SECRET|PASSWD|_KEY$)`, var_name)
+# description: >-
+#   True for names containing PASSWORD, PASSWD, TOKEN, SECRET, CREDENTIAL, PRIVATE,
+#   APIKEY or API_KEY, or ending in _KEY (any case). The one rule for secret-looking
+#   env var names: the Pulumi program relies on it through the CrossGuard policy pack.
+secret_name(var_name) if regex.match(`(?i)(PASSWORD|PASSWD|TOKEN|SECRET|CREDENTIAL|PRIVATE|API_?KEY|_KEY$)`, var_name)
 
 # METADATA
 # title: Secret-looking value

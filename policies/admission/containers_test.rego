@@ -56,7 +56,7 @@ test_allow_env_from_config_map if {
 }
 
 test_deny_secret_named_env_with_literal if {
-	every var_name in ["DB_PASSWORD", "API_TOKEN", "client_secret", "SIGNING_KEY"] {
+	every var_name in ["DB_PASSWORD", "API_TOKEN", "client_secret", "SIGNING_KEY", "GCP_CREDENTIALS", "PRIVATE_PEM", "StripeApiKey", "ZTML_TOKEN_FILE"] {
 		has_finding(findings(deployment(with_container({"env": [{"name": var_name, "value": "hunter2"}]}))), "looks like a secret, to a literal value")
 	}
 }

@@ -11,13 +11,10 @@ package ztml.provenance
 import data.ztml.lib.inputs as v
 
 # METADATA
-# title: Built-in requirements
-# description: Used only when policies/data/provenance.json is not loaded.
-builtin_requirements := {"min_robust_accuracy": 0.8, "epsilon": 0.1, "attack": "pgd", "min_steps": 20}
-
-# METADATA
 # title: Requirements from data
-# description: Empty when policies/data/provenance.json is not loaded.
+# description: >-
+#   Empty when policies/data/provenance.json (the one source of the thresholds) is not
+#   loaded; the input must then give every requirement or the decision denies.
 default data_requirements := {}
 
 # METADATA
@@ -37,8 +34,8 @@ input_requirements := input.requirements if is_object(input.requirements)
 
 # METADATA
 # title: Requirements
-# description: Built-in defaults, overridden by data, overridden by the input.
-requirements := object.union(object.union(builtin_requirements, data_requirements), input_requirements)
+# description: The data's requirements, each overridden by the input's.
+requirements := object.union(data_requirements, input_requirements)
 
 # ---------------------------------------------------------------------------
 # Input validation.

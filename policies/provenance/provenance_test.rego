@@ -76,8 +76,16 @@ test_allow_default_requirements_come_from_data if {
 	prov.requirements == {"min_robust_accuracy": 0.8, "epsilon": 0.1, "attack": "pgd", "min_steps": 20} with input as gate(good_records)
 }
 
-test_allow_builtin_requirements_without_data if {
-	prov.requirements.min_robust_accuracy == 0.8 with input as gate(good_records) with data.data as {}
+test_allow_input_requirements_without_data if {
+	required := {"min_robust_accuracy": 0.8, "epsilon": 0.1, "attack": "pgd", "min_steps": 20}
+	inp := object.union(gate(good_records), {"requirements": required})
+	d := prov.decision with input as inp with data.data as {}
+	d == {"allow": true, "reasons": []}
+}
+
+test_deny_without_requirements_data_or_input if {
+	d := prov.decision with input as gate(good_records) with data.data as {}
+	denied(d, "input field requirements is missing or invalid")
 }
 
 test_deny_unverified_ledger if {

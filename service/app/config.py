@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Literal
 
 from service.app.errors import ConfigError
+from service.digests import DIGEST_FORM, DIGEST_RE
 from service.toolchain.paths import ztml_home
 
 RiskTier = Literal["low", "medium", "high"]
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
-_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 # BentoML's own request timeout (the service's ``traffic`` setting). The service's deadline
 # must end first, so a slow request still gets the service's error shape and its audit event.
 BENTOML_TIMEOUT_SECONDS = 30
@@ -172,8 +172,8 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
         Path(raw_model).expanduser() if raw_model else home / "models" / "model.safetensors"
     )
     digest = env.get("ZTML_MODEL_DIGEST") or None
-    if digest is not None and not _DIGEST_RE.fullmatch(digest):
-        raise ConfigError(f"ZTML_MODEL_DIGEST={digest!r} is not 'sha256:<64 lowercase hex>'.")
+    if digest is not None and not DIGEST_RE.fullmatch(digest):
+        raise ConfigError(f"ZTML_MODEL_DIGEST={digest!r} is not '{DIGEST_FORM}'.")
     opa_url = env.get("ZTML_OPA_URL") or "http://127.0.0.1:8181"
     if not re.fullmatch(r"https?://[^/\s]+/?", opa_url):
         raise ConfigError(f"ZTML_OPA_URL={opa_url!r} is not an http(s)://host:port URL.")

@@ -12,20 +12,26 @@ import logging
 import ssl
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from service.app.config import AppConfig
 from service.app.errors import ModelRefusedError
 from service.app.gate import VerifiedModel, hash_model
+from service.audit import AuditLog, open_audit_log
+from service.authn import IssuerTrust, JWTVerifier
+from service.authz import OpaAuthorizer
+from service.authz.tls import OpaTls
+from service.model.artifact import load_model
+from service.model.data import load_splits
+from service.model.errors import ModelError
+from service.monitor import DriftMonitor, ExtractionDetector, FloodDetector, RateLimiter
+from service.review import ReviewQueue
+from service.sanitizer import FeatureSqueezer, calibrate_threshold
 
 if TYPE_CHECKING:
     from torch import nn
-
-    from service.audit import AuditLog
-    from service.authn import JWTVerifier
-    from service.authz import OpaAuthorizer
-    from service.review import ReviewQueue
-    from service.sanitizer import FeatureSqueezer
 
 _log = logging.getLogger(__name__)
 
@@ -37,13 +43,13 @@ class Layers:
     config: AppConfig
     model_info: VerifiedModel
     verifier: JWTVerifier
-    rate_limiter: Any
-    flood: Any
-    extraction: Any
+    rate_limiter: RateLimiter
+    flood: FloodDetector
+    extraction: ExtractionDetector
     authorizer: OpaAuthorizer
     model: nn.Module
     squeezer: FeatureSqueezer
-    drift: Any
+    drift: DriftMonitor
     review: ReviewQueue
     audit: AuditLog
     drift_lock: threading.Lock
@@ -62,10 +68,7 @@ def load_verified_model(info: VerifiedModel) -> nn.Module:
     Raises:
         ModelRefusedError: the file changed since it was verified or does not load.
     """
-    import torch
-
-    from service.model.artifact import load_model
-    from service.model.errors import ModelError
+    import torch  # heavy: imported when a worker loads its model, not with this module
 
     digest, _ = hash_model(info.path)
     if digest != info.digest:
@@ -85,8 +88,6 @@ def load_verified_model(info: VerifiedModel) -> nn.Module:
 def _opa_tls_context(config: AppConfig) -> ssl.SSLContext | None:
     if config.opa_tls_files is None:
         return None
-    from service.authz.tls import OpaTls
-
     ca, cert, key = config.opa_tls_files
     return OpaTls(ca_file=ca, cert_file=cert, key_file=key).context()
 
@@ -98,16 +99,6 @@ def build_layers(config: AppConfig, info: VerifiedModel) -> Layers:
         ModelRefusedError: the verified artifact changed or does not load.
         Exception: a component cannot start (its own error says why).
     """
-    import numpy as np
-
-    from service.audit import open_audit_log
-    from service.authn import IssuerTrust, JWTVerifier
-    from service.authz import OpaAuthorizer
-    from service.model.data import load_splits
-    from service.monitor import DriftMonitor, ExtractionDetector, FloodDetector, RateLimiter
-    from service.review import ReviewQueue
-    from service.sanitizer import FeatureSqueezer, calibrate_threshold
-
     model = load_verified_model(info)
     splits = load_splits()
     threshold = calibrate_threshold(model, splits.x_val, fpr=config.squeeze_fpr)

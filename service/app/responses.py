@@ -1,17 +1,27 @@
-"""HTTP responses of the model service: one stable error shape and the security headers.
+"""HTTP responses of the model service: the bodies, one stable error shape, the headers.
 
-Every 4xx/5xx body is ``{"error": {"code", "message", "request_id"}}`` (plus ``reasons``
-on a policy denial and ``field`` on a validation error). Messages never carry stack
-traces, file paths or credentials.
+A prediction and an explanation share their shape: the request id, the model, one entry
+per instance (its label, its probabilities or attributions, its suspicion and whether it
+was flagged) and the review id. Every 4xx/5xx body is ``{"error": {"code", "message",
+"request_id"}}`` (plus ``reasons`` on a policy denial, ``field`` on a validation error
+and ``flagged`` on a rejected flagged input). Messages never carry stack traces, file
+paths or credentials.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
+import numpy.typing as npt
 from starlette.responses import Response
+
+from service.app.config import AppConfig
+from service.app.gate import VerifiedModel
+from service.app.screening import Screening
+from service.monitor.metrics import Outcome
 
 #: Added to every response the service sends (including BentoML's own endpoints).
 SECURITY_HEADERS: dict[str, str] = {
@@ -23,6 +33,17 @@ SECURITY_HEADERS: dict[str, str] = {
     "cross-origin-resource-policy": "same-origin",
 }
 REQUEST_ID_HEADER = "x-request-id"
+#: Decimals of the probabilities, attributions and suspicions in a response.
+DECIMALS = 6
+_OUTCOMES: dict[int, Outcome] = {
+    200: "ok",
+    401: "unauthenticated",
+    403: "denied",
+    413: "invalid_input",
+    422: "invalid_input",
+    429: "rate_limited",
+    503: "policy_unavailable",
+}
 
 
 class ApiError(Exception):
@@ -51,6 +72,89 @@ class ApiError(Exception):
         self.message = message
         self.headers = dict(headers or {})
         self.extra = dict(extra or {})
+
+
+def outcome_of(status: int) -> Outcome:
+    """Return the ``ztml_requests_total`` outcome of a response's status code."""
+    return _OUTCOMES.get(status, "error" if status >= 500 else "ok")
+
+
+def invalid_input(field_name: str, message: str) -> ApiError:
+    """Return the 422 for a field of the request that is not valid (``field`` names it)."""
+    return ApiError(422, "invalid_input", f"{field_name}: {message}", extra={"field": field_name})
+
+
+def input_flagged(flagged: list[int], reasons: list[str]) -> ApiError:
+    """Return the 422 for a flagged input the policy rejects (``flagged`` lists them)."""
+    return ApiError(
+        422,
+        "input_flagged",
+        f"{len(flagged)} instance(s) look adversarially perturbed and the policy rejects "
+        "flagged inputs; send unmodified inputs.",
+        extra={"field": f"instances[{flagged[0]}]", "flagged": flagged, "reasons": reasons},
+    )
+
+
+def unauthenticated(reason: str, challenge: str) -> ApiError:
+    """Return the 401 for a missing or refused bearer token, with its challenge."""
+    return ApiError(401, "unauthenticated", reason, headers={"www-authenticate": challenge})
+
+
+def forbidden(reasons: list[str]) -> ApiError:
+    """Return the 403 of a policy denial (``reasons`` says why)."""
+    return ApiError(
+        403, "forbidden", "The request is denied by policy.", extra={"reasons": reasons}
+    )
+
+
+def rate_limited(retry_after_seconds: int) -> ApiError:
+    """Return the 429 of an empty token bucket, with its Retry-After."""
+    return ApiError(
+        429,
+        "rate_limited",
+        f"Too many requests; retry after {retry_after_seconds} s.",
+        headers={"retry-after": str(retry_after_seconds)},
+    )
+
+
+def internal_error() -> ApiError:
+    """Return the 500 of an unexpected failure (its details are logged, never sent)."""
+    return ApiError(500, "internal_error", "The service failed to answer; try again.")
+
+
+def layer_unavailable(layer: Literal["monitor", "review", "audit"]) -> ApiError:
+    """Return the 503 ``<layer>_unavailable``: a layer's store failed, the request is denied."""
+    return ApiError(
+        503,
+        f"{layer}_unavailable",
+        "A security layer of the service is unavailable; the request is denied. Try later.",
+        headers={"retry-after": "5"},
+    )
+
+
+def policy_unavailable() -> ApiError:
+    """Return the 503 of a request OPA could not decide (denied: fail closed)."""
+    return ApiError(
+        503,
+        "policy_unavailable",
+        "The authorization service is unavailable; the request is denied. Try later.",
+        headers={"retry-after": "5"},
+    )
+
+
+def audit_unavailable() -> ApiError:
+    """Return the 503 of a request whose audit event could not be written (not answered)."""
+    return ApiError(503, "audit_unavailable", "The audit log is unavailable; try later.")
+
+
+def timed_out(seconds: float) -> ApiError:
+    """Return the 504 of a request that missed the service's deadline."""
+    return ApiError(
+        504,
+        "timeout",
+        f"The request did not finish within {seconds:g} s; send the body at once and "
+        "smaller batches.",
+    )
 
 
 def json_response(
@@ -83,3 +187,94 @@ def error_response(err: ApiError, request_id: str) -> Response:
         request_id=request_id,
         headers=err.headers,
     )
+
+
+def _rounded(values: npt.NDArray[np.floating[Any]]) -> list[float]:
+    rounded: list[float] = np.round(values.astype(np.float64), DECIMALS).tolist()
+    return rounded
+
+
+def _instances(
+    screening: Screening, values: npt.NDArray[np.floating[Any]], name: str
+) -> list[dict[str, object]]:
+    """One entry per instance: its label, ``values[i]`` under ``name``, suspicion, flag."""
+    squeeze = screening.squeeze
+    labels = np.asarray(squeeze.probs).argmax(axis=1)
+    return [
+        {
+            "label": int(labels[i]),
+            name: _rounded(np.asarray(values[i])),
+            "suspicion": round(float(screening.suspicion[i]), DECIMALS),
+            "flagged": bool(squeeze.flagged[i]),
+        }
+        for i in range(len(labels))
+    ]
+
+
+def prediction_body(
+    *, request_id: str, model: Mapping[str, str], screening: Screening, review_id: int | None
+) -> dict[str, object]:
+    """Return the body of a served prediction.
+
+    Args:
+        request_id: The request's id.
+        model: ``{"name", "digest"}`` of the served model.
+        screening: The batch's screening (its probabilities are the prediction).
+        review_id: The review queue item, None when the batch was not queued.
+    """
+    return {
+        "request_id": request_id,
+        "model": dict(model),
+        "predictions": _instances(screening, np.asarray(screening.squeeze.probs), "probabilities"),
+        "flagged": screening.flagged,
+        "review_id": review_id,
+    }
+
+
+def explanation_body(
+    *,
+    request_id: str,
+    model: Mapping[str, str],
+    method: str,
+    screening: Screening,
+    attributions: npt.NDArray[np.floating[Any]],
+    review_id: int | None,
+) -> dict[str, object]:
+    """Return the body of a served explanation (see :func:`prediction_body`).
+
+    Args:
+        request_id: The request's id.
+        model: ``{"name", "digest"}`` of the served model.
+        method: The attribution method.
+        screening: The batch's screening (labels, suspicion, flags).
+        attributions: Per-feature attributions, shape (N, 64).
+        review_id: The review queue item, None when the batch was not queued.
+    """
+    return {
+        "request_id": request_id,
+        "model": dict(model),
+        "method": method,
+        "explanations": _instances(screening, attributions, "attributions"),
+        "review_id": review_id,
+    }
+
+
+def metadata_body(config: AppConfig, info: VerifiedModel) -> dict[str, object]:
+    """Return what a client may know about the served model."""
+    return {
+        "model": {
+            "name": config.model_name,
+            "registered_name": info.name,
+            "version": info.version,
+            "digest": info.digest,
+            "tenant": config.tenant,
+            "risk_tier": config.risk_tier,
+        },
+        "input": {
+            "shape": [None, 64],
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+            "max_batch": config.max_batch,
+        },
+        "classes": list(range(10)),
+    }

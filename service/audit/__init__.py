@@ -17,7 +17,13 @@ from service.audit.errors import (
     AuditVerificationError,
     AuditWriteError,
 )
-from service.audit.events import build_event, digest_input, normalize_event, now_rfc3339
+from service.audit.events import (
+    EventKind,
+    build_event,
+    digest_input,
+    normalize_event,
+    now_rfc3339,
+)
 from service.audit.log import AuditLog, FsyncMode, open_audit_log
 from service.audit.verify import AuditReport, LogSummary, verify_audit_dir
 
@@ -33,6 +39,7 @@ __all__ = [
     "AuditTrustError",
     "AuditVerificationError",
     "AuditWriteError",
+    "EventKind",
     "FileAnchorSink",
     "FsyncMode",
     "LedgerAnchorSink",

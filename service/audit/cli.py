@@ -15,8 +15,7 @@ from service.audit.reader import TailRecord, follow, last_records
 from service.audit.recover import find_incomplete, remove_incomplete
 from service.audit.segments import check_audit_dir
 from service.audit.verify import AuditReport, audit_bytes, verify_audit_dir
-from service.cli.errors import err_console, fail
-from service.cli.progress import work_progress
+from service.console import err_console, fail, work_progress
 from service.keys.errors import KeyError_
 from service.keys.store import TrustStore
 from service.toolchain.paths import ztml_home

@@ -24,11 +24,13 @@ import re
 import time
 from collections.abc import Mapping
 from json.encoder import encode_basestring as _quote
-from typing import Any, Final, NoReturn
+from typing import Any, Final, Literal, NoReturn, get_args
 
 from service.audit.errors import AuditEventError
+from service.digests import DIGEST_FORM, DIGEST_RE
 
-KINDS: Final = frozenset({"request", "policy_decision", "drift", "service"})
+EventKind = Literal["request", "policy_decision", "drift", "service"]
+KINDS: Final[frozenset[str]] = frozenset(get_args(EventKind))
 FIELDS: Final = frozenset(
     {
         "time",
@@ -83,7 +85,6 @@ MAX_STRING: Final = 1024
 MAX_REASONS: Final = 64
 
 _TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
-_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _CREDENTIAL_RE = re.compile(
     r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}|[Bb]earer\s|-----BEGIN [A-Z ]*PRIVATE KEY"
 )
@@ -176,7 +177,7 @@ _Fields = tuple[
 
 
 _time_ok = _TIME_RE.fullmatch
-_digest_match = _DIGEST_RE.fullmatch
+_digest_match = DIGEST_RE.fullmatch
 _good_digests: dict[str, bool] = {}
 
 
@@ -312,14 +313,14 @@ def _explain(event: Mapping[str, Any]) -> _Fields:
         _bad("tenant", tenant, "a string or null")
     model_digest = get("model_digest")
     if model_digest is not None and (
-        type(model_digest) is not str or not _DIGEST_RE.fullmatch(model_digest)
+        type(model_digest) is not str or not DIGEST_RE.fullmatch(model_digest)
     ):
-        _bad("model_digest", model_digest, "null or 'sha256:<64 lowercase hex>'")
+        _bad("model_digest", model_digest, f"null or '{DIGEST_FORM}'")
     input_digest = get("input_digest")
     if input_digest is not None and (
-        type(input_digest) is not str or not _DIGEST_RE.fullmatch(input_digest)
+        type(input_digest) is not str or not DIGEST_RE.fullmatch(input_digest)
     ):
-        _bad("input_digest", input_digest, "null or 'sha256:<64 lowercase hex>'")
+        _bad("input_digest", input_digest, f"null or '{DIGEST_FORM}'")
     return (
         action,
         client,
@@ -443,7 +444,7 @@ def _format(values: _Fields) -> str:
 
 def build_event(
     *,
-    kind: str,
+    kind: EventKind,
     request_id: str,
     action: str,
     status: int,
@@ -451,29 +452,52 @@ def build_event(
     subject: str | None = None,
     tenant: str | None = None,
     model_digest: str | None = None,
-    decision: Mapping[str, Any] | None = None,
+    decision: Mapping[str, object] | None = None,
     latency_ms: float = 0.0,
     input_digest: str | None = None,
     time: str | None = None,
+    check: bool = True,
 ) -> dict[str, Any]:
-    """Build a checked audit event from keyword arguments (see the module docs).
+    """Build an audit event from keyword arguments (see the module docs).
+
+    Args:
+        kind: ``request`` (one per request, with its final status and latency),
+            ``policy_decision`` (one per decision OPA was asked for), ``drift`` or
+            ``service``.
+        request_id: The service's request id.
+        action: The requested action (``predict``, ``explain``, ``metadata``, ``drift``).
+        status: The HTTP status the request (or the decision) ended with.
+        client: The client's address.
+        subject: The authenticated subject, None before authentication.
+        tenant: The subject's tenant, None before authentication.
+        model_digest: ``sha256:...`` of the served model.
+        decision: ``{"allow", "reasons", "decision_id"}`` of a ``policy_decision`` event.
+        latency_ms: The request's latency (``request`` events).
+        input_digest: ``sha256:...`` of the request body, None before it was read.
+        time: RFC 3339 UTC; None: now (or, unchecked, the time of the append).
+        check: False returns the event as built, for
+            :meth:`~service.audit.log.AuditLog.append`, which checks every event as it
+            encodes it (the request path pays for one check, not two).
+
+    Returns:
+        The normalised event (see :func:`normalize_event`), or with ``check=False`` the
+        event as built.
 
     Raises:
-        AuditEventError: a value does not fit the schema.
+        AuditEventError: a value does not fit the schema (when checked).
     """
-    return normalize_event(
-        {
-            "kind": kind,
-            "request_id": request_id,
-            "action": action,
-            "status": status,
-            "client": client,
-            "subject": subject,
-            "tenant": tenant,
-            "model_digest": model_digest,
-            "decision": dict(decision) if decision is not None else None,
-            "latency_ms": latency_ms,
-            "input_digest": input_digest,
-            "time": time,
-        }
-    )
+    event = {
+        "kind": kind,
+        "request_id": request_id,
+        "action": action,
+        "status": status,
+        "client": client,
+        "subject": subject,
+        "tenant": tenant,
+        "model_digest": model_digest,
+        "decision": dict(decision) if decision is not None else None,
+        "latency_ms": latency_ms,
+        "input_digest": input_digest,
+        "time": time,
+    }
+    return normalize_event(event) if check else event

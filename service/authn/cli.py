@@ -13,7 +13,7 @@ from service.authn.errors import AuthenticationError, AuthnError
 from service.authn.issuer import ensure_local_issuer, issue_token, issuers_path
 from service.authn.trust import DEFAULT_AUDIENCE, LOCAL_ISSUER, IssuerTrust
 from service.authn.verifier import JWTVerifier
-from service.cli.errors import err_console, fail
+from service.console import err_console, fail
 from service.keys.errors import KeyError_
 from service.keys.store import Signer
 from service.toolchain.paths import POLICIES_DIR, ztml_home

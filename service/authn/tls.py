@@ -31,6 +31,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from service.authn.errors import TLSSetupError
 from service.keys.store import write_private_pem
+from service.keys.x509 import certificate_builder, self_signed_ca
 from service.toolchain.paths import ztml_home
 
 VALIDITY_DAYS = 90
@@ -120,15 +121,8 @@ def _name(common_name: str) -> x509.Name:
 def _builder(
     subject: x509.Name, issuer: x509.Name, public: ec.EllipticCurvePublicKey, now: dt.datetime
 ) -> x509.CertificateBuilder:
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=VALIDITY_DAYS))
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+    return certificate_builder(
+        subject, issuer, public, now=now, validity=dt.timedelta(days=VALIDITY_DAYS)
     )
 
 
@@ -211,24 +205,8 @@ def make_dev_ca(directory: Path, *, force: bool = False) -> DevCertificates:
             return paths
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_name = _name("ztml development CA")
-        ca_cert = (
-            _builder(ca_name, ca_name, ca_key.public_key(), now)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(ca_key, hashes.SHA256())
+        ca_cert = self_signed_ca(
+            ca_key, ca_name, now=now, validity=dt.timedelta(days=VALIDITY_DAYS)
         )
         server_cert, server_key = _leaf(
             common_name="localhost",

@@ -7,7 +7,7 @@ malformed, and a malformed answer is treated like an unreachable OPA (deny with 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from service.authz.errors import PolicyUnavailableError
 
@@ -46,7 +46,16 @@ class Decision:
     obligations: Obligations
     decision_id: str | None
 
-    def audit(self) -> dict[str, Any]:
+    @classmethod
+    def unavailable(cls, err: PolicyUnavailableError) -> Decision:
+        """Return the denial that stands for a decision OPA could not give (fail closed).
+
+        Args:
+            err: Why there is no decision (unreachable, timed out, malformed answer).
+        """
+        return cls(allow=False, reasons=(str(err),), obligations=DENY_OBLIGATIONS, decision_id=None)
+
+    def audit(self) -> dict[str, bool | str | list[str] | None]:
         """Return the ``decision`` object of an audit event."""
         return {
             "allow": self.allow,

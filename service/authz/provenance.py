@@ -1,8 +1,9 @@
-"""The deploy gate: evaluate ``data.ztml.provenance.decision`` with the real OPA.
+"""Evaluate the provenance policy (``data.ztml.provenance.decision``) with the real OPA.
 
-The service asks this once at start, before it loads its model. By default the gate
-runs ``opa eval`` on the repository's policies (so it works before any OPA server is up);
-given a server URL it queries the server instead.
+The deploy gate (:func:`service.gate.check_deploy`) asks this once per check. It runs
+``opa eval`` on the project's policies, loaded exactly as the OPA server loads them
+(:func:`policy_load_args`), so it works before any OPA server is up and evaluates the
+same policy and data the server serves.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from service.authz.errors import ProvenanceGateError
+from service.toolchain.errors import ToolchainError
+from service.toolchain.opa import find_opa
+from service.toolchain.paths import POLICIES_DIR
 
 PROVENANCE_QUERY = "data.ztml.provenance.decision"
 #: What the OPA server and ``opa eval`` skip when loading the policies directory.
@@ -31,8 +35,8 @@ class ProvenanceDecision:
 def _parse(result: object) -> ProvenanceDecision:
     if not isinstance(result, dict):
         raise ProvenanceGateError(
-            "the provenance policy gave no decision (data.ztml.provenance.decision is "
-            "undefined: are the policies complete?)"
+            f"the provenance policy gave no decision ({PROVENANCE_QUERY} is undefined: "
+            "are the policies complete?)"
         )
     allow = result.get("allow")
     reasons = result.get("reasons")
@@ -55,8 +59,7 @@ def evaluate_provenance(
     input: dict[str, Any],
     *,
     opa_binary: Path | None = None,
-    policies_dir: Path | None = None,
-    opa_url: str | None = None,
+    policies_dir: Path = POLICIES_DIR,
     timeout_seconds: float = 30.0,
 ) -> ProvenanceDecision:
     """Evaluate the provenance policy for one model digest.
@@ -65,30 +68,26 @@ def evaluate_provenance(
         input: the policy input (digest, ledger, trust, requirements).
         opa_binary: the ``opa`` binary (default: :func:`find_opa`).
         policies_dir: the policies directory (default: the project's ``policies/``).
-        opa_url: query this OPA server instead of running ``opa eval``.
         timeout_seconds: how long OPA may take.
 
     Raises:
         ProvenanceGateError: OPA is missing, failed, or its answer is unusable. The
             caller must refuse to deploy.
     """
-    if opa_url is not None:
-        return _via_server(input, opa_url, timeout_seconds)
-    from service.toolchain.errors import ToolchainError
-    from service.toolchain.opa import find_opa
-    from service.toolchain.paths import POLICIES_DIR
-
     try:
         binary = opa_binary or find_opa()
     except ToolchainError as err:
         raise ProvenanceGateError(str(err)) from None
+    *ignores, directory = policy_load_args(policies_dir)
     command = [
         str(binary),
         "eval",
         "--format",
         "json",
         "--stdin-input",
-        *_with_data_flag(policy_load_args(policies_dir or POLICIES_DIR)),
+        *ignores,
+        "--data",
+        directory,
         PROVENANCE_QUERY,
     ]
     try:
@@ -111,23 +110,3 @@ def evaluate_provenance(
     except (ValueError, KeyError, IndexError, TypeError):
         value = None
     return _parse(value)
-
-
-def _with_data_flag(load_args: list[str]) -> list[str]:
-    *ignores, directory = load_args
-    return [*ignores, "--data", directory]
-
-
-def _via_server(input: dict[str, Any], url: str, timeout: float) -> ProvenanceDecision:
-    import httpx
-
-    endpoint = url.rstrip("/") + "/v1/data/ztml/provenance/decision"
-    try:
-        response = httpx.post(endpoint, json={"input": input}, timeout=timeout)
-        response.raise_for_status()
-        body = response.json()
-    except (httpx.HTTPError, ValueError) as err:
-        raise ProvenanceGateError(
-            f"OPA at {url} could not evaluate the provenance policy ({type(err).__name__})"
-        ) from None
-    return _parse(body.get("result") if isinstance(body, dict) else None)

@@ -36,6 +36,7 @@ SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("service.review.cli", "review"),
     ("service.audit.cli", "audit"),
     ("service.model.cli", "model"),
+    ("service.cluster.cli", "cluster"),
 )
 
 for _module, _name in SUBCOMMANDS:

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from service.cli.errors import fail
+from service.console import fail
 from service.keys.errors import KeyError_
 from service.keys.store import STANDARD_KEYS, init_keys
 from service.toolchain.paths import ztml_home

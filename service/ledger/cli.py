@@ -22,18 +22,18 @@ from rich.console import Console
 
 from service.chain.core import Checkpoint
 from service.chain.errors import ChainError
-from service.cli.errors import err_console, fail
-from service.cli.progress import work_progress
+from service.console import err_console, fail, work_progress
 from service.keys.canonical import canonical_json
 from service.keys.errors import KeyError_
 from service.keys.store import Signer, TrustStore
-from service.ledger.artifact import hash_artifact
 from service.ledger.display import model_table, models_table, print_report
 from service.ledger.errors import LedgerError, LedgerIntegrityError
 from service.ledger.factory import default_ledger_url, init_ledger, open_ledger
 from service.ledger.ledger import Ledger
-from service.ledger.metrics import load_evaluation, load_metrics
+from service.ledger.metrics import load_evaluation
 from service.ledger.verify import ExpectedHead, verify_export_text
+from service.model.errors import ModelError
+from service.model.register import register_model
 from service.toolchain.paths import ztml_home
 
 app = typer.Typer(
@@ -140,34 +140,29 @@ def register(
     identity: IdentityOpt = None,
     ledger: LedgerOpt = None,
 ) -> None:
-    """Hash ARTIFACT and register it with its training provenance and evaluation.
+    """Verify ARTIFACT and register it with its training provenance and evaluation.
 
-    Signed with $ZTML_HOME/keys/trainer.key as trainer@<hostname> unless --key/--identity.
+    The artifact is loaded and verified, and the metrics checked against it, before
+    anything is signed (the same path as ``ztml model register``). Signed with
+    $ZTML_HOME/keys/trainer.key as trainer@<hostname> unless --key/--identity.
     """
-    with _errors():
-        parsed = load_metrics(metrics)
-        signer = Signer.for_role("trainer", key=key, identity=identity)
-        if not artifact.is_file():
-            hash_artifact(artifact)  # raises the error naming the problem; creates nothing
-        size = artifact.stat().st_size
-        with (
-            _open(ledger, create=True) as opened,
-            work_progress("hashing", unit="bytes", disable=size == 0) as bar,
-        ):
-            task = bar.add_task("hashing", total=size)
-            record = opened.register_artifact(
-                artifact,
-                parsed,
-                signer=signer,
-                name=name,
-                version=version,
-                progress=lambda n: bar.advance(task, n),
-            )
-        console.print(
-            f"[green]registered[/green] {record.model_digest} as {record.payload['name']} "
-            f"{record.payload['version']} (seq {record.seq}, signed by {record.identity} "
-            f"{record.key_id})"
+    try:
+        record = register_model(
+            artifact,
+            metrics,
+            ledger_url=ledger,
+            key_path=key,
+            identity=identity,
+            name=name,
+            version=version,
         )
+    except ModelError as err:
+        raise fail(str(err)) from None
+    console.print(
+        f"[green]registered[/green] {record.model_digest} as {record.payload['name']} "
+        f"{record.payload['version']} (seq {record.seq}, signed by {record.identity} "
+        f"{record.key_id})"
+    )
 
 
 @app.command("evaluate")

@@ -56,6 +56,10 @@ class LedgerExistsError(BackendError):
     """``init`` was asked to create a ledger where a non-empty one already exists."""
 
 
+class SeedError(LedgerError):
+    """A pod's ledger cannot be seeded from the approved export (named, with the fix)."""
+
+
 class LedgerIntegrityError(LedgerError, ChainVerificationError):
     """Stored or exported records fail verification; names the first bad record.
 

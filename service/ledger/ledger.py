@@ -8,23 +8,20 @@ they hold under concurrent writers too.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from service.chain.core import GENESIS_HASH, Checkpoint
 from service.keys.canonical import canonical_json
 from service.keys.store import Signer, TrustStore
-from service.ledger.artifact import hash_artifact
 from service.ledger.errors import (
     LedgerError,
     LedgerIntegrityError,
     NotRegisteredError,
     RecordSchemaError,
 )
-from service.ledger.metrics import Metrics
 from service.ledger.records import Record, build_record, record_from_json
 from service.ledger.rules import (
     ModelState,
@@ -41,6 +38,7 @@ from service.ledger.verify import (
     ExpectedHead,
     SignatureCache,
     VerifyReport,
+    verify_records,
 )
 
 Clock = Callable[[], datetime]
@@ -69,6 +67,25 @@ def _integrity(subject: str, err: LedgerError) -> LedgerIntegrityError:
     return LedgerIntegrityError(
         subject, f"stored history breaks a rule ({err}); run `ztml ledger verify`"
     )
+
+
+def _check_rules(view: AppendView, subject: str, record: Record) -> None:
+    """Check the event rules for appending ``record`` after its subject's stored history.
+
+    Raises:
+        LedgerError: the record breaks a rule, or the stored history already does.
+    """
+    history = [_parse_row(row) for row in view.subject_rows(subject)]
+    if record.type == "anchor":
+        apply_anchor(history[-1] if history else None, record)
+        return
+    state: ModelState | None = None
+    try:
+        for past in history:
+            state = apply_model_event(state, past)
+    except LedgerError as err:
+        raise _integrity(subject, err) from None
+    apply_model_event(state, record)
 
 
 class Ledger:
@@ -131,7 +148,6 @@ class Ledger:
             if head is not None:
                 head_record = _parse_row(head)
                 seq, prev = head_record.seq + 1, head_record.hash
-            history = [_parse_row(row) for row in view.subject_rows(subject)]
             record = build_record(
                 seq=seq,
                 prev_hash=prev,
@@ -141,19 +157,64 @@ class Ledger:
                 payload=payload,
                 signer=signer,
             )
-            if record_type == "anchor":
-                apply_anchor(history[-1] if history else None, record)
-            else:
-                state: ModelState | None = None
-                try:
-                    for past in history:
-                        state = apply_model_event(state, past)
-                except LedgerError as err:
-                    raise _integrity(subject, err) from None
-                apply_model_event(state, record)
+            _check_rules(view, subject, record)
             return Row(seq=seq, type=record_type, subject=subject, record=record.to_json())
 
         return _parse_row(self.backend.append(build))
+
+    def import_records(self, records: Sequence[Record], trust: TrustStore) -> int:
+        """Append records signed elsewhere (a verified export), stored unchanged.
+
+        The records must form a whole chain from seq 0 that verifies against ``trust``
+        (hashes, signatures, schema, event rules), and they and this ledger must agree
+        where both have a record (same hashes; either may be longer). Each missing
+        record is appended inside the
+        backend's append lock, where it must link to the current head and obey the event
+        rules given its subject's stored history, exactly as a new record would.
+
+        Args:
+            records: The chain to import, in order (e.g. from ``verified_export_records``).
+            trust: Keys trusted to sign records.
+
+        Returns:
+            How many records were appended (0 when the ledger already holds them all).
+
+        Raises:
+            LedgerIntegrityError: the records do not verify, the ledger diverges from them,
+                or another writer moved the head meanwhile.
+        """
+        verify_records(records, trust)
+        existing = 0
+        for stored in self.records():
+            if existing == len(records):
+                return 0  # the ledger already holds them all, and later records
+            if records[existing].hash != stored.hash:
+                raise LedgerIntegrityError(
+                    f"seq {stored.seq}",
+                    f"the ledger at {self.url} diverges from the records to import; "
+                    "refusing to import",
+                )
+            existing += 1
+        for record in records[existing:]:
+
+            def build(view: AppendView, record: Record = record) -> Row:
+                head = view.head()
+                seq, prev = (0, GENESIS_HASH)
+                if head is not None:
+                    head_record = _parse_row(head)
+                    seq, prev = head_record.seq + 1, head_record.hash
+                if record.seq != seq or record.prev_hash != prev:
+                    raise LedgerIntegrityError(
+                        f"seq {record.seq}",
+                        f"does not link to the ledger's head (next seq {seq}): another "
+                        "writer appended meanwhile; retry the import",
+                    )
+                subject = subject_of(record.type, record.model_digest, record.payload)
+                _check_rules(view, subject, record)
+                return Row(seq=seq, type=record.type, subject=subject, record=record.to_json())
+
+            self.backend.append(build)
+        return len(records) - existing
 
     def register(
         self,
@@ -185,49 +246,6 @@ class Ledger:
         digest = artifact.get("digest") if isinstance(artifact, dict) else None
         return self._append(
             record_type="register", model_digest=digest, payload=payload, signer=signer
-        )
-
-    def register_artifact(
-        self,
-        path: Path,
-        metrics: Metrics,
-        *,
-        signer: Signer,
-        name: str | None = None,
-        version: str | None = None,
-        artifact_format: str | None = None,
-        progress: Callable[[int], None] | None = None,
-    ) -> Record:
-        """Hash an artifact file and register it with the results from its metrics.
-
-        Raises:
-            ArtifactReadError: the artifact cannot be read.
-            RecordSchemaError: no name/version, or the metrics name another artifact.
-            DuplicateRegistrationError: the digest is already registered.
-        """
-        digest, size = hash_artifact(path, progress=progress)
-        if metrics.artifact_digest is not None and metrics.artifact_digest != digest:
-            raise RecordSchemaError(
-                f"The metrics describe artifact {metrics.artifact_digest} but {path} has "
-                f"digest {digest}: the artifact or the metrics file is not the right one."
-            )
-        name = name or metrics.name
-        version = version or metrics.version
-        if not name or not version:
-            raise RecordSchemaError(
-                "A registration needs a name and a version: pass --name and --version or "
-                "put them under 'model' in the metrics file."
-            )
-        fmt = artifact_format or metrics.format or (Path(path).suffix.lstrip(".") or "unknown")
-        return self.register(
-            signer=signer,
-            name=name,
-            version=version,
-            artifact={"digest": digest, "format": fmt, "size": size},
-            training_data_digest=metrics.training_data_digest,
-            code_revision=metrics.code_revision,
-            hyperparameters=metrics.hyperparameters,
-            evaluation=metrics.evaluation,
         )
 
     def evaluate(self, digest: str, evaluation: dict[str, Any], *, signer: Signer) -> Record:

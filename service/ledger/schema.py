@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, get_args
 
+from service.digests import DIGEST_RE, KEY_ID_RE
 from service.ledger.errors import RecordSchemaError
 
 RecordType = Literal["register", "evaluate", "approve", "revoke", "anchor"]
@@ -36,9 +37,7 @@ PAYLOAD_FIELDS: dict[str, frozenset[str]] = {
     "anchor": frozenset({"log", "seq", "head", "time", "key_id", "signature"}),
 }
 
-DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 HEX64_RE = re.compile(r"[0-9a-f]{64}")
-KEY_ID_RE = re.compile(r"ed25519:[0-9a-f]{16}")
 TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
 
 

@@ -290,9 +290,30 @@ def _records_of(export: Any) -> list[Any]:
         export = export.get("records")
     if not isinstance(export, list):
         raise LedgerIntegrityError(
-            "export", "is not a JSON list of records (or an object with a 'records' list)"
+            "export", "is not a list of records (nor an object with a 'records' list)"
         )
     return export
+
+
+def parse_export(text: str | bytes) -> list[Any]:
+    """Parse the JSON text of an export (as written by ``ztml ledger export``).
+
+    The one reader of the export format: a JSON list of records, or an object with a
+    ``records`` list (its ``verified`` flag is never trusted). Nothing is verified here.
+
+    Returns:
+        The records as parsed JSON, in chain order.
+
+    Raises:
+        LedgerIntegrityError: the text is not JSON or holds no list of records.
+    """
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        data = parse_json(text)
+    except (UnicodeDecodeError, ValueError) as err:
+        raise LedgerIntegrityError("export", f"is not valid JSON: {err}") from None
+    return _records_of(data)
 
 
 def verify_export(
@@ -324,10 +345,19 @@ def verify_export_text(
     Raises:
         LedgerIntegrityError: the text is not JSON, or names the first bad record.
     """
-    try:
-        if isinstance(text, bytes):
-            text = text.decode("utf-8")
-        data = parse_json(text)
-    except (UnicodeDecodeError, ValueError) as err:
-        raise LedgerIntegrityError("export", f"is not valid JSON: {err}") from None
-    return verify_records(_records_of(data), trust, expect=expect, cache=cache)
+    return verify_records(parse_export(text), trust, expect=expect, cache=cache)
+
+
+def verified_export_records(text: str | bytes, trust: TrustStore) -> list[Record]:
+    """Parse and verify the JSON text of an export; return its records.
+
+    Every record is checked as :func:`verify_export_text` does (chain, hashes,
+    signatures by ``trust``, schema, event rules) before any is returned.
+
+    Raises:
+        LedgerIntegrityError: the text is not an export, or names the first bad record.
+    """
+    verifier = ChainVerifier(trust)
+    records = [verifier.check_data(item) for item in parse_export(text)]
+    verifier.finish()
+    return records

@@ -159,6 +159,8 @@ def load_artifact(path: Path | str) -> LoadedArtifact:
         if source.stat().st_size > MAX_ARTIFACT_BYTES:
             raise ArtifactError(f"{where} is larger than {MAX_ARTIFACT_BYTES} bytes; refusing it")
         data = source.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"cannot read {where}: it does not exist") from None
     except OSError as exc:
         raise ArtifactError(f"cannot read {where}: {exc.strerror or exc}") from exc
     meta = _read_header(data, where)

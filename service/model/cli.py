@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from service.cli.errors import err_console, fail
+from service.console import err_console, fail
 from service.model.errors import ModelError
 from service.toolchain.paths import ztml_home
 

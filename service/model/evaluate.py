@@ -21,6 +21,7 @@ from torch import nn
 from service.model.attacks import LossName, fgsm, pgd
 from service.model.config import EvalConfig
 from service.model.data import DATASET_NAME, load_splits
+from service.model.metrics import evaluation_document, robust_entry
 
 TEST_DATASET = f"{DATASET_NAME}/test"
 ATTACKS = ("fgsm", "pgd-ce", "pgd-cw", "pgd")
@@ -89,15 +90,11 @@ def evaluate_model(
     done = 0
 
     def entry(attack: str, eps: float, steps: int, restarts: int, ok: torch.Tensor) -> None:
+        accuracy = round(float(ok.float().mean()), 6)
         robust.append(
-            {
-                "attack": attack,
-                "norm": "linf",
-                "epsilon": eps,
-                "steps": steps,
-                "restarts": restarts,
-                "accuracy": round(float(ok.float().mean()), 6),
-            }
+            robust_entry(
+                attack=attack, epsilon=eps, steps=steps, restarts=restarts, accuracy=accuracy
+            )
         )
 
     for eps in config.epsilons:
@@ -111,8 +108,6 @@ def evaluate_model(
         done += 3
         if progress is not None:
             progress(done, total)
-    return {
-        "dataset": TEST_DATASET,
-        "clean_accuracy": round(float(clean.float().mean()), 6),
-        "robust": robust,
-    }
+    return evaluation_document(
+        dataset=TEST_DATASET, clean_accuracy=round(float(clean.float().mean()), 6), robust=robust
+    )

@@ -15,12 +15,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from service.digests import DIGEST_FORM, DIGEST_RE
 from service.model.errors import MetricsError
 from service.toolchain.paths import PROJECT_ROOT
 
 MODEL_NAME = "digits-mlp"
 ARTIFACT_FORMAT = "safetensors"
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 TOP_LEVEL = (
     "model",
     "artifact",
@@ -115,8 +115,8 @@ def validate_metrics(metrics: Any) -> None:
     artifact = metrics["artifact"]
     _require(isinstance(artifact, dict), "'artifact' must be an object")
     _require(
-        isinstance(artifact.get("digest"), str) and bool(DIGEST_RE.match(artifact["digest"])),
-        "artifact.digest must be sha256:<64 hex>",
+        isinstance(artifact.get("digest"), str) and bool(DIGEST_RE.fullmatch(artifact["digest"])),
+        f"artifact.digest must be {DIGEST_FORM}",
     )
     _require(
         isinstance(artifact.get("size"), int) and artifact["size"] > 0,
@@ -124,8 +124,8 @@ def validate_metrics(metrics: Any) -> None:
     )
     _require(
         isinstance(metrics["training_data_digest"], str)
-        and bool(DIGEST_RE.match(metrics["training_data_digest"])),
-        "training_data_digest must be sha256:<64 hex>",
+        and bool(DIGEST_RE.fullmatch(metrics["training_data_digest"])),
+        f"training_data_digest must be {DIGEST_FORM}",
     )
     _require(isinstance(metrics["code_revision"], str), "code_revision must be a string")
     _require(isinstance(metrics["hyperparameters"], dict), "hyperparameters must be an object")
@@ -201,13 +201,49 @@ def check_metrics_match_artifact(metrics: dict[str, Any], *, digest: str, size: 
     if recorded != digest:
         raise MetricsError(
             f"the metrics file describes artifact {recorded} but the artifact's sha256 is "
-            f"{digest}; use the metrics.json written next to this model.safetensors"
+            f"{digest}: the artifact or the metrics file is not the right one (use the "
+            "metrics.json written next to this model.safetensors)"
         )
     if metrics["artifact"]["size"] != size:
         raise MetricsError(
             f"the metrics file records an artifact of {metrics['artifact']['size']} bytes, "
             f"the artifact has {size}"
         )
+
+
+def robust_entry(
+    *, attack: str, epsilon: float, steps: int, restarts: int, accuracy: float
+) -> dict[str, Any]:
+    """Return one ``evaluation.robust`` entry: an L-infinity attack and its accuracy.
+
+    Args:
+        attack: The attack's name (``fgsm``, ``pgd-ce``, ``pgd-cw``, ``pgd``).
+        epsilon: The perturbation budget.
+        steps: Attack iterations.
+        restarts: Random restarts.
+        accuracy: The share of test examples still classified correctly, in [0, 1].
+    """
+    return {
+        "attack": attack,
+        "norm": "linf",
+        "epsilon": epsilon,
+        "steps": steps,
+        "restarts": restarts,
+        "accuracy": accuracy,
+    }
+
+
+def evaluation_document(
+    *, dataset: str, clean_accuracy: float, robust: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Return the ``evaluation`` of a metrics file and of the ledger's records.
+
+    Args:
+        dataset: What was evaluated on (``sklearn-digits/test``).
+        clean_accuracy: The accuracy without attack, in [0, 1].
+        robust: Entries made by :func:`robust_entry`.
+    """
+    return {"dataset": dataset, "clean_accuracy": clean_accuracy, "robust": robust}
 
 
 def robust_accuracy(evaluation: dict[str, Any], *, attack: str, epsilon: float) -> float | None:

@@ -1,32 +1,36 @@
 """Register a verified artifact and its metrics in the provenance ledger.
 
-Before anything is signed, the artifact is loaded and verified (safetensors, tensor
-layout, weights digest), the metrics file is validated, and the digest and size the
-metrics record are checked against the artifact's own sha256 and size.
+The one registration path: ``ztml model register``, ``ztml ledger register`` and
+``ztml up``'s provisioning all call :func:`register_model`. Before anything is signed or
+any ledger is opened, the artifact is loaded and verified (safetensors, tensor layout,
+weights digest), the metrics file is validated, and the digest and size the metrics
+record are checked against the artifact's own sha256 and size.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from service.keys.errors import KeyError_
+from service.keys.store import Signer
+from service.ledger import LedgerError, open_ledger
+from service.ledger.records import Record
 from service.model.artifact import load_artifact
 from service.model.errors import MetricsError, RegistrationError
 from service.model.metrics import check_metrics_match_artifact, read_metrics
-
-if TYPE_CHECKING:
-    from service.ledger.records import Record
 
 
 def register_model(
     artifact_path: Path | str,
     metrics_path: Path | str,
     *,
-    ledger_url: str | None = None,
+    ledger_url: str | Path | None = None,
     key_path: Path | None = None,
     identity: str | None = None,
+    name: str | None = None,
+    version: str | None = None,
 ) -> Record:
-    """Write the register record of an artifact, signed with the trainer key.
+    """Write the register record of a verified artifact, signed with the trainer key.
 
     Args:
         artifact_path: The ``model.safetensors`` file.
@@ -34,6 +38,8 @@ def register_model(
         ledger_url: The ledger (default ``$ZTML_LEDGER_URL`` or ``$ZTML_HOME/ledger.db``).
         key_path: The trainer's private key (default ``$ZTML_HOME/keys/trainer.key``).
         identity: The signer identity (default ``trainer@<hostname>``).
+        name: The name label (default: the metrics' ``model.name``).
+        version: The version label (default: the metrics' ``model.version``).
 
     Returns:
         The appended ledger record.
@@ -43,10 +49,6 @@ def register_model(
         MetricsError: The metrics are malformed or describe another artifact.
         RegistrationError: The key cannot be used or the ledger refuses the record.
     """
-    from service.keys.errors import KeyError_
-    from service.keys.store import Signer
-    from service.ledger import LedgerError, open_ledger
-
     artifact = load_artifact(artifact_path)
     metrics = read_metrics(metrics_path)
     check_metrics_match_artifact(metrics, digest=artifact.digest, size=artifact.size)
@@ -64,8 +66,8 @@ def register_model(
         with open_ledger(ledger_url) as ledger:
             return ledger.register(
                 signer=signer,
-                name=model["name"],
-                version=model["version"],
+                name=name or model["name"],
+                version=version or model["version"],
                 artifact={
                     "digest": artifact.digest,
                     "format": metrics["artifact"]["format"],

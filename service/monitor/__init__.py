@@ -28,7 +28,7 @@ from service.monitor.errors import (
     RateLimited,
 )
 from service.monitor.extraction import ExtractionDetector, ExtractionSignal
-from service.monitor.facts import monitor_facts
+from service.monitor.facts import MonitorSignals, monitor_facts
 from service.monitor.flood import FloodDetector, FloodSignal
 from service.monitor.ratelimit import RateLimiter, burst_for
 from service.monitor.store import default_db_path
@@ -43,6 +43,7 @@ __all__ = [
     "MonitorConfigError",
     "MonitorError",
     "MonitorInputError",
+    "MonitorSignals",
     "MonitorStoreError",
     "RateLimited",
     "RateLimiter",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from service.monitor.extraction import ExtractionSignal
@@ -36,3 +37,27 @@ def monitor_facts(
         "drift": bool(drift),
         "flagged_input": bool(flagged_input),
     }
+
+
+@dataclass(frozen=True)
+class MonitorSignals:
+    """What the monitors know about one request, for the authorization policy.
+
+    Attributes:
+        flood: The flood detector's signal (the request is counted).
+        extraction: The extraction detector's signal; None when the request carried no
+            queries (metadata, or an input that did not parse).
+        drift: Whether this worker's latest drift window drifted.
+        flagged_input: Whether the sanitizer flagged this request's input.
+    """
+
+    flood: FloodSignal
+    extraction: ExtractionSignal | None = None
+    drift: bool = False
+    flagged_input: bool = False
+
+    def facts(self) -> dict[str, Any]:
+        """Return ``input.monitor`` (see :func:`monitor_facts`)."""
+        return monitor_facts(
+            self.flood, self.extraction, drift=self.drift, flagged_input=self.flagged_input
+        )

@@ -14,7 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from service.cli.errors import fail
+from service.console import fail
 from service.review.errors import ReviewError
 from service.review.queue import ReviewItem, ReviewQueue
 from service.review.render import heatmap, printable

@@ -87,27 +87,35 @@ def ensure_demo_model(home: Path, *, retrain: bool, progress: Progress) -> DemoM
     from service.keys.errors import KeyError_
     from service.keys.store import Signer
     from service.ledger import LedgerError, NotRegisteredError, hash_artifact, open_ledger
-    from service.ledger.metrics import load_metrics
+    from service.model.errors import ModelError
+    from service.model.register import register_model
 
     model_dir = demo_model_dir(home)
     path = model_dir / "model.safetensors"
     metrics_path = model_dir / "metrics.json"
+    ledger_url = home / "ledger.db"
     trained_now = False
     if retrain or not path.exists() or not metrics_path.exists():
         train_demo_model(model_dir, progress)
         trained_now = True
     registered_now = approved_now = False
     try:
-        trainer = Signer.from_file(home / "keys" / "trainer.key", TRAINER_IDENTITY)
         approver = Signer.from_file(home / "keys" / "approver.key", APPROVER_IDENTITY)
         digest, _ = hash_artifact(path)
-        with open_ledger(home / "ledger.db") as ledger:
-            try:
-                state = ledger.model(digest)
-            except NotRegisteredError:
-                ledger.register_artifact(path, load_metrics(metrics_path), signer=trainer)
-                registered_now = True
-                state = ledger.model(digest)
+        try:
+            with open_ledger(ledger_url) as ledger:
+                ledger.model(digest)
+        except NotRegisteredError:
+            register_model(
+                path,
+                metrics_path,
+                ledger_url=ledger_url,
+                key_path=home / "keys" / "trainer.key",
+                identity=TRAINER_IDENTITY,
+            )
+            registered_now = True
+        with open_ledger(ledger_url) as ledger:
+            state = ledger.model(digest)
             if state.status == "revoked":
                 raise ProvisionError(
                     f"The demo model {digest} is revoked in the ledger; train a new one with "
@@ -116,7 +124,7 @@ def ensure_demo_model(home: Path, *, retrain: bool, progress: Progress) -> DemoM
             if state.status != "approved":
                 ledger.approve(digest, signer=approver, comment="demo model approved by ztml up")
                 approved_now = True
-    except (LedgerError, KeyError_) as err:
+    except (LedgerError, KeyError_, ModelError) as err:
         raise ProvisionError(
             f"Cannot register or approve the demo model: {err} If the demo model was changed "
             "or damaged, train a new one with `ztml up --retrain`."

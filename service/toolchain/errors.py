@@ -11,3 +11,7 @@ class ToolMissingError(ToolchainError):
 
 class ToolInstallError(ToolchainError):
     """Installing a tool failed; the message carries the installer's last words."""
+
+
+class PostgresServerError(ToolchainError):
+    """A throwaway PostgreSQL server did not start; the message carries its log."""

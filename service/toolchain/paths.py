@@ -11,7 +11,9 @@ import os
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-POLICIES_DIR = PROJECT_ROOT / "policies"
+# The Rego policies and their data; an installed service (the image) ships them elsewhere
+# and names them with ZTML_POLICIES_DIR.
+POLICIES_DIR = Path(os.environ.get("ZTML_POLICIES_DIR") or PROJECT_ROOT / "policies").expanduser()
 
 
 def ztml_home() -> Path:

@@ -49,6 +49,7 @@ pulumi.runtime.set_mocks(MOCKS, project="ztml", stack="test", preview=False, mon
 
 import infra.__main__ as program  # noqa: E402 - the mocks must be set before the program loads
 from infra.config import StackConfig, parse_config  # noqa: E402
+from service.model.metrics import evaluation_document, robust_entry  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_IMAGE = "ghcr.io/ztml/model@sha256:" + "a1" * 32
@@ -93,20 +94,11 @@ class Run:
 
 
 def _evaluation(accuracy: float) -> dict[str, Any]:
-    return {
-        "dataset": "sklearn-digits/test",
-        "clean_accuracy": 0.97,
-        "robust": [
-            {
-                "attack": "pgd",
-                "norm": "linf",
-                "epsilon": 0.1,
-                "steps": 20,
-                "restarts": 2,
-                "accuracy": accuracy,
-            }
-        ],
-    }
+    return evaluation_document(
+        dataset="sklearn-digits/test",
+        clean_accuracy=0.97,
+        robust=[robust_entry(attack="pgd", epsilon=0.1, steps=20, restarts=2, accuracy=accuracy)],
+    )
 
 
 def _register(ledger: Any, signer: Any, digest: str, accuracy: float) -> None:

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from infra.config import PLACEHOLDER_DIGEST, ConfigError, parse_config
+from service.gate import load_requirements
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,7 +34,7 @@ def test_valid_config_is_typed(raw: dict[str, str]) -> None:
     config = parse_config(raw)
     assert config.replicas == 1
     assert config.kube_context == "k3d-ztml"
-    assert config.thresholds.min_robust_accuracy == 0.8
+    assert config.requirements.min_robust_accuracy == 0.8
     assert config.opa_tls == "mtls"
     assert config.uses_postgres is False
 
@@ -163,3 +164,10 @@ def test_stack_config_is_read_from_the_pulumi_engine_environment(
             read_stack_config()
     finally:
         pulumi.runtime.set_all_config({})
+
+
+def test_gate_requirements_default_to_the_policy_data(raw: dict[str, str]) -> None:
+    assert parse_config(raw).requirements == load_requirements()
+    overridden = parse_config(_with(raw, minSteps="40")).requirements
+    assert overridden.min_steps == 40
+    assert overridden.min_robust_accuracy == load_requirements().min_robust_accuracy

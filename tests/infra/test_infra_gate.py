@@ -7,31 +7,28 @@ show that the Python verification, not the file, decides ``verified``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pulumi
 import pytest
 
-from infra.config import StackConfig, Thresholds, TrustKey
+from infra.config import StackConfig, TrustKey
 from infra.errors import (
     ConfigError,
     DeployDeniedError,
     LedgerExportError,
     PolicyEvaluationError,
 )
-from infra.gate import (
-    LedgerEvidence,
-    check_deploy,
-    enforce_deploy_gate,
-    read_ledger_export,
-    verify_ledger_export,
-)
+from infra.gate import enforce_deploy_gate
+from service.authz.provenance import evaluate_provenance
+from service.gate import load_requirements
 
 TESTDATA = Path(__file__).parent / "testdata"
 HANDMADE = TESTDATA / "handmade-ledger-export.json"
-THRESHOLDS = Thresholds(min_robust_accuracy=0.8, epsilon=0.1, attack="pgd", min_steps=20)
 
 
 @pytest.fixture
@@ -41,18 +38,24 @@ def denied(
     """Run the program, expect the gate to stop it, return the reasons."""
 
     def run(config: StackConfig) -> list[str]:
-        with pytest.raises(DeployDeniedError) as info:
+        # The program ends on the engine's error path (no traceback) with the gate's text.
+        with pytest.raises(pulumi.RunError) as info:
             program_runner(config)
         assert not [u for u in registered_urns() if "kubernetes:" in u], "declared while denied"
-        return info.value.reasons
+        cause = info.value.__cause__
+        assert isinstance(cause, DeployDeniedError), repr(cause)
+        assert str(info.value) == str(cause)
+        return cause.reasons
 
     return run
 
 
 def test_approved_digest_passes_the_gate(make_config: Callable[..., StackConfig]) -> None:
-    result = enforce_deploy_gate(make_config())
-    assert result.decision["allow"] is True
-    assert result.evidence.verified is True
+    config = make_config()
+    result = enforce_deploy_gate(config)
+    assert result.digest == config.model_digest
+    assert {r["type"] for r in result.model.records} >= {"register", "approve"}
+    assert result.export_text == config.ledger_export.read_text()
 
 
 def test_unregistered_digest_fails_the_program_with_reasons(
@@ -110,8 +113,6 @@ def test_tampered_export_is_unverified_and_denied(
     tampered = tmp_path / "tampered.json"
     tampered.write_text(json.dumps(export))
     config = make_config(ledgerExport=str(tampered))
-    evidence = verify_ledger_export(config.ledger_export, config.trust_keys)
-    assert evidence.verified is False
     with pytest.raises(DeployDeniedError) as info:
         enforce_deploy_gate(config)
     assert any("not verified" in r for r in info.value.reasons), info.value.reasons
@@ -122,44 +123,39 @@ def test_export_signed_by_unknown_keys_is_unverified(
     make_config: Callable[..., StackConfig], ledger: Any
 ) -> None:
     config = make_config()
-    only_trainer = [k for k in config.trust_keys if k.key_id == ledger.trainer_key_id]
-    evidence = verify_ledger_export(config.ledger_export, only_trainer)
-    assert evidence.verified is False
-    assert evidence.problem is not None
+    only_trainer = tuple(k for k in config.trust_keys if k.key_id == ledger.trainer_key_id)
+    with pytest.raises(DeployDeniedError) as info:
+        enforce_deploy_gate(dataclasses.replace(config, trust_keys=only_trainer))
+    assert any("not verified" in r and "unknown key" in r for r in info.value.reasons)
 
 
 def test_handmade_export_without_real_signatures_is_unverified(
     make_config: Callable[..., StackConfig],
 ) -> None:
-    config = make_config()
-    evidence = verify_ledger_export(HANDMADE, config.trust_keys)
-    assert evidence.verified is False
-    assert "verification failed" in (evidence.problem or "")
+    with pytest.raises(DeployDeniedError) as info:
+        enforce_deploy_gate(make_config(ledgerExport=str(HANDMADE)))
+    assert any("verification failed" in r for r in info.value.reasons), info.value.reasons
 
 
 def test_policy_allows_handmade_records_only_when_marked_verified() -> None:
-    text, records = read_ledger_export(HANDMADE)
+    data = json.loads(HANDMADE.read_text())
+    records = data["records"] if isinstance(data, dict) else data
     digest = records[0]["model_digest"]
     trust = {"trainer_key_ids": ["ed25519:00000000000000aa"], "approver_key_ids": []}
     trust["approver_key_ids"] = ["ed25519:00000000000000bb"]
-    verified = LedgerEvidence(text, records, True)
-    result = check_deploy(
-        digest=digest,
-        evidence=verified,
-        trainer_key_ids=trust["trainer_key_ids"],
-        approver_key_ids=trust["approver_key_ids"],
-        thresholds=THRESHOLDS,
-    )
-    assert result.decision["allow"] is True
-    with pytest.raises(DeployDeniedError) as info:
-        check_deploy(
-            digest=digest,
-            evidence=LedgerEvidence(text, records, False, "not checked"),
-            trainer_key_ids=trust["trainer_key_ids"],
-            approver_key_ids=trust["approver_key_ids"],
-            thresholds=THRESHOLDS,
-        )
-    assert any("not verified" in r for r in info.value.reasons)
+
+    def policy_input(verified: bool) -> dict[str, Any]:
+        return {
+            "digest": digest,
+            "ledger": {"verified": verified, "records": records},
+            "trust": trust,
+            "requirements": load_requirements().to_input(),
+        }
+
+    assert evaluate_provenance(policy_input(True)).allow is True
+    denied = evaluate_provenance(policy_input(False))
+    assert denied.allow is False
+    assert any("not verified" in r for r in denied.reasons)
 
 
 def test_missing_export_fails_with_a_fix(make_config: Callable[..., StackConfig]) -> None:
@@ -168,11 +164,13 @@ def test_missing_export_fails_with_a_fix(make_config: Callable[..., StackConfig]
         enforce_deploy_gate(config)
 
 
-def test_export_that_is_not_a_record_list_is_refused(tmp_path: Path) -> None:
+def test_export_that_is_not_a_record_list_is_refused(
+    make_config: Callable[..., StackConfig], tmp_path: Path
+) -> None:
     path = tmp_path / "export.json"
     path.write_text(json.dumps({"records": "nope"}))
     with pytest.raises(LedgerExportError, match="not a list of records"):
-        read_ledger_export(path)
+        enforce_deploy_gate(make_config(ledgerExport=str(path)))
 
 
 def test_gate_fails_closed_without_opa(make_config: Callable[..., StackConfig]) -> None:
@@ -184,6 +182,6 @@ def test_trust_key_with_a_wrong_key_id_is_a_config_error(
     make_config: Callable[..., StackConfig], ledger: Any
 ) -> None:
     config = make_config()
-    wrong = [TrustKey("ed25519:" + "0" * 16, config.trust_keys[0].public_key_pem)]
+    wrong = (TrustKey("ed25519:" + "0" * 16, config.trust_keys[0].public_key_pem),)
     with pytest.raises(ConfigError, match="does not match"):
-        verify_ledger_export(config.ledger_export, wrong)
+        enforce_deploy_gate(dataclasses.replace(config, trust_keys=wrong))

@@ -23,16 +23,16 @@ from infra_manifest_helpers import containers_of, pod_spec_of
 
 from infra.policypack.opa_eval import Violation, admission_violations
 from service.toolchain.opa import find_opa
+from service.toolchain.paths import POLICIES_DIR
 
 REPO = Path(__file__).resolve().parents[2]
-POLICIES = REPO / "policies"
 KUBERNETES_VERSION = "1.31"
 CHECKOV = "checkov==3.3.30"
 CHECKOV_CONFIG = REPO / ".checkov.yaml"
 
 
 def _violations(manifests: list[dict[str, Any]]) -> list[Violation]:
-    return admission_violations(find_opa(), POLICIES, manifests)
+    return admission_violations(find_opa(), POLICIES_DIR, manifests)
 
 
 def test_kubernetes_validate_ships_the_pinned_version() -> None:

@@ -11,14 +11,13 @@ from infra_manifest_helpers import containers_of
 
 from infra.policy_engine import POLICY_MOUNT, load_policy_bundle
 from service.toolchain.opa import find_opa
-
-REPO = Path(__file__).resolve().parents[2]
+from service.toolchain.paths import POLICIES_DIR
 
 
 def _mounted(tmp_path: Path) -> Path:
     """Lay the bundle out as the ConfigMap volume's items do in the pod."""
     root = tmp_path / POLICY_MOUNT.strip("/")
-    for relative, text in load_policy_bundle(REPO / "policies").files.values():
+    for relative, text in load_policy_bundle(POLICIES_DIR).files.values():
         target = root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
@@ -39,37 +38,9 @@ def _eval(root: Path, query: str, input_doc: Any) -> Any:
 
 
 def test_sidecar_policies_answer_the_authz_query(tmp_path: Path) -> None:
+    example = POLICIES_DIR / "examples" / "authz" / "allow-predict" / "input.json"
     decision = _eval(
-        _mounted(tmp_path),
-        "data.ztml.authz.decision",
-        {
-            "subject": {
-                "sub": "a",
-                "roles": ["predictor"],
-                "tenant": "demo",
-                "scopes": ["predict"],
-            },
-            "action": "predict",
-            "model": {
-                "name": "digits",
-                "digest": "sha256:" + "1" * 64,
-                "tenant": "demo",
-                "risk_tier": "low",
-            },
-            "request": {
-                "batch_size": 1,
-                "client_address": "127.0.0.1",
-                "time": "2026-11-22T10:00:00Z",
-            },
-            "monitor": {
-                "rate_per_minute": 1.0,
-                "extraction_suspicion": 0.0,
-                "extraction_flagged": False,
-                "flood": False,
-                "drift": False,
-                "flagged_input": False,
-            },
-        },
+        _mounted(tmp_path), "data.ztml.authz.decision", json.loads(example.read_text())
     )
     assert decision["allow"] is True, decision
 
@@ -81,8 +52,8 @@ def test_sidecar_policies_include_the_decision_log_mask(tmp_path: Path) -> None:
 
 
 def test_sidecar_config_is_the_repository_opa_config() -> None:
-    bundle = load_policy_bundle(REPO / "policies")
-    assert bundle.opa_config == (REPO / "policies" / "config" / "opa-config.yaml").read_text()
+    bundle = load_policy_bundle(POLICIES_DIR)
+    assert bundle.opa_config == (POLICIES_DIR / "config" / "opa-config.yaml").read_text()
     assert "mask_decision" in bundle.opa_config
 
 

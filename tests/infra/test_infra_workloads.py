@@ -215,7 +215,7 @@ def test_opa_sidecar_without_mtls_is_plain_http_on_localhost(single_run: Any) ->
 def test_ledger_is_seeded_by_an_init_container_from_the_gate_export(any_run: Any) -> None:
     urn, manifest = _model(any_run)
     (seed,) = pod_spec_of(manifest)["initContainers"]
-    assert seed["command"][:3] == ["python", "-m", "infra.ledger_seed"], urn
+    assert seed["command"][:3] == ["python", "-m", "service.ledger.seed"], urn
     model = next(c for c in containers_of(manifest) if c["name"] == "model")
     assert seed["image"] == model["image"], urn
     ledger_url = {v["name"]: v.get("value") for v in model["env"]}["ZTML_LEDGER_URL"]

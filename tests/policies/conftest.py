@@ -8,7 +8,6 @@ examples, tests and tool configuration), with decision logs written to a file.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from service.stack.processes import free_port
 from service.toolchain.errors import ToolMissingError
 from service.toolchain.opa import find_opa
 from service.toolchain.paths import POLICIES_DIR
@@ -111,13 +111,6 @@ def opa_eval(opa_bin: Path) -> Callable[[Example], Any]:
         return value
 
     return evaluate
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

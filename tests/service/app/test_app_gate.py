@@ -75,19 +75,19 @@ def test_revoked_model_is_refused(home: Path) -> None:
 
 
 def test_unapproved_model_is_refused(tmp_path: Path, demo_model_source: Path) -> None:
-    from service.ledger import open_ledger
-    from service.ledger.metrics import load_metrics
+    from service.model.register import register_model
     from service.stack.provision import demo_model_dir, ensure_keys_and_issuer
 
     ensure_keys_and_issuer(tmp_path)
     target = demo_model_dir(tmp_path)
     shutil.copytree(demo_model_source, target)
-    with open_ledger(tmp_path / "ledger.db") as ledger:
-        ledger.register_artifact(
-            target / "model.safetensors",
-            load_metrics(target / "metrics.json"),
-            signer=signer(tmp_path, "trainer", "trainer@ztml-local"),  # type: ignore[arg-type]
-        )
+    register_model(
+        target / "model.safetensors",
+        target / "metrics.json",
+        ledger_url=tmp_path / "ledger.db",
+        key_path=tmp_path / "keys" / "trainer.key",
+        identity="trainer@ztml-local",
+    )
     with pytest.raises(ModelRefusedError) as refused:
         verify_model(config_for(tmp_path))
     assert any("approve" in r for r in refused.value.reasons)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -85,6 +86,56 @@ def test_flagged_input_is_rejected_when_the_policy_says_reject(
         if item.request_id == error["request_id"]
     ]
     assert len(queued) == 1
+
+
+def predict_as(
+    client: TestClient, stack: Stack, rows: list[list[float]], sub: str, role: str
+) -> httpx.Response:
+    return client.post("/predict", json={"instances": rows}, headers=bearer(stack, sub, (role,)))
+
+
+def policy_decisions(stack: Stack, request_id: str) -> list[tuple[bool, int, list[str]]]:
+    """Each policy decision of a request: allowed, the status it ended with, its reasons."""
+    return [
+        (e["decision"]["allow"], e["status"], e["decision"]["reasons"])
+        for e in events_for(stack.home, request_id)
+        if e["kind"] == "policy_decision"
+    ]
+
+
+def test_flagged_input_fires_the_policys_flagged_input_rule(
+    stack: Stack, high_risk: tuple[TestClient, Any]
+) -> None:
+    client, _ = high_risk
+    attacked = predict_as(client, stack, pgd_rows(stack, 10, eps=0.3), "owner-f", "model-owner")
+    assert attacked.status_code == 422, attacked.text
+    rule = "flagged input rejected (model risk tier high)"
+    assert attacked.json()["error"]["reasons"] == [rule]
+    # Asked first without the screening (allowed), then with flagged_input true: OPA's
+    # own rule denies, and that decision is audited with the request's status.
+    assert policy_decisions(stack, attacked.headers["x-request-id"]) == [
+        (True, 200, []),
+        (False, 422, [rule]),
+    ]
+
+
+def test_flagged_input_is_served_and_flagged_when_the_policy_allows_it(
+    stack: Stack, default_config: tuple[TestClient, Any]
+) -> None:
+    client, _ = default_config
+    attacked = predict_as(client, stack, pgd_rows(stack, 20, eps=0.3), "flagged", "predictor")
+    assert attacked.status_code == 200, attacked.text
+    assert attacked.json()["flagged"] and attacked.json()["review_id"] is not None
+    decisions = policy_decisions(stack, attacked.headers["x-request-id"])
+    assert decisions == [(True, 200, []), (True, 200, [])]
+
+
+def test_clean_input_is_decided_once(stack: Stack, default_config: tuple[TestClient, Any]) -> None:
+    client, _ = default_config
+    clean = predict_as(client, stack, digit_rows(2), "clean-once", "predictor")
+    assert clean.status_code == 200, clean.text
+    assert not clean.json()["flagged"]
+    assert policy_decisions(stack, clean.headers["x-request-id"]) == [(True, 200, [])]
 
 
 def test_predictor_may_not_use_a_high_risk_model(

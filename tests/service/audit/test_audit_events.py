@@ -138,6 +138,41 @@ def test_build_event_checks_its_arguments():
         build_event(kind="drift", request_id="w-1", action="monitor", status=0, client="", time="x")
 
 
+def test_unchecked_event_once_checked_is_the_checked_event():
+    fields: dict[str, Any] = {
+        "request_id": "r-1",
+        "action": "predict",
+        "client": "10.0.0.7",
+        "status": 403,
+        "subject": "alice",
+        "tenant": "demo",
+        "model_digest": "sha256:" + "a" * 64,
+        "input_digest": None,
+        "decision": {"allow": False, "reasons": ["no"], "decision_id": "d-1"},
+    }
+    event = build_event(kind="policy_decision", check=False, **fields)
+    assert event["time"] is None  # stamped when the log appends it
+    normal = normalize_event(event)
+    assert normal == {**build_event(kind="policy_decision", **fields), "time": normal["time"]}
+
+
+def test_unchecked_event_is_refused_by_the_log_check_when_invalid():
+    event = build_event(
+        kind="request",
+        check=False,
+        request_id="r-1",
+        action="predict",
+        client="c",
+        status=200,
+        subject=JWT,
+        tenant=None,
+        model_digest=None,
+        input_digest=None,
+    )
+    with pytest.raises(AuditEventError, match="token or key"):
+        encode_event(event)
+
+
 def test_digest_input_is_a_sha256_digest():
     digest = digest_input(b"\x00\x01")
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest)

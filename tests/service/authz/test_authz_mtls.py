@@ -14,6 +14,7 @@ import pytest
 
 from service.authz import OpaAuthorizer, PolicyUnavailableError
 from service.stack.processes import free_port, start_process, stop_group
+from tests.service.authz.policy_inputs import policy_input
 
 pytestmark = pytest.mark.system
 
@@ -63,8 +64,6 @@ def decide(authorizer: OpaAuthorizer, doc: dict[str, Any]) -> Any:
 
 
 def sample_input() -> dict[str, Any]:
-    from tests.service.authz.test_authz_opa import policy_input
-
     return policy_input()
 
 

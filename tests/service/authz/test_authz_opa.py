@@ -16,35 +16,7 @@ from service.authz import (
     parse_decision,
 )
 from service.stack.processes import free_port, start_process, stop_group, wait_ready
-
-
-def policy_input(**changes: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "subject": {
-            "sub": "alice",
-            "roles": ["predictor"],
-            "tenant": "demo",
-            "scopes": ["predict"],
-        },
-        "action": "predict",
-        "model": {
-            "name": "digits",
-            "digest": "sha256:" + "a" * 64,
-            "tenant": "demo",
-            "risk_tier": "low",
-        },
-        "request": {"batch_size": 4, "client_address": "127.0.0.1", "time": "2026-11-22T10:00:00Z"},
-        "monitor": {
-            "rate_per_minute": 1.0,
-            "extraction_suspicion": 0.0,
-            "extraction_flagged": False,
-            "flood": False,
-            "drift": False,
-            "flagged_input": False,
-        },
-    }
-    doc.update(changes)
-    return doc
+from tests.service.authz.policy_inputs import policy_input
 
 
 @pytest.fixture(scope="module")

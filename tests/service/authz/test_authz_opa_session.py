@@ -16,7 +16,7 @@ import pytest
 
 from service.authz import OpaAuthorizer, PolicyUnavailableError
 from service.stack.processes import free_port, start_process, stop_group, wait_ready
-from tests.service.authz.test_authz_opa import policy_input
+from tests.service.authz.policy_inputs import policy_input
 
 ALLOW = {
     "decision_id": "d-1",

@@ -12,21 +12,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from service.keys.store import Signer, TrustStore
 from service.ledger import Ledger, Record, open_ledger
+from service.model.metrics import evaluation_document, robust_entry
 
-EVALUATION: dict[str, Any] = {
-    "dataset": "sklearn-digits/test",
-    "clean_accuracy": 0.98,
-    "robust": [
-        {
-            "attack": "pgd",
-            "norm": "linf",
-            "epsilon": 0.1,
-            "steps": 20,
-            "restarts": 2,
-            "accuracy": 0.85,
-        }
-    ],
-}
+EVALUATION: dict[str, Any] = evaluation_document(
+    dataset="sklearn-digits/test",
+    clean_accuracy=0.98,
+    robust=[robust_entry(attack="pgd", epsilon=0.1, steps=20, restarts=2, accuracy=0.85)],
+)
 
 
 def digest_of(n: int) -> str:

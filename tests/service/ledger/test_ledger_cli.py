@@ -14,6 +14,9 @@ from typer.testing import CliRunner
 
 from service.cli.main import app
 from service.keys.store import init_keys
+from service.model.artifact import save_model
+from service.model.metrics import evaluation_document, robust_entry
+from service.model.net import DigitsNet
 
 runner = CliRunner()
 
@@ -22,20 +25,11 @@ METRICS: dict[str, Any] = {
     "training_data_digest": "sha256:" + "a" * 64,
     "code_revision": "abc1234",
     "hyperparameters": {"lr": 0.001, "epochs": 30},
-    "evaluation": {
-        "dataset": "sklearn-digits/test",
-        "clean_accuracy": 0.97,
-        "robust": [
-            {
-                "attack": "pgd",
-                "norm": "linf",
-                "epsilon": 0.1,
-                "steps": 20,
-                "restarts": 2,
-                "accuracy": 0.83,
-            }
-        ],
-    },
+    "evaluation": evaluation_document(
+        dataset="sklearn-digits/test",
+        clean_accuracy=0.97,
+        robust=[robust_entry(attack="pgd", epsilon=0.1, steps=20, restarts=2, accuracy=0.83)],
+    ),
     "training_seconds": 12.0,
 }
 
@@ -45,8 +39,10 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ZTML_HOME", str(tmp_path))
     monkeypatch.delenv("ZTML_LEDGER_URL", raising=False)
     init_keys(tmp_path / "keys")
-    (tmp_path / "model.safetensors").write_bytes(os.urandom(50_000))
-    (tmp_path / "metrics.json").write_text(json.dumps(METRICS))
+    artifact = tmp_path / "model.safetensors"
+    digest = save_model(DigitsNet(), artifact, metadata={"version": "7", "defense": "pgd"})
+    described = {"digest": digest, "format": "safetensors", "size": artifact.stat().st_size}
+    (tmp_path / "metrics.json").write_text(json.dumps({**METRICS, "artifact": described}))
     return tmp_path
 
 
@@ -141,11 +137,18 @@ def test_corrupt_metrics_is_a_clear_error(home: Path) -> None:
 
 
 def test_metrics_naming_another_artifact_are_refused(home: Path) -> None:
-    (home / "metrics.json").write_text(
-        json.dumps({**METRICS, "artifact": {"digest": "sha256:" + "0" * 64}})
-    )
+    metrics = json.loads((home / "metrics.json").read_text())
+    metrics["artifact"]["digest"] = "sha256:" + "0" * 64
+    (home / "metrics.json").write_text(json.dumps(metrics))
     result = _register(home)
     assert result.exit_code == 1 and "not the right one" in _out(result)
+
+
+def test_artifact_that_is_not_a_verified_model_is_refused(home: Path) -> None:
+    (home / "model.safetensors").write_bytes(os.urandom(50_000))
+    result = _register(home)
+    assert result.exit_code == 1 and "model.safetensors" in _out(result)
+    assert not (home / "ledger.db").exists()
 
 
 def test_key_with_loose_permissions_is_refused(home: Path) -> None:

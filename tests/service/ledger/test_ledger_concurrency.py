@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from service.keys.store import Signer, TrustStore
 from service.ledger import DuplicateRegistrationError, open_ledger
-from tests.postgres_server import fresh_database
+from service.toolchain.postgres import fresh_database
 
 WORKERS = 4
 APPENDS = 50

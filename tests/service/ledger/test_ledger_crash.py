@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from service.keys.store import TrustStore
 from service.ledger import open_ledger
-from tests.postgres_server import fresh_database
+from service.toolchain.postgres import fresh_database
 
 APPENDER = """
 import sys

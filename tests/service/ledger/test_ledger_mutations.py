@@ -31,6 +31,7 @@ from service.ledger import (
     verify_export_text,
 )
 from service.ledger.records import build_record
+from service.model.metrics import evaluation_document, robust_entry
 
 pytestmark = pytest.mark.slow
 
@@ -61,20 +62,11 @@ def corpus(
 ) -> Corpus:
     rng = random.Random(1234)
     db = tmp_path_factory.mktemp("mutations") / "ledger.db"
-    evaluation = {
-        "dataset": "sklearn-digits/test",
-        "clean_accuracy": 0.97,
-        "robust": [
-            {
-                "attack": "pgd",
-                "norm": "linf",
-                "epsilon": 0.1,
-                "steps": 20,
-                "restarts": 2,
-                "accuracy": 0.81,
-            }
-        ],
-    }
+    evaluation = evaluation_document(
+        dataset="sklearn-digits/test",
+        clean_accuracy=0.97,
+        robust=[robust_entry(attack="pgd", epsilon=0.1, steps=20, restarts=2, accuracy=0.81)],
+    )
     with open_ledger(db) as ledger:
         n = audit_seq = 0
         while ledger.count() < RECORDS:

@@ -17,7 +17,7 @@ from service.ledger import (
     open_ledger,
 )
 from service.ledger.storage.postgres import PostgresBackend
-from tests.postgres_server import fresh_database
+from service.toolchain.postgres import fresh_database
 
 pytestmark = [pytest.mark.system, pytest.mark.postgres]
 

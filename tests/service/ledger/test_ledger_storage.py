@@ -98,17 +98,6 @@ def test_ledger_url_environment_overrides_default(
     assert default_ledger_url() == "postgresql://u@h/db"
 
 
-def test_postgres_helper_fails_loudly_without_binaries(monkeypatch: pytest.MonkeyPatch) -> None:
-    import tests.postgres_server as helper
-
-    monkeypatch.setattr(helper, "find_postgres_bin", lambda: None)
-    with (
-        pytest.raises(helper.PostgresServerError, match="scripts/run setup"),
-        helper.postgres_server(),
-    ):
-        pass
-
-
 @pytest.mark.parametrize("page_size", [1, 2, 4, 5])
 def test_rows_are_read_page_by_page_without_gaps_or_repeats(
     tmp_path: Path, trainer: Any, register_model: Any, page_size: int

@@ -12,7 +12,9 @@ from service.model.errors import MetricsError
 from service.model.metrics import (
     build_metrics,
     check_metrics_match_artifact,
+    evaluation_document,
     read_metrics,
+    robust_entry,
     validate_metrics,
     write_metrics,
 )
@@ -28,20 +30,11 @@ def _metrics() -> dict[str, Any]:
         artifact_size=1234,
         training_data_digest="sha256:" + "b" * 64,
         hyperparameters={"epochs": 1},
-        evaluation={
-            "dataset": "sklearn-digits/test",
-            "clean_accuracy": 0.97,
-            "robust": [
-                {
-                    "attack": "pgd",
-                    "norm": "linf",
-                    "epsilon": 0.1,
-                    "steps": 20,
-                    "restarts": 2,
-                    "accuracy": 0.85,
-                }
-            ],
-        },
+        evaluation=evaluation_document(
+            dataset="sklearn-digits/test",
+            clean_accuracy=0.97,
+            robust=[robust_entry(attack="pgd", epsilon=0.1, steps=20, restarts=2, accuracy=0.85)],
+        ),
         training_seconds=1.5,
         revision="unknown",
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from service.monitor import ExtractionSignal, FloodSignal, monitor_facts
+from service.monitor import ExtractionSignal, FloodSignal, MonitorSignals, monitor_facts
 
 
 def test_facts_carry_every_signal() -> None:
@@ -38,3 +38,11 @@ def test_facts_are_plain_json() -> None:
     json.dumps(
         monitor_facts(FloodSignal(rate_per_minute=float(np.float64(3)), flood=False), signal)
     )
+
+
+def test_signals_give_the_facts_of_their_values() -> None:
+    flood = FloodSignal(rate_per_minute=5, flood=False)
+    extraction = ExtractionSignal(suspicion=0.2, flagged=False)
+    signals = MonitorSignals(flood=flood, extraction=extraction, drift=True)
+    assert signals.facts() == monitor_facts(flood, extraction, drift=True, flagged_input=False)
+    assert MonitorSignals(flood=flood).facts() == monitor_facts(flood)

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from service.cli.errors import err_console
+from service.console.failure import err_console
 
 
 def work_progress(

@@ -1,0 +1,228 @@
+"""The deploy gate: deploy only a model the provenance ledger and policy vouch for.
+
+One function, :func:`check_deploy`, used by the service at start, by the Pulumi program
+before it declares the model Deployment, and by the pod's ledger-seed init step
+(:mod:`service.ledger.seed`) before it writes a record. It hashes the artifact (or
+takes the configured digest), verifies the whole ledger, or a ledger export file, against
+the trusted keys, builds the one provenance-policy input (digest, the verified ledger
+records of that digest, the trusted trainer and approver key ids, the requirements of
+``policies/data/provenance.json``), evaluates ``data.ztml.provenance.decision`` with the
+real OPA, and returns only an approved model. Anything else raises a
+:class:`~service.gate.errors.GateError` carrying every reason; nothing is ever returned
+as "not verified".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.authz.errors import ProvenanceGateError
+from service.authz.provenance import evaluate_provenance
+from service.gate.errors import (
+    GateArtifactError,
+    GateEvidenceError,
+    GateTrustError,
+    GateUnavailableError,
+    ModelDeniedError,
+)
+from service.gate.requirements import Requirements, load_requirements
+from service.keys.errors import KeyError_
+from service.keys.store import TrustStore, key_id, load_public_key
+from service.ledger.artifact import hash_artifact
+from service.ledger.errors import LedgerError, LedgerIntegrityError
+from service.ledger.factory import open_ledger
+from service.ledger.verify import parse_export, verify_records
+
+
+@dataclass(frozen=True)
+class GateTrust:
+    """Who the gate trusts: the keys that may sign ledger records, and their roles.
+
+    Attributes:
+        store: Public keys trusted to sign ledger records.
+        trainer_key_ids: Key ids trusted to register and evaluate models.
+        approver_key_ids: Key ids trusted to approve and revoke models.
+    """
+
+    store: TrustStore
+    trainer_key_ids: tuple[str, ...]
+    approver_key_ids: tuple[str, ...]
+
+    @classmethod
+    def from_directory(cls, directory: Path) -> GateTrust:
+        """Trust every ``*.pub`` of ``directory``; roles by name (``trainer*``, ``approver*``).
+
+        Raises:
+            GateTrustError: a key file is unusable, or the directory holds no key.
+        """
+        try:
+            store = TrustStore.from_directory(directory)
+            roles = {
+                role: tuple(
+                    sorted(key_id(load_public_key(p)) for p in directory.glob(f"{role}*.pub"))
+                )
+                for role in ("trainer", "approver")
+            }
+        except KeyError_ as err:
+            raise GateTrustError(f"trust store unusable: {err}") from None
+        if not store.keys:
+            raise GateTrustError(f"no trusted keys in {directory} (run `ztml keys init`)")
+        return cls(store, roles["trainer"], roles["approver"])
+
+
+@dataclass(frozen=True)
+class ApprovedModel:
+    """A model the gate allowed, with what its trusted registration says about it.
+
+    Attributes:
+        digest: The artifact's ``sha256:<hex>`` digest.
+        size: The artifact's size in bytes (None when only a digest was checked).
+        name: The registered name label.
+        version: The registered version label.
+        evaluation: The registered evaluation results.
+        records: The verified ledger records of this digest, as exported.
+        export_text: The verified export file's text, when the gate read one (to hand
+            on exactly what was checked, e.g. to the pod's ledger seeding).
+    """
+
+    digest: str
+    size: int | None
+    name: str
+    version: str
+    evaluation: dict[str, Any]
+    records: tuple[dict[str, Any], ...]
+    export_text: str | None = None
+
+
+def check_deploy(
+    *,
+    trust: GateTrust,
+    artifact: Path | None = None,
+    digest: str | None = None,
+    ledger_url: str | None = None,
+    ledger_export: Path | None = None,
+    requirements: Requirements | None = None,
+    opa: Path | None = None,
+) -> ApprovedModel:
+    """Return the approved model, or raise with every reason it may not be deployed.
+
+    Args:
+        trust: The trusted ledger keys and their roles.
+        artifact: The model file to hash; re-hashed after the checks (it must not change).
+        digest: The digest to deploy; with ``artifact``, the digest it is pinned to.
+        ledger_url: Verify this ledger (exactly one of ``ledger_url``, ``ledger_export``).
+        ledger_export: Verify this ``ztml ledger export`` file instead.
+        requirements: Requirements overriding ``policies/data/provenance.json``'s.
+        opa: The ``opa`` binary (default: the project's, see ``service.toolchain.opa``).
+
+    Raises:
+        ModelDeniedError: the artifact does not match the pinned digest, the ledger does
+            not verify, or the provenance policy denied the digest (every reason).
+        GateEvidenceError: the ledger or export cannot be read or is not records.
+        GateArtifactError: the artifact cannot be read.
+        GateTrustError: no key is trusted.
+        GateUnavailableError: the policy cannot be evaluated.
+        ValueError: not exactly one ledger source, or neither artifact nor digest
+            (a caller's mistake, not a refusal).
+    """
+    if ledger_url is not None and ledger_export is not None:
+        raise ValueError("check_deploy takes one of ledger_url and ledger_export, not both")
+    size: int | None = None
+    if artifact is not None:
+        actual, size = _hash(artifact)
+        if digest is not None and digest != actual:
+            raise ModelDeniedError(
+                f"artifact {artifact} has digest {actual}, not the pinned digest {digest}"
+            )
+        digest = actual
+    if digest is None:
+        raise ValueError("check_deploy needs an artifact or a digest")
+    if not trust.store.keys:
+        raise GateTrustError("no ledger keys are trusted: nothing can verify the ledger")
+    export_text = None
+    if ledger_export is not None:
+        export_text = _read_export(ledger_export)
+        records = _export_records(ledger_export, export_text, trust.store)
+    elif ledger_url is not None:
+        records = _ledger_records(ledger_url, trust.store)
+    else:
+        raise ValueError("check_deploy needs a ledger_url or a ledger_export")
+    mine = [r for r in records if r.get("model_digest") == digest]
+    policy_input = {
+        "digest": digest,
+        "ledger": {"verified": True, "records": mine},
+        "trust": {
+            "trainer_key_ids": list(trust.trainer_key_ids),
+            "approver_key_ids": list(trust.approver_key_ids),
+        },
+        "requirements": (requirements or load_requirements()).to_input(),
+    }
+    try:
+        decision = evaluate_provenance(policy_input, opa_binary=opa)
+    except ProvenanceGateError as err:
+        raise GateUnavailableError(f"provenance policy unavailable: {err}") from None
+    if not decision.allow:
+        raise ModelDeniedError(
+            f"model {digest} refused by the provenance policy: " + "; ".join(decision.reasons),
+            decision.reasons,
+        )
+    if artifact is not None and _hash(artifact)[0] != digest:
+        raise ModelDeniedError(f"artifact {artifact} changed during verification")
+    register = next((r for r in mine if r.get("type") == "register"), None)
+    if register is None:  # the policy never allows this; fail closed regardless
+        raise ModelDeniedError(f"no register record for {digest}")
+    payload = register.get("payload", {})
+    return ApprovedModel(
+        digest=digest,
+        size=size,
+        name=str(payload.get("name", "unknown")),
+        version=str(payload.get("version", "unknown")),
+        evaluation=dict(payload.get("evaluation") or {}),
+        records=tuple(mine),
+        export_text=export_text,
+    )
+
+
+def _hash(artifact: Path) -> tuple[str, int]:
+    try:
+        return hash_artifact(artifact)
+    except LedgerError as err:
+        raise GateArtifactError(str(err)) from None
+
+
+def _ledger_records(url: str, trust: TrustStore) -> list[dict[str, Any]]:
+    try:
+        with open_ledger(url, create=False) as ledger:
+            export = ledger.export(trust)
+    except LedgerIntegrityError as err:
+        raise ModelDeniedError(f"ledger {url} cannot be verified: {err}") from None
+    except LedgerError as err:
+        raise GateEvidenceError(f"ledger {url} cannot be read: {err}") from None
+    return list(export["records"])
+
+
+def _read_export(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        detail = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise GateEvidenceError(
+            f"Cannot read the ledger export {path} ({detail}); write it with "
+            "`ztml ledger export --out <file>`."
+        ) from None
+
+
+def _export_records(path: Path, text: str, trust: TrustStore) -> list[dict[str, Any]]:
+    try:
+        records = parse_export(text)
+    except LedgerIntegrityError as err:
+        raise GateEvidenceError(f"Ledger export {path} {err.reason}.") from None
+    try:
+        verify_records(records, trust)
+    except LedgerIntegrityError as err:
+        raise ModelDeniedError(
+            f"ledger export {path} is not verified: verification failed at {err}"
+        ) from None
+    return [dict(r) for r in records]

@@ -1,0 +1,127 @@
+"""Seed a pod's provenance ledger from the export the deploy gate approved.
+
+Runs as the model pod's init container (``python -m service.ledger.seed``). The model
+service verifies its ledger at start (``ZTML_LEDGER_URL``); in a cluster that ledger
+starts empty, so this step copies in the signed records of the ledger export that
+``pulumi up`` verified and mounted. It trusts nothing it reads: the export is verified
+against the trust directory before a record is written, and the records go in through
+:meth:`~service.ledger.ledger.Ledger.import_records`, which refuses a ledger that
+diverges from the export and holds every record to the append rules. Records are stored
+exactly as exported (signatures and hashes unchanged), so the service checks the same
+evidence the gate checked.
+
+Before anything is written, the export passes the one deploy gate
+(:func:`service.gate.check_deploy`) for the pod's model digest (``--model-digest``, or
+the pod's ``ZTML_MODEL_DIGEST``): a pod never seeds a ledger that does not approve the
+model it is about to serve, and the command refuses to run without a digest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from service.gate import GateError, GateTrust, check_deploy
+from service.keys.errors import KeyError_
+from service.keys.store import TrustStore
+from service.ledger.errors import LedgerError, SeedError
+from service.ledger.factory import open_ledger
+from service.ledger.verify import verified_export_records
+
+
+def seed_ledger(
+    *, export_path: Path, ledger_url: str, trust_dir: Path, model_digest: str | None = None
+) -> int:
+    """Append the export's records missing from the ledger at ``ledger_url``.
+
+    Args:
+        export_path: The ``ztml ledger export`` file.
+        ledger_url: The ledger to seed (created when missing).
+        trust_dir: Directory of trusted ``*.pub`` keys.
+        model_digest: When given, the export must pass the deploy gate for this digest
+            before anything is written.
+
+    Returns:
+        How many records were appended.
+
+    Raises:
+        SeedError: no trusted key, the export is unreadable or does not verify, the
+            deploy gate refuses ``model_digest`` (every reason), or the ledger diverges
+            from the export.
+    """
+    try:
+        trust = TrustStore.from_directory(trust_dir)
+    except KeyError_ as exc:
+        raise SeedError(f"The trust directory {trust_dir} is unusable: {exc}") from exc
+    if not trust.keys:
+        raise SeedError(f"No trusted *.pub key in {trust_dir}; refusing to seed.")
+    try:
+        text = export_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SeedError(
+            f"Cannot read the ledger export {export_path} ({exc.strerror or exc}); it is "
+            "mounted from the export `pulumi up` approved."
+        ) from exc
+    try:
+        records = verified_export_records(text, trust)
+    except LedgerError as exc:
+        raise SeedError(f"The ledger export does not verify: {exc}") from exc
+    if model_digest is not None:
+        try:
+            check_deploy(
+                trust=GateTrust.from_directory(trust_dir),
+                digest=model_digest,
+                ledger_export=export_path,
+            )
+        except GateError as exc:
+            raise SeedError(f"The deploy gate refuses to seed: {exc}") from exc
+    try:
+        with open_ledger(ledger_url, create=True) as ledger:
+            appended = ledger.import_records(records, trust)
+            ledger.verify(trust)
+    except LedgerError as exc:
+        raise SeedError(f"Seeding the ledger failed: {exc}") from exc
+    return appended
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m service.ledger.seed --export F --ledger URL --trust-dir D``.
+
+    The model digest comes from ``--model-digest`` or ``ZTML_MODEL_DIGEST``.
+    """
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--export", type=Path, required=True)
+    parser.add_argument("--ledger", required=True)
+    parser.add_argument("--trust-dir", type=Path, required=True)
+    parser.add_argument(
+        "--model-digest",
+        default=os.environ.get("ZTML_MODEL_DIGEST"),
+        help="the digest the pod serves (default: $ZTML_MODEL_DIGEST); required",
+    )
+    args = parser.parse_args(argv)
+    if not args.model_digest:
+        print(
+            "ledger seed failed: no model digest to gate (pass --model-digest or set "
+            "ZTML_MODEL_DIGEST)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        count = seed_ledger(
+            export_path=args.export,
+            ledger_url=args.ledger,
+            trust_dir=args.trust_dir,
+            model_digest=args.model_digest,
+        )
+    except SeedError as exc:
+        print(f"ledger seed failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"ledger seeded: {count} record(s) appended")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

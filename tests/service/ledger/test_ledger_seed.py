@@ -1,0 +1,172 @@
+"""The pod's ledger seeding: verified records only, never over a divergent ledger."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from service.keys.store import Signer, TrustStore, public_pem
+from service.ledger import Ledger, open_ledger
+from service.ledger.errors import SeedError
+from service.ledger.seed import main, seed_ledger
+from tests.service.ledger.conftest import Register, digest_of
+
+
+@pytest.fixture
+def export_path(
+    ledger: Ledger, register: Register, approver: Signer, trust: TrustStore, tmp_path: Path
+) -> Path:
+    """An export of a ledger with an approved and a revoked model."""
+    register(1)
+    ledger.approve(digest_of(1), signer=approver, comment="ok")
+    register(2)
+    ledger.revoke(digest_of(2), signer=approver, reason="data leak")
+    path = tmp_path / "export" / "ledger-export.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(ledger.export(trust), indent=1))
+    return path
+
+
+@pytest.fixture
+def trust_dir(trainer: Signer, approver: Signer, auditor: Signer, tmp_path: Path) -> Path:
+    directory = tmp_path / "trust"
+    directory.mkdir()
+    for name, signer in (("trainer", trainer), ("approver", approver), ("audit", auditor)):
+        (directory / f"{name}.pub").write_text(public_pem(signer.public_key))
+    return directory
+
+
+def _records(export_path: Path) -> list[dict[str, object]]:
+    data = json.loads(export_path.read_text())
+    return list(data["records"] if isinstance(data, dict) else data)
+
+
+def test_seeded_ledger_verifies_with_the_same_records(
+    export_path: Path, trust_dir: Path, tmp_path: Path
+) -> None:
+    url = str(tmp_path / "home" / "ledger.db")
+    (tmp_path / "home").mkdir()
+    appended = seed_ledger(export_path=export_path, ledger_url=url, trust_dir=trust_dir)
+    assert appended == len(_records(export_path))
+    with open_ledger(url, create=False) as book:
+        export = book.export(TrustStore.from_directory(trust_dir))
+    assert export["verified"] is True
+    assert export["records"] == _records(export_path)
+
+
+def test_seeding_twice_appends_nothing(export_path: Path, trust_dir: Path, tmp_path: Path) -> None:
+    url = str(tmp_path / "seeded.db")
+    seed_ledger(export_path=export_path, ledger_url=url, trust_dir=trust_dir)
+    assert seed_ledger(export_path=export_path, ledger_url=url, trust_dir=trust_dir) == 0
+
+
+def test_tampered_export_is_not_seeded(export_path: Path, trust_dir: Path, tmp_path: Path) -> None:
+    data = json.loads(export_path.read_text())
+    records = data["records"] if isinstance(data, dict) else data
+    records[0]["payload"]["version"] = "forged"
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(data))
+    url = tmp_path / "seeded.db"
+    with pytest.raises(SeedError, match="does not verify"):
+        seed_ledger(export_path=forged, ledger_url=str(url), trust_dir=trust_dir)
+    assert not url.exists()
+
+
+def test_divergent_ledger_is_not_overwritten(
+    export_path: Path, trust_dir: Path, tmp_path: Path
+) -> None:
+    url = str(tmp_path / "seeded.db")
+    with open_ledger(url) as book:
+        book.register(
+            signer=Signer("intruder@example", Ed25519PrivateKey.generate()),
+            name="other",
+            version="1",
+            artifact={"digest": "sha256:" + "7" * 64, "format": "safetensors", "size": 1},
+            training_data_digest="sha256:" + "8" * 64,
+            code_revision="x",
+            hyperparameters={},
+            evaluation={"clean_accuracy": 0.5, "robust": []},
+        )
+    with pytest.raises(SeedError, match="diverges"):
+        seed_ledger(export_path=export_path, ledger_url=url, trust_dir=trust_dir)
+
+
+def test_seed_without_trusted_keys_is_refused(export_path: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SeedError, match="No trusted"):
+        seed_ledger(export_path=export_path, ledger_url=str(tmp_path / "l.db"), trust_dir=empty)
+
+
+def test_command_line_reports_failure_with_exit_code(
+    export_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = main(
+        [
+            "--export",
+            str(export_path),
+            "--ledger",
+            str(tmp_path / "l.db"),
+            "--trust-dir",
+            str(empty),
+        ]
+    )
+    assert code == 1
+    assert "ledger seed failed" in capsys.readouterr().err
+
+
+def test_command_line_seeds_and_reports_the_count(
+    export_path: Path, trust_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = str(tmp_path / "l.db")
+    command = ["--export", str(export_path), "--ledger", url, "--trust-dir", str(trust_dir)]
+    code = main([*command, "--model-digest", digest_of(1)])
+    assert code == 0
+    assert f"{len(_records(export_path))} record(s) appended" in capsys.readouterr().out
+
+
+def test_command_line_without_a_model_digest_seeds_nothing(
+    export_path: Path,
+    trust_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("ZTML_MODEL_DIGEST", raising=False)
+    url = tmp_path / "l.db"
+    code = main(["--export", str(export_path), "--ledger", str(url), "--trust-dir", str(trust_dir)])
+    assert code == 1
+    assert "no model digest to gate" in capsys.readouterr().err
+    assert not url.exists()
+
+
+def test_an_export_that_does_not_approve_the_pods_model_is_not_seeded(
+    export_path: Path, trust_dir: Path, tmp_path: Path
+) -> None:
+    url = tmp_path / "l.db"
+    with pytest.raises(SeedError, match="deploy gate refuses to seed") as refused:
+        seed_ledger(
+            export_path=export_path,
+            ledger_url=str(url),
+            trust_dir=trust_dir,
+            model_digest=digest_of(2),  # revoked in the export
+        )
+    assert "revoked" in str(refused.value)
+    assert not url.exists()
+
+
+def test_the_pods_model_digest_is_read_from_its_environment(
+    export_path: Path, trust_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ZTML_MODEL_DIGEST", digest_of(2))
+    url = tmp_path / "l.db"
+    command = ["--export", str(export_path), "--ledger", str(url), "--trust-dir", str(trust_dir)]
+    assert main(command) == 1
+    assert not url.exists()
+    monkeypatch.setenv("ZTML_MODEL_DIGEST", digest_of(1))
+    assert main(command) == 0
