@@ -52,10 +52,11 @@ CONTEXT_IGNORES = shutil.ignore_patterns(
 )
 
 
-def _cache(*parts: str) -> Path:
-    path = cache_root().joinpath(*parts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+def _cache(directory: str, name: str | None = None) -> Path:
+    """Return ``$ZTML_CACHE/<directory>`` (created), or the path ``name`` inside it."""
+    path = cache_root() / directory
+    path.mkdir(parents=True, exist_ok=True)
+    return path if name is None else path / name
 
 
 def _key(*parts: object) -> str:
@@ -131,7 +132,7 @@ def docker_daemon() -> Iterator[Docker]:
     """
     if not Path("/usr/sbin/dockerd").exists():
         raise ClusterToolError("dockerd is missing: `apt-get install -y docker.io`.")
-    root = _cache("docker", "x").parent
+    root = _cache("docker")
     for sub in ("data", "exec", "run"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     socket = root / "run" / "docker.sock"
@@ -317,7 +318,7 @@ def opa_image() -> images.BuiltImage:
             entrypoint=("/opa",),
             user="65532:65532",
         ),
-        _cache("images", "x").parent,
+        _cache("images"),
     )
 
 

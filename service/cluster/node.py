@@ -330,7 +330,10 @@ def stop(layout: Layout, component: Component, *, grace: float = 10.0) -> None:
     """Stop ``component`` by its recorded PID (TERM, then KILL after ``grace``)."""
     pid = running_pid(layout, component)
     if pid is not None:
-        os.killpg(pid, signal.SIGTERM) if _is_group_leader(pid) else os.kill(pid, signal.SIGTERM)
+        if _is_group_leader(pid):
+            os.killpg(pid, signal.SIGTERM)
+        else:
+            os.kill(pid, signal.SIGTERM)
         if not _wait_gone(pid, grace):
             os.kill(pid, signal.SIGKILL)
             _wait_gone(pid, 5)
