@@ -150,15 +150,21 @@ PULUMI_SIG_KEY = "4dabf18193072939515e22adb298388d"
 
 
 def _drop_empty(value: Any) -> Any:
-    if isinstance(value, dict) and PULUMI_SIG_KEY in value and "value" in value:
+    """Return ``value`` as plain JSON data: dicts, lists, strings, numbers, booleans.
+
+    The engine hands a policy pack read-only proxies (``pulumi_policy``'s mapping and
+    sequence proxies, which ``json`` cannot serialize), the mocks hand plain dicts; both
+    become plain dicts and lists here, before OPA sees them.
+    """
+    if isinstance(value, Mapping) and PULUMI_SIG_KEY in value and "value" in value:
         value = value["value"]  # a Pulumi secret (or other wrapped value): its plain value
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {
-            k: _drop_empty(v)
+            str(k): _drop_empty(v)
             for k, v in value.items()
             if v is not None and not str(k).startswith("__")
         }
-    if isinstance(value, list):
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
         return [_drop_empty(v) for v in value if v is not None]
     if isinstance(value, float) and value.is_integer():
         return int(value)  # the engine's protobuf numbers are doubles; Kubernetes wants ints
