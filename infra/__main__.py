@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 # `pulumi` runs this directory with runpy, which puts it first on sys.path: modules here
-# (secrets.py, tls.py, config.py) must not shadow the standard library or other packages,
+# (secrets.py, config.py) must not shadow the standard library or other packages,
 # and `infra` must resolve as a package from the repository root.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
@@ -26,7 +26,6 @@ from infra.network import Network, NetworkArgs
 from infra.policy_engine import PolicyEngine, PolicyEngineArgs, load_policy_bundle
 from infra.records import POSTGRES_LABELS, Records, RecordsArgs
 from infra.secrets import TRUST_DIR, TrustSecrets, TrustSecretsArgs
-from infra.tls import MtlsArgs, MtlsCertificates
 from service.toolchain.paths import POLICIES_DIR
 
 
@@ -61,7 +60,6 @@ def main(config: StackConfig | None = None) -> None:
         ),
         opts=opts,
     )
-    certs = MtlsCertificates("ztml-mtls", MtlsArgs(namespace=ns), opts=opts)
     trust = TrustSecrets(
         "ztml-trust",
         TrustSecretsArgs(
@@ -80,9 +78,6 @@ def main(config: StackConfig | None = None) -> None:
             namespace=ns,
             image=cfg.opa_image,
             bundle=load_policy_bundle(POLICIES_DIR),
-            tls=cfg.opa_tls,
-            opa_tls_secret_name=certs.opa_secret_name,
-            service_tls_secret_name=certs.service_secret_name,
         ),
         opts=opts,
     )
@@ -120,7 +115,6 @@ def main(config: StackConfig | None = None) -> None:
     pulumi.export("servicePort", model.service_port)
     pulumi.export("deploymentName", model.deployment_name)
     pulumi.export("ledgerBackend", records.backend)
-    pulumi.export("caCertPem", certs.ca_cert_pem)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,11 @@ PEM_PUBLIC_RE = re.compile(
 )
 
 Target = Literal["k3d"] | str
-OpaTls = Literal["mtls", "none"]
-OPA_TLS_VALUES: tuple[OpaTls, ...] = ("mtls", "none")
+# Keys of earlier releases: set, they fail with the reason and the fix.
+REMOVED_KEYS: dict[str, str] = {
+    "opaTls": "OPA is reached over a Unix socket in a memory-backed volume inside the model "
+    "pod, so there is no OPA TLS to configure; remove it with `pulumi config rm opaTls`",
+}
 JWT_ALGORITHMS = ("EdDSA", "ES256")
 MAX_REPLICAS = 20
 CONFIG_KEYS: tuple[str, ...] = (
@@ -58,10 +61,10 @@ CONFIG_KEYS: tuple[str, ...] = (
     "ledgerExport",
     "storageClass",
     "storageSize",
-    "opaTls",
     "clientNamespaces",
     "jwtAudience",
     "postgresPassword",
+    *REMOVED_KEYS,
 )
 
 
@@ -119,8 +122,6 @@ class StackConfig:
         ledger_export: The ``ztml ledger export`` file the deploy gate reads.
         storage_class: StorageClass for the records volume; None uses the cluster default.
         storage_size: Size of the records volume.
-        opa_tls: ``mtls`` (default): OPA serves HTTPS and requires the service's client
-            certificate; ``none``: plain HTTP on 127.0.0.1 inside the pod.
         client_namespaces: Extra namespaces (e.g. an ingress controller's) allowed to
             reach the model service port.
         postgres_password: PostgreSQL password (secret), set when replicas > 1.
@@ -144,7 +145,6 @@ class StackConfig:
     ledger_export: Path
     storage_class: str | None
     storage_size: str
-    opa_tls: OpaTls
     client_namespaces: tuple[str, ...]
     postgres_password: str | None
 
@@ -378,12 +378,9 @@ def parse_config(raw: Mapping[str, str]) -> StackConfig:
             f"{_key('replicas')}=1 (one replica keeps the ledger on a ReadWriteOnce volume; "
             "set replicas > 1 to use PostgreSQL and scale out)."
         )
-    opa_tls = reader.text("opaTls", "mtls")
-    if opa_tls not in OPA_TLS_VALUES:
-        raise ConfigError(
-            f"Invalid config {_key('opaTls')}={opa_tls!r}: accepted values: "
-            f"{', '.join(OPA_TLS_VALUES)}."
-        )
+    for removed, why in REMOVED_KEYS.items():
+        if reader.optional(removed) is not None:
+            raise ConfigError(f"Config {_key(removed)} is no longer a setting: {why}.")
     postgres_password = reader.optional("postgresPassword")
     if replicas > 1 and (postgres_password is None or len(postgres_password) < 16):
         raise ConfigError(
@@ -445,7 +442,6 @@ def parse_config(raw: Mapping[str, str]) -> StackConfig:
         storage_size=reader.matching(
             "storageSize", QUANTITY_RE, "a size such as 1Gi or 512Mi", default="1Gi"
         ),
-        opa_tls="mtls" if opa_tls == "mtls" else "none",
         client_namespaces=_client_namespaces(reader),
         postgres_password=postgres_password,
     )

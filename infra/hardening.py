@@ -113,7 +113,19 @@ class ClaimVolume:
     claim_name: pulumi.Input[str]
 
 
-Volume = SecretVolume | ConfigMapVolume | ClaimVolume
+@dataclass(frozen=True)
+class MemoryVolume:
+    """A memory-backed emptyDir shared by the containers that mount it (e.g. a socket).
+
+    It lives and dies with the pod, never touches the node's disk, and counts against
+    the memory limit of the containers that write to it.
+    """
+
+    name: str
+    size_limit: str = "1Mi"
+
+
+Volume = SecretVolume | ConfigMapVolume | ClaimVolume | MemoryVolume
 
 
 @dataclass(frozen=True)
@@ -273,6 +285,13 @@ def _volume(volume: Volume) -> k8s.core.v1.VolumeArgs:
                 items=[k8s.core.v1.KeyToPathArgs(key=k, path=p) for k, p in volume.items] or None,
             ),
         )
+    if isinstance(volume, MemoryVolume):
+        return k8s.core.v1.VolumeArgs(
+            name=volume.name,
+            empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(
+                medium="Memory", size_limit=volume.size_limit
+            ),
+        )
     return k8s.core.v1.VolumeArgs(
         name=volume.name,
         persistent_volume_claim=k8s.core.v1.PersistentVolumeClaimVolumeSourceArgs(
@@ -299,7 +318,7 @@ def hardened_pod_template(
         labels: Pod labels (selectors match these).
         containers: The pod's containers.
         service_account_name: A dedicated ServiceAccount (token automount off).
-        volumes: Secret, ConfigMap and claim volumes; scratch emptyDirs are added.
+        volumes: Secret, ConfigMap, claim and memory volumes; scratch emptyDirs are added.
         annotations: Extra pod annotations; the hardening marker is always added.
         init_containers: Containers run to completion before the others (no probes).
         uid: Numeric user id, 10000 or more.

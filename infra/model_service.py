@@ -40,6 +40,9 @@ SERVE_COMMAND = (
     "--port",
     str(SERVICE_PORT),
 )
+# Stable names: clients call ztml-model.<namespace>.svc by DNS, operators run
+# `kubectl exec deploy/ztml-model`; the namespace belongs to the stack, so nothing clashes.
+WORKLOAD_NAME = "ztml-model"
 CACHE_DIR = "/var/cache/ztml"
 MODEL_PATH = "/opt/ztml/model/model.safetensors"
 
@@ -88,6 +91,8 @@ class ModelService(pulumi.ComponentResource):
     ) -> None:
         super().__init__("ztml:model:ModelService", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        # A named resource cannot be created before its old self is deleted.
+        named = pulumi.ResourceOptions(parent=self, delete_before_replace=True)
         metadata = k8s.meta.v1.ObjectMetaArgs(namespace=args.namespace, labels=MODEL_LABELS)
         account = service_account(f"{name}-sa", namespace=args.namespace, opts=child)
         env: dict[str, pulumi.Input[str]] = {
@@ -158,6 +163,7 @@ class ModelService(pulumi.ComponentResource):
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=WORKLOAD_NAME,
                 namespace=args.namespace,
                 labels=MODEL_LABELS,
                 annotations={"ztml.dev/model-digest": args.model_digest},
@@ -176,11 +182,13 @@ class ModelService(pulumi.ComponentResource):
                 ),
                 template=template,
             ),
-            opts=child,
+            opts=named,
         )
         svc = k8s.core.v1.Service(
             f"{name}-service",
-            metadata=metadata,
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=WORKLOAD_NAME, namespace=args.namespace, labels=MODEL_LABELS
+            ),
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="ClusterIP",
                 selector=MODEL_LABELS,
@@ -190,7 +198,7 @@ class ModelService(pulumi.ComponentResource):
                     )
                 ],
             ),
-            opts=child,
+            opts=named,
         )
         k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",

@@ -2,8 +2,10 @@
 
 Allowed paths: DNS to kube-dns for every pod; clients (pods labelled
 ``ztml.dev/client=true`` in the namespace, and any pod of the configured client
-namespaces) to the model service port; the model service to PostgreSQL when the ledger
-lives there. OPA is a sidecar on 127.0.0.1, so no NetworkPolicy path to it exists.
+namespaces) to the model service port, as ingress of the model pods and, for the
+namespace's own clients, as their egress (the default deny covers them too); the model
+service to PostgreSQL when the ledger lives there. OPA is a sidecar reached over a Unix
+socket, so no NetworkPolicy path to its API exists; its diagnostic port admits no pod.
 """
 
 from __future__ import annotations
@@ -120,6 +122,23 @@ class Network(pulumi.ComponentResource):
                                     for ns in args.client_namespaces
                                 ),
                             ],
+                            ports=[
+                                k8s.networking.v1.NetworkPolicyPortArgs(
+                                    protocol="TCP", port=args.service_port
+                                )
+                            ],
+                        )
+                    ],
+                ),
+            ),
+            policy(
+                "allow-client-egress",
+                k8s.networking.v1.NetworkPolicySpecArgs(
+                    pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={CLIENT_LABEL: "true"}),
+                    policy_types=["Egress"],
+                    egress=[
+                        k8s.networking.v1.NetworkPolicyEgressRuleArgs(
+                            to=[k8s.networking.v1.NetworkPolicyPeerArgs(pod_selector=model)],
                             ports=[
                                 k8s.networking.v1.NetworkPolicyPortArgs(
                                     protocol="TCP", port=args.service_port

@@ -1,12 +1,13 @@
 """OPA as a sidecar of the model pod, with the repository's policies loaded.
 
-Choice: OPA runs in the model pod and listens on ``127.0.0.1`` only, so the only way to
-reach its API is from inside the pod; no NetworkPolicy, Service or port exposes it. With
-``opaTls: mtls`` it also serves HTTPS (TLS 1.3) and requires a client certificate signed
-by the stack's CA (``--authentication=tls``), so even a process in the pod without the
-service's key cannot query or change it; the default ``none`` keeps plain HTTP on the
-loopback until the service presents its client certificate. Its health endpoint is
-served on a separate diagnostic port (no API there) for the kubelet's probes.
+Choice: OPA runs in the model pod and serves its API only on a Unix domain socket in a
+memory-backed emptyDir that only the OPA and model containers mount, with mode 0600 (the
+pod's one numeric user). No TCP port, Service or NetworkPolicy exposes the API, no
+process outside those two containers can open the socket, and no certificate or private
+key is needed, so nothing secret for it enters Pulumi state (and no provider besides
+pulumi-kubernetes is needed). Its health endpoint is served on a separate diagnostic
+TCP port (read-only: ``/health`` and ``/metrics``, no API) for the kubelet's probes; the
+NetworkPolicies admit no pod to that port.
 
 Decision logs go to OPA's console (the container's log stream).
 
@@ -26,25 +27,24 @@ from pathlib import Path
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra.config import OpaTls
 from infra.errors import PolicyBundleError
 from infra.hardening import (
     ConfigMapVolume,
     ContainerSpec,
     HttpProbe,
+    MemoryVolume,
     Mount,
     PodParts,
     Resources,
-    SecretVolume,
 )
+from service.authz.provenance import policy_load_args
 from service.toolchain.opa import OPA_SERVER_ENV, OPA_STORE_FLAG
 
-OPA_PORT = 8181
 OPA_DIAGNOSTIC_PORT = 8282
 POLICY_MOUNT = "/policies"
 CONFIG_MOUNT = "/etc/opa"
-OPA_TLS_MOUNT = "/etc/opa/tls"
-SERVICE_TLS_MOUNT = "/etc/ztml/opa-client"
+SOCKET_DIR = "/run/ztml-opa"
+SOCKET_PATH = f"{SOCKET_DIR}/opa.sock"
 SKIPPED_DIRS = frozenset({"config", "examples", "tests"})
 DEFAULT_OPA_CONFIG = """\
 # Decision logs to stdout; the mask policy (data.system.log.mask) removes secrets.
@@ -118,17 +118,11 @@ class PolicyEngineArgs:
         namespace: Namespace of the ConfigMaps.
         image: The OPA image pinned by digest.
         bundle: The policies to load.
-        tls: ``mtls`` or ``none``.
-        opa_tls_secret_name: Secret with OPA's server certificate (used with mtls).
-        service_tls_secret_name: Secret with the service's client certificate.
     """
 
     namespace: pulumi.Input[str]
     image: pulumi.Input[str]
     bundle: PolicyBundle
-    tls: OpaTls
-    opa_tls_secret_name: pulumi.Input[str]
-    service_tls_secret_name: pulumi.Input[str]
 
 
 class PolicyEngine(pulumi.ComponentResource):
@@ -181,58 +175,40 @@ class PolicyEngine(pulumi.ComponentResource):
         )
 
     def _pod_parts(self, args: PolicyEngineArgs) -> PodParts:
-        mtls = args.tls == "mtls"
-        opa_args = [
+        opa_args = (
             "run",
             "--server",
-            f"--addr=127.0.0.1:{OPA_PORT}",
+            f"--addr=unix://{SOCKET_PATH}",
+            "--unix-socket-perm=600",
             f"--diagnostic-addr=0.0.0.0:{OPA_DIAGNOSTIC_PORT}",
             f"--config-file={CONFIG_MOUNT}/opa-config.yaml",
             "--log-format=json",
             "--log-level=info",
             "--skip-version-check",  # no egress to check against anyway
             OPA_STORE_FLAG,
-        ]
-        if mtls:
-            opa_args += [
-                f"--tls-cert-file={OPA_TLS_MOUNT}/tls.crt",
-                f"--tls-private-key-file={OPA_TLS_MOUNT}/tls.key",
-                f"--tls-ca-cert-file={OPA_TLS_MOUNT}/ca.crt",
-                "--min-tls-version=1.3",
-                "--authentication=tls",
-            ]
-        opa_args.append(POLICY_MOUNT)
-        # The certificates are mounted in both modes, so switching opaTls only changes
-        # OPA's flags and the service's settings, never the pod's volumes.
-        volumes: tuple[SecretVolume | ConfigMapVolume, ...] = (
+            # The local stack's load rules; ".*" also skips the kubelet's "..data" and
+            # timestamped directories of a ConfigMap volume, which hold every file twice.
+            *policy_load_args(Path(POLICY_MOUNT)),
+        )
+        volumes = (
             ConfigMapVolume(
                 "opa-policies",
                 self.policies_config_map_name,
                 items=tuple((key, rel) for key, (rel, _) in sorted(args.bundle.files.items())),
             ),
             ConfigMapVolume("opa-config", self.opa_config_map_name),
-            SecretVolume("opa-tls", args.opa_tls_secret_name),
-            SecretVolume("opa-client-tls", args.service_tls_secret_name),
+            MemoryVolume("opa-socket"),
         )
         mounts = (
             Mount("opa-policies", POLICY_MOUNT),
             Mount("opa-config", CONFIG_MOUNT),
-            Mount("opa-tls", OPA_TLS_MOUNT),
+            Mount("opa-socket", SOCKET_DIR, read_only=False),
         )
-        env: dict[str, pulumi.Input[str]] = {
-            "ZTML_OPA_URL": f"{'https' if mtls else 'http'}://127.0.0.1:{OPA_PORT}"
-        }
-        if mtls:
-            env |= {
-                "ZTML_OPA_CA_FILE": f"{SERVICE_TLS_MOUNT}/ca.crt",
-                "ZTML_OPA_CERT_FILE": f"{SERVICE_TLS_MOUNT}/tls.crt",
-                "ZTML_OPA_KEY_FILE": f"{SERVICE_TLS_MOUNT}/tls.key",
-            }
         health = HttpProbe(path="/health", port=OPA_DIAGNOSTIC_PORT)
         sidecar = ContainerSpec(
             name="opa",
             image=args.image,
-            args=tuple(opa_args),
+            args=opa_args,
             # One scheduler thread and a less eager collector, as under `ztml up`
             # (service/toolchain/opa.py says why; infra/README.md too).
             env=dict(OPA_SERVER_ENV),
@@ -246,8 +222,11 @@ class PolicyEngine(pulumi.ComponentResource):
         )
         return PodParts(
             volumes=volumes,
-            mounts=(Mount("opa-client-tls", SERVICE_TLS_MOUNT),),
-            env=env,
+            # Read-only: connect() needs no write access to the mount (Linux checks write
+            # permission on the socket inode only), so the service can ask OPA but can
+            # neither replace the socket nor write anything else there.
+            mounts=(Mount("opa-socket", SOCKET_DIR),),
+            env={"ZTML_OPA_URL": f"unix://{SOCKET_PATH}"},
             containers=(sidecar,),
             annotations={"ztml.dev/policy-digest": args.bundle.digest},
         )

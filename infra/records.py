@@ -153,6 +153,8 @@ class Records(pulumi.ComponentResource):
             self.ledger_url,
             "--trust-dir",
             trust_dir,
+            "--audit-keys",
+            f"{ZTML_HOME}/keys",
         )
 
     def _claim(

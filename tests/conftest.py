@@ -1,4 +1,10 @@
-"""Shared fixtures: a real PostgreSQL server, and temp directories servers can reach."""
+"""Shared fixtures: a real PostgreSQL server, and temp directories servers can reach.
+
+The local cluster and the stack deployed onto it are session fixtures of two plugins
+shared by the cluster tests and the system tests. Tests that end shared things run
+last, in this order: those that disrupt the local stack, the one that destroys the
+deployed stack, and the one that takes the cluster down and up again.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,20 @@ from collections.abc import Iterator
 import pytest
 
 from service.toolchain.postgres import postgres_server
+
+pytest_plugins = ("tests.service.cluster.fixtures", "tests.system.cluster_stack")
+RUN_LAST = ("disruptive", "stack_destroy", "cluster_lifecycle")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move the tests that end shared things to the end, in :data:`RUN_LAST` order."""
+
+    def rank(item: pytest.Item) -> int:
+        return next(
+            (n + 1 for n, marker in enumerate(RUN_LAST) if item.get_closest_marker(marker)), 0
+        )
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")

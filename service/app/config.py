@@ -34,7 +34,8 @@ class AppConfig:
         model_digest: a pinned digest the artifact must have (``ZTML_MODEL_DIGEST``).
         ledger_url: the provenance ledger (``ZTML_LEDGER_URL``).
         trust_dir: directory of trusted ``*.pub`` keys (``ZTML_TRUST_DIR``).
-        opa_url: the OPA server (``ZTML_OPA_URL``).
+        opa_url: the OPA server (``ZTML_OPA_URL``): ``unix:///path/to/opa.sock`` or
+            ``http(s)://host:port``.
         opa_timeout_seconds: the time OPA has for one decision (``ZTML_OPA_TIMEOUT_MS``).
         opa_tls_files: for mutual TLS with OPA (an ``https`` URL): the CA that signed OPA's
             certificate, the service's client certificate and its key
@@ -175,8 +176,11 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
     if digest is not None and not DIGEST_RE.fullmatch(digest):
         raise ConfigError(f"ZTML_MODEL_DIGEST={digest!r} is not '{DIGEST_FORM}'.")
     opa_url = env.get("ZTML_OPA_URL") or "http://127.0.0.1:8181"
-    if not re.fullmatch(r"https?://[^/\s]+/?", opa_url):
-        raise ConfigError(f"ZTML_OPA_URL={opa_url!r} is not an http(s)://host:port URL.")
+    if not re.fullmatch(r"https?://[^/\s]+/?|unix:///[^\s?#]+", opa_url):
+        raise ConfigError(
+            f"ZTML_OPA_URL={opa_url!r} is neither unix:///absolute/path/to/opa.sock "
+            "nor an http(s)://host:port URL."
+        )
     tls_names = ("ZTML_OPA_CA_FILE", "ZTML_OPA_CERT_FILE", "ZTML_OPA_KEY_FILE")
     tls_values = [env.get(name) or "" for name in tls_names]
     tls_files: tuple[Path, Path, Path] | None = None
@@ -201,7 +205,7 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
         model_digest=digest,
         ledger_url=env.get("ZTML_LEDGER_URL") or str(home / "ledger.db"),
         trust_dir=Path(env.get("ZTML_TRUST_DIR") or home / "keys").expanduser(),
-        opa_url=opa_url.rstrip("/"),
+        opa_url=opa_url if opa_url.startswith("unix:") else opa_url.rstrip("/"),
         opa_timeout_seconds=_int(env, "ZTML_OPA_TIMEOUT_MS", 250, low=10, high=10_000) / 1000,
         opa_tls_files=tls_files,
         model_name=_name(env, "ZTML_MODEL_NAME", "digits"),

@@ -1,14 +1,14 @@
 """Ask a real OPA server for each authorization decision (opa-python-client, async).
 
 One :class:`OpaAuthorizer` per worker process keeps one opa-python-client
-``AsyncOpaClient`` (an aiohttp session with keep-alive connections to OPA, over mutual
-TLS) bound to the worker's event loop, so a decision is one request on an established
-connection. :meth:`OpaAuthorizer.submit` starts the query on the event loop and returns a
-:class:`PendingDecision` once the query is on its way; the caller may compute while
-OPA evaluates, and must not act on anything before the decision allows. Every failure to get
-a usable answer (connection refused, timeout, HTTP error, undefined or malformed decision)
-raises :class:`~service.authz.errors.PolicyUnavailableError`: the caller answers 503 and
-denies.
+``AsyncOpaClient`` (an aiohttp session with keep-alive connections to OPA, over a Unix
+domain socket or over mutual TLS) bound to the worker's event loop, so a decision is one
+request on an established connection. :meth:`OpaAuthorizer.submit` starts the query on
+the event loop and returns a :class:`PendingDecision` once the query is on its way; the
+caller may compute while OPA evaluates, and must not act on anything before the decision
+allows. Every failure to get a usable answer (connection refused, timeout, HTTP error,
+undefined or malformed decision) raises
+:class:`~service.authz.errors.PolicyUnavailableError`: the caller answers 503 and denies.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import asyncio
 import logging
 import ssl
 import uuid
+from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,16 +31,45 @@ DECISION_PACKAGE = "ztml/authz"
 DECISION_RULE = "decision"
 
 
-def _split_url(url: str) -> tuple[str, int, bool]:
+@dataclass(frozen=True)
+class OpaTarget:
+    """Where OPA listens: a TCP host and port, or a Unix domain socket.
+
+    Attributes:
+        host: TCP host (``localhost`` for a socket: only the Host header uses it).
+        port: TCP port.
+        https: Whether to speak TLS (TCP only).
+        socket_path: The socket's absolute path, or None for TCP.
+    """
+
+    host: str
+    port: int
+    https: bool
+    socket_path: str | None = None
+
+
+def parse_opa_url(url: str) -> OpaTarget:
+    """Parse ``http(s)://host:port`` or ``unix:///absolute/path/to/opa.sock``.
+
+    Raises:
+        PolicyUnavailableError: the URL has neither form (the message names the fix).
+    """
     parts = urlsplit(url)
+    if parts.scheme == "unix":
+        path = PurePosixPath(parts.path)
+        if parts.netloc or not path.is_absolute() or parts.query or parts.fragment:
+            raise PolicyUnavailableError(
+                f"OPA URL {url!r} is not unix:///absolute/path (set ZTML_OPA_URL)."
+            )
+        return OpaTarget(host="localhost", port=80, https=False, socket_path=str(path))
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise PolicyUnavailableError(
-            f"OPA URL {url!r} is not an http(s)://host:port URL (set ZTML_OPA_URL)."
+            f"OPA URL {url!r} is not an http(s)://host:port or unix:///path URL (set ZTML_OPA_URL)."
         )
     if parts.path not in ("", "/"):
         raise PolicyUnavailableError(f"OPA URL {url!r} must not have a path.")
     port = parts.port or (443 if parts.scheme == "https" else 8181)
-    return parts.hostname, port, parts.scheme == "https"
+    return OpaTarget(host=parts.hostname, port=port, https=parts.scheme == "https")
 
 
 class PendingDecision:
@@ -96,7 +127,9 @@ class OpaAuthorizer:
     """Authorizes model API calls with ``data.ztml.authz.decision`` on an OPA server.
 
     Args:
-        url: the OPA server, e.g. ``http://127.0.0.1:8181``.
+        url: the OPA server: ``unix:///run/ztml-opa/opa.sock`` (a Unix domain socket,
+            no network hop; who may connect is decided by file permissions) or
+            ``http(s)://host:port``.
         timeout_seconds: the whole decision (connect, query, read) must finish in time.
         ssl_context: for an ``https`` OPA with mutual TLS: verifies OPA and presents the
             service's client certificate (see :mod:`service.authz.tls`).
@@ -113,8 +146,8 @@ class OpaAuthorizer:
             raise PolicyUnavailableError("timeout_seconds must be positive.")
         self.url = url
         self.timeout_seconds = timeout_seconds
-        self._host, self._port, self._ssl = _split_url(url)
-        if ssl_context is not None and not self._ssl:
+        self._target = parse_opa_url(url)
+        if ssl_context is not None and not self._target.https:
             raise PolicyUnavailableError(f"OPA URL {url!r} must be https:// with a TLS context.")
         self._ssl_context = ssl_context
         self._client: Any = None
@@ -126,11 +159,7 @@ class OpaAuthorizer:
             from service.authz.tls import opa_client  # imports aiohttp
 
             client = opa_client(
-                host=self._host,
-                port=self._port,
-                timeout=self.timeout_seconds,
-                https=self._ssl,
-                context=self._ssl_context,
+                self._target, timeout=self.timeout_seconds, context=self._ssl_context
             )
             await client._init_session()  # the client's own session set-up
             self._client, self._loop = client, loop

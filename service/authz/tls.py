@@ -12,9 +12,12 @@ import ssl
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.authz.errors import PolicyUnavailableError
+
+if TYPE_CHECKING:
+    from service.authz.opa import OpaTarget
 
 # Set, in the context of one query's task, to a future resolved once its body is written.
 REQUEST_SENT: ContextVar[asyncio.Future[None] | None] = ContextVar(
@@ -55,13 +58,13 @@ class OpaTls:
         return context
 
 
-def opa_client(
-    *, host: str, port: int, timeout: float, https: bool, context: ssl.SSLContext | None
-) -> Any:
+def opa_client(target: OpaTarget, *, timeout: float, context: ssl.SSLContext | None) -> Any:
     """Return an opa-python-client ``AsyncOpaClient`` for the service's decisions.
 
-    The library builds its TLS context from the system's CAs only; this subclass swaps
-    in ours (the stack's CA and the service's client certificate) and trims the aiohttp
+    For a Unix domain socket the session connects to the socket's path (no TCP, no TLS:
+    the socket's file permissions decide who may ask). Over TCP, the library builds its
+    TLS context from the system's CAs only; this subclass swaps in ours (the stack's CA
+    and the service's client certificate). Either way it trims the aiohttp
     session for a hot, local, keep-alive connection: no cookie jar, no response
     decompression, no retries (a failed decision is a denial, never retried). When the
     request body has been written, the future in :data:`REQUEST_SENT` (as the query's
@@ -77,10 +80,15 @@ def opa_client(
 
     class _ServiceOpaClient(AsyncOpaClient):
         async def _init_session(self) -> None:
-            tls: ssl.SSLContext | bool = context if context is not None else https
             tracing = aiohttp.TraceConfig()
             tracing.on_request_chunk_sent.append(chunk_sent)
-            self._connector = aiohttp.TCPConnector(ssl=tls, limit=0, ttl_dns_cache=None)
+            connector: aiohttp.BaseConnector
+            if target.socket_path is not None:
+                connector = aiohttp.UnixConnector(path=target.socket_path, limit=0)
+            else:
+                tls: ssl.SSLContext | bool = context if context is not None else target.https
+                connector = aiohttp.TCPConnector(ssl=tls, limit=0, ttl_dns_cache=None)
+            self._connector = connector
             self._session = aiohttp.ClientSession(
                 headers=self.headers,
                 connector=self._connector,
@@ -92,4 +100,6 @@ def opa_client(
                 trace_configs=[tracing],
             )
 
-    return _ServiceOpaClient(host=host, port=port, ssl=https, retries=0, timeout=timeout)
+    return _ServiceOpaClient(
+        host=target.host, port=target.port, ssl=target.https, retries=0, timeout=timeout
+    )

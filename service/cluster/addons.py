@@ -7,6 +7,11 @@
   nothing: no pod query leaves the machine. It runs as a restricted pod (numeric
   non-root user, no capabilities, read-only root, RuntimeDefault seccomp) on port 1053;
   the Service maps port 53 to it.
+- the ``local-path`` StorageClass (the cluster default, as on k3s/k3d) served by
+  local-path-provisioner, which runs as a host process like kube-router and creates
+  each volume's directory through a short-lived helper pod in ``local-path-storage``.
+  Volumes live under the cluster's state directory on the one node and are deleted with
+  their claim (reclaim policy Delete); as a shared filesystem, every access mode binds.
 """
 
 from __future__ import annotations
@@ -16,6 +21,22 @@ from typing import Any
 from service.cluster.layout import CLUSTER_DOMAIN, DNS_SERVICE_IP
 
 KUBE_ROUTER_USER = "ztml:kube-router"
+LOCAL_PATH_USER = "ztml:local-path-provisioner"
+LOCAL_PATH_NAMESPACE = "local-path-storage"
+LOCAL_PATH_CONFIG_MAP = "local-path-config"
+LOCAL_PATH_HELPER_ACCOUNT = "local-path-helper"
+STORAGE_CLASS = "local-path"
+LOCAL_PATH_PROVISIONER = "rancher.io/local-path"
+# The helper pod creates a volume's directory world-writable (the pod that mounts it
+# runs as its own numeric user; hostPath volumes get no fsGroup) and removes it again.
+LOCAL_PATH_SETUP = """#!/bin/sh
+set -eu
+mkdir -m 0777 -p "$VOL_DIR"
+"""
+LOCAL_PATH_TEARDOWN = """#!/bin/sh
+set -eu
+rm -rf "$VOL_DIR"
+"""
 DNS_PORT = 1053
 COREFILE = f"""\
 .:{DNS_PORT} {{
@@ -182,5 +203,138 @@ def coredns(image: str) -> list[dict[str, Any]]:
                     {"name": "dns-tcp", "port": 53, "targetPort": DNS_PORT, "protocol": "TCP"},
                 ],
             },
+        },
+    ]
+
+
+def local_path_config(volumes_dir: str) -> str:
+    """Return local-path-provisioner's config.json: one shared directory on the node."""
+    import json
+
+    return json.dumps({"sharedFileSystemPath": volumes_dir}, indent=2)
+
+
+def local_path_helper_pod(image: str) -> str:
+    """Return the helper pod template (JSON is YAML) the provisioner fills in per volume.
+
+    It runs as root (the volume root belongs to root) with only ``DAC_OVERRIDE`` (to
+    remove files the workload's user wrote), a read-only root and RuntimeDefault seccomp.
+    """
+    import json
+
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "helper-pod"},
+            "spec": {
+                "automountServiceAccountToken": False,
+                "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [
+                    {
+                        "name": "helper-pod",
+                        "image": image,
+                        "imagePullPolicy": "Never",
+                        "securityContext": {
+                            "runAsUser": 0,
+                            "runAsGroup": 0,
+                            "allowPrivilegeEscalation": False,
+                            "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"], "add": ["DAC_OVERRIDE"]},
+                        },
+                        "resources": {
+                            "requests": {"cpu": "10m", "memory": "8Mi"},
+                            "limits": {"memory": "32Mi"},
+                        },
+                    }
+                ],
+            },
+        },
+        indent=2,
+    )
+
+
+def local_path(image: str, volumes_dir: str) -> list[dict[str, Any]]:
+    """Return the provisioner's namespace, RBAC, helper ConfigMap and the StorageClass."""
+    ns = LOCAL_PATH_NAMESPACE
+    user = {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": LOCAL_PATH_USER}
+    write = ["get", "list", "watch", "create", "patch", "update", "delete"]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": ns,
+                # hostPath helper pods: baseline refuses them; nothing else runs here and
+                # only the provisioner's user may create pods in it (RBAC below).
+                "labels": {"pod-security.kubernetes.io/enforce": "privileged"},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": LOCAL_PATH_HELPER_ACCOUNT, "namespace": ns},
+            "automountServiceAccountToken": False,
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": LOCAL_PATH_CONFIG_MAP, "namespace": ns},
+            "data": {
+                "config.json": local_path_config(volumes_dir),
+                "setup": LOCAL_PATH_SETUP,
+                "teardown": LOCAL_PATH_TEARDOWN,
+                "helperPod.yaml": local_path_helper_pod(image),
+            },
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": LOCAL_PATH_USER},
+            "rules": [
+                _read_rule([""], ["nodes", "persistentvolumeclaims", "configmaps", "pods"]),
+                {"apiGroups": [""], "resources": ["persistentvolumes"], "verbs": write},
+                {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+                _read_rule(["storage.k8s.io"], ["storageclasses"]),
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": LOCAL_PATH_USER},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": LOCAL_PATH_USER,
+            },
+            "subjects": [user],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": LOCAL_PATH_USER, "namespace": ns},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": write}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": LOCAL_PATH_USER, "namespace": ns},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": LOCAL_PATH_USER,
+            },
+            "subjects": [user],
+        },
+        {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {
+                "name": STORAGE_CLASS,
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            },
+            "provisioner": LOCAL_PATH_PROVISIONER,
+            "volumeBindingMode": "WaitForFirstConsumer",
+            "reclaimPolicy": "Delete",
         },
     ]

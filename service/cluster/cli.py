@@ -90,6 +90,47 @@ def build_images(
         console.print(f"{name:<14} {ref}", highlight=False)
 
 
+@app.command("config")
+def stack_config(
+    model_digest: Annotated[
+        str,
+        typer.Option(help="The approved model's digest (`ztml ledger show` lists models)."),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(help="Where to write the configuration (JSON of ztml:* keys)."),
+    ] = Path(".ztml/local-stack.json"),
+    replicas: Annotated[int, typer.Option(min=1, max=20, help="Model service replicas.")] = 1,
+) -> None:
+    """Write the stack configuration that deploys ztml onto this cluster.
+
+    It is Pulumi.k3d.yaml with every placeholder filled: the images `ztml cluster images`
+    imported, the model digest, the public keys of $ZTML_HOME/keys, and a verified ledger
+    export written beside it (ledger-export.json). Deploy it with
+    `python -m infra.automation up --stack local --backend .ztml/pulumi --config FILE`.
+    """
+    from service.cluster.stackconfig import dump, local_stack_config, write_ledger_export
+    from service.toolchain.paths import ztml_home
+
+    layout = Layout.default()
+    home = ztml_home()
+    export = out.resolve().parent / "ledger-export.json"
+    try:
+        write_ledger_export(home, export)
+        config = local_stack_config(
+            home,
+            node.image_references(layout),
+            model_digest=model_digest,
+            ledger_export=export,
+            replicas=replicas,
+        )
+    except ClusterError as err:
+        raise _fail(str(err)) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(dump(config))
+    console.print(f"wrote {out} and {export}")
+
+
 @app.command()
 def down() -> None:
     """Stop the cluster and remove its processes, pods, mounts, network rules and state."""

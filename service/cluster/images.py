@@ -39,6 +39,8 @@ TOOLBOX_APPLETS = (
     "test",
     "httpd",
     "mkdir",
+    "rm",
+    "chmod",
 )
 
 

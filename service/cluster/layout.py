@@ -118,6 +118,11 @@ class Layout:
         """Return the API server's audit log."""
         return self.logs / "audit.log"
 
+    @property
+    def volumes(self) -> Path:
+        """Where the ``local-path`` provisioner creates each volume's directory."""
+        return self.root / "volumes"
+
     def pid_file(self, component: str) -> Path:
         """Return the PID file of ``component``."""
         return self.run / f"{component}.pid"

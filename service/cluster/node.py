@@ -192,6 +192,20 @@ def components(layout: Layout, ip: str) -> list[Component]:
                 "--metrics-port=0",
             ),
         ),
+        Component(
+            "local-path-provisioner",
+            (
+                _binary(tools.LOCAL_PATH, "local-path-provisioner"),
+                "start",
+                f"--kubeconfig={cfg / 'local-path-provisioner.kubeconfig'}",
+                f"--config={cfg / 'local-path.json'}",
+                f"--helper-pod-file={cfg / 'local-path-helper-pod.yaml'}",
+                f"--namespace={addons.LOCAL_PATH_NAMESPACE}",
+                f"--configmap-name={addons.LOCAL_PATH_CONFIG_MAP}",
+                f"--service-account-name={addons.LOCAL_PATH_HELPER_ACCOUNT}",
+                f"--provisioner-name={addons.LOCAL_PATH_PROVISIONER}",
+            ),
+        ),
     ]
 
 
@@ -237,12 +251,13 @@ def make_pki(layout: Layout, ip: str) -> None:
         ("kubelet-client", f"system:node:{NODE_NAME}", ("system:nodes",)),
         ("kube-proxy", "system:kube-proxy", ()),
         ("kube-router", addons.KUBE_ROUTER_USER, ()),
+        ("local-path-provisioner", addons.LOCAL_PATH_USER, ()),
     ):
         kube_ca.issue(pki.Identity(name, cn, groups))
     pki.service_account_keys(layout.pki)
 
 
-def write_configs(layout: Layout, ip: str, *, sandbox_image: str) -> None:
+def write_configs(layout: Layout, ip: str, *, sandbox_image: str, helper_image: str) -> None:
     """Render every component's configuration and kubeconfig."""
     server = configs.api_server_url(ip)
     for name, cert in (
@@ -252,6 +267,7 @@ def write_configs(layout: Layout, ip: str, *, sandbox_image: str) -> None:
         ("kubelet", "kubelet-client"),
         ("kube-proxy", "kube-proxy"),
         ("kube-router", "kube-router"),
+        ("local-path-provisioner", "local-path-provisioner"),
     ):
         configs.kubeconfig(
             layout,
@@ -269,6 +285,11 @@ def write_configs(layout: Layout, ip: str, *, sandbox_image: str) -> None:
     )
     configs.kube_proxy_config(
         layout, kubeconfig_path=layout.config / "kube-proxy.kubeconfig", node_name=NODE_NAME
+    )
+    layout.volumes.mkdir(mode=0o755, parents=True, exist_ok=True)
+    (layout.config / "local-path.json").write_text(addons.local_path_config(str(layout.volumes)))
+    (layout.config / "local-path-helper-pod.yaml").write_text(
+        addons.local_path_helper_pod(helper_image)
     )
 
 
@@ -522,7 +543,9 @@ def up(layout: Layout, progress: Progress) -> bool:
     progress("certificates and configuration")
     make_pki(layout, ip)
     built = _images(layout)
-    write_configs(layout, ip, sandbox_image=built["pause"].pinned)
+    write_configs(
+        layout, ip, sandbox_image=built["pause"].pinned, helper_image=built["toolbox"].pinned
+    )
     network.enable_forwarding()
     network.install_egress_guard(ip)
     for component in wanted:
@@ -533,6 +556,7 @@ def up(layout: Layout, progress: Progress) -> bool:
             _wait(component.name, check, seconds=60, log=layout.log_file(component.name))
         if component.name == "kube-apiserver":
             _apply(layout, addons.kube_router_rbac())
+            _apply(layout, addons.local_path(built["toolbox"].pinned, str(layout.volumes)))
         if component.name == "containerd":
             for image in built.values():
                 images.import_image(image, socket=layout.containerd_socket)
@@ -651,7 +675,7 @@ def down(layout: Layout, progress: Progress) -> None:
     ip = node_ip()
     wanted = components(layout, ip)
     by_name = {c.name: c for c in wanted}
-    for name in ("kube-router", "kube-proxy", "kubelet"):
+    for name in ("local-path-provisioner", "kube-router", "kube-proxy", "kubelet"):
         progress(f"stopping {name}")
         stop(layout, by_name[name])
     progress("stopping pods")

@@ -30,6 +30,7 @@ ETCD_VERSION = "v3.6.17"
 COREDNS_VERSION = "v1.14.7"
 KUBE_ROUTER_VERSION = "v2.1.0"
 PAUSE_VERSION = "1"
+LOCAL_PATH_VERSION = "v0.0.30"
 
 KUBERNETES_BINARIES = (
     "kube-apiserver",
@@ -155,6 +156,19 @@ KUBE_ROUTER = PinnedBuild(
     ),
 )
 PAUSE = PinnedBuild("pause", PAUSE_VERSION, ("pause",), _build_pause)
+# The dynamic volume provisioner k3s ships (StorageClass ``local-path``), run as a host
+# process like kube-router: claims bind to directories under the cluster's state directory.
+LOCAL_PATH = PinnedBuild(
+    "local-path-provisioner",
+    LOCAL_PATH_VERSION,
+    ("local-path-provisioner",),
+    wrapper_build(
+        "github.com/rancher/local-path-provisioner",
+        LOCAL_PATH_VERSION,
+        "github.com/rancher/local-path-provisioner",
+        "local-path-provisioner",
+    ),
+)
 # OPA's image holds only the binary: the pinned version built without cgo (static).
 OPA_STATIC = PinnedBuild(
     "opa-static",
@@ -162,7 +176,7 @@ OPA_STATIC = PinnedBuild(
     ("opa",),
     wrapper_build(OPA_MODULE, f"v{OPA_VERSION}", OPA_MODULE, "opa"),
 )
-ALL_BUILDS = (KUBERNETES, ETCD, COREDNS, KUBE_ROUTER, PAUSE)
+ALL_BUILDS = (KUBERNETES, ETCD, COREDNS, KUBE_ROUTER, PAUSE, LOCAL_PATH)
 
 
 def missing_debian_packages() -> list[str]:

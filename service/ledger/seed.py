@@ -14,6 +14,11 @@ Before anything is written, the export passes the one deploy gate
 (:func:`service.gate.check_deploy`) for the pod's model digest (``--model-digest``, or
 the pod's ``ZTML_MODEL_DIGEST``): a pod never seeds a ledger that does not approve the
 model it is about to serve, and the command refuses to run without a digest.
+
+With ``--audit-keys DIR`` it also creates the pod's audit signing key there when it is
+missing (mode 0600 in a 0700 directory on the pod's volume) and prints its key id, so
+the cluster's log holds the id of the key that signs the pod's audit checkpoints. The
+private key is made in the pod and never leaves its volume.
 """
 
 from __future__ import annotations
@@ -101,6 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=os.environ.get("ZTML_MODEL_DIGEST"),
         help="the digest the pod serves (default: $ZTML_MODEL_DIGEST); required",
     )
+    parser.add_argument(
+        "--audit-keys",
+        type=Path,
+        default=None,
+        help="create the pod's audit signing key in this directory when missing",
+    )
     args = parser.parse_args(argv)
     if not args.model_digest:
         print(
@@ -120,6 +131,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ledger seed failed: {exc}", file=sys.stderr)
         return 1
     print(f"ledger seeded: {count} record(s) appended")
+    if args.audit_keys is not None:
+        from service.keys.store import init_keys, key_id, load_public_key
+
+        try:
+            init_keys(args.audit_keys, ("audit",))
+            audit_id = key_id(load_public_key(args.audit_keys / "audit.pub"))
+        except KeyError_ as exc:
+            print(f"audit key set-up failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"audit signing key: {audit_id}")
     return 0
 
 

@@ -56,14 +56,34 @@ def tls_dir(home: Path) -> Path:
     return home / "tls"
 
 
-def opa_command(opa: Path, port: int, *, certs: DevCertificates | None = None) -> list[str]:
-    """Return the OPA server command line; with ``certs``, HTTPS with client certificates.
+def opa_command(
+    opa: Path,
+    port: int,
+    *,
+    certs: DevCertificates | None = None,
+    socket: Path | None = None,
+) -> list[str]:
+    """Return the OPA server command line.
 
-    With ``--authentication=tls`` OPA completes a TLS handshake only with clients whose
-    certificate the stack's CA signed: the model service is the only one that holds one.
+    With ``socket``, OPA's API listens only on that Unix domain socket (mode 0600: only
+    OPA's own user, which is the service's, may connect) and ``port`` serves the
+    read-only diagnostic API (``/health``, ``/metrics``). With ``certs``, HTTPS with
+    client certificates: with ``--authentication=tls`` OPA completes a TLS handshake only
+    with clients whose certificate the stack's CA signed.
     """
     from service.authz.provenance import policy_load_args
 
+    if socket is not None and certs is not None:
+        raise ValueError("OPA listens on a Unix socket or on TLS, not both")
+    listen = ["--addr", f"{LOOPBACK}:{port}"]
+    if socket is not None:
+        listen = [
+            "--addr",
+            f"unix://{socket}",
+            "--unix-socket-perm=600",
+            "--diagnostic-addr",
+            f"{LOOPBACK}:{port}",
+        ]
     tls: list[str] = []
     if certs is not None:
         tls = [
@@ -80,8 +100,7 @@ def opa_command(opa: Path, port: int, *, certs: DevCertificates | None = None) -
         str(opa),
         "run",
         "--server",
-        "--addr",
-        f"{LOOPBACK}:{port}",
+        *listen,
         *tls,
         "--config-file",
         str(POLICIES_DIR / "config" / "opa-config.yaml"),

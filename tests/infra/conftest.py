@@ -24,20 +24,12 @@ from infra.policypack.opa_eval import manifest_from_props
 
 
 class ZtmlMocks(pulumi.runtime.Mocks):
-    """Return manifests for Kubernetes resources and fake PEMs for pulumi-tls ones."""
+    """Return manifests for Kubernetes resources (the program declares nothing else)."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         if args.typ.startswith("kubernetes:"):
             return f"{args.name}-id", manifest_from_props(args.name, args.inputs)
-        state = dict(args.inputs)
-        if args.typ == "tls:index/privateKey:PrivateKey":
-            state["privateKeyPem"] = f"-----BEGIN PRIVATE KEY-----\nfake-{args.name}\n"
-            state["publicKeyPem"] = f"-----BEGIN PUBLIC KEY-----\nfake-{args.name}\n"
-        elif args.typ == "tls:index/certRequest:CertRequest":
-            state["certRequestPem"] = f"-----BEGIN CERTIFICATE REQUEST-----\nfake-{args.name}\n"
-        elif args.typ.startswith("tls:index/") and args.typ.endswith("Cert"):
-            state["certPem"] = f"-----BEGIN CERTIFICATE-----\nfake-{args.name}\n"
-        return f"{args.name}-id", state
+        return f"{args.name}-id", dict(args.inputs)
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
         return {}, None
@@ -210,12 +202,8 @@ def run_program(config: StackConfig) -> Run:
 
 @pytest.fixture(scope="session")
 def single_run(make_config: Callable[..., StackConfig]) -> Run:
-    """The k3d-like stack: one replica, SQLite ledger on a ReadWriteOnce volume.
-
-    It keeps OPA on plain loopback HTTP (``opaTls: none``) so both variants are checked:
-    the scaled stack uses the default, mutual TLS.
-    """
-    return run_program(make_config(opaTls="none"))
+    """The k3d-like stack: one replica, SQLite ledger on a ReadWriteOnce volume."""
+    return run_program(make_config())
 
 
 @pytest.fixture(scope="session")
@@ -229,7 +217,6 @@ def scaled_run(make_config: Callable[..., StackConfig]) -> Run:
             postgresPassword="correct-horse-battery-staple",
             storageClass="fast-ssd",
             clientNamespaces=["ingress-nginx"],
-            opaTls="mtls",
         )
     )
 

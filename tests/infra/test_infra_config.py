@@ -35,7 +35,6 @@ def test_valid_config_is_typed(raw: dict[str, str]) -> None:
     assert config.replicas == 1
     assert config.kube_context == "k3d-ztml"
     assert config.requirements.min_robust_accuracy == 0.8
-    assert config.opa_tls == "mtls"
     assert config.uses_postgres is False
 
 
@@ -61,7 +60,7 @@ def test_target_other_than_k3d_is_a_kubeconfig_context(raw: dict[str, str]) -> N
         ("minRobustAccuracy", "1.5", "from 0 to 1"),
         ("epsilon", "0", "(0, 1]"),
         ("namespace", "Not_A_Label", "DNS label"),
-        ("opaTls", "tls", "mtls, none"),
+        ("opaTls", "mtls", "pulumi config rm opaTls"),
         ("storageClass", "Fast SSD", "StorageClass name"),
         ("storageSize", "lots", "1Gi"),
         ("trainerKeyIds", ["alice"], "ed25519:<16 hex>"),

@@ -79,7 +79,12 @@ def test_clients_reach_only_the_service_port(any_run: Any) -> None:
 
 def test_nothing_else_is_allowed(any_run: Any) -> None:
     roles = {u.rsplit("::", 1)[1] for u in any_run.of_kind("NetworkPolicy")}
-    expected = {"ztml-default-deny", "ztml-allow-dns", "ztml-allow-clients"}
+    expected = {
+        "ztml-default-deny",
+        "ztml-allow-dns",
+        "ztml-allow-clients",
+        "ztml-allow-client-egress",
+    }
     if any_run.config.uses_postgres:
         expected |= {"ztml-allow-model-to-postgres", "ztml-allow-postgres-from-model"}
     assert roles == expected
@@ -89,6 +94,14 @@ def test_nothing_else_is_allowed(any_run: Any) -> None:
             assert peers, f"{urn}: a rule without peers allows everyone"
             assert rule.get("ports"), f"{urn}: a rule without ports allows every port"
             assert not any("ipBlock" in p for p in peers), f"{urn}: ipBlock peer"
+
+
+def test_labelled_clients_may_send_only_to_the_model_service_port(any_run: Any) -> None:
+    urn, policy = _by_role(any_run, "allow-client-egress")
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"ztml.dev/client": "true"}}, urn
+    (rule,) = policy["spec"]["egress"]
+    assert rule["to"] == [{"podSelector": {"matchLabels": MODEL_LABELS}}], urn
+    assert rule["ports"] == [{"protocol": "TCP", "port": 3000}], urn
 
 
 def test_postgres_is_reachable_only_from_the_model_service(scaled_run: Any) -> None:
@@ -112,13 +125,13 @@ def test_namespace_component_outputs_its_name() -> pulumi.Output[None]:
 
 
 @pulumi.runtime.test
-def test_network_component_without_postgres_declares_three_policies() -> pulumi.Output[None]:
+def test_network_component_without_postgres_declares_four_policies() -> pulumi.Output[None]:
     network = Network(
         "unit", NetworkArgs(namespace="ztml-unit", model_labels=MODEL_LABELS, service_port=3000)
     )
 
     def check(names: list[str]) -> None:
-        assert len(names) == 3, f"policies: {names}"
+        assert len(names) == 4, f"policies: {names}"
         assert any(n.startswith("unit-default-deny-") for n in names), names
 
     return network.policy_names.apply(check)

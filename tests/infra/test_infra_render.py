@@ -22,4 +22,4 @@ def test_the_stack_declares_secrets_that_a_rendering_would_write_in_plaintext(
         for manifest in scaled_run.of_kind("Secret").values()
         for key in (manifest.get("stringData") or manifest.get("data") or {})
     }
-    assert {"tls.key", "password"} <= keys, keys
+    assert {"password", "pg_service.conf"} <= keys, keys

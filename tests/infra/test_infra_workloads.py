@@ -161,10 +161,12 @@ def test_model_digest_is_pinned_in_env_and_annotation(any_run: Any) -> None:
     assert env["ZTML_HOME"] == "/var/lib/ztml", urn
 
 
-def test_opa_sidecar_listens_on_localhost_only(any_run: Any) -> None:
+def test_opa_sidecar_serves_its_api_only_on_a_unix_socket(any_run: Any) -> None:
     urn, manifest = _model(any_run)
     opa = next(c for c in containers_of(manifest) if c["name"] == "opa")
-    assert "--addr=127.0.0.1:8181" in opa["args"], urn
+    addrs = [a for a in opa["args"] if a.startswith("--addr=")]
+    assert addrs == ["--addr=unix:///run/ztml-opa/opa.sock"], urn
+    assert "--unix-socket-perm=600" in opa["args"], urn
     assert [p["containerPort"] for p in opa["ports"]] == [8282], f"{urn}: only diagnostics"
     assert opa["livenessProbe"]["httpGet"] == {"path": "/health", "port": 8282}, urn
 
@@ -191,25 +193,26 @@ def test_opa_sidecar_keeps_its_store_optimized_for_reads_like_the_local_stack(an
     assert "--optimize-store-for-read-speed" in opa_command(Path("opa"), 8181)
 
 
-def test_opa_sidecar_requires_client_certificates_with_mtls(scaled_run: Any) -> None:
-    urn, manifest = _model(scaled_run)
-    opa = next(c for c in containers_of(manifest) if c["name"] == "opa")
-    for flag in ("--tls-cert-file=", "--tls-private-key-file=", "--tls-ca-cert-file="):
-        assert any(a.startswith(flag) for a in opa["args"]), f"{urn}: OPA lacks {flag}"
-    assert "--authentication=tls" in opa["args"], urn
-    model = next(c for c in containers_of(manifest) if c["name"] == "model")
+def test_opa_socket_volume_is_in_memory_and_shared_only_by_opa_and_the_service(
+    any_run: Any,
+) -> None:
+    urn, manifest = _model(any_run)
+    spec = pod_template_of(manifest)["spec"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "opa-socket"]
+    assert volume["emptyDir"]["medium"] == "Memory", urn
+    mounted = {
+        c["name"]: m
+        for c in spec["containers"]
+        for m in c.get("volumeMounts", [])
+        if m["name"] == "opa-socket"
+    }
+    assert set(mounted) == {"opa", "model"}, urn
+    assert mounted["model"]["readOnly"] is True, f"{urn}: the service cannot replace the socket"
+    assert not mounted["opa"].get("readOnly"), urn
+    model = next(c for c in spec["containers"] if c["name"] == "model")
     env = {v["name"]: v.get("value") for v in model["env"]}
-    assert env["ZTML_OPA_URL"] == "https://127.0.0.1:8181", urn
-    assert env["ZTML_OPA_CERT_FILE"].startswith("/etc/ztml/opa-client/"), urn
-
-
-def test_opa_sidecar_without_mtls_is_plain_http_on_localhost(single_run: Any) -> None:
-    urn, manifest = _model(single_run)
-    opa = next(c for c in containers_of(manifest) if c["name"] == "opa")
-    assert not any(a.startswith("--tls-") for a in opa["args"]), urn
-    model = next(c for c in containers_of(manifest) if c["name"] == "model")
-    env = {v["name"]: v.get("value") for v in model["env"]}
-    assert env["ZTML_OPA_URL"] == "http://127.0.0.1:8181", urn
+    assert env["ZTML_OPA_URL"] == "unix:///run/ztml-opa/opa.sock", urn
+    assert not any(name.startswith("ZTML_OPA_") and "FILE" in name for name in env), urn
 
 
 def test_ledger_is_seeded_by_an_init_container_from_the_gate_export(any_run: Any) -> None:

@@ -87,8 +87,3 @@ def local_stack(
         yield stack
     finally:
         stack.ztml("down")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the tests that disrupt the shared stack (killing OPA, ...) last."""
-    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)

@@ -130,6 +130,33 @@ def test_command_line_seeds_and_reports_the_count(
     assert f"{len(_records(export_path))} record(s) appended" in capsys.readouterr().out
 
 
+def test_the_pods_audit_key_is_made_once_in_a_private_directory(
+    export_path: Path, trust_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = tmp_path / "home" / "keys"
+    command = [
+        "--export",
+        str(export_path),
+        "--ledger",
+        str(tmp_path / "l.db"),
+        "--trust-dir",
+        str(trust_dir),
+        "--model-digest",
+        digest_of(1),
+        "--audit-keys",
+        str(keys),
+    ]
+    assert main(command) == 0
+    first = (keys / "audit.key").read_bytes()
+    said = capsys.readouterr().out
+    assert main(command) == 0  # a restarted pod keeps its key
+    assert (keys / "audit.key").read_bytes() == first
+    assert keys.stat().st_mode & 0o777 == 0o700
+    assert (keys / "audit.key").stat().st_mode & 0o777 == 0o600
+    public = Signer.from_file(keys / "audit.key", "pod").key_id
+    assert f"audit signing key: {public}" in said
+
+
 def test_command_line_without_a_model_digest_seeds_nothing(
     export_path: Path,
     trust_dir: Path,

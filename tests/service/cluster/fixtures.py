@@ -1,7 +1,9 @@
 """The local cluster under test: brought up once per session by ``ztml cluster up``.
 
-The fixture runs the real command (as root, as the README's test command does) and
-tears the cluster down with ``ztml cluster down`` at the end of the session.
+A plugin of the whole suite (``pytest_plugins`` in tests/conftest.py): the cluster
+tests and the system tests of the deployed stack share one cluster. The fixture runs
+the real command (as root, as the README's test command does) and tears the cluster
+down with ``ztml cluster down`` at the end of the session.
 """
 
 from __future__ import annotations
@@ -179,9 +181,39 @@ def cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
-def stack_images(cluster: Cluster) -> dict[str, str]:
-    """The model service, OPA and PostgreSQL images, from ``ztml cluster images``."""
-    proc = ztml_cluster("images", timeout=3600)
+def cluster_home(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Path:
+    """A ZTML_HOME with keys, a token issuer and the tests' demo model registered and approved.
+
+    Its model directory is baked into the service image; its ledger and keys make the
+    deployed stack's configuration.
+    """
+    from tests.service.app.harness import cached_demo_model, install_demo_model
+
+    home = tmp_path_factory.mktemp("cluster-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ZTML_HOME", str(home))
+        install_demo_model(home, cached_demo_model(pytestconfig))
+    return home
+
+
+def demo_model_digest(home: Path) -> str:
+    """Return the digest of the demo model installed in ``home``."""
+    from service.ledger import hash_artifact
+    from service.stack.provision import demo_model_dir
+
+    digest, _ = hash_artifact(demo_model_dir(home) / "model.safetensors")
+    return digest
+
+
+@pytest.fixture(scope="session")
+def stack_images(cluster: Cluster, cluster_home: Path) -> dict[str, str]:
+    """The model service (with the demo model), OPA and PostgreSQL images.
+
+    Built and imported by ``ztml cluster images --model``.
+    """
+    from service.stack.provision import demo_model_dir
+
+    proc = ztml_cluster("images", "--model", str(demo_model_dir(cluster_home)), timeout=3600)
     assert proc.returncode == 0, f"ztml cluster images failed:\n{proc.stdout}\n{proc.stderr}"
     cluster.images = node.image_references(cluster.layout)
     return cluster.images

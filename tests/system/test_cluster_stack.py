@@ -1,0 +1,445 @@
+"""The stack that ``pulumi up`` deployed onto the local cluster, checked and attacked.
+
+The real engine deployed it (:mod:`tests.system.cluster_stack`). Clients are pods on the
+cluster's network that call the ClusterIP Service by its DNS name, as an application in
+the cluster would; their requests are made by a small script run in a pod of the service
+image (Python's standard library only), so every answer crossed kube-proxy, the
+NetworkPolicies enforced by kube-router, and the pod's own layers.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service.cluster.layout import API_SERVICE_IP
+from tests.service.app.harness import b64url, digit_rows
+from tests.service.cluster.fixtures import Cluster
+from tests.system.cluster_stack import NAMESPACE, WORKLOAD, ClusterStack, engine_changes
+
+pytestmark = [pytest.mark.system, pytest.mark.slow, pytest.mark.cluster]
+
+SERVICE_URL = f"http://{WORKLOAD}.{NAMESPACE}.svc.cluster.local:3000"
+CLIENT_LABEL = "ztml.dev/client"
+# Run in a client pod: send each request of a JSON plan, print the statuses as JSON.
+REQUESTER = """
+import json, sys, time, urllib.error, urllib.request
+plan = json.loads(sys.argv[1])
+out = []
+for step in plan:
+    data = step.get("body")
+    request = urllib.request.Request(
+        step["url"], method=step.get("method", "GET"), headers=step.get("headers", {}),
+        data=data.encode() if data is not None else None,
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=step.get("timeout", 10)) as reply:
+            out.append({"status": reply.status, "body": reply.read().decode()[:400]})
+    except urllib.error.HTTPError as err:
+        out.append({"status": err.code, "body": err.read().decode()[:400]})
+    except Exception as err:
+        out.append({"status": 0, "body": type(err).__name__})
+    time.sleep(step.get("pause", 0))
+print(json.dumps(out))
+"""
+# Run in a pod: try a TCP connection to each (host, port); print what happened.
+CONNECTOR = """
+import json, socket, sys
+out = []
+for host, port in json.loads(sys.argv[1]):
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        out.append("connected")
+    except OSError as err:
+        out.append(type(err).__name__)
+print(json.dumps(out))
+"""
+
+
+def _client_pod(stack: ClusterStack, name: str, *, labelled: bool) -> str:
+    """A pod of the service image in the stack's namespace; return its name."""
+    cluster = stack.cluster
+    labels = {"app": name, **({CLIENT_LABEL: "true"} if labelled else {})}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "terminationGracePeriodSeconds": 1,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 10009,
+                "runAsGroup": 10009,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "main",
+                    "image": cluster.images["model-service"],
+                    "imagePullPolicy": "Never",
+                    "command": ["python", "-c", "import time; time.sleep(86400)"],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                        "readOnlyRootFilesystem": True,
+                    },
+                    "resources": {
+                        "requests": {"cpu": "10m", "memory": "64Mi"},
+                        "limits": {"cpu": "500m", "memory": "256Mi"},
+                    },
+                }
+            ],
+        },
+    }
+    if cluster.kubectl("-n", NAMESPACE, "get", "pod", name).returncode != 0:
+        proc = cluster.apply(pod)
+        assert proc.returncode == 0, proc.stderr
+    cluster.wait_ready(NAMESPACE, name, timeout=120)
+    return name
+
+
+@pytest.fixture(scope="module")
+def client(cluster_stack: ClusterStack) -> str:
+    """A pod labelled as an allowed client."""
+    return _client_pod(cluster_stack, "ztml-test-client", labelled=True)
+
+
+@pytest.fixture(scope="module")
+def stranger(cluster_stack: ClusterStack) -> str:
+    """A pod of the same namespace without the client label."""
+    return _client_pod(cluster_stack, "ztml-test-stranger", labelled=False)
+
+
+def _python_in(
+    cluster: Cluster, pod: str, script: str, argument: Any, *, container: str | None = None
+) -> Any:
+    where = ["-c", container] if container else []
+    proc = cluster.kubectl(
+        "-n",
+        NAMESPACE,
+        "exec",
+        pod,
+        *where,
+        "--",
+        "python",
+        "-c",
+        script,
+        json.dumps(argument),
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _send(stack: ClusterStack, pod: str, plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = _python_in(stack.cluster, pod, REQUESTER, plan)
+    return result
+
+
+def _predict(
+    token: str | None, rows: list[list[float]] | None = None, **extra: Any
+) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    body = json.dumps({"instances": rows or digit_rows(1)})
+    return {"url": f"{SERVICE_URL}/predict", "method": "POST", "headers": headers, "body": body}
+
+
+def _pod_ip(cluster: Cluster, pod: str) -> str:
+    proc = cluster.kubectl("-n", NAMESPACE, "get", "pod", pod, "-o", "jsonpath={.status.podIP}")
+    assert proc.returncode == 0 and proc.stdout, proc.stderr
+    return proc.stdout
+
+
+def _deployment(cluster: Cluster) -> dict[str, Any]:
+    proc = cluster.kubectl("-n", NAMESPACE, "get", "deployment", WORKLOAD, "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    document: dict[str, Any] = json.loads(proc.stdout)
+    return document
+
+
+def test_up_creates_every_resource_and_the_model_deployment_becomes_available(
+    cluster_stack: ClusterStack,
+) -> None:
+    deployment = _deployment(cluster_stack.cluster)
+    wanted = deployment["spec"]["replicas"]
+    assert deployment["status"].get("availableReplicas") == wanted, deployment["status"]
+    assert len(cluster_stack.model_pods()) == wanted
+    listed = cluster_stack.cluster.kubectl(
+        "-n", NAMESPACE, "get", "all,pvc,secrets,configmaps,networkpolicies", "-o", "json"
+    )
+    annotations = [
+        item["metadata"].get("annotations") or {} for item in json.loads(listed.stdout)["items"]
+    ]
+    assert not any("pulumi.com/skipAwait" in a for a in annotations)
+    claims = cluster_stack.cluster.kubectl("-n", NAMESPACE, "get", "pvc", "-o", "json")
+    phases = {
+        c["metadata"]["name"]: c["status"]["phase"] for c in json.loads(claims.stdout)["items"]
+    }
+    assert phases and set(phases.values()) == {"Bound"}, phases
+
+
+def test_a_second_up_changes_nothing_and_preview_shows_no_diff(
+    cluster_stack: ClusterStack,
+) -> None:
+    preview = cluster_stack.engine("preview")
+    assert preview.returncode == 0, preview.stderr[-3000:]
+    assert set(engine_changes(preview)) == {"same"}, engine_changes(preview)
+    again = cluster_stack.engine("up")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert set(engine_changes(again)) == {"same"}, engine_changes(again)
+
+
+def test_a_labelled_client_gets_200_from_predict_through_the_service_dns_name(
+    cluster_stack: ClusterStack, client: str
+) -> None:
+    (answer,) = _send(cluster_stack, client, [_predict(cluster_stack.token("cluster-client"))])
+    assert answer["status"] == 200, answer
+    assert "predictions" in json.loads(answer["body"])
+
+
+def test_a_pod_without_the_client_label_cannot_connect(
+    cluster_stack: ClusterStack, stranger: str
+) -> None:
+    plan = [{**_predict(cluster_stack.token("stranger")), "timeout": 5}]
+    (answer,) = _send(cluster_stack, stranger, plan)
+    assert answer["status"] == 0, f"the NetworkPolicy let a stranger through: {answer}"
+
+
+def test_nothing_outside_the_model_pod_reaches_opa(
+    cluster_stack: ClusterStack, client: str
+) -> None:
+    pod_ip = _pod_ip(cluster_stack.cluster, cluster_stack.model_pods()[0])
+    tried = [[pod_ip, 8181], [pod_ip, 8282], [pod_ip, 3000]]
+    outcome = _python_in(cluster_stack.cluster, client, CONNECTOR, tried)
+    # OPA's API is a Unix socket (no port at all); its diagnostic port admits no pod;
+    # the service port is open to this client, which shows the probe itself works.
+    assert outcome[0] != "connected" and outcome[1] != "connected", outcome
+    assert outcome[2] == "connected", outcome
+
+
+def test_the_model_pod_reaches_only_dns(
+    cluster_stack: ClusterStack, client: str, stranger: str
+) -> None:
+    cluster = cluster_stack.cluster
+    pod = cluster_stack.model_pods()[0]
+    tried = [
+        [API_SERVICE_IP, 443],
+        [_pod_ip(cluster, client), 3000],
+        [_pod_ip(cluster, stranger), 3000],
+        [f"{WORKLOAD}.{NAMESPACE}.svc.cluster.local", 3000],
+    ]
+    outcome = _python_in(cluster, pod, CONNECTOR, tried, container="model")
+    assert all(o != "connected" for o in outcome), outcome
+    # DNS works: the name resolved (the connection then timed out, it was not a lookup error).
+    assert outcome[3] in ("TimeoutError", "ConnectionRefusedError"), outcome
+
+
+def test_the_opa_socket_is_open_to_the_service_user_only(cluster_stack: ClusterStack) -> None:
+    pod = cluster_stack.model_pods()[0]
+    proc = cluster_stack.cluster.exec(
+        NAMESPACE,
+        pod,
+        "python",
+        "-c",
+        "import os, stat; s = os.stat('/run/ztml-opa/opa.sock'); "
+        "print(stat.S_ISSOCK(s.st_mode), oct(s.st_mode & 0o777), s.st_uid, os.getuid())",
+    )
+    assert proc.returncode == 0, proc.stderr
+    is_socket, mode, owner, me = proc.stdout.split()
+    assert is_socket == "True" and mode == "0o600" and owner == me
+
+
+def _forged(stack: ClusterStack, *, alg: str) -> str:
+    good = stack.token("forger")
+    header, claims, _ = good.split(".")
+    decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    if alg == "none":
+        forged_header = b64url(json.dumps({**decoded, "alg": "none"}).encode())
+        return f"{forged_header}.{claims}."
+    signature = b64url(b"\x01" * 64)
+    return f"{header}.{claims}.{signature}"
+
+
+def test_attacks_on_the_cluster_service_get_the_documented_answers(
+    cluster_stack: ClusterStack, client: str
+) -> None:
+    stack = cluster_stack
+    expired = stack.token("late", now=time.time() - 3600, ttl_seconds=60)
+    metadata = {
+        "url": f"{SERVICE_URL}/metadata",
+        "headers": {"Authorization": f"Bearer {stack.token('rapid', roles=('viewer',))}"},
+    }
+    malformed = {
+        **_predict(stack.token("mal")),
+        "body": '{"instances": [[0.1, 0.2',
+    }
+    plan = [
+        _predict(None),
+        _predict(expired),
+        _predict(_forged(stack, alg="EdDSA")),
+        _predict(_forged(stack, alg="none")),
+        _predict(stack.token("eve", tenant="acme")),
+        malformed,
+        *[metadata] * 40,
+    ]
+    answers = _send(stack, client, plan)
+    statuses = [a["status"] for a in answers]
+    assert statuses[:6] == [401, 401, 401, 401, 403, 422], answers[:6]
+    for answer in answers[:6]:
+        assert set(json.loads(answer["body"])) == {"error"}, answer
+    assert 429 in statuses[6:], statuses
+
+
+def test_an_extraction_style_sequence_is_flagged_and_refused(
+    cluster_stack: ClusterStack, client: str
+) -> None:
+    rng = np.random.default_rng(11)
+    seeds = np.asarray(digit_rows(3, start=40))
+    rows = [np.clip(seeds[i % 3] + rng.normal(0, 0.02, 64), 0, 1).tolist() for i in range(45)]
+    token = cluster_stack.token("cluster-extractor", roles=("predictor",))
+    plan = [{**_predict(token, [row]), "pause": 0.35} for row in rows]
+    statuses = [a["status"] for a in _send(cluster_stack, client, plan)]
+    assert statuses[0] == 200, statuses
+    first = next((i for i, s in enumerate(statuses) if s == 403), None)
+    assert first is not None, f"the sequence was never refused: {statuses}"
+    assert all(s == 403 for s in statuses[first:]), statuses
+
+
+def _ctr(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ctr", f"--address={cluster.layout.containerd_socket}", "-n", "k8s.io", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _container_state(cluster: Cluster, pod: str) -> dict[str, dict[str, Any]]:
+    proc = cluster.kubectl("-n", NAMESPACE, "get", "pod", pod, "-o", "json")
+    statuses = json.loads(proc.stdout)["status"]["containerStatuses"]
+    return {s["name"]: s for s in statuses}
+
+
+@pytest.mark.disruptive
+def test_opa_killed_gives_503_for_every_request_and_recovers_without_a_pod_restart(
+    cluster_stack: ClusterStack, client: str
+) -> None:
+    cluster = cluster_stack.cluster
+    pod = cluster_stack.model_pods()[0]
+    before = _container_state(cluster, pod)
+    opa_id = before["opa"]["containerID"].removeprefix("containerd://")
+    token = cluster_stack.token("during-outage", roles=("analyst",))
+    (first,) = _send(cluster_stack, client, [_predict(token)])
+    assert first["status"] == 200, first
+    # Freeze OPA, so the outage lasts while the requests are sent, then kill it.
+    assert _ctr(cluster, "task", "pause", opa_id).returncode == 0
+    try:
+        outage = _send(cluster_stack, client, [_predict(token)] * 10)
+    finally:
+        _ctr(cluster, "task", "kill", "--signal", "SIGKILL", opa_id)
+        _ctr(cluster, "task", "resume", opa_id)
+    assert [a["status"] for a in outage] == [503] * 10, outage
+    assert all(json.loads(a["body"])["error"]["code"] for a in outage)
+    deadline = time.monotonic() + 120
+    recovered = False
+    while time.monotonic() < deadline and not recovered:
+        (answer,) = _send(cluster_stack, client, [_predict(token)])
+        recovered = answer["status"] == 200
+        if not recovered:
+            assert answer["status"] == 503, answer
+            time.sleep(2)
+    assert recovered, "the service did not recover after OPA was restarted"
+    after = _container_state(cluster, pod)
+    assert cluster_stack.model_pods()[0] == pod, "the pod was replaced"
+    assert after["opa"]["restartCount"] == before["opa"]["restartCount"] + 1
+    assert after["model"]["restartCount"] == before["model"]["restartCount"]
+    logs = cluster.kubectl("-n", NAMESPACE, "logs", pod, "-c", "model").stdout
+    audited = [json.loads(line) for line in logs.splitlines() if '"during-outage"' in line]
+    outage_events = [e for e in audited if e.get("kind") == "request" and e.get("status") == 503]
+    assert len(outage_events) >= 10, f"{len(outage_events)} outage requests audited"
+
+
+@pytest.mark.disruptive
+def test_the_audit_log_copied_out_of_the_pod_verifies(
+    cluster_stack: ClusterStack, tmp_path: Path
+) -> None:
+    cluster = cluster_stack.cluster
+    pod = cluster_stack.model_pods()[0]
+    listing = cluster.exec(NAMESPACE, pod, "ls", "/var/lib/ztml")
+    assert listing.returncode == 0, listing.stderr
+    wanted = [n for n in listing.stdout.split() if n.startswith("audit")] + ["keys"]
+    proc = subprocess.run(
+        [
+            cluster.kubectl_path,
+            f"--kubeconfig={cluster.layout.kubeconfig}",
+            "-n",
+            NAMESPACE,
+            "exec",
+            pod,
+            "-c",
+            "model",
+            "--",
+            "tar",
+            "cf",
+            "-",
+            "-C",
+            "/var/lib/ztml",
+            *wanted,
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    copy = tmp_path / "pod-home"
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as archive:
+        archive.extractall(copy, filter="data")
+    events = sum(1 for _ in (copy / "audit").rglob("*.jsonl"))
+    assert events, "no audit segment was copied"
+    verify = subprocess.run(
+        [str(Path(sys.executable).with_name("ztml")), "audit", "verify"],
+        env={**os.environ, "ZTML_HOME": str(copy)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+@pytest.mark.stack_destroy
+def test_destroy_removes_the_namespace_and_every_volume(cluster_stack: ClusterStack) -> None:
+    cluster = cluster_stack.cluster
+    volumes = cluster.kubectl("get", "pv", "-o", "jsonpath={.items[*].metadata.name}")
+    ours = set(volumes.stdout.split())
+    assert ours, "the stack had no volume to remove"
+    started = time.monotonic()
+    proc = cluster_stack.engine("destroy")
+    took = time.monotonic() - started
+    cluster_stack.destroyed = proc.returncode == 0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(f"destroy took {took:.0f} s; up took {cluster_stack.up_seconds:.0f} s")
+    assert cluster.kubectl("get", "namespace", NAMESPACE).returncode != 0
+    deadline = time.monotonic() + 120
+    left = ours
+    while left and time.monotonic() < deadline:
+        time.sleep(2)
+        listed = cluster.kubectl("get", "pv", "-o", "jsonpath={.items[*].metadata.name}")
+        left = ours & set(listed.stdout.split())
+    assert not left, f"volumes left behind: {sorted(left)}"
+    assert not any(cluster.layout.volumes.iterdir()), "volume directories left on the node"
