@@ -69,6 +69,7 @@ def main(config: StackConfig | None = None) -> None:
             trainer_key_ids=cfg.trainer_key_ids,
             approver_key_ids=cfg.approver_key_ids,
             trust_keys=cfg.trust_keys,
+            oms_signer_keys=cfg.oms_signer_keys,
         ),
         opts=opts,
     )

@@ -31,7 +31,9 @@ from service.toolchain.errors import ToolchainError
 from service.toolchain.pulumi import PULUMI_CLI, engine_path
 
 PROJECT = "ztml"
-SECRET_KEYS = frozenset({"ztml:trustedIssuers", "ztml:ledgerTrustKeys", "ztml:postgresPassword"})
+SECRET_KEYS = frozenset(
+    {"ztml:trustedIssuers", "ztml:ledgerTrustKeys", "ztml:omsSignerKeys", "ztml:postgresPassword"}
+)
 ACTIONS = ("preview", "up", "destroy")
 
 

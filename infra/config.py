@@ -58,6 +58,7 @@ CONFIG_KEYS: tuple[str, ...] = (
     "trainerKeyIds",
     "approverKeyIds",
     "ledgerTrustKeys",
+    "omsSignerKeys",
     "ledgerExport",
     "storageClass",
     "storageSize",
@@ -119,6 +120,8 @@ class StackConfig:
         trainer_key_ids: Ledger key ids trusted to register and evaluate models.
         approver_key_ids: Ledger key ids trusted to approve and revoke models.
         trust_keys: Public keys of ledger signers, mounted for the service's own checks.
+        oms_signer_keys: PEM public keys (EC) trusted to sign the model's OMS bundle,
+            mounted for the pod's init step and the service's start.
         ledger_export: The ``ztml ledger export`` file the deploy gate reads.
         storage_class: StorageClass for the records volume; None uses the cluster default.
         storage_size: Size of the records volume.
@@ -142,6 +145,7 @@ class StackConfig:
     trainer_key_ids: tuple[str, ...]
     approver_key_ids: tuple[str, ...]
     trust_keys: tuple[TrustKey, ...]
+    oms_signer_keys: tuple[str, ...]
     ledger_export: Path
     storage_class: str | None
     storage_size: str
@@ -319,6 +323,40 @@ def _trust_keys(reader: _Reader) -> tuple[TrustKey, ...]:
     return tuple(keys)
 
 
+def _oms_signer_keys(reader: _Reader) -> tuple[str, ...]:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    items = reader.json_list("omsSignerKeys", required=True)
+    if not items:
+        raise ConfigError(
+            f"Invalid config {_key('omsSignerKeys')}: accepted values: at least one PEM public "
+            "key of a trusted OMS model signer (e.g. ~/.ztml/keys/oms_signers/oms-signer.pub)."
+        )
+    keys: list[str] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, str) or not PEM_PUBLIC_RE.fullmatch(item.strip() + "\n"):
+            raise ConfigError(
+                f"Invalid config {_key('omsSignerKeys')}[{index}]: accepted values: a PEM "
+                "public key (-----BEGIN PUBLIC KEY----- ...)."
+            )
+        try:
+            public = load_pem_public_key(item.encode())
+        except ValueError:
+            public = None
+        if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name not in (
+            "secp256r1",
+            "secp384r1",
+            "secp521r1",
+        ):
+            raise ConfigError(
+                f"Invalid config {_key('omsSignerKeys')}[{index}]: accepted values: an "
+                "elliptic-curve public key on P-256, P-384 or P-521 (OMS signer keys)."
+            )
+        keys.append(item.strip() + "\n")
+    return tuple(keys)
+
+
 def _requirements(reader: _Reader) -> Requirements:
     """The gate's requirements: policies/data/provenance.json's, overridden by the stack's."""
     defaults = load_requirements()
@@ -435,6 +473,7 @@ def parse_config(raw: Mapping[str, str]) -> StackConfig:
         trainer_key_ids=trainer_key_ids,
         approver_key_ids=approver_key_ids,
         trust_keys=trust_keys,
+        oms_signer_keys=_oms_signer_keys(reader),
         ledger_export=ledger_export
         if ledger_export.is_absolute()
         else PROJECT_ROOT / ledger_export,

@@ -7,7 +7,10 @@ Two Secrets, in the formats the model service reads:
   "alg", "public_key_pem"}]}]}``;
 - the ledger trust directory (``ZTML_TRUST_DIR``): one ``trainer-<id>.pub`` or
   ``approver-<id>.pub`` PEM file per trusted ledger key, so the service knows both the
-  keys and their roles when it verifies its ledger and asks the provenance policy.
+  keys and their roles when it verifies its ledger and asks the provenance policy;
+- the trusted OMS signers (``ZTML_OMS_SIGNERS_DIR``, a third Secret): one
+  ``oms-signer-<n>.pub`` per key trusted to sign the model's OMS bundle, checked by the
+  pod's init step and the service's start.
 
 Both are built from config values that stay marked secret end to end.
 """
@@ -28,6 +31,7 @@ from infra.hardening import Mount, PodParts, SecretVolume
 ISSUERS_FILE = "issuers.json"
 ZTML_HOME = "/var/lib/ztml"
 TRUST_DIR = "/etc/ztml/trust"
+OMS_SIGNERS_DIR = "/etc/ztml/oms-signers"
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class TrustSecretsArgs:
         trainer_key_ids: Key ids trusted to register and evaluate models.
         approver_key_ids: Key ids trusted to approve and revoke models.
         trust_keys: Public keys of ledger signers.
+        oms_signer_keys: PEM public keys trusted to sign the model's OMS bundle.
     """
 
     namespace: pulumi.Input[str]
@@ -49,6 +54,7 @@ class TrustSecretsArgs:
     trainer_key_ids: Sequence[str]
     approver_key_ids: Sequence[str]
     trust_keys: Sequence[TrustKey]
+    oms_signer_keys: Sequence[str] = ()
 
 
 def issuers_document(issuers: Sequence[TrustedIssuer], *, audience: str) -> str:
@@ -95,11 +101,13 @@ class TrustSecrets(pulumi.ComponentResource):
     Attributes:
         issuers_secret_name: Secret with ``issuers.json``.
         trust_secret_name: Secret with the ``*.pub`` trust files.
+        oms_signers_secret_name: Secret with the trusted OMS signers' ``*.pub`` files.
         pod_parts: The Secret volumes, their mounts and the ``*_FILE`` settings.
     """
 
     issuers_secret_name: pulumi.Output[str]
     trust_secret_name: pulumi.Output[str]
+    oms_signers_secret_name: pulumi.Output[str]
     pod_parts: PodParts
 
     def __init__(
@@ -133,20 +141,33 @@ class TrustSecrets(pulumi.ComponentResource):
             },
             opts=child,
         ).metadata.name
+        self.oms_signers_secret_name = k8s.core.v1.Secret(
+            f"{name}-oms-signers",
+            metadata=metadata,
+            type="Opaque",
+            string_data={
+                f"oms-signer-{index}.pub": _secret_text(pem)
+                for index, pem in enumerate(args.oms_signer_keys)
+            },
+            opts=child,
+        ).metadata.name
         self.pod_parts = PodParts(
             volumes=(
                 SecretVolume("jwt-issuers", self.issuers_secret_name),
                 SecretVolume("ledger-trust", self.trust_secret_name),
+                SecretVolume("oms-signers", self.oms_signers_secret_name),
             ),
             mounts=(
                 Mount("jwt-issuers", f"{ZTML_HOME}/{ISSUERS_FILE}", sub_path=ISSUERS_FILE),
                 Mount("ledger-trust", TRUST_DIR),
+                Mount("oms-signers", OMS_SIGNERS_DIR),
             ),
-            env={"ZTML_TRUST_DIR": TRUST_DIR},
+            env={"ZTML_TRUST_DIR": TRUST_DIR, "ZTML_OMS_SIGNERS_DIR": OMS_SIGNERS_DIR},
         )
         self.register_outputs(
             {
                 "issuers_secret_name": self.issuers_secret_name,
                 "trust_secret_name": self.trust_secret_name,
+                "oms_signers_secret_name": self.oms_signers_secret_name,
             }
         )

@@ -34,6 +34,8 @@ class AppConfig:
         model_digest: a pinned digest the artifact must have (``ZTML_MODEL_DIGEST``).
         ledger_url: the provenance ledger (``ZTML_LEDGER_URL``).
         trust_dir: directory of trusted ``*.pub`` keys (``ZTML_TRUST_DIR``).
+        oms_signers_dir: directory of the ``*.pub`` keys trusted to sign the model's OMS
+            bundle (``ZTML_OMS_SIGNERS_DIR``, default ``<trust_dir>/oms_signers``).
         opa_url: the OPA server (``ZTML_OPA_URL``): ``unix:///path/to/opa.sock`` or
             ``http(s)://host:port``.
         opa_timeout_seconds: the time OPA has for one decision (``ZTML_OPA_TIMEOUT_MS``).
@@ -68,6 +70,7 @@ class AppConfig:
     model_digest: str | None
     ledger_url: str
     trust_dir: Path
+    oms_signers_dir: Path
     opa_url: str
     opa_timeout_seconds: float
     opa_tls_files: tuple[Path, Path, Path] | None
@@ -196,6 +199,8 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
             )
         ca, cert, key = (Path(v).expanduser() for v in tls_values)
         tls_files = (ca, cert, key)
+    trust_dir = Path(env.get("ZTML_TRUST_DIR") or home / "keys").expanduser()
+    oms_signers = env.get("ZTML_OMS_SIGNERS_DIR")
     tier = env.get("ZTML_RISK_TIER") or "low"
     if tier not in ("low", "medium", "high"):
         raise ConfigError(f"ZTML_RISK_TIER={tier!r} must be low, medium or high.")
@@ -204,7 +209,10 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
         model_path=model_path,
         model_digest=digest,
         ledger_url=env.get("ZTML_LEDGER_URL") or str(home / "ledger.db"),
-        trust_dir=Path(env.get("ZTML_TRUST_DIR") or home / "keys").expanduser(),
+        trust_dir=trust_dir,
+        oms_signers_dir=(
+            Path(oms_signers).expanduser() if oms_signers else trust_dir / "oms_signers"
+        ),
         opa_url=opa_url if opa_url.startswith("unix:") else opa_url.rstrip("/"),
         opa_timeout_seconds=_int(env, "ZTML_OPA_TIMEOUT_MS", 250, low=10, high=10_000) / 1000,
         opa_tls_files=tls_files,

@@ -2,7 +2,8 @@
 
 :func:`verify_model` runs the one deploy gate (:func:`service.gate.check_deploy`) on
 ``ZTML_MODEL_PATH`` against ``ZTML_LEDGER_URL`` and the keys of ``ZTML_TRUST_DIR``
-(pinned to ``ZTML_MODEL_DIGEST`` when set); any refusal raises
+(pinned to ``ZTML_MODEL_DIGEST`` when set), and on the model's OMS bundle against the
+signer keys of ``ZTML_OMS_SIGNERS_DIR``; any refusal raises
 :class:`~service.app.errors.ModelRefusedError` naming every reason.
 """
 
@@ -71,7 +72,7 @@ def verify_model(config: AppConfig) -> VerifiedModel:
     """
     try:
         approved = check_deploy(
-            trust=GateTrust.from_directory(config.trust_dir),
+            trust=GateTrust.from_directory(config.trust_dir, oms_signers=config.oms_signers_dir),
             artifact=config.model_path,
             digest=config.model_digest,
             ledger_url=config.ledger_url,

@@ -179,6 +179,7 @@ def collect() -> list[Check]:
         "opa-python-client": "the service's client of the OPA server",
         "cryptography": "Ed25519 signatures of ledger and audit records",
         "rfc8785": "canonical JSON (JCS) for hashed and signed records",
+        "model-signing": "OMS model signatures (`ztml model sign`, verified before serving)",
         "pyjwt": "verifies and issues JWTs",
         "psycopg": "PostgreSQL ledger backend",
         "pytest-testinfra": "checks provisioned stacks",

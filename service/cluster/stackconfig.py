@@ -2,8 +2,8 @@
 
 ``ztml cluster config`` writes the ``ztml:*`` values of ``Pulumi.k3d.yaml`` with every
 placeholder filled from what this machine has: the images ``ztml cluster images``
-imported (digest references), the approved model's digest, the trainer, approver and
-issuer public keys of ``$ZTML_HOME/keys``, and a verified ledger export written beside
+imported (digest references), the approved model's digest, the trainer, approver,
+issuer and OMS signer public keys of ``$ZTML_HOME/keys``, and a verified ledger export written beside
 the configuration. Only public keys leave the home; nothing secret is written.
 """
 
@@ -80,7 +80,14 @@ def local_stack_config(
         pem = _public_pem(keys / f"{role}.pub")
         trust.append({"keyId": key_id(load_public_key(keys / f"{role}.pub")), "publicKey": pem})
     issuer = local_signer(home)
+    signers = sorted((keys / "oms_signers").glob("*.pub"))
+    if not signers:
+        raise StackConfigError(
+            f"no trusted OMS signer key in {keys / 'oms_signers'}: run `ztml keys init` "
+            "(it makes ztml's signing key) or add the signer's public key there."
+        )
     values |= {
+        "omsSignerKeys": [path.read_text(encoding="utf-8") for path in signers],
         "modelDigest": model_digest,
         "ledgerExport": str(ledger_export),
         "storageClass": "local-path",

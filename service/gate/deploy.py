@@ -7,9 +7,11 @@ takes the configured digest), verifies the whole ledger, or a ledger export file
 the trusted keys, builds the one provenance-policy input (digest, the verified ledger
 records of that digest, the trusted trainer and approver key ids, the requirements of
 ``policies/data/provenance.json``), evaluates ``data.ztml.provenance.decision`` with the
-real OPA, and returns only an approved model. Anything else raises a
-:class:`~service.gate.errors.GateError` carrying every reason; nothing is ever returned
-as "not verified".
+real OPA, and returns only an approved model. Given the artifact's path (the service
+start, the pod's init step), it also verifies the model's OMS bundle (``model.sig``
+beside it) against the trusted OMS signer keys (:mod:`service.oms`). Anything else
+raises a :class:`~service.gate.errors.GateError` carrying every reason; nothing is ever
+returned as "not verified".
 """
 
 from __future__ import annotations
@@ -34,6 +36,13 @@ from service.ledger.artifact import hash_artifact
 from service.ledger.errors import LedgerError, LedgerIntegrityError
 from service.ledger.factory import open_ledger
 from service.ledger.verify import parse_export, verify_records
+from service.oms import (
+    OmsBundle,
+    OmsError,
+    TrustedSigners,
+    signers_dir,
+    verify_model_bundle,
+)
 
 
 @dataclass(frozen=True)
@@ -44,18 +53,24 @@ class GateTrust:
         store: Public keys trusted to sign ledger records.
         trainer_key_ids: Key ids trusted to register and evaluate models.
         approver_key_ids: Key ids trusted to approve and revoke models.
+        oms_signers: Keys trusted to sign OMS bundles (needed to check an artifact).
     """
 
     store: TrustStore
     trainer_key_ids: tuple[str, ...]
     approver_key_ids: tuple[str, ...]
+    oms_signers: TrustedSigners | None = None
 
     @classmethod
-    def from_directory(cls, directory: Path) -> GateTrust:
+    def from_directory(cls, directory: Path, *, oms_signers: Path | None = None) -> GateTrust:
         """Trust every ``*.pub`` of ``directory``; roles by name (``trainer*``, ``approver*``).
 
+        The OMS signers are the ``*.pub`` of ``oms_signers`` (default
+        ``$ZTML_OMS_SIGNERS_DIR`` or ``<directory>/oms_signers``).
+
         Raises:
-            GateTrustError: a key file is unusable, or the directory holds no key.
+            GateTrustError: a key file is unusable, the directory holds no key, or no OMS
+                signer key is trusted.
         """
         try:
             store = TrustStore.from_directory(directory)
@@ -69,7 +84,11 @@ class GateTrust:
             raise GateTrustError(f"trust store unusable: {err}") from None
         if not store.keys:
             raise GateTrustError(f"no trusted keys in {directory} (run `ztml keys init`)")
-        return cls(store, roles["trainer"], roles["approver"])
+        try:
+            signers = TrustedSigners.from_directory(oms_signers or signers_dir(directory))
+        except OmsError as err:
+            raise GateTrustError(str(err)) from None
+        return cls(store, roles["trainer"], roles["approver"], signers)
 
 
 @dataclass(frozen=True)
@@ -85,6 +104,7 @@ class ApprovedModel:
         records: The verified ledger records of this digest, as exported.
         export_text: The verified export file's text, when the gate read one (to hand
             on exactly what was checked, e.g. to the pod's ledger seeding).
+        oms_bundle: The digest of the OMS bundle verified with the artifact, if one was.
     """
 
     digest: str
@@ -94,6 +114,7 @@ class ApprovedModel:
     evaluation: dict[str, Any]
     records: tuple[dict[str, Any], ...]
     export_text: str | None = None
+    oms_bundle: str | None = None
 
 
 def check_deploy(
@@ -109,8 +130,9 @@ def check_deploy(
     """Return the approved model, or raise with every reason it may not be deployed.
 
     Args:
-        trust: The trusted ledger keys and their roles.
-        artifact: The model file to hash; re-hashed after the checks (it must not change).
+        trust: The trusted ledger keys and their roles (and OMS signers, for ``artifact``).
+        artifact: The model file to hash and whose OMS bundle to verify; re-hashed after
+            the checks (it must not change).
         digest: The digest to deploy; with ``artifact``, the digest it is pinned to.
         ledger_url: Verify this ledger (exactly one of ``ledger_url``, ``ledger_export``).
         ledger_export: Verify this ``ztml ledger export`` file instead.
@@ -118,11 +140,12 @@ def check_deploy(
         opa: The ``opa`` binary (default: the project's, see ``service.toolchain.opa``).
 
     Raises:
-        ModelDeniedError: the artifact does not match the pinned digest, the ledger does
-            not verify, or the provenance policy denied the digest (every reason).
+        ModelDeniedError: the artifact does not match the pinned digest, its OMS bundle
+            is missing, untrusted or does not verify, the ledger does not verify, or the
+            provenance policy denied the digest (every reason).
         GateEvidenceError: the ledger or export cannot be read or is not records.
         GateArtifactError: the artifact cannot be read.
-        GateTrustError: no key is trusted.
+        GateTrustError: no key is trusted (no OMS signer, for an artifact).
         GateUnavailableError: the policy cannot be evaluated.
         ValueError: not exactly one ledger source, or neither artifact nor digest
             (a caller's mistake, not a refusal).
@@ -130,12 +153,14 @@ def check_deploy(
     if ledger_url is not None and ledger_export is not None:
         raise ValueError("check_deploy takes one of ledger_url and ledger_export, not both")
     size: int | None = None
+    bundle: OmsBundle | None = None
+    oms_problems: list[str] = []
     if artifact is not None:
         actual, size = _hash(artifact)
+        bundle, oms_problems = _check_signature(artifact, actual, trust)
         if digest is not None and digest != actual:
-            raise ModelDeniedError(
-                f"artifact {artifact} has digest {actual}, not the pinned digest {digest}"
-            )
+            pinned = f"artifact {artifact} has digest {actual}, not the pinned digest {digest}"
+            raise ModelDeniedError("; ".join([pinned, *oms_problems]), [pinned, *oms_problems])
         digest = actual
     if digest is None:
         raise ValueError("check_deploy needs an artifact or a digest")
@@ -165,9 +190,12 @@ def check_deploy(
         raise GateUnavailableError(f"provenance policy unavailable: {err}") from None
     if not decision.allow:
         raise ModelDeniedError(
-            f"model {digest} refused by the provenance policy: " + "; ".join(decision.reasons),
-            decision.reasons,
+            f"model {digest} refused by the provenance policy: "
+            + "; ".join([*decision.reasons, *oms_problems]),
+            [*decision.reasons, *oms_problems],
         )
+    if oms_problems:
+        raise ModelDeniedError(f"model {digest} refused: " + "; ".join(oms_problems))
     if artifact is not None and _hash(artifact)[0] != digest:
         raise ModelDeniedError(f"artifact {artifact} changed during verification")
     register = next((r for r in mine if r.get("type") == "register"), None)
@@ -182,7 +210,31 @@ def check_deploy(
         evaluation=dict(payload.get("evaluation") or {}),
         records=tuple(mine),
         export_text=export_text,
+        oms_bundle=None if bundle is None else bundle.digest,
     )
+
+
+def _check_signature(
+    artifact: Path, digest: str, trust: GateTrust
+) -> tuple[OmsBundle | None, list[str]]:
+    """Verify the artifact's OMS bundle; return it, or the reason it is refused.
+
+    Raises:
+        GateTrustError: no OMS signer key is trusted (nothing could be verified).
+    """
+    if trust.oms_signers is None:
+        raise GateTrustError(
+            "no OMS signer keys are trusted: the artifact's signature cannot be verified "
+            "(put the signers' public keys in the trust directory's oms_signers/)"
+        )
+    try:
+        bundle = verify_model_bundle(artifact, signers=trust.oms_signers).bundle
+    except OmsError as err:
+        return None, [f"OMS signature refused: {err}"]
+    signed = bundle.signed_digest(artifact)
+    if signed is not None and signed != digest:
+        return None, [f"OMS signature refused: {bundle.path} signs {signed}, not {digest}"]
+    return bundle, []
 
 
 def _hash(artifact: Path) -> tuple[str, int]:

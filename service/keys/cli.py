@@ -27,15 +27,20 @@ def init(
         typer.Option("--name", help="Key to create (repeatable). Default: the standard set."),
     ] = None,
 ) -> None:
-    """Create missing keys (trainer, approver, audit, issuer); existing keys are kept.
+    """Create missing keys (trainer, approver, audit, issuer, oms-signer); keep existing ones.
 
     Private keys are written 0600 in a 0700 directory and never printed; only their key
-    ids and the public key paths are shown.
+    ids and the public key paths are shown. The OMS signing key (EC P-256, for
+    `ztml model sign`) is made with the standard set; its public key is trusted in
+    oms_signers/.
     """
+    from service.oms import OmsError, init_signing_key
+
     target = directory or ztml_home() / "keys"
     try:
         infos = init_keys(target, name or list(STANDARD_KEYS))
-    except KeyError_ as err:
+        oms = None if name else init_signing_key(target)
+    except (KeyError_, OmsError) as err:
         raise fail(err) from None
     table = Table(title=f"keys in {target}")
     for column in ("name", "key id", "public key", "status"):
@@ -43,5 +48,12 @@ def init(
     for info in infos:
         table.add_row(
             info.name, info.key_id, str(info.public_path), "created" if info.created else "kept"
+        )
+    if oms is not None:
+        table.add_row(
+            "oms-signer",
+            f"ec-p256 {oms.hint[:16]}",
+            str(oms.public_path),
+            "created" if oms.created else "kept",
         )
     Console().print(table)

@@ -60,6 +60,18 @@ def _check_private(path: Path) -> None:
         )
 
 
+def check_private_file(path: Path) -> None:
+    """Refuse a private key file that group or others can access, or whose directory they can.
+
+    Used for private keys of any type (e.g. the OMS signing key of :mod:`service.oms`).
+
+    Raises:
+        KeyFileError: the file does not exist.
+        KeyPermissionError: the file or its directory is accessible to group or others.
+    """
+    _check_private(Path(path))
+
+
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """Load an Ed25519 private key, refusing loose file or directory permissions.
 

@@ -139,11 +139,16 @@ def register(
     key: KeyOpt = None,
     identity: IdentityOpt = None,
     ledger: LedgerOpt = None,
+    oms_signers: Annotated[
+        Path | None,
+        typer.Option("--oms-signers", help="Trusted OMS signer keys (default: see README)."),
+    ] = None,
 ) -> None:
     """Verify ARTIFACT and register it with its training provenance and evaluation.
 
-    The artifact is loaded and verified, and the metrics checked against it, before
-    anything is signed (the same path as ``ztml model register``). Signed with
+    The model's OMS bundle (model.sig beside it) is verified against the trusted OMS
+    signer keys, the artifact loaded and verified, and the metrics checked against it,
+    before anything is signed (the same path as ``ztml model register``). Signed with
     $ZTML_HOME/keys/trainer.key as trainer@<hostname> unless --key/--identity.
     """
     try:
@@ -155,6 +160,7 @@ def register(
             identity=identity,
             name=name,
             version=version,
+            oms_signers=oms_signers,
         )
     except ModelError as err:
         raise fail(str(err)) from None

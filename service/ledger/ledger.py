@@ -227,8 +227,12 @@ class Ledger:
         code_revision: str,
         hyperparameters: dict[str, Any],
         evaluation: dict[str, Any],
+        oms_bundle: dict[str, str] | None = None,
     ) -> Record:
         """Register a model by its artifact digest (``artifact``: digest, format, size).
+
+        ``oms_bundle`` (``{"digest", "key_hint"}``) records the OMS bundle that verified
+        the model at registration; a record without it is still valid.
 
         Raises:
             DuplicateRegistrationError: the digest is already registered.
@@ -243,6 +247,8 @@ class Ledger:
             "hyperparameters": hyperparameters,
             "evaluation": evaluation,
         }
+        if oms_bundle is not None:
+            payload["oms_bundle"] = oms_bundle
         digest = artifact.get("digest") if isinstance(artifact, dict) else None
         return self._append(
             record_type="register", model_digest=digest, payload=payload, signer=signer

@@ -36,6 +36,9 @@ PAYLOAD_FIELDS: dict[str, frozenset[str]] = {
     "revoke": frozenset({"reason"}),
     "anchor": frozenset({"log", "seq", "head", "time", "key_id", "signature"}),
 }
+# Fields a payload may carry in addition (records written before them still verify):
+# ``oms_bundle`` is the digest and signer key hint of the OMS bundle checked at registration.
+OPTIONAL_PAYLOAD_FIELDS: dict[str, frozenset[str]] = {"register": frozenset({"oms_bundle"})}
 
 HEX64_RE = re.compile(r"[0-9a-f]{64}")
 TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
@@ -140,8 +143,9 @@ def check_payload(record_type: str, model_digest: Any, payload: Any) -> None:
     """Check the payload of a record of ``record_type`` (and its model digest)."""
     if record_type not in RECORD_TYPES:
         raise _fail("type", f"unknown record type {record_type!r}")
-    fields = PAYLOAD_FIELDS[record_type]
-    check_object(payload, "payload", fields)
+    optional = OPTIONAL_PAYLOAD_FIELDS.get(record_type, frozenset())
+    present = optional & set(check_object(payload, "payload"))
+    check_object(payload, "payload", PAYLOAD_FIELDS[record_type] | present)
     if record_type == "anchor":
         if model_digest is not None:
             raise _fail("model_digest", "must be null for an anchor record")
@@ -169,6 +173,15 @@ def check_payload(record_type: str, model_digest: Any, payload: Any) -> None:
         check_str(payload["code_revision"], "payload.code_revision")
         check_object(payload["hyperparameters"], "payload.hyperparameters")
         check_evaluation(payload["evaluation"], "payload.evaluation")
+        if "oms_bundle" in payload:
+            bundle = check_object(
+                payload["oms_bundle"], "payload.oms_bundle", frozenset({"digest", "key_hint"})
+            )
+            check_digest(bundle["digest"], "payload.oms_bundle.digest")
+            if not isinstance(bundle["key_hint"], str) or not HEX64_RE.fullmatch(
+                bundle["key_hint"]
+            ):
+                raise _fail("payload.oms_bundle.key_hint", "must be 64 lowercase hex digits")
     elif record_type == "evaluate":
         check_evaluation(payload["evaluation"], "payload.evaluation")
     elif record_type == "approve":

@@ -12,8 +12,11 @@ evidence the gate checked.
 
 Before anything is written, the export passes the one deploy gate
 (:func:`service.gate.check_deploy`) for the pod's model digest (``--model-digest``, or
-the pod's ``ZTML_MODEL_DIGEST``): a pod never seeds a ledger that does not approve the
-model it is about to serve, and the command refuses to run without a digest.
+the pod's ``ZTML_MODEL_DIGEST``) and its model file (``--model-path``, or
+``ZTML_MODEL_PATH``), whose OMS bundle must verify against the trusted OMS signers
+(``--oms-signers``, or ``ZTML_OMS_SIGNERS_DIR``, or the trust directory's
+``oms_signers/``): a pod never seeds a ledger that does not approve the model it is
+about to serve, and the command refuses to run without a digest and a model file.
 
 With ``--audit-keys DIR`` it also creates the pod's audit signing key there when it is
 missing (mode 0600 in a 0700 directory on the pod's volume) and prints its key id, so
@@ -38,7 +41,13 @@ from service.ledger.verify import verified_export_records
 
 
 def seed_ledger(
-    *, export_path: Path, ledger_url: str, trust_dir: Path, model_digest: str | None = None
+    *,
+    export_path: Path,
+    ledger_url: str,
+    trust_dir: Path,
+    model_digest: str | None = None,
+    model_path: Path | None = None,
+    oms_signers: Path | None = None,
 ) -> int:
     """Append the export's records missing from the ledger at ``ledger_url``.
 
@@ -48,14 +57,17 @@ def seed_ledger(
         trust_dir: Directory of trusted ``*.pub`` keys.
         model_digest: When given, the export must pass the deploy gate for this digest
             before anything is written.
+        model_path: When given, the gate also checks this model file and its OMS bundle
+            (and pins it to ``model_digest``).
+        oms_signers: The trusted OMS signer keys' directory (default: the gate's).
 
     Returns:
         How many records were appended.
 
     Raises:
         SeedError: no trusted key, the export is unreadable or does not verify, the
-            deploy gate refuses ``model_digest`` (every reason), or the ledger diverges
-            from the export.
+            deploy gate refuses the model (every reason: its digest, its file, its OMS
+            signature), or the ledger diverges from the export.
     """
     try:
         trust = TrustStore.from_directory(trust_dir)
@@ -74,10 +86,11 @@ def seed_ledger(
         records = verified_export_records(text, trust)
     except LedgerError as exc:
         raise SeedError(f"The ledger export does not verify: {exc}") from exc
-    if model_digest is not None:
+    if model_digest is not None or model_path is not None:
         try:
             check_deploy(
-                trust=GateTrust.from_directory(trust_dir),
+                trust=GateTrust.from_directory(trust_dir, oms_signers=oms_signers),
+                artifact=model_path,
                 digest=model_digest,
                 ledger_export=export_path,
             )
@@ -95,7 +108,8 @@ def seed_ledger(
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m service.ledger.seed --export F --ledger URL --trust-dir D``.
 
-    The model digest comes from ``--model-digest`` or ``ZTML_MODEL_DIGEST``.
+    The model digest comes from ``--model-digest`` or ``ZTML_MODEL_DIGEST``, the model
+    file from ``--model-path`` or ``ZTML_MODEL_PATH``; both are required.
     """
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--export", type=Path, required=True)
@@ -112,11 +126,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="create the pod's audit signing key in this directory when missing",
     )
+    parser.add_argument(
+        "--model-path",
+        type=Path,
+        default=os.environ.get("ZTML_MODEL_PATH") or None,
+        help="the model file the pod serves, with model.sig beside it "
+        "(default: $ZTML_MODEL_PATH); required",
+    )
+    parser.add_argument(
+        "--oms-signers",
+        type=Path,
+        default=os.environ.get("ZTML_OMS_SIGNERS_DIR") or None,
+        help="trusted OMS signer keys (default: $ZTML_OMS_SIGNERS_DIR or TRUST_DIR/oms_signers)",
+    )
     args = parser.parse_args(argv)
     if not args.model_digest:
         print(
             "ledger seed failed: no model digest to gate (pass --model-digest or set "
             "ZTML_MODEL_DIGEST)",
+            file=sys.stderr,
+        )
+        return 1
+    if args.model_path is None:
+        print(
+            "ledger seed failed: no model file to verify (pass --model-path or set "
+            "ZTML_MODEL_PATH)",
             file=sys.stderr,
         )
         return 1
@@ -126,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ledger_url=args.ledger,
             trust_dir=args.trust_dir,
             model_digest=args.model_digest,
+            model_path=args.model_path,
+            oms_signers=args.oms_signers,
         )
     except SeedError as exc:
         print(f"ledger seed failed: {exc}", file=sys.stderr)

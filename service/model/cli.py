@@ -1,9 +1,11 @@
-"""``ztml model``: train, evaluate and register the digits classifier.
+"""``ztml model``: train, evaluate, sign and register the digits classifier.
 
 ``train`` writes ``DIR/<defense>/model.safetensors`` and ``metrics.json`` (with ``all``
 also ``DIR/report.md`` and ``DIR/robustness.png``); ``evaluate`` attacks an artifact and
-prints its clean and robust accuracy; ``register`` signs the artifact's register record
-into the provenance ledger after checking the metrics describe that very artifact.
+prints its clean and robust accuracy; ``sign`` writes the OMS bundle ``model.sig`` of a
+model directory or file; ``register`` verifies that bundle and signs the artifact's
+register record into the provenance ledger after checking the metrics describe that very
+artifact.
 Torch is imported inside the commands, so ``ztml --help`` stays fast.
 """
 
@@ -169,6 +171,52 @@ def evaluate(
 
 
 @app.command()
+def sign(
+    model: Annotated[
+        Path,
+        typer.Argument(help="The model directory (every file in it is signed) or one file."),
+    ],
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            help="EC private key, PEM (default $ZTML_HOME/keys/oms-signer.key, made by "
+            "`ztml keys init`).",
+        ),
+    ] = None,
+    signature: Annotated[
+        Path | None,
+        typer.Option(
+            "--signature",
+            help="Where to write the bundle (default: model.sig in the model directory, or "
+            "beside the file).",
+        ),
+    ] = None,
+) -> None:
+    """Sign a model in OMS format (OpenSSF model signing) with a key; write model.sig.
+
+    Registration, the deploy gate, the pod's init step and the service's start verify
+    the bundle against the trusted OMS signer keys ($ZTML_TRUST_DIR/oms_signers, by
+    default $ZTML_HOME/keys/oms_signers). The library's own
+    `model_signing verify key MODEL --signature MODEL/model.sig --public_key KEY.pub`
+    accepts it too.
+    """
+    from service.oms import OmsError, default_signing_key, sign_model
+
+    try:
+        bundle = sign_model(
+            model, key=key or default_signing_key(ztml_home() / "keys"), bundle=signature
+        )
+    except OmsError as exc:
+        raise fail(exc) from None
+    console.print(
+        f"signed {', '.join(bundle.files)} of {model}: wrote {bundle.path} ({bundle.digest}, "
+        f"key {bundle.key_hint[:16]})",
+        highlight=False,
+    )
+
+
+@app.command()
 def register(
     artifact: Annotated[Path, typer.Argument(help="The model.safetensors to register.")],
     metrics: Annotated[
@@ -191,13 +239,30 @@ def register(
     identity: Annotated[
         str | None, typer.Option("--identity", help="Signer identity (default trainer@<host>).")
     ] = None,
+    oms_signers: Annotated[
+        Path | None,
+        typer.Option(
+            "--oms-signers",
+            help="Trusted OMS signer public keys (default $ZTML_TRUST_DIR/oms_signers or "
+            "$ZTML_HOME/keys/oms_signers).",
+        ),
+    ] = None,
 ) -> None:
-    """Register an artifact in the provenance ledger, signed with the trainer key."""
+    """Register an artifact in the provenance ledger, signed with the trainer key.
+
+    The model's OMS bundle (model.sig beside the artifact, see `ztml model sign`) must
+    verify against a trusted OMS signer key first.
+    """
     from service.model.register import register_model
 
     with _errors():
         record = register_model(
-            artifact, metrics, ledger_url=ledger, key_path=key, identity=identity
+            artifact,
+            metrics,
+            ledger_url=ledger,
+            key_path=key,
+            identity=identity,
+            oms_signers=oms_signers,
         )
     console.print(
         f"registered {record.model_digest} as {record.payload['name']} "

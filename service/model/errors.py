@@ -19,3 +19,7 @@ class TrainingError(ModelError):
 
 class RegistrationError(ModelError):
     """Writing the register record to the provenance ledger failed."""
+
+
+class ModelSignatureError(ModelError):
+    """The model's OMS signature is missing, untrusted or does not verify; nothing is signed."""

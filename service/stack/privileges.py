@@ -23,7 +23,12 @@ from service.stack.errors import StackError
 SERVICE_USER = "ztml"
 #: Private keys that stay with root: they vouch for models or mint client certificates,
 #: and must not be in a server.
-KEPT_FROM_SERVERS = ("keys/trainer.key", "keys/approver.key", "tls/ca.key")
+KEPT_FROM_SERVERS = (
+    "keys/trainer.key",
+    "keys/approver.key",
+    "keys/oms-signer.key",
+    "tls/ca.key",
+)
 
 
 @dataclass(frozen=True)

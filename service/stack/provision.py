@@ -1,9 +1,11 @@
 """Make sure the local stack has what it serves: keys, a token issuer and a demo model.
 
 Everything is reused when present: keys are never regenerated, the demo model is trained
-only when its artifact is missing (or ``--retrain``), and ledger records are added only
-when missing. Registration is signed by the trainer key and approval by the approver key
-under a different identity, as the provenance policy demands.
+only when its artifact is missing (or ``--retrain``), signed in OMS format (``model.sig``
+over its directory, with ``$ZTML_HOME/keys/oms-signer.key``) only when newly trained or
+unsigned, and ledger records are added only when missing. Registration is signed by
+the trainer key and approval by the approver key under a different identity, as the
+provenance policy demands.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def demo_model_dir(home: Path) -> Path:
 
 
 def ensure_keys_and_issuer(home: Path) -> None:
-    """Create the standard keys and the local token issuer when missing.
+    """Create the standard keys, the OMS signing key and the local token issuer when missing.
 
     Raises:
         ProvisionError: a key or the issuer file is unusable.
@@ -49,11 +51,13 @@ def ensure_keys_and_issuer(home: Path) -> None:
     from service.authn import AuthnError, ensure_local_issuer
     from service.keys.errors import KeyError_
     from service.keys.store import init_keys
+    from service.oms import OmsError, init_signing_key
 
     try:
         init_keys(home / "keys")
+        init_signing_key(home / "keys")
         ensure_local_issuer(home)
-    except (KeyError_, AuthnError) as err:
+    except (KeyError_, AuthnError, OmsError) as err:
         raise ProvisionError(f"Cannot prepare keys or the token issuer: {err}") from None
 
 
@@ -89,6 +93,13 @@ def ensure_demo_model(home: Path, *, retrain: bool, progress: Progress) -> DemoM
     from service.ledger import LedgerError, NotRegisteredError, hash_artifact, open_ledger
     from service.model.errors import ModelError
     from service.model.register import register_model
+    from service.oms import (
+        OmsError,
+        bundle_path,
+        default_signing_key,
+        sign_model,
+        signers_dir,
+    )
 
     model_dir = demo_model_dir(home)
     path = model_dir / "model.safetensors"
@@ -102,6 +113,8 @@ def ensure_demo_model(home: Path, *, retrain: bool, progress: Progress) -> DemoM
     try:
         approver = Signer.from_file(home / "keys" / "approver.key", APPROVER_IDENTITY)
         digest, _ = hash_artifact(path)
+        if trained_now or not bundle_path(model_dir).exists():
+            sign_model(model_dir, key=default_signing_key(home / "keys"))
         try:
             with open_ledger(ledger_url) as ledger:
                 ledger.model(digest)
@@ -112,6 +125,7 @@ def ensure_demo_model(home: Path, *, retrain: bool, progress: Progress) -> DemoM
                 ledger_url=ledger_url,
                 key_path=home / "keys" / "trainer.key",
                 identity=TRAINER_IDENTITY,
+                oms_signers=signers_dir(home / "keys", env={}),
             )
             registered_now = True
         with open_ledger(ledger_url) as ledger:
@@ -124,7 +138,7 @@ def ensure_demo_model(home: Path, *, retrain: bool, progress: Progress) -> DemoM
             if state.status != "approved":
                 ledger.approve(digest, signer=approver, comment="demo model approved by ztml up")
                 approved_now = True
-    except (LedgerError, KeyError_, ModelError) as err:
+    except (LedgerError, KeyError_, ModelError, OmsError) as err:
         raise ProvisionError(
             f"Cannot register or approve the demo model: {err} If the demo model was changed "
             "or damaged, train a new one with `ztml up --retrain`."

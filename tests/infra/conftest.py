@@ -66,6 +66,7 @@ class Ledger:
     approver_key_id: str
     trust_keys: list[dict[str, str]]
     issuer_pem: str
+    oms_signer_pem: str
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,18 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Ledger:
             for s in (trainer, approver)
         ],
         issuer_pem=_public_pem(issuer),
+        oms_signer_pem=_oms_signer_pem(),
     )
+
+
+def _oms_signer_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    public = ec.generate_private_key(ec.SECP256R1()).public_key()
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
 
 
 def raw_config(ledger: Ledger, **overrides: Any) -> dict[str, str]:
@@ -163,6 +175,7 @@ def raw_config(ledger: Ledger, **overrides: Any) -> dict[str, str]:
         "trainerKeyIds": [ledger.trainer_key_id],
         "approverKeyIds": [ledger.approver_key_id],
         "ledgerTrustKeys": ledger.trust_keys,
+        "omsSignerKeys": [ledger.oms_signer_pem],
     }
     values.update(overrides)
     return {

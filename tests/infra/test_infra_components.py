@@ -80,6 +80,19 @@ def test_trust_secret_names_each_key_by_its_role(any_run: Any) -> None:
     assert all("BEGIN PUBLIC KEY" in pem for pem in files.values())
 
 
+def test_oms_signer_keys_reach_the_init_step_and_the_service(any_run: Any) -> None:
+    secrets = {u.rsplit("::", 1)[1]: m for u, m in any_run.of_kind("Secret").items()}
+    files = secrets["ztml-trust-oms-signers"]["stringData"]
+    assert list(files.values()) == list(any_run.config.oms_signer_keys)
+    for urn, manifest in any_run.of_kind("Deployment").items():
+        spec = manifest["spec"]["template"]["spec"]
+        for container in (*spec.get("initContainers", []), spec["containers"][0]):
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert env["ZTML_OMS_SIGNERS_DIR"] == "/etc/ztml/oms-signers", urn
+            mount = next(m for m in container["volumeMounts"] if m["name"] == "oms-signers")
+            assert mount["mountPath"] == "/etc/ztml/oms-signers", urn
+
+
 def test_issuers_file_is_mounted_into_ztml_home(any_run: Any) -> None:
     for urn, manifest in any_run.of_kind("Deployment").items():
         model = manifest["spec"]["template"]["spec"]["containers"][0]

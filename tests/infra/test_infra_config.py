@@ -68,6 +68,8 @@ def test_target_other_than_k3d_is_a_kubeconfig_context(raw: dict[str, str]) -> N
         ("trustedIssuers", [{"iss": "x"}], "iss, kid and publicKey"),
         ("trustedIssuers", [], "at least one issuer"),
         ("ledgerTrustKeys", [{"keyId": "nope", "publicKey": "x"}], "keyId"),
+        ("omsSignerKeys", [], "at least one PEM public key"),
+        ("omsSignerKeys", ["not a key"], "a PEM public key"),
         ("clientNamespaces", ["Bad Name"], "namespace names"),
     ],
 )
@@ -92,6 +94,17 @@ def test_issuer_key_must_be_a_pem_public_key(raw: dict[str, str]) -> None:
         parse_config(_with(raw, trustedIssuers=issuers))
 
 
+def test_oms_signer_keys_must_be_elliptic_curve_keys(raw: dict[str, str]) -> None:
+    ledger_key = json.loads(raw["ztml:ledgerTrustKeys"])[0]["publicKey"]  # Ed25519
+    with pytest.raises(ConfigError, match=r"omsSignerKeys\[0\]: .*elliptic-curve"):
+        parse_config(_with(raw, omsSignerKeys=[ledger_key]))
+
+
+def test_oms_signer_keys_are_required(raw: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="ztml:omsSignerKeys"):
+        parse_config(_with(raw, omsSignerKeys=None))
+
+
 def test_role_key_ids_need_a_trust_key(raw: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match="no public key in ztml:ledgerTrustKeys"):
         parse_config(_with(raw, approverKeyIds=["ed25519:" + "e" * 16]))
@@ -114,7 +127,8 @@ def test_several_replicas_need_postgres_image_and_password(raw: dict[str, str]) 
 def _stack_raw(name: str, raw: dict[str, str]) -> dict[str, str]:
     stack = yaml.safe_load((REPO / f"Pulumi.{name}.yaml").read_text())["config"]
     values = {k: v if isinstance(v, str) else json.dumps(v) for k, v in stack.items()}
-    secrets = {k: raw[k] for k in ("ztml:trustedIssuers", "ztml:ledgerTrustKeys")}
+    keys = ("ztml:trustedIssuers", "ztml:ledgerTrustKeys", "ztml:omsSignerKeys")
+    secrets = {k: raw[k] for k in keys}
     return {**values, **secrets, "ztml:postgresPassword": "a-long-enough-password"}
 
 

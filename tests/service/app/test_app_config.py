@@ -18,6 +18,15 @@ def test_defaults_are_safe(tmp_path: Path) -> None:
     assert config.workers == 1 and config.max_body_bytes > 0
 
 
+def test_oms_signers_follow_the_trust_directory_unless_named(tmp_path: Path) -> None:
+    trust = tmp_path / "trust"
+    config = load_config({"ZTML_HOME": str(tmp_path), "ZTML_TRUST_DIR": str(trust)})
+    assert config.oms_signers_dir == trust / "oms_signers"
+    named = tmp_path / "signers"
+    env = {"ZTML_HOME": str(tmp_path), "ZTML_OMS_SIGNERS_DIR": str(named)}
+    assert load_config(env).oms_signers_dir == named
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [

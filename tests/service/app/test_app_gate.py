@@ -13,6 +13,7 @@ from service.app.config import AppConfig, load_config
 from service.app.errors import ModelRefusedError
 from service.app.gate import verify_model
 from tests.service.app.harness import install_demo_model
+from tests.service.oms.tampering import ATTACKS, REFUSALS, attack
 
 
 @pytest.fixture
@@ -76,17 +77,20 @@ def test_revoked_model_is_refused(home: Path) -> None:
 
 def test_unapproved_model_is_refused(tmp_path: Path, demo_model_source: Path) -> None:
     from service.model.register import register_model
+    from service.oms import default_signing_key, sign_model
     from service.stack.provision import demo_model_dir, ensure_keys_and_issuer
 
     ensure_keys_and_issuer(tmp_path)
     target = demo_model_dir(tmp_path)
     shutil.copytree(demo_model_source, target)
+    sign_model(target, key=default_signing_key(tmp_path / "keys"))
     register_model(
         target / "model.safetensors",
         target / "metrics.json",
         ledger_url=tmp_path / "ledger.db",
         key_path=tmp_path / "keys" / "trainer.key",
         identity="trainer@ztml-local",
+        oms_signers=tmp_path / "keys" / "oms_signers",
     )
     with pytest.raises(ModelRefusedError) as refused:
         verify_model(config_for(tmp_path))
@@ -99,8 +103,43 @@ def test_model_signed_by_an_untrusted_key_is_refused(
     trust = tmp_path_factory.mktemp("trust")
     for name in ("approver.pub", "audit.pub", "issuer.pub"):
         shutil.copy2(home / "keys" / name, trust / name)
+    shutil.copytree(home / "keys" / "oms_signers", trust / "oms_signers")
     with pytest.raises(ModelRefusedError):
         verify_model(config_for(home, ZTML_TRUST_DIR=str(trust)))
+
+
+def test_the_signed_demo_model_passes_with_its_bundle(home: Path) -> None:
+    config = config_for(home)
+    assert (config.model_path.parent / "model.sig").is_file()
+    assert verify_model(config).digest.startswith("sha256:")
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_each_oms_attack_is_refused_at_start(name: str, home: Path, tmp_path: Path) -> None:
+    config = config_for(home)
+    attack(name, config.model_path.parent, scratch=tmp_path / "scratch")
+    with pytest.raises(ModelRefusedError) as refused:
+        verify_model(config)
+    assert any("OMS signature refused" in r and REFUSALS[name] in r for r in refused.value.reasons)
+
+
+def test_tampered_weights_pinned_to_the_approved_digest_are_refused_at_start(
+    home: Path, tmp_path: Path
+) -> None:
+    digest = verify_model(config_for(home)).digest
+    config = config_for(home, ZTML_MODEL_DIGEST=digest)
+    attack("weights", config.model_path.parent, scratch=tmp_path / "scratch")
+    with pytest.raises(ModelRefusedError) as refused:
+        verify_model(config)
+    assert any("pinned" in r for r in refused.value.reasons)
+    assert any("OMS signature refused" in r for r in refused.value.reasons)
+
+
+def test_no_trusted_oms_signer_refuses_start(home: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "no-signers"
+    empty.mkdir()
+    with pytest.raises(ModelRefusedError, match="No trusted OMS signer keys"):
+        verify_model(config_for(home, ZTML_OMS_SIGNERS_DIR=str(empty)))
 
 
 @pytest.mark.system

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,11 @@ from service.gate import (
     Requirements,
     check_deploy,
 )
-from service.keys.store import Signer, TrustStore
+from service.keys.store import Signer, TrustStore, public_pem
 from service.ledger import hash_artifact, open_ledger
 from service.model.metrics import evaluation_document, robust_entry
+from service.oms import TrustedSigners, sign_model
+from tests.service.oms.tampering import ATTACKS, REFUSALS, attack, make_keys
 
 
 @dataclass(frozen=True)
@@ -35,10 +38,15 @@ class Evidence:
 
 @pytest.fixture(scope="module")
 def evidence(tmp_path_factory: pytest.TempPathFactory) -> Evidence:
-    """An artifact registered (robust accuracy 0.85) and approved in a real ledger."""
+    """An OMS-signed artifact registered (robust accuracy 0.85) and approved in a real ledger."""
     home = tmp_path_factory.mktemp("gate")
-    artifact = home / "model.safetensors"
+    oms = make_keys(home)
+    model_dir = home / "model"
+    model_dir.mkdir()
+    artifact = model_dir / "model.safetensors"
     artifact.write_bytes(os.urandom(4096))
+    (model_dir / "metrics.json").write_text(json.dumps({"model": {"version": "3"}}))
+    bundle = sign_model(model_dir, key=oms.key)
     digest, size = hash_artifact(artifact)
     trainer = Signer("trainer@example", Ed25519PrivateKey.generate())
     approver = Signer("approver@example", Ed25519PrivateKey.generate())
@@ -60,12 +68,22 @@ def evidence(tmp_path_factory: pytest.TempPathFactory) -> Evidence:
                     robust_entry(attack="pgd", epsilon=0.1, steps=20, restarts=1, accuracy=0.85)
                 ],
             ),
+            oms_bundle=bundle.ledger_entry(),
         )
         ledger.approve(digest, signer=approver, comment="ok")
         export = home / "ledger-export.json"
         export.write_text(json.dumps(ledger.export(store)))
-    trust = GateTrust(store, (trainer.key_id,), (approver.key_id,))
+    signers = TrustedSigners.from_directory(oms.signers)
+    trust = GateTrust(store, (trainer.key_id,), (approver.key_id,), signers)
     return Evidence(artifact, digest, url, export, trust)
+
+
+@pytest.fixture
+def model_copy(evidence: Evidence, tmp_path: Path) -> Path:
+    """A copy of the signed model directory, to attack; returns its artifact."""
+    target = tmp_path / "model"
+    shutil.copytree(evidence.artifact.parent, target)
+    return target / evidence.artifact.name
 
 
 def test_approved_artifact_passes_against_the_ledger(evidence: Evidence) -> None:
@@ -76,6 +94,54 @@ def test_approved_artifact_passes_against_the_ledger(evidence: Evidence) -> None
     assert (approved.name, approved.version) == ("digits-mlp", "3")
     assert approved.size == evidence.artifact.stat().st_size
     assert approved.export_text is None
+    assert approved.oms_bundle is not None and approved.oms_bundle.startswith("sha256:")
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_each_oms_attack_on_the_artifact_is_denied(
+    name: str, evidence: Evidence, model_copy: Path, tmp_path: Path
+) -> None:
+    attack(name, model_copy.parent, scratch=tmp_path)
+    with pytest.raises(ModelDeniedError) as denied:
+        check_deploy(trust=evidence.trust, artifact=model_copy, ledger_url=evidence.ledger_url)
+    assert any("OMS signature refused" in r and REFUSALS[name] in r for r in denied.value.reasons)
+
+
+def test_tampered_weights_are_denied_with_every_reason(
+    evidence: Evidence, model_copy: Path, tmp_path: Path
+) -> None:
+    attack("weights", model_copy.parent, scratch=tmp_path)
+    with pytest.raises(ModelDeniedError) as denied:
+        check_deploy(trust=evidence.trust, artifact=model_copy, ledger_url=evidence.ledger_url)
+    assert any("no register record" in r for r in denied.value.reasons)
+    assert any("OMS signature refused" in r for r in denied.value.reasons)
+
+
+def test_tampered_weights_pinned_to_the_approved_digest_are_denied(
+    evidence: Evidence, model_copy: Path, tmp_path: Path
+) -> None:
+    attack("weights", model_copy.parent, scratch=tmp_path)
+    with pytest.raises(ModelDeniedError) as denied:
+        check_deploy(
+            trust=evidence.trust,
+            artifact=model_copy,
+            digest=evidence.digest,
+            ledger_export=evidence.export,
+        )
+    assert any("pinned" in r for r in denied.value.reasons)
+    assert any("OMS signature refused" in r for r in denied.value.reasons)
+
+
+def test_an_artifact_is_refused_when_no_oms_signer_is_trusted(evidence: Evidence) -> None:
+    trust = replace(evidence.trust, oms_signers=None)
+    with pytest.raises(GateTrustError, match="oms_signers"):
+        check_deploy(trust=trust, artifact=evidence.artifact, ledger_url=evidence.ledger_url)
+
+
+def test_trust_directory_without_oms_signers_is_refused(evidence: Evidence, tmp_path: Path) -> None:
+    (tmp_path / "trainer.pub").write_text(public_pem(Ed25519PrivateKey.generate().public_key()))
+    with pytest.raises(GateTrustError, match="No trusted OMS signer keys"):
+        GateTrust.from_directory(tmp_path)
 
 
 def test_approved_digest_passes_against_the_export(evidence: Evidence) -> None:

@@ -17,6 +17,7 @@ from service.keys.store import init_keys
 from service.model.artifact import save_model
 from service.model.metrics import evaluation_document, robust_entry
 from service.model.net import DigitsNet
+from service.oms import init_signing_key, sign_model
 
 runner = CliRunner()
 
@@ -43,6 +44,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     digest = save_model(DigitsNet(), artifact, metadata={"version": "7", "defense": "pgd"})
     described = {"digest": digest, "format": "safetensors", "size": artifact.stat().st_size}
     (tmp_path / "metrics.json").write_text(json.dumps({**METRICS, "artifact": described}))
+    sign_model(artifact, key=init_signing_key(tmp_path / "keys").private_path)  # the file alone
     return tmp_path
 
 

@@ -3,27 +3,69 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from service.keys.store import Signer, TrustStore, public_pem
-from service.ledger import Ledger, open_ledger
+from service.ledger import Ledger, hash_artifact, open_ledger
 from service.ledger.errors import SeedError
 from service.ledger.seed import main, seed_ledger
+from service.oms import OmsBundle, sign_model
 from tests.service.ledger.conftest import Register, digest_of
+from tests.service.oms.tampering import ATTACKS, REFUSALS, OmsKeys, attack, make_keys
+
+
+@dataclass(frozen=True)
+class PodModel:
+    """The model file baked into the pod, its digest and its OMS bundle."""
+
+    path: Path
+    digest: str
+    bundle: OmsBundle
+
+
+@pytest.fixture
+def oms(tmp_path: Path) -> OmsKeys:
+    return make_keys(tmp_path / "oms")
+
+
+@pytest.fixture
+def pod_model(oms: OmsKeys, tmp_path: Path) -> PodModel:
+    """A signed model directory: weights and their contract (metrics.json)."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    path = model_dir / "model.safetensors"
+    path.write_bytes(os.urandom(4096))
+    (model_dir / "metrics.json").write_text(json.dumps({"model": {"version": "3"}}))
+    bundle = sign_model(model_dir, key=oms.key)
+    return PodModel(path, hash_artifact(path)[0], bundle)
 
 
 @pytest.fixture
 def export_path(
-    ledger: Ledger, register: Register, approver: Signer, trust: TrustStore, tmp_path: Path
+    ledger: Ledger,
+    register: Register,
+    approver: Signer,
+    trust: TrustStore,
+    tmp_path: Path,
+    pod_model: PodModel,
 ) -> Path:
-    """An export of a ledger with an approved and a revoked model."""
+    """An export of a ledger with an approved and a revoked model, and the pod's, approved."""
     register(1)
     ledger.approve(digest_of(1), signer=approver, comment="ok")
     register(2)
     ledger.revoke(digest_of(2), signer=approver, reason="data leak")
+    register(
+        3,
+        artifact={"digest": pod_model.digest, "format": "safetensors", "size": 4096},
+        oms_bundle=pod_model.bundle.ledger_entry(),
+    )
+    ledger.approve(pod_model.digest, signer=approver, comment="ok")
     path = tmp_path / "export" / "ledger-export.json"
     path.parent.mkdir()
     path.write_text(json.dumps(ledger.export(trust), indent=1))
@@ -31,11 +73,14 @@ def export_path(
 
 
 @pytest.fixture
-def trust_dir(trainer: Signer, approver: Signer, auditor: Signer, tmp_path: Path) -> Path:
+def trust_dir(
+    trainer: Signer, approver: Signer, auditor: Signer, oms: OmsKeys, tmp_path: Path
+) -> Path:
     directory = tmp_path / "trust"
     directory.mkdir()
     for name, signer in (("trainer", trainer), ("approver", approver), ("audit", auditor)):
         (directory / f"{name}.pub").write_text(public_pem(signer.public_key))
+    shutil.copytree(oms.signers, directory / "oms_signers")
     return directory
 
 
@@ -121,17 +166,25 @@ def test_command_line_reports_failure_with_exit_code(
 
 
 def test_command_line_seeds_and_reports_the_count(
-    export_path: Path, trust_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    export_path: Path,
+    trust_dir: Path,
+    tmp_path: Path,
+    pod_model: PodModel,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     url = str(tmp_path / "l.db")
     command = ["--export", str(export_path), "--ledger", url, "--trust-dir", str(trust_dir)]
-    code = main([*command, "--model-digest", digest_of(1)])
+    code = main([*command, "--model-digest", pod_model.digest, "--model-path", str(pod_model.path)])
     assert code == 0
     assert f"{len(_records(export_path))} record(s) appended" in capsys.readouterr().out
 
 
 def test_the_pods_audit_key_is_made_once_in_a_private_directory(
-    export_path: Path, trust_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    export_path: Path,
+    trust_dir: Path,
+    tmp_path: Path,
+    pod_model: PodModel,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     keys = tmp_path / "home" / "keys"
     command = [
@@ -142,7 +195,9 @@ def test_the_pods_audit_key_is_made_once_in_a_private_directory(
         "--trust-dir",
         str(trust_dir),
         "--model-digest",
-        digest_of(1),
+        pod_model.digest,
+        "--model-path",
+        str(pod_model.path),
         "--audit-keys",
         str(keys),
     ]
@@ -172,6 +227,22 @@ def test_command_line_without_a_model_digest_seeds_nothing(
     assert not url.exists()
 
 
+def test_command_line_without_a_model_file_seeds_nothing(
+    export_path: Path,
+    trust_dir: Path,
+    tmp_path: Path,
+    pod_model: PodModel,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("ZTML_MODEL_PATH", raising=False)
+    url = tmp_path / "l.db"
+    command = ["--export", str(export_path), "--ledger", str(url), "--trust-dir", str(trust_dir)]
+    assert main([*command, "--model-digest", pod_model.digest]) == 1
+    assert "no model file to verify" in capsys.readouterr().err
+    assert not url.exists()
+
+
 def test_an_export_that_does_not_approve_the_pods_model_is_not_seeded(
     export_path: Path, trust_dir: Path, tmp_path: Path
 ) -> None:
@@ -187,13 +258,67 @@ def test_an_export_that_does_not_approve_the_pods_model_is_not_seeded(
     assert not url.exists()
 
 
-def test_the_pods_model_digest_is_read_from_its_environment(
-    export_path: Path, trust_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_pods_model_is_read_from_its_environment(
+    export_path: Path,
+    trust_dir: Path,
+    tmp_path: Path,
+    pod_model: PodModel,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("ZTML_MODEL_PATH", str(pod_model.path))
     monkeypatch.setenv("ZTML_MODEL_DIGEST", digest_of(2))
     url = tmp_path / "l.db"
     command = ["--export", str(export_path), "--ledger", str(url), "--trust-dir", str(trust_dir)]
     assert main(command) == 1
     assert not url.exists()
-    monkeypatch.setenv("ZTML_MODEL_DIGEST", digest_of(1))
+    monkeypatch.setenv("ZTML_MODEL_DIGEST", pod_model.digest)
     assert main(command) == 0
+
+
+def test_the_pods_signed_model_is_seeded(
+    export_path: Path, trust_dir: Path, tmp_path: Path, pod_model: PodModel
+) -> None:
+    url = str(tmp_path / "l.db")
+    appended = seed_ledger(
+        export_path=export_path,
+        ledger_url=url,
+        trust_dir=trust_dir,
+        model_digest=pod_model.digest,
+        model_path=pod_model.path,
+    )
+    assert appended == len(_records(export_path))
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_each_oms_attack_on_the_pods_model_is_not_seeded(
+    name: str, export_path: Path, trust_dir: Path, tmp_path: Path, pod_model: PodModel
+) -> None:
+    attack(name, pod_model.path.parent, scratch=tmp_path)
+    url = tmp_path / "l.db"
+    with pytest.raises(SeedError, match="deploy gate refuses to seed") as refused:
+        seed_ledger(
+            export_path=export_path,
+            ledger_url=str(url),
+            trust_dir=trust_dir,
+            model_digest=pod_model.digest,
+            model_path=pod_model.path,
+        )
+    assert "OMS signature refused" in str(refused.value)
+    assert REFUSALS[name] in str(refused.value)
+    assert not url.exists()
+
+
+def test_a_pod_without_trusted_oms_signers_seeds_nothing(
+    export_path: Path, trust_dir: Path, tmp_path: Path, pod_model: PodModel
+) -> None:
+    shutil.rmtree(trust_dir / "oms_signers")
+    url = tmp_path / "l.db"
+    with pytest.raises(SeedError, match="No trusted OMS signer keys"):
+        seed_ledger(
+            export_path=export_path,
+            ledger_url=str(url),
+            trust_dir=trust_dir,
+            model_digest=pod_model.digest,
+            model_path=pod_model.path,
+        )
+    assert not url.exists()

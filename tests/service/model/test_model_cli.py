@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from service.cli.main import app as ztml_app
 from service.model.artifact import file_digest
 from service.model.cli import app
+from tests.service.oms.tampering import OmsKeys, make_keys
 
 runner = CliRunner()
 METRICS_KEYS = {
@@ -25,23 +26,31 @@ METRICS_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def oms_keys(tmp_path_factory: pytest.TempPathFactory) -> OmsKeys:
+    return make_keys(tmp_path_factory.mktemp("oms"))
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory: pytest.TempPathFactory, oms_keys: OmsKeys) -> Path:
+    """A tiny model directory, signed with ``ztml model sign``."""
     out = tmp_path_factory.mktemp("models")
     result = runner.invoke(
         app, ["train", "--defense", "none", "--profile", "tiny", "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
+    signed = runner.invoke(app, ["sign", str(out / "none"), "--key", str(oms_keys.key)])
+    assert signed.exit_code == 0, signed.output
     return out / "none"
 
 
 def test_model_help_lists_the_commands() -> None:
     result = runner.invoke(ztml_app, ["model", "--help"])
     assert result.exit_code == 0
-    for command in ("train", "evaluate", "register"):
+    for command in ("train", "evaluate", "sign", "register"):
         assert command in result.output
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "register"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "sign", "register"])
 def test_each_command_has_help(command: str) -> None:
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0
@@ -101,20 +110,24 @@ def test_evaluate_of_a_corrupt_artifact_fails_cleanly(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_register_refuses_metrics_of_another_artifact(trained_dir: Path, tmp_path: Path) -> None:
+def test_register_refuses_metrics_of_another_artifact(
+    trained_dir: Path, tmp_path: Path, oms_keys: OmsKeys
+) -> None:
     metrics = json.loads((trained_dir / "metrics.json").read_text())
     metrics["artifact"]["digest"] = "sha256:" + "0" * 64
     other = tmp_path / "metrics.json"
     other.write_text(json.dumps(metrics))
-    result = runner.invoke(
-        app, ["register", str(trained_dir / "model.safetensors"), "--metrics", str(other)]
-    )
+    artifact = str(trained_dir / "model.safetensors")
+    trusted = ["--oms-signers", str(oms_keys.signers)]
+    result = runner.invoke(app, ["register", artifact, "--metrics", str(other), *trusted])
     assert result.exit_code == 1
     assert "describes artifact sha256:000" in " ".join(result.output.split())
 
 
 @pytest.mark.slow
-def test_register_writes_a_signed_ledger_record(trained_dir: Path, tmp_path: Path) -> None:
+def test_register_writes_a_signed_ledger_record(
+    trained_dir: Path, tmp_path: Path, oms_keys: OmsKeys
+) -> None:
     from service.keys.store import init_keys
     from service.ledger import open_ledger
 
@@ -134,6 +147,8 @@ def test_register_writes_a_signed_ledger_record(trained_dir: Path, tmp_path: Pat
             str(keys / "trainer.key"),
             "--identity",
             "alice@example",
+            "--oms-signers",
+            str(oms_keys.signers),
         ],
     )
     assert result.exit_code == 0, result.output
@@ -143,10 +158,13 @@ def test_register_writes_a_signed_ledger_record(trained_dir: Path, tmp_path: Pat
     assert record.model_digest == file_digest(trained_dir / "model.safetensors")
     assert record.identity == "alice@example"
     assert record.payload["evaluation"]["clean_accuracy"] > 0.9
+    assert record.payload["oms_bundle"]["digest"] == file_digest(trained_dir / "model.sig")
 
 
 @pytest.mark.slow
-def test_register_with_a_missing_key_fails_cleanly(trained_dir: Path, tmp_path: Path) -> None:
+def test_register_with_a_missing_key_fails_cleanly(
+    trained_dir: Path, tmp_path: Path, oms_keys: OmsKeys
+) -> None:
     result = runner.invoke(
         app,
         [
@@ -158,7 +176,28 @@ def test_register_with_a_missing_key_fails_cleanly(trained_dir: Path, tmp_path: 
             str(tmp_path / "l.db"),
             "--key",
             str(tmp_path / "absent.key"),
+            "--oms-signers",
+            str(oms_keys.signers),
         ],
     )
     assert result.exit_code == 1
     assert "registration failed" in result.output
+
+
+def test_sign_writes_a_bundle_beside_the_weights(tmp_path: Path, oms_keys: OmsKeys) -> None:
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model.safetensors").write_bytes(b"weights")
+    (model_dir / "metrics.json").write_text("{}")
+    result = runner.invoke(app, ["sign", str(model_dir), "--key", str(oms_keys.key)])
+    assert result.exit_code == 0, result.output
+    assert (model_dir / "model.sig").is_file()
+    assert "metrics.json, model.safetensors" in " ".join(result.output.split())
+
+
+def test_sign_without_a_key_names_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    result = runner.invoke(app, ["sign", str(tmp_path / "model.safetensors")])
+    assert result.exit_code == 1
+    assert "ztml keys init" in " ".join(result.output.split())
+    assert not (tmp_path / "model.sig").exists()
