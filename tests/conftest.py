@@ -15,7 +15,11 @@ import pytest
 
 from service.toolchain.postgres import postgres_server
 
-pytest_plugins = ("tests.service.cluster.fixtures", "tests.system.cluster_stack")
+pytest_plugins = (
+    "tests.service.cluster.fixtures",
+    "tests.system.cluster_stack",
+    "tests.system.targets",
+)
 RUN_LAST = ("disruptive", "stack_destroy", "cluster_lifecycle")
 
 

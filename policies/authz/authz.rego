@@ -146,13 +146,17 @@ flagged_input := "serve_and_flag" if {
 
 # METADATA
 # title: Rate limit per minute
-# description: The highest rate limit of the granting roles; 0 without one.
+# description: >-
+#   The subject's limit, whatever the action: the service counts a subject's
+#   requests of every action in one window and refuses (429) a request that would
+#   go over this limit before it asks, querying this rule with only
+#   input.subject.roles. 0 without a known role.
 default rate_limit_per_minute := 0
 
 # METADATA
 # title: Rate limit per minute (computed)
-# description: Maximum over the granting roles' rate limits.
-rate_limit_per_minute := max([data.data.roles[role].rate_limit_per_minute | some role in granting_roles])
+# description: Maximum over the subject's known roles' rate limits.
+rate_limit_per_minute := max([data.data.roles[role].rate_limit_per_minute | some role in known_roles])
 
 # ---------------------------------------------------------------------------
 # Reasons: every denial explains itself.
@@ -280,7 +284,7 @@ reasons contains msg if {
 	count(granting_roles) > 0
 	input.monitor.rate_per_minute > rate_limit_per_minute
 	valid
-	msg := sprintf("request rate %v per minute exceeds the limit of %d for roles %v", [input.monitor.rate_per_minute, rate_limit_per_minute, sort(granting_roles)])
+	msg := sprintf("request rate %v per minute exceeds the limit of %d for roles %v", [input.monitor.rate_per_minute, rate_limit_per_minute, sort(known_roles)])
 }
 
 # METADATA

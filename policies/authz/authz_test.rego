@@ -277,9 +277,34 @@ test_deny_without_any_loaded_data if {
 	denied(d, "role data is not loaded")
 }
 
-test_deny_no_granting_role_gets_zero_limits if {
-	policy.rate_limit_per_minute == 0 with input as as_roles(["viewer"], {})
+test_deny_no_granting_role_gets_zero_batch_but_keeps_its_rate_limit if {
 	policy.max_batch_size == 0 with input as as_roles(["viewer"], {})
+	policy.rate_limit_per_minute == 60 with input as as_roles(["viewer"], {})
+}
+
+test_deny_no_known_role_gets_zero_rate_limit if {
+	policy.rate_limit_per_minute == 0 with input as as_roles(["superuser"], {})
+}
+
+test_allow_rate_limit_is_the_subjects_whatever_the_action if {
+	# One window counts the subject's requests of every action, so one limit applies.
+	d := decide(as_roles(["predictor", "analyst"], {"action": "explain"}))
+	d.allow == true
+	d.obligations.rate_limit_per_minute == 120
+}
+
+test_allow_rate_limit_from_the_roles_alone if {
+	# What the service asks before admitting a request: only input.subject.roles.
+	policy.rate_limit_per_minute == 60 with input as {"subject": {"roles": ["viewer", "superuser"]}}
+	policy.rate_limit_per_minute == 300 with input as {"subject": {"roles": ["viewer", "model-owner"]}}
+}
+
+test_allow_rate_exactly_at_the_limit if {
+	decide(request({"monitor": {"rate_per_minute": 120}})).allow == true
+}
+
+test_deny_rate_just_over_the_limit if {
+	denied(decide(request({"monitor": {"rate_per_minute": 120.5}})), "request rate 120.5 per minute exceeds the limit of 120")
 }
 
 # Inputs covering every condition of allow, to check allow against the reasons.

@@ -47,7 +47,8 @@ class AppConfig:
         risk_tier: the model's risk tier (``ZTML_RISK_TIER``).
         max_body_bytes: the largest accepted request body (``ZTML_MAX_BODY_BYTES``).
         max_batch: the hard cap on instances per request (``ZTML_MAX_BATCH``).
-        rate_per_minute: the rate limit before the policy gives one (``ZTML_RATE_PER_MINUTE``).
+        rate_per_minute: the rate limit of a subject without a role the policy knows (and
+            gives no limit; it denies such a subject anyway) (``ZTML_RATE_PER_MINUTE``).
         rate_burst: the token bucket's burst (``ZTML_RATE_BURST``).
         flood_subject_per_minute: one subject's request rate that is a flood
             (``ZTML_FLOOD_SUBJECT_PER_MINUTE``).

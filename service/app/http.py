@@ -2,15 +2,18 @@
 
 The routes hand each request to the worker's :class:`~service.app.pipeline.Pipeline`.
 :class:`HardeningMiddleware` wraps everything BentoML serves (its own ``/livez``,
-``/readyz`` and ``/metrics`` included): it answers only known routes and methods, serves
-the OpenAPI document, rewrites any other error into the stable JSON error shape, drops
-the ``server`` header and adds the security headers and a request id.
+``/readyz`` and ``/metrics`` included): it refuses request headers over the size limit
+(431, audited; see :mod:`service.app.header_limit`), answers only known routes and
+methods, serves the OpenAPI document, rewrites any other error into the stable JSON error
+shape, drops the ``server`` header and adds the security headers and a request id.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -19,7 +22,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.app.header_limit import MAX_HEADER_BYTES, header_bytes
 from service.app.responses import REQUEST_ID_HEADER, SECURITY_HEADERS, error_body
+
+_log = logging.getLogger(__name__)
 
 #: Route -> allowed methods. Anything else is 404/405 before it reaches BentoML.
 ROUTES: dict[str, frozenset[str]] = {
@@ -40,6 +46,11 @@ _MESSAGES = {
     404: ("not_found", "No such route."),
     405: ("method_not_allowed", "Method not allowed on this route."),
     413: ("payload_too_large", "The request body is too large."),
+    431: (
+        "headers_too_large",
+        f"The request header fields total more than {MAX_HEADER_BYTES} bytes (counted as "
+        "name: value and CRLF per field); send fewer or smaller headers.",
+    ),
     500: ("internal_error", "The service failed to answer; try again."),
     503: ("unavailable", "The service is not ready; try again later."),
     504: ("timeout", "The request took too long."),
@@ -67,6 +78,24 @@ async def metadata(request: Request) -> Response:
     return await _pipeline().handle(request, "metadata")
 
 
+def audit_refusal(*, request_id: str, client: str, action: str, status: int) -> None:
+    """Audit a request refused before the request path (through the worker's pipeline).
+
+    Raises:
+        Exception: the service is not ready or the event cannot be appended.
+    """
+    _pipeline().record_refusal(request_id=request_id, client=client, action=action, status=status)
+
+
+#: How a refused request is audited: keyword arguments request_id, client, action, status.
+RefusalAuditor = Callable[..., None]
+
+
+def _action(path: str) -> str:
+    """The audited action of a path: its route's name, never the raw (client-chosen) path."""
+    return path.lstrip("/") if path in ROUTES else "unknown_route"
+
+
 def create_api() -> Starlette:
     """Return the Starlette app of the model API routes."""
     return Starlette(
@@ -91,11 +120,23 @@ class HardeningMiddleware:
     Args:
         app: the wrapped ASGI app (BentoML's).
         spec: the OpenAPI document to serve at ``/docs.json`` and ``/openapi.json``.
+        max_header_bytes: the largest accepted header size (as
+            :func:`~service.app.header_limit.header_bytes` counts it).
+        auditor: audits a request refused here (default: the worker's pipeline).
     """
 
-    def __init__(self, app: ASGIApp, spec: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        spec: dict[str, Any] | None = None,
+        *,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+        auditor: RefusalAuditor = audit_refusal,
+    ) -> None:
         self.app = app
         self._spec = json.dumps(spec or {}).encode()
+        self.max_header_bytes = max_header_bytes
+        self._auditor = auditor
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI event."""
@@ -105,6 +146,9 @@ class HardeningMiddleware:
         path = scope.get("path", "")
         method = scope.get("method", "GET")
         request_id = uuid.uuid4().hex
+        if header_bytes(scope.get("headers", ())) > self.max_header_bytes:
+            await self._refuse_headers(scope, send, request_id)
+            return
         allowed = ROUTES.get(path)
         if allowed is None:
             await self._reply(send, 404, request_id)
@@ -118,6 +162,25 @@ class HardeningMiddleware:
             await self._send(send, 200, self._spec, request_id, b"application/json")
             return
         await self.app(scope, receive, self._wrap(send, request_id))
+
+    async def _refuse_headers(self, scope: Scope, send: Send, request_id: str) -> None:
+        """Answer 431 and audit it; 503 when it cannot be audited (never unaudited)."""
+        client = scope.get("client")
+        try:
+            self._auditor(
+                request_id=request_id,
+                client=str(client[0]) if client else "unknown",
+                action=_action(scope.get("path", "")),
+                status=431,
+            )
+        except Exception:
+            _log.exception("audit append failed for refused request %s", request_id)
+            body = error_body(
+                "audit_unavailable", "The audit log is unavailable; try later.", request_id
+            )
+            await self._send(send, 503, json.dumps(body).encode(), request_id, b"application/json")
+            return
+        await self._reply(send, 431, request_id)
 
     def _wrap(self, send: Send, request_id: str) -> Send:
         state: dict[str, Any] = {"rewrite": False}

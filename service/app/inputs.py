@@ -23,6 +23,7 @@ from service.sanitizer import (
     InputValidationError,
     PayloadTooLargeError,
     check_body_size,
+    check_json_depth,
     parse_instances,
 )
 
@@ -76,6 +77,10 @@ def parse_body(body: bytes, *, explain: bool, max_batch: int) -> Parsed:
     """Decode and sanitize a predict (or, with ``explain``, an explain) request body."""
     if not body:
         return Parsed(None, None, invalid_input("body", 'is empty; send {"instances": [...]}'))
+    try:
+        check_json_depth(body)
+    except InputValidationError as err:
+        return Parsed(None, None, invalid_input(err.field, err.message))
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, ValueError, RecursionError):

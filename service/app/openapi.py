@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.app.header_limit import MAX_HEADER_BYTES
+
 _IMAGE = {
     "type": "array",
     "description": "A flattened 8x8 image: 64 numbers in [0, 1] (or 8 rows of 8).",
@@ -45,6 +47,10 @@ _ERRORS = {
     "413": "Request body too large.",
     "422": "Invalid input; `field` names the offending field.",
     "429": "Rate limited; see Retry-After.",
+    "431": (
+        f"Request header fields total more than {MAX_HEADER_BYTES} bytes (counted as "
+        "name: value and CRLF per field)."
+    ),
     "500": "Internal error (no details are disclosed).",
     "503": (
         "A security layer (policy engine, monitor, review queue, audit log) is unavailable; "
@@ -166,7 +172,7 @@ def build_spec(*, max_batch: int, title: str = "ztml model API") -> dict[str, An
             },
         },
     }
-    batch_errors = ("400", "401", "403", "405", "413", "422", "429", "500", "503", "504")
+    batch_errors = ("400", "401", "403", "405", "413", "422", "429", "431", "500", "503", "504")
     security: list[dict[str, list[str]]] = [{"bearerAuth": []}]
     plain = {"description": "OK.", "content": {"text/plain": {"schema": {"type": "string"}}}}
     return {
@@ -209,7 +215,7 @@ def build_spec(*, max_batch: int, title: str = "ztml model API") -> dict[str, An
                     "operationId": "metadata",
                     "summary": "What the served model is.",
                     "responses": _responses(
-                        "Metadata", ("401", "403", "405", "429", "500", "503", "504")
+                        "Metadata", ("401", "403", "405", "429", "431", "500", "503", "504")
                     ),
                 }
             },

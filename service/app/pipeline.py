@@ -16,6 +16,11 @@ review; allowed (``serve_and_flag``), it is served with its flags. A clean reque
 far the most common, keeps its one overlapped decision; a flagged one pays one more
 round trip to OPA.
 
+The monitor stage enforces the policy's own per-minute limit of the caller's roles (asked
+of OPA once per set of roles, :meth:`Pipeline._rate_limit`), so the token bucket and the
+policy agree: a request the limiter admits is never denied for its rate, and a client
+that waits for each 429's ``Retry-After`` never gets a 403 for its rate.
+
 A request that fails a stage stops there with its status code in the stable error shape
 (:mod:`service.app.responses`); whatever stage ended it, exactly one ``request`` audit
 event is appended before the response is sent, plus one ``policy_decision`` event for
@@ -75,6 +80,8 @@ T = TypeVar("T")
 _log = logging.getLogger(__name__)
 REALM = 'Bearer realm="ztml-model-api"'
 CLAIMS_CACHE_SIZE = 4096
+#: Sets of roles whose rate limit a worker remembers.
+LIMITS_CACHE_SIZE = 1024
 #: A layer's store failed: the request is denied with 503, never served without it.
 _LAYER_ERRORS = (MonitorStoreError, ReviewStoreError, AuditError)
 
@@ -96,6 +103,7 @@ class Call:
     started: float
     subject: str | None = None
     tenant: str | None = None
+    roles: tuple[str, ...] = ()
     input_digest: str | None = None
 
 
@@ -111,7 +119,7 @@ class Pipeline:
             "tenant": self.config.tenant,
             "risk_tier": self.config.risk_tier,
         }
-        self._rates: dict[str, float] = {}
+        self._limits: dict[tuple[str, ...], int] = {}
         self._claims: dict[str, Claims] = {}
         self._metrics = monitor_metrics()
         self._drift = DriftFeed(
@@ -166,7 +174,8 @@ class Pipeline:
 
     async def _serve(self, request: Request, call: Call) -> Response:
         claims = self._authenticate(request, call)
-        signals = MonitorSignals(flood=self._admit(call), drift=self._drift.drifted)
+        flood = self._admit(call, await self._rate_limit(call))
+        signals = MonitorSignals(flood=flood, drift=self._drift.drifted)
         if call.action == "metadata":
             await self._authorize(call, self._policy_input(call, claims, 0, signals))
             metadata = metadata_body(self.config, self.layers.model_info)
@@ -215,6 +224,32 @@ class Pipeline:
             )
         return json_response(body, request_id=call.request_id)
 
+    def record_refusal(self, *, request_id: str, client: str, action: str, status: int) -> None:
+        """Audit a request the HTTP layer refused before it reached :meth:`handle`.
+
+        Args:
+            request_id: The id of the refusal (sent to the client as ``x-request-id``).
+            client: The client's address.
+            action: The route's name (never the raw path, which the client chose).
+            status: The status it was refused with (431 for oversized headers).
+
+        Raises:
+            Exception: the event could not be appended; the caller must not answer as if
+                it had been (fail closed).
+        """
+        self._metrics.record_request(outcome_of(status))
+        self.layers.audit.append(
+            build_event(
+                kind="request",
+                request_id=request_id,
+                action=action,
+                client=client,
+                status=status,
+                model_digest=self.layers.model_info.digest,
+                check=False,
+            )
+        )
+
     # -- stages ----------------------------------------------------------------------------
 
     def _authenticate(self, request: Request, call: Call) -> Claims:
@@ -225,6 +260,7 @@ class Pipeline:
             challenge = REALM if not header else f'{REALM}, error="invalid_token"'
             raise unauthenticated(str(err), challenge) from None
         call.subject, call.tenant = claims.sub, claims.tenant
+        call.roles = tuple(sorted(set(claims.roles)))
         return claims
 
     def _verify(self, header: str | None) -> Claims:
@@ -251,16 +287,41 @@ class Pipeline:
     def _monitor_key(self, call: Call) -> str:
         return f"{call.tenant}/{call.subject}"
 
-    def _admit(self, call: Call) -> FloodSignal:
+    async def _rate_limit(self, call: Call) -> float:
+        """Return the policy's per-minute limit of the caller's roles (asked once per set).
+
+        The rate limiter enforces exactly the limit the policy checks, so a request it
+        admits is never denied (403) for its rate. The limit depends on the roles alone;
+        it is refreshed by every allowing decision and forgotten on a denial (one of which
+        may be due to changed role data), so it is asked again. A subject with no role the
+        policy knows gets the configured rate (the policy denies it anyway).
+        """
+        limit = self._limits.get(call.roles)
+        if limit is None:
+            try:
+                limit = await self.layers.authorizer.rate_limit(call.roles)
+            except PolicyUnavailableError as err:
+                _log.warning("request %s denied: %s", call.request_id, err)
+                raise policy_unavailable() from None
+            self._remember_limit(call.roles, limit)
+        return float(limit) if limit > 0 else self.config.rate_per_minute
+
+    def _remember_limit(self, roles: tuple[str, ...], limit: int) -> None:
+        if roles not in self._limits and len(self._limits) >= LIMITS_CACHE_SIZE:
+            self._limits.pop(next(iter(self._limits)))
+        self._limits[roles] = limit
+
+    def _admit(self, call: Call, rate_per_minute: float) -> FloodSignal:
         """Take the subject's rate-limit token and count the request (429 when refused)."""
         key = self._monitor_key(call)
         try:
-            # The token and the flood count in one transaction of the shared database.
+            # The token, the policy's limit over the window and the flood count in one
+            # transaction of the shared database.
             flood = admit(
                 self.layers.rate_limiter,
                 self.layers.flood,
                 key,
-                rate_per_minute=self._rates.get(key, self.config.rate_per_minute),
+                rate_per_minute=rate_per_minute,
                 burst=self.config.rate_burst,
             )
         except RateLimited as err:
@@ -327,9 +388,9 @@ class Pipeline:
             call, policy_input, denied_status=403, meanwhile=meanwhile
         )
         if not decision.allow:
+            self._limits.pop(call.roles, None)
             raise forbidden(list(decision.reasons))
-        if decision.obligations.rate_limit_per_minute > 0:
-            self._rates[self._monitor_key(call)] = float(decision.obligations.rate_limit_per_minute)
+        self._remember_limit(call.roles, decision.obligations.rate_limit_per_minute)
         return decision, withheld
 
     async def _ask_again_flagged(

@@ -41,6 +41,7 @@ _OUTCOMES: dict[int, Outcome] = {
     403: "denied",
     413: "invalid_input",
     422: "invalid_input",
+    431: "invalid_input",
     429: "rate_limited",
     503: "policy_unavailable",
 }

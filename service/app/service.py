@@ -27,10 +27,13 @@ import bentoml
 from service.app.config import BENTOML_TIMEOUT_SECONDS, load_config
 from service.app.errors import AppError
 from service.app.gate import preflight, verify_model
+from service.app.header_limit import raise_parser_limit
 from service.app.http import HardeningMiddleware, create_api
 from service.app.openapi import build_spec
 
 _log = logging.getLogger("ztml.service")
+# Before any worker accepts a connection: heads over the header limit reach the middleware.
+raise_parser_limit()
 
 
 def _setting(name: str, default: int) -> int:

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import ssl
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -29,6 +30,7 @@ from service.authz.tls import REQUEST_SENT
 _log = logging.getLogger(__name__)
 DECISION_PACKAGE = "ztml/authz"
 DECISION_RULE = "decision"
+RATE_LIMIT_RULE = "rate_limit_per_minute"
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,36 @@ class OpaAuthorizer:
         """
         pending = await self.submit(input)
         return await pending.decision()
+
+    async def rate_limit(self, roles: Sequence[str]) -> int:
+        """Return the policy's per-minute rate limit of a subject holding ``roles``.
+
+        The limit depends on the roles alone (``data.ztml.authz.rate_limit_per_minute``
+        with only ``input.subject.roles``), so the service asks once per set of roles and
+        enforces it before each decision; 0 means no role the policy knows.
+
+        Raises:
+            PolicyUnavailableError: no usable answer could be obtained in time.
+        """
+        try:
+            client = await self._session()
+            async with asyncio.timeout(self.timeout_seconds):
+                response = await client.query_rule(
+                    input_data={"subject": {"roles": list(roles)}},
+                    package_path=DECISION_PACKAGE,
+                    rule_name=RATE_LIMIT_RULE,
+                )
+        except TimeoutError:
+            raise self.timed_out() from None
+        except Exception as err:  # aiohttp, TLS, JSON and HTTP errors: fail closed
+            raise self.unavailable(err) from None
+        limit = response.get("result") if isinstance(response, dict) else None
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise PolicyUnavailableError(
+                "OPA returned no usable rate limit (data.ztml.authz.rate_limit_per_minute "
+                "is not a non-negative integer: are the policies loaded?)"
+            )
+        return limit
 
     async def healthy(self) -> bool:
         """Return whether OPA reports healthy with its bundles/policies loaded."""

@@ -3,8 +3,9 @@
 ``ztml cluster config`` writes the ``ztml:*`` values of ``Pulumi.k3d.yaml`` with every
 placeholder filled from what this machine has: the images ``ztml cluster images``
 imported (digest references), the approved model's digest, the trainer, approver,
-issuer and OMS signer public keys of ``$ZTML_HOME/keys``, and a verified ledger export written beside
-the configuration. Only public keys leave the home; nothing secret is written.
+issuer and OMS signer public keys of ``$ZTML_HOME/keys``, and a verified ledger export
+written beside the configuration. Only public keys leave the home; nothing secret is
+written.
 """
 
 from __future__ import annotations

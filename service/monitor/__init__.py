@@ -4,15 +4,14 @@ State that must agree across the service's worker processes (token buckets, requ
 counts, per-subject query histories) lives in one SQLite database in WAL mode,
 ``$ZTML_HOME/run/monitor.db``; input drift is tracked per worker.
 
-Typical use per request (``subject`` = the token's tenant and sub, e.g. ``"demo/alice"``)::
+Typical use per request (``subject`` = the token's tenant and sub, e.g. ``"demo/alice"``;
+``limit`` = the policy's ``rate_limit_per_minute`` for the subject's roles)::
 
-    flood = FloodDetector().observe(subject)          # counts refused attempts too
+    flood = admit(limiter, flood_detector, subject,    # RateLimited -> 429 + Retry-After
+                  rate_per_minute=limit, burst=burst)  # (bucket and window within limit)
     extraction = ExtractionDetector().observe(subject, x)
     facts = monitor_facts(flood, extraction, drift=..., flagged_input=...)
     decision = ...                                     # OPA, with input.monitor = facts
-    rate = decision.obligations["rate_limit_per_minute"]
-    RateLimiter().acquire(subject, rate_per_minute=rate, burst=burst_for(rate))
-    ...                                                # RateLimited -> 429 + Retry-After
     result = drift_monitor.observe(x)                  # DriftResult every window rows
 
 Create the monitor objects once per worker and reuse them (each keeps one connection).

@@ -7,6 +7,14 @@ the same shared database (the service's configuration), :func:`admit` does both 
 ``BEGIN IMMEDIATE`` transaction: one lock and one commit per request instead of two, with
 exactly the outcome of calling them one after the other (a refused request is not
 counted, as before).
+
+The bucket and the policy's per-minute limit agree: with the policy's limit as
+``rate_per_minute``, a request is admitted only if the subject's counted rate including
+it (the policy's ``monitor.rate_per_minute``) stays within that limit. A bucket alone
+would not do: after a pause it admits its burst on top of a minute's refill, up to
+``burst + rate_per_minute`` requests in one window, which the policy would deny with 403.
+A request the window refuses gets 429 with the time until enough of the window has
+passed, so a client that waits for ``Retry-After`` is never denied for its rate.
 """
 
 from __future__ import annotations
@@ -41,16 +49,24 @@ def admit(
         The flood signal including this request.
 
     Raises:
-        RateLimited: the bucket is empty (the request is not counted as a flood request).
+        RateLimited: the bucket is empty, or the request would take the subject's rate over
+            the window above ``rate_per_minute`` (the request is not counted either way).
         MonitorConfigError: the rate or burst is invalid.
         MonitorStoreError: the shared database is unavailable (fail closed).
     """
     t = time.time() if now is None else now
     if limiter.store.db_path != flood.store.db_path:  # two databases: two transactions
+        with flood.store.transaction() as conn:
+            wait = flood.room(conn, subject, limit_per_minute=rate_per_minute, now=t)
+        if wait is not None:
+            raise RateLimited(wait)
         limiter.acquire(subject, rate_per_minute=rate_per_minute, burst=burst, now=t)
         return flood.observe(subject, now=t)
     flood.store.ready()  # the flood table exists (created by the detector's own schema)
     with limiter.store.transaction() as conn:
+        wait = flood.room(conn, subject, limit_per_minute=rate_per_minute, now=t)
+        if wait is not None:
+            raise RateLimited(wait)  # rolled back: nothing was written
         left = limiter.take(conn, subject, rate_per_minute=rate_per_minute, burst=burst, now=t)
         if left is None:
             return flood.count(conn, subject, now=t)  # committed on leaving the block

@@ -114,6 +114,40 @@ class FloodDetector:
             global_rate_per_minute=total,
         )
 
+    def room(
+        self, conn: sqlite3.Connection, subject: str, *, limit_per_minute: float, now: float
+    ) -> float | None:
+        """Say whether one more request from ``subject`` keeps its rate within a limit.
+
+        The rate is the one :meth:`count` would report with the request counted, so a
+        request admitted here is never over ``limit_per_minute`` by that measure (the
+        authorization policy's ``monitor.rate_per_minute``). Reads only; call it inside
+        the caller's transaction on ``conn``, before counting.
+
+        Returns:
+            None when the request fits, else the seconds until enough of the subject's
+            counted requests have left the window for it to fit (assuming no others).
+        """
+        oldest = math.floor(now) - self.window_seconds
+        key = f"s:{subject}"
+        (total,) = conn.execute(
+            "SELECT COALESCE(SUM(n), 0) FROM flood_counts WHERE subject = ? AND second > ?",
+            (key, oldest),
+        ).fetchone()
+        scale = 60.0 / self.window_seconds
+        if (total + 1) * scale <= limit_per_minute:
+            return None
+        rows = conn.execute(
+            "SELECT second, n FROM flood_counts WHERE subject = ? AND second > ? ORDER BY second",
+            (key, oldest),
+        ).fetchall()
+        for second, n in rows:
+            total -= n
+            if (total + 1) * scale <= limit_per_minute:
+                # The count of `second` is in the window while floor(t) < second + window.
+                return float(second + self.window_seconds) - now
+        return float(self.window_seconds)  # the limit admits nothing (below one request)
+
     def close(self) -> None:
         """Close this process's database connection."""
         self.store.close()

@@ -7,6 +7,10 @@ limits come with each call (the authorization policy's ``rate_limit_per_minute``
 obligation, or configuration), so a subject whose roles change gets its new limit at once;
 a smaller burst caps the tokens already saved.
 
+A bucket alone can admit ``burst`` requests on top of a minute's refill within one
+minute; :func:`~service.monitor.admission.admit` also keeps the counted rate within the
+limit, which is what the authorization policy checks.
+
 The buckets live in the shared SQLite database and each decision is one ``BEGIN
 IMMEDIATE`` transaction, so N workers together admit exactly what one bucket allows.
 """

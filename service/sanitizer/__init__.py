@@ -1,7 +1,7 @@
 """Input sanitization: strict request validation and adversarial-perturbation detection.
 
-``parse_instances`` and ``check_body_size`` need only numpy; the feature squeezer imports
-torch when it runs.
+``parse_instances``, ``check_body_size`` and ``check_json_depth`` need only numpy; the
+feature squeezer imports torch when it runs.
 """
 
 from service.sanitizer.detector import FeatureSqueezer, SqueezeResult, calibrate_threshold
@@ -19,9 +19,15 @@ from service.sanitizer.squeezers import (
     default_squeezers,
     squeezer_from_name,
 )
-from service.sanitizer.validation import check_body_size, parse_instances
+from service.sanitizer.validation import (
+    MAX_JSON_DEPTH,
+    check_body_size,
+    check_json_depth,
+    parse_instances,
+)
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "BitDepth",
     "CalibrationError",
     "FeatureSqueezer",
@@ -34,6 +40,7 @@ __all__ = [
     "SqueezeResult",
     "calibrate_threshold",
     "check_body_size",
+    "check_json_depth",
     "default_squeezers",
     "parse_instances",
     "squeezer_from_name",

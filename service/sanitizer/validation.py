@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,6 +24,18 @@ IMAGE_SIDE = 8
 VALUE_MIN = 0.0
 VALUE_MAX = 1.0
 ROW_HINT = "send 64 numbers in [0, 1] (a flattened 8x8 image) or 8 lists of 8 numbers"
+#: The deepest nesting of JSON arrays and objects a body may have (a valid body has 3,
+#: or 4 with 8x8 images).
+MAX_JSON_DEPTH = 8
+
+# Escapes (only valid inside strings) go first, then everything but brackets and quotes;
+# what is left of each string, quote to quote (or to the end), then goes too.
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+_STRING = re.compile(rb'"[^"]*(?:"|\Z)')
+_NESTING = np.zeros(256, dtype=np.int64)
+_NESTING[list(b"[{")] = 1
+_NESTING[list(b"]}")] = -1
 
 
 def check_body_size(n_bytes: int, limit: int) -> None:
@@ -45,6 +58,35 @@ def check_body_size(n_bytes: int, limit: int) -> None:
         )
     if n_bytes > limit:
         raise PayloadTooLargeError(n_bytes, limit)
+
+
+def check_json_depth(body: bytes, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse a JSON body whose arrays and objects nest more than ``limit`` deep.
+
+    Checked on the raw bytes before decoding, so a deeply nested body is named for what it
+    is (rather than failing to decode) and never reaches the recursive decoder. Brackets
+    inside strings do not count. The scan runs in C and numpy, about a tenth of the
+    decoding's time.
+
+    Args:
+        body: The raw request body.
+        limit: The deepest accepted nesting (``{"instances": [[...]]}`` is 3 deep).
+
+    Raises:
+        InputValidationError: If the body nests deeper than ``limit`` (field ``body``).
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return  # not enough brackets to nest too deep
+    unescaped = _ESCAPE.sub(b"", body) if b"\\" in body else body
+    brackets = _STRING.sub(b"", unescaped.translate(None, _NOT_STRUCTURE))
+    steps = _NESTING[np.frombuffer(brackets, dtype=np.uint8)]
+    depth = int(np.cumsum(steps).max(initial=0))
+    if depth > limit:
+        raise InputValidationError(
+            "body",
+            f"nests arrays and objects {depth} levels deep; the limit is {limit} (a valid "
+            'body, {"instances": [[64 numbers], ...]}, nests 3 deep)',
+        )
 
 
 def _describe(value: object) -> str:

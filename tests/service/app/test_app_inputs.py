@@ -66,3 +66,19 @@ def test_unknown_explanation_method_is_invalid() -> None:
     with pytest.raises(ApiError) as invalid:
         explanation_method(allowed(explanations=True), {"method": "shap"})
     assert invalid.value.status == 422 and invalid.value.extra["field"] == "method"
+
+
+def test_body_nested_deeper_than_the_limit_says_so_rather_than_invalid_json() -> None:
+    body = b'{"instances": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    parsed = parse_body(body, explain=False, max_batch=8)
+    assert parsed.problem is not None and parsed.problem.status == 422
+    assert parsed.problem.extra["field"] == "body"
+    assert "5001 levels deep; the limit is 8" in parsed.problem.message
+    assert "not valid JSON" not in parsed.problem.message
+
+
+def test_body_nested_at_the_limit_is_decoded_and_judged_on_its_shape() -> None:
+    body = b'{"instances": ' + b"[" * 7 + b"0.5" + b"]" * 7 + b"}"
+    parsed = parse_body(body, explain=False, max_batch=8)
+    assert parsed.problem is not None and parsed.payload is not None
+    assert parsed.problem.extra["field"].startswith("instances[0]")

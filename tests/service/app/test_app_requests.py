@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.service.app.harness import Stack, b64url, digit_rows, events_for, token
+from tests.service.app.harness import Stack, audit_events, b64url, digit_rows, events_for, token
 
 pytestmark = pytest.mark.system
 
@@ -301,7 +301,7 @@ def test_openapi_describes_the_api_with_error_responses(stack: Stack) -> None:
     spec = httpx.get(f"{stack.url}/docs.json").json()
     predict_op = spec["paths"]["/predict"]["post"]
     assert "requestBody" in predict_op
-    for status in ("200", "401", "403", "413", "422", "429", "503"):
+    for status in ("200", "401", "403", "413", "422", "429", "431", "503"):
         assert status in predict_op["responses"]
     assert "/explain" in spec["paths"] and "/metadata" in spec["paths"]
 
@@ -328,3 +328,84 @@ def test_unknown_field_is_rejected_with_422(stack: Stack) -> None:
     error = assert_error(response, 422, "invalid_input")
     assert error["field"] == "debug"
     assert request_event(stack, response)["status"] == 422
+
+
+def test_deeply_nested_body_is_rejected_with_422_saying_how_deep(stack: Stack) -> None:
+    from service.sanitizer import MAX_JSON_DEPTH
+
+    body = b'{"instances": ' + b"[" * 3000 + b"]" * 3000 + b"}"
+    response = raw_post(stack, "/predict", body, stack.headers("deep"))
+    error = assert_error(response, 422, "invalid_input")
+    assert error["field"] == "body"
+    assert f"3001 levels deep; the limit is {MAX_JSON_DEPTH}" in str(error["message"])
+    assert "not valid JSON" not in str(error["message"])
+    assert request_event(stack, response)["status"] == 422
+
+
+def _honour_retry_after(
+    stack: Stack, sub: str, phases: list[tuple[tuple[str, ...], float]]
+) -> list[httpx.Response]:
+    """GET /metadata as fast as allowed, sleeping for Retry-After after each 429.
+
+    Each phase is (roles of the token, seconds): the same subject may change roles.
+    """
+    answers = []
+    with httpx.Client(base_url=stack.url, timeout=30) as client:
+        for roles, seconds in phases:
+            headers = stack.headers(sub, roles=roles)
+            until = time.monotonic() + seconds
+            while time.monotonic() < until:
+                response = client.get("/metadata", headers=headers)
+                answers.append(response)
+                if response.status_code == 429:
+                    time.sleep(int(response.headers["retry-after"]))
+    return answers
+
+
+def _rate_denials(stack: Stack, sub: str) -> list[str]:
+    return [
+        reason
+        for e in audit_events(stack.home)
+        if e.get("subject") == sub and e["kind"] == "policy_decision"
+        for reason in (e.get("decision") or {}).get("reasons") or []
+        if "request rate" in reason
+    ]
+
+
+@pytest.mark.slow
+def test_client_honouring_retry_after_is_never_denied_403_for_its_rate(stack: Stack) -> None:
+    """The token bucket and the policy's per-minute limit agree, through a real OPA.
+
+    Two clients, together (one minute and a bit): one viewer (limit 60/min, bucket burst
+    12 on the test stack: a bucket alone admits 72 in the first minute), and one subject
+    who hammers as a predictor (120/min) and then continues with a viewer's token.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    scenarios = {
+        "patient-viewer": [(("viewer",), 70.0)],
+        "demoted-predictor": [(("predictor",), 30.0), (("viewer",), 40.0)],
+    }
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {
+            sub: pool.submit(_honour_retry_after, stack, sub, phases)
+            for sub, phases in scenarios.items()
+        }
+        answers = {sub: future.result() for sub, future in futures.items()}
+    for sub, responses in answers.items():
+        statuses = [r.status_code for r in responses]
+        assert 403 not in statuses, (sub, [r.json() for r in responses if r.status_code == 403][:1])
+        assert set(statuses) == {200, 429}, (sub, statuses)
+        assert _rate_denials(stack, sub) == []
+        # The limit over the window was reached and waited out: a Retry-After of more
+        # than the bucket's 1 s, and requests served after it.
+        waits = [int(r.headers["retry-after"]) for r in responses if r.status_code == 429]
+        assert max(waits) > 1, (sub, waits)
+        last_long_wait = max(
+            i
+            for i, r in enumerate(responses)
+            if r.status_code == 429 and int(r.headers["retry-after"]) > 1
+        )
+        assert any(r.status_code == 200 for r in responses[last_long_wait:]), sub
+    # The viewer was served at the full rate its limit allows: a minute's worth and more.
+    assert sum(r.status_code == 200 for r in answers["patient-viewer"]) > 60

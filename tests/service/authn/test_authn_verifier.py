@@ -349,3 +349,156 @@ def test_validly_signed_odd_claims_never_crash_the_verifier(overrides: dict[str,
     assert isinstance(got.tenant, str) and got.tenant
     assert all(isinstance(r, str) for r in got.roles)
     assert all(isinstance(s, str) for s in got.scopes)
+
+
+# -- duplicate members: no parser differential with proxies and log pipelines ---------------
+
+
+def sign_raw(signer: Signer, header_json: str, payload_json: str) -> str:
+    """Sign header and claims given as raw JSON text (which may repeat a member)."""
+    head = b64url(header_json.encode())
+    body = b64url(payload_json.encode())
+    return f"{head}.{body}.{b64url(signer.sign(f'{head}.{body}'.encode()))}"
+
+
+def test_header_with_a_duplicate_member_is_rejected(verifier: JWTVerifier, signer: Signer) -> None:
+    header = f'{{"alg": "EdDSA", "kid": "{signer.key_id}", "kid": "{signer.key_id}"}}'
+    reject(
+        verifier,
+        sign_raw(signer, header, json.dumps(claims())),
+        "duplicate member in token header",
+    )
+
+
+def test_header_with_an_escaped_duplicate_alg_is_rejected(
+    verifier: JWTVerifier, signer: Signer
+) -> None:
+    # "\u0061lg" is "alg": a proxy comparing raw member names sees two different ones.
+    header = f'{{"alg": "none", "kid": "{signer.key_id}", "\\u0061lg": "EdDSA"}}'
+    reject(
+        verifier,
+        sign_raw(signer, header, json.dumps(claims())),
+        "duplicate member in token header",
+    )
+
+
+def test_header_with_a_duplicate_member_in_a_nested_object_is_rejected(
+    verifier: JWTVerifier, signer: Signer
+) -> None:
+    header = f'{{"alg": "EdDSA", "kid": "{signer.key_id}", "x": {{"a": 1, "a": 2}}}}'
+    reject(
+        verifier,
+        sign_raw(signer, header, json.dumps(claims())),
+        "duplicate member in token header",
+    )
+
+
+def test_header_without_duplicates_signed_the_same_way_is_accepted(
+    verifier: JWTVerifier, signer: Signer
+) -> None:
+    header = f'{{"alg": "EdDSA", "kid": "{signer.key_id}", "x": {{"a": 1, "A": 2}}}}'
+    token = sign_raw(signer, header, json.dumps(claims()))
+    assert verifier.verify(f"Bearer {token}").sub == "alice"
+
+
+def test_claims_with_a_duplicate_sub_are_rejected(verifier: JWTVerifier, signer: Signer) -> None:
+    body = json.dumps(claims())[:-1] + ', "sub": "admin"}'
+    header = json.dumps({"alg": "EdDSA", "kid": signer.key_id})
+    reject(verifier, sign_raw(signer, header, body), "duplicate member in token claims")
+
+
+# -- clock-skew leeway at its exact boundaries ---------------------------------------------
+
+T0 = 1_800_000_000  # a fixed "now" of the verifier's clock
+LEEWAY = 30
+
+
+def at(trust: IssuerTrust, now: float) -> JWTVerifier:
+    return JWTVerifier(trust, leeway_seconds=LEEWAY, clock=lambda: now)
+
+
+def timed(**times: int) -> dict[str, Any]:
+    return claims(**{"iat": T0 - 600, "nbf": T0 - 600, "exp": T0 + 600, **times})
+
+
+def test_default_leeway_is_30_seconds(trust: IssuerTrust) -> None:
+    assert JWTVerifier(trust).leeway_seconds == LEEWAY
+
+
+def test_token_expired_one_second_less_than_the_leeway_ago_is_accepted(
+    trust: IssuerTrust, signer: Signer
+) -> None:
+    token = sign(signer, timed(exp=T0))
+    assert at(trust, T0 + LEEWAY - 1).verify(f"Bearer {token}").sub == "alice"
+
+
+def test_token_expired_exactly_the_leeway_ago_is_rejected(
+    trust: IssuerTrust, signer: Signer
+) -> None:
+    reject(at(trust, T0 + LEEWAY), sign(signer, timed(exp=T0)), "token expired")
+
+
+def test_token_expired_one_second_past_the_leeway_is_rejected(
+    trust: IssuerTrust, signer: Signer
+) -> None:
+    reject(at(trust, T0 + LEEWAY + 1), sign(signer, timed(exp=T0)), "token expired")
+
+
+def test_token_not_valid_before_exactly_the_leeway_from_now_is_accepted(
+    trust: IssuerTrust, signer: Signer
+) -> None:
+    token = sign(signer, timed(nbf=T0 + LEEWAY))
+    assert at(trust, T0).verify(f"Bearer {token}").sub == "alice"
+
+
+def test_token_not_valid_before_one_second_past_the_leeway_is_rejected(
+    trust: IssuerTrust, signer: Signer
+) -> None:
+    reject(at(trust, T0), sign(signer, timed(nbf=T0 + LEEWAY + 1)), "token not yet valid")
+
+
+def test_token_issued_exactly_the_leeway_ahead_is_accepted(
+    trust: IssuerTrust, signer: Signer
+) -> None:
+    token = sign(signer, timed(iat=T0 + LEEWAY, nbf=T0))
+    assert at(trust, T0).verify(f"Bearer {token}").sub == "alice"
+
+
+def test_token_issued_one_second_past_the_leeway_ahead_is_rejected(
+    trust: IssuerTrust, signer: Signer
+) -> None:
+    token = sign(signer, timed(iat=T0 + LEEWAY + 1, nbf=T0))
+    reject(at(trust, T0), token, "token not yet valid")
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", ["1800000000", True, [T0]])
+def test_time_claim_that_is_not_a_number_is_rejected(
+    trust: IssuerTrust, signer: Signer, claim: str, value: object
+) -> None:
+    reject(at(trust, T0), sign(signer, timed(**{claim: value})), f"claim {claim} must be a number")
+
+
+def test_negative_leeway_is_refused(trust: IssuerTrust) -> None:
+    with pytest.raises(ValueError, match="leeway"):
+        JWTVerifier(trust, leeway_seconds=-1)
+
+
+# -- aud as a list: only the service's own audience, alone ---------------------------------
+
+
+def test_audience_as_a_one_element_list_is_accepted(verifier: JWTVerifier, signer: Signer) -> None:
+    assert verifier.verify(f"Bearer {sign(signer, claims(aud=[AUD]))}").sub == "alice"
+
+
+@pytest.mark.parametrize(
+    "aud", [[AUD, "billing-api"], ["billing-api", AUD], [AUD, AUD], ["billing-api"]]
+)
+def test_audience_list_naming_another_audience_is_rejected(
+    verifier: JWTVerifier, signer: Signer, aud: list[str]
+) -> None:
+    reject(verifier, sign(signer, claims(aud=aud)), "wrong audience")
+
+
+def test_empty_audience_list_is_rejected(verifier: JWTVerifier, signer: Signer) -> None:
+    reject(verifier, sign(signer, claims(aud=[])), "missing claim aud")

@@ -70,6 +70,38 @@ def test_cross_tenant_call_is_denied_with_reasons(opa_url: str) -> None:
     assert decision.obligations.max_batch_size == 0
 
 
+def rate_limit(url: str, roles: list[str], timeout: float = 2.0) -> int:
+    async def run() -> int:
+        authorizer = OpaAuthorizer(url, timeout_seconds=timeout)
+        try:
+            return await authorizer.rate_limit(roles)
+        finally:
+            await authorizer.close()
+
+    return asyncio.run(run())
+
+
+@pytest.mark.system
+def test_rate_limit_of_roles_is_the_one_the_decision_enforces(opa_url: str) -> None:
+    doc = policy_input()
+    doc["subject"]["roles"] = ["viewer", "predictor", "superuser"]
+    decision = decide(opa_url, doc)
+    assert decision.allow
+    limit = rate_limit(opa_url, ["viewer", "predictor", "superuser"])
+    assert limit == decision.obligations.rate_limit_per_minute == 120
+
+
+@pytest.mark.system
+def test_rate_limit_of_unknown_roles_is_zero(opa_url: str) -> None:
+    assert rate_limit(opa_url, ["superuser"]) == 0
+    assert rate_limit(opa_url, []) == 0
+
+
+def test_rate_limit_from_an_unreachable_opa_fails_closed() -> None:
+    with pytest.raises(PolicyUnavailableError):
+        rate_limit(f"http://127.0.0.1:{free_port()}", ["viewer"], timeout=0.5)
+
+
 def test_unreachable_opa_raises_policy_unavailable() -> None:
     with pytest.raises(PolicyUnavailableError):
         decide(f"http://127.0.0.1:{free_port()}", policy_input(), timeout=0.5)

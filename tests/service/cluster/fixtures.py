@@ -26,6 +26,13 @@ from service.cluster.layout import Layout
 ZTML = str(Path(sys.executable).with_name("ztml"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Put the pinned kubectl first on PATH (testinfra's kubectl:// backend runs `kubectl`)."""
+    kubectl = tools.KUBERNETES.path("kubectl")
+    if kubectl.exists():
+        os.environ["PATH"] = f"{kubectl.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
 def ztml_cluster(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     """Run ``ztml cluster ...`` and return the finished process."""
     return subprocess.run(

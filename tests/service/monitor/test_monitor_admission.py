@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,62 @@ def test_unavailable_database_fails_closed(tmp_path: Path) -> None:
     limiter, flood = worker(blocker / "monitor.db")
     with pytest.raises(MonitorStoreError):
         admit(limiter, flood, "eve", rate_per_minute=60, burst=5, now=T0)
+
+
+# -- the bucket and the policy's per-minute limit agree -------------------------------------
+
+
+def test_request_that_fills_the_limit_is_admitted_and_the_next_is_refused(db_path: Path) -> None:
+    limiter, flood = worker(db_path)
+    rates = [
+        admit(limiter, flood, "frank", rate_per_minute=10, burst=10, now=T0 + i).rate_per_minute
+        for i in range(10)
+    ]
+    assert rates[-1] == 10.0  # exactly the limit: the policy allows it too
+    with pytest.raises(RateLimited) as refused:
+        # The bucket has refilled tokens by now; the window has no room.
+        admit(limiter, flood, "frank", rate_per_minute=10, burst=10, now=T0 + 30)
+    # The first counted request (second T0) leaves the window at T0 + 60.
+    assert refused.value.retry_after_seconds == pytest.approx(30.0)
+    assert admit(limiter, flood, "frank", rate_per_minute=10, burst=10, now=T0 + 60)
+
+
+def test_full_burst_after_a_pause_never_takes_the_rate_over_the_limit(db_path: Path) -> None:
+    # A bucket alone admits its burst plus a minute's refill within one minute: here
+    # 30 + 60 = 90 requests, 30 of which the policy (limit 60) would deny with 403.
+    limiter, flood = worker(db_path)
+    admitted = 0
+    for step in range(600):  # one attempt every 0.1 s for a minute
+        try:
+            signal = admit(
+                limiter, flood, "grace", rate_per_minute=60, burst=30, now=T0 + step / 10
+            )
+        except RateLimited:
+            continue
+        admitted += 1
+        assert signal.rate_per_minute <= 60
+    assert admitted == 60
+
+
+def test_client_waiting_for_retry_after_is_admitted_within_the_limit(db_path: Path) -> None:
+    """A client that sleeps for each 429's Retry-After never exceeds the policy's rate."""
+    limiter, flood = worker(db_path)
+    now, admitted, refusals = T0, [], 0
+    while now < T0 + 300:
+        try:
+            signal = admit(limiter, flood, "heidi", rate_per_minute=60, burst=12, now=now)
+        except RateLimited as err:
+            refusals += 1
+            now += max(1, math.ceil(err.retry_after_seconds))  # as the 429 says
+            continue
+        assert signal.rate_per_minute <= 60
+        admitted.append(now)
+        now += 0.05
+    assert refusals > 0
+    # The policy's measure, recomputed from the admitted times: the requests counted in
+    # the whole seconds of the last minute, this one included.
+    for t in admitted:
+        window = [u for u in admitted if math.floor(t) - 60 < math.floor(u) and u <= t]
+        assert len(window) <= 60
+    # And the client gets the rate it is allowed: about a minute's worth per minute.
+    assert len(admitted) >= 4 * 60

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -10,9 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.sanitizer import (
+    MAX_JSON_DEPTH,
     InputValidationError,
     PayloadTooLargeError,
     check_body_size,
+    check_json_depth,
     parse_instances,
 )
 
@@ -217,3 +220,75 @@ def test_any_payload_parses_to_valid_batch_or_raises_validation_error(payload: o
     assert 1 <= x.shape[0] <= MAX_BATCH
     assert np.isfinite(x).all()
     assert ((x >= 0.0) & (x <= 1.0)).all()
+
+
+# -- JSON nesting depth --------------------------------------------------------------------
+
+
+def nested(depth: int, inner: bytes = b"0") -> bytes:
+    return b"[" * depth + inner + b"]" * depth
+
+
+def test_body_nested_exactly_at_the_depth_limit_is_accepted() -> None:
+    check_json_depth(nested(MAX_JSON_DEPTH))
+
+
+def test_body_nested_one_level_deeper_than_the_limit_is_refused_naming_the_depth() -> None:
+    with pytest.raises(InputValidationError) as refused:
+        check_json_depth(nested(MAX_JSON_DEPTH + 1))
+    assert refused.value.field == "body"
+    assert f"{MAX_JSON_DEPTH + 1} levels deep; the limit is {MAX_JSON_DEPTH}" in str(refused.value)
+
+
+def test_objects_count_towards_the_depth_like_arrays() -> None:
+    body = b'{"a": ' * 5 + b"[[[[0]]]]" + b"}" * 5
+    with pytest.raises(InputValidationError, match="9 levels deep"):
+        check_json_depth(body)
+
+
+def test_brackets_inside_strings_do_not_count() -> None:
+    check_json_depth(b'{"instances": "' + b"[{" * 500 + b'"}')
+
+
+def test_escaped_quotes_do_not_end_a_string() -> None:
+    # The brackets after \" are still inside the string; after \\" they are not.
+    check_json_depth(b'["\\"' + b"[" * 50 + b'"]')
+    with pytest.raises(InputValidationError):
+        check_json_depth(b'["\\\\"' + b"[" * 50 + b"]" * 51)
+
+
+def test_unbalanced_deep_opening_is_refused_for_its_depth() -> None:
+    with pytest.raises(InputValidationError, match="100000 levels deep"):
+        check_json_depth(b"[" * 100_000)
+
+
+def test_valid_batch_of_8x8_images_is_within_the_depth_limit() -> None:
+    grid = [[0.5] * 8 for _ in range(8)]
+    check_json_depth(json.dumps({"instances": [grid] * 100}).encode())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.floats(allow_nan=False) | st.text(alphabet='[]{}"\\a'),
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.dictionaries(st.text(alphabet='[]{}"\\a', max_size=4), children, max_size=3)
+        ),
+        max_leaves=20,
+    )
+)
+def test_depth_matches_the_nesting_of_any_json_value(value: object) -> None:
+    def depth(v: object) -> int:
+        if isinstance(v, list):
+            return 1 + max((depth(x) for x in v), default=0)
+        if isinstance(v, dict):
+            return 1 + max((depth(x) for x in v.values()), default=0)
+        return 0
+
+    body = json.dumps(value).encode()
+    actual = depth(value)
+    check_json_depth(body, limit=actual)
+    if actual > 0:
+        with pytest.raises(InputValidationError):
+            check_json_depth(body, limit=actual - 1)
