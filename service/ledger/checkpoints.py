@@ -231,70 +231,68 @@ def require_coverage(report: TreeReport, seqs: Sequence[int], what: str) -> None
         )
 
 
-def proof_tree(records: Sequence[Record]) -> MerkleTree:
-    """The Merkle tree of a ledger's records."""
-    return MerkleTree(leaf_hash(record_leaf(r)) for r in records)
-
-
 def _b64(values: Sequence[bytes]) -> list[str]:
     return [base64.b64encode(v).decode() for v in values]
 
 
-def inclusion_proof(
-    records: Sequence[Record], checkpoint: TreeCheckpoint, seq: int
-) -> dict[str, Any]:
-    """The proof that record ``seq`` is in the tree ``checkpoint`` signs.
+class Prover:
+    """Makes inclusion and consistency proofs over a ledger's records (tree built once).
 
-    Raises:
-        LedgerError: ``seq`` is not covered by the checkpoint, or the records do not
-            match it.
+    Proofs are printed as ``{"format", "kind", "checkpoint", ...}`` JSON objects, the
+    form ``scripts/tlog-verify`` reads (see its docstring).
+
+    Args:
+        records: the ledger's records, in order.
     """
-    tree = proof_tree(records[: checkpoint.size])
-    if tree.size != checkpoint.size or tree.root() != checkpoint.root:
-        raise LedgerIntegrityError(
-            f"checkpoint of size {checkpoint.size}", "does not match the ledger's records"
-        )
-    if not 0 <= seq < checkpoint.size:
-        raise LedgerError(
-            f"seq {seq} is not covered by the checkpoint of size {checkpoint.size} (records "
-            f"0..{checkpoint.size - 1}); pick a later checkpoint with --size."
-        )
-    return {
-        "format": PROOF_FORMAT,
-        "kind": "inclusion",
-        "checkpoint": checkpoint.text,
-        "index": seq,
-        "leaf": base64.b64encode(record_leaf(records[seq])).decode(),
-        "proof": _b64(tree.inclusion_proof(seq, checkpoint.size)),
-    }
 
+    def __init__(self, records: Sequence[Record]) -> None:
+        self.records = list(records)
+        self.tree = MerkleTree(leaf_hash(record_leaf(r)) for r in self.records)
 
-def consistency_proof(
-    records: Sequence[Record], old: TreeCheckpoint | int, new: TreeCheckpoint
-) -> dict[str, Any]:
-    """The proof that the tree of ``old`` (a checkpoint or a size) is a prefix of ``new``.
+    def _check(self, checkpoint: TreeCheckpoint) -> None:
+        if checkpoint.size > self.tree.size or self.tree.root(checkpoint.size) != checkpoint.root:
+            raise LedgerIntegrityError(
+                f"checkpoint of size {checkpoint.size}", "does not match the ledger's records"
+            )
 
-    Raises:
-        LedgerError: the sizes are out of order, or the records do not match.
-    """
-    tree = proof_tree(records[: new.size])
-    old_size = old if isinstance(old, int) else old.size
-    if tree.size != new.size or tree.root() != new.root:
-        raise LedgerIntegrityError(
-            f"checkpoint of size {new.size}", "does not match the ledger's records"
-        )
-    if not 0 <= old_size <= new.size:
-        raise LedgerError(f"cannot prove size {old_size} consistent with size {new.size}.")
-    old_root = tree.root(old_size)
-    if not isinstance(old, int) and old.root != old_root:
-        raise LedgerIntegrityError(
-            f"checkpoint of size {old.size}", "does not match the ledger's records"
-        )
-    proof: dict[str, Any] = {"format": PROOF_FORMAT, "kind": "consistency"}
-    if isinstance(old, int):
-        proof["old"] = {"size": old_size, "root": base64.b64encode(old_root).decode()}
-    else:
-        proof["old_checkpoint"] = old.text
-    proof["checkpoint"] = new.text
-    proof["proof"] = _b64(tree.consistency_proof(old_size, new.size))
-    return proof
+    def inclusion(self, checkpoint: TreeCheckpoint, seq: int) -> dict[str, Any]:
+        """The proof that record ``seq`` is in the tree ``checkpoint`` signs.
+
+        Raises:
+            LedgerError: ``seq`` is not covered, or the records do not match.
+        """
+        self._check(checkpoint)
+        if not 0 <= seq < checkpoint.size:
+            raise LedgerError(
+                f"seq {seq} is not covered by the checkpoint of size {checkpoint.size} "
+                f"(records 0..{checkpoint.size - 1}); pick a later checkpoint with --size."
+            )
+        return {
+            "format": PROOF_FORMAT,
+            "kind": "inclusion",
+            "checkpoint": checkpoint.text,
+            "index": seq,
+            "leaf": base64.b64encode(record_leaf(self.records[seq])).decode(),
+            "proof": _b64(self.tree.inclusion_proof(seq, checkpoint.size)),
+        }
+
+    def consistency(self, old: TreeCheckpoint | int, new: TreeCheckpoint) -> dict[str, Any]:
+        """The proof that the tree of ``old`` (a checkpoint or a size) is a prefix of ``new``.
+
+        Raises:
+            LedgerError: the sizes are out of order, or the records do not match.
+        """
+        self._check(new)
+        old_size = old if isinstance(old, int) else old.size
+        if not 0 <= old_size <= new.size:
+            raise LedgerError(f"cannot prove size {old_size} consistent with size {new.size}.")
+        proof: dict[str, Any] = {"format": PROOF_FORMAT, "kind": "consistency"}
+        if isinstance(old, int):
+            root = base64.b64encode(self.tree.root(old_size)).decode()
+            proof["old"] = {"size": old_size, "root": root}
+        else:
+            self._check(old)
+            proof["old_checkpoint"] = old.text
+        proof["checkpoint"] = new.text
+        proof["proof"] = _b64(self.tree.consistency_proof(old_size, new.size))
+        return proof

@@ -23,9 +23,8 @@ from service.chain.tlog import LogCheckpoint, TreeCheckpoint, checkpoint_from_di
 from service.keys.canonical import canonical_json
 from service.keys.store import Signer, TrustStore
 from service.ledger.checkpoints import (
+    Prover,
     TreeCheck,
-    consistency_proof,
-    inclusion_proof,
     next_checkpoint,
     parse_checkpoint,
     record_leaf,
@@ -564,7 +563,7 @@ class Ledger:
             LedgerError: no such checkpoint, or ``seq`` is not covered by it.
         """
         checkpoint = self.checkpoint_at(size)
-        return inclusion_proof(list(self.records()), checkpoint, seq)
+        return Prover(list(self.records())).inclusion(checkpoint, seq)
 
     def prove_consistency(self, old: int, new: int | None = None) -> dict[str, Any]:
         """The consistency proof from tree size ``old`` to the checkpoint of ``new``.
@@ -580,7 +579,7 @@ class Ledger:
         old_side: TreeCheckpoint | int = old
         if old in stored:
             old_side = parse_checkpoint(stored[old].note, f"checkpoint of size {old}")
-        return consistency_proof(list(self.records()), old_side, checkpoint)
+        return Prover(list(self.records())).consistency(old_side, checkpoint)
 
     def upgrade(self, signer: Signer, trust: TrustStore) -> TreeCheckpoint:
         """Bring a ledger of an earlier version up to date: verify it, then checkpoint it.
