@@ -219,7 +219,7 @@ class SignedNote:
                 verified[verifier] = verifier.check(self.text, sig.signature)
         if not verified:
             names = ", ".join(sorted({f"{s.name} ({s.key_id:08x})" for s in self.signatures}))
-            raise NoteError(f"no trusted key signed this note (signed by: {names or 'nobody'})")
+            raise NoteError(f"signed only by keys that are not trusted: {names or 'nobody'}")
         return verified
 
     def with_signature(self, signature: NoteSignature) -> SignedNote:

@@ -17,21 +17,19 @@ means it was rolled back.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from service.chain.errors import NoteError, ProofError
-from service.chain.merkle import EMPTY_ROOT, Frontier, MerkleTree, leaf_hash
+from service.chain.merkle import EMPTY_ROOT, Frontier, leaf_hash
 from service.chain.note import Verifier
+from service.chain.proofs import TreeProver
 from service.chain.tlog import TreeCheckpoint, ledger_origin
 from service.keys.store import Signer, TrustStore
 from service.ledger.errors import LedgerError, LedgerIntegrityError, RecordSchemaError
 from service.ledger.records import Record, record_from_json
 from service.ledger.storage import AppendView, CheckpointRow, Row
-
-PROOF_FORMAT = "ztml-tlog-proof/v1"
 
 
 def record_leaf(record: Record) -> bytes:
@@ -231,15 +229,8 @@ def require_coverage(report: TreeReport, seqs: Sequence[int], what: str) -> None
         )
 
 
-def _b64(values: Sequence[bytes]) -> list[str]:
-    return [base64.b64encode(v).decode() for v in values]
-
-
-class Prover:
+class Prover(TreeProver):
     """Makes inclusion and consistency proofs over a ledger's records (tree built once).
-
-    Proofs are printed as ``{"format", "kind", "checkpoint", ...}`` JSON objects, the
-    form ``scripts/tlog-verify`` reads (see its docstring).
 
     Args:
         records: the ledger's records, in order.
@@ -247,52 +238,37 @@ class Prover:
 
     def __init__(self, records: Sequence[Record]) -> None:
         self.records = list(records)
-        self.tree = MerkleTree(leaf_hash(record_leaf(r)) for r in self.records)
+        super().__init__([record_leaf(r) for r in self.records])
 
-    def _check(self, checkpoint: TreeCheckpoint) -> None:
-        if checkpoint.size > self.tree.size or self.tree.root(checkpoint.size) != checkpoint.root:
-            raise LedgerIntegrityError(
-                f"checkpoint of size {checkpoint.size}", "does not match the ledger's records"
-            )
-
-    def inclusion(self, checkpoint: TreeCheckpoint, seq: int) -> dict[str, Any]:
-        """The proof that record ``seq`` is in the tree ``checkpoint`` signs.
+    def check(self, checkpoint: TreeCheckpoint) -> None:
+        """Require ``checkpoint`` to match the records.
 
         Raises:
-            LedgerError: ``seq`` is not covered, or the records do not match.
+            LedgerIntegrityError: it does not.
         """
-        self._check(checkpoint)
-        if not 0 <= seq < checkpoint.size:
-            raise LedgerError(
-                f"seq {seq} is not covered by the checkpoint of size {checkpoint.size} "
-                f"(records 0..{checkpoint.size - 1}); pick a later checkpoint with --size."
-            )
-        return {
-            "format": PROOF_FORMAT,
-            "kind": "inclusion",
-            "checkpoint": checkpoint.text,
-            "index": seq,
-            "leaf": base64.b64encode(record_leaf(self.records[seq])).decode(),
-            "proof": _b64(self.tree.inclusion_proof(seq, checkpoint.size)),
-        }
+        try:
+            super().check(checkpoint)
+        except ProofError as err:
+            raise LedgerIntegrityError(f"checkpoint of size {checkpoint.size}", str(err)) from None
+
+    def inclusion(self, checkpoint: TreeCheckpoint, index: int) -> dict[str, Any]:
+        """The proof that record ``index`` is in the tree ``checkpoint`` signs.
+
+        Raises:
+            LedgerError: the record is not covered, or the records do not match.
+        """
+        try:
+            return super().inclusion(checkpoint, index)
+        except ProofError as err:
+            raise LedgerError(str(err)) from None
 
     def consistency(self, old: TreeCheckpoint | int, new: TreeCheckpoint) -> dict[str, Any]:
-        """The proof that the tree of ``old`` (a checkpoint or a size) is a prefix of ``new``.
+        """The proof that the tree of ``old`` is a prefix of the tree of ``new``.
 
         Raises:
             LedgerError: the sizes are out of order, or the records do not match.
         """
-        self._check(new)
-        old_size = old if isinstance(old, int) else old.size
-        if not 0 <= old_size <= new.size:
-            raise LedgerError(f"cannot prove size {old_size} consistent with size {new.size}.")
-        proof: dict[str, Any] = {"format": PROOF_FORMAT, "kind": "consistency"}
-        if isinstance(old, int):
-            root = base64.b64encode(self.tree.root(old_size)).decode()
-            proof["old"] = {"size": old_size, "root": root}
-        else:
-            self._check(old)
-            proof["old_checkpoint"] = old.text
-        proof["checkpoint"] = new.text
-        proof["proof"] = _b64(self.tree.consistency_proof(old_size, new.size))
-        return proof
+        try:
+            return super().consistency(old, new)
+        except ProofError as err:
+            raise LedgerError(str(err)) from None

@@ -50,7 +50,7 @@ def test_a_vkey_whose_id_does_not_match_is_refused() -> None:
 def test_unknown_signers_are_ignored_but_a_bad_known_one_rejects() -> None:
     note = SignedNote.parse(GO_TEXT + "\n" + GO_SIG)
     other = Verifier("Other", ED25519, Ed25519PrivateKey.generate().public_key())
-    with pytest.raises(NoteError, match="no trusted key"):
+    with pytest.raises(NoteError, match="not trusted"):
         note.verify([other])
     tampered = SignedNote.parse(GO_TEXT.replace("problem,", "problem;") + "\n" + GO_SIG)
     with pytest.raises(NoteError, match="does not verify"):
@@ -85,7 +85,7 @@ def test_checkpoint_needs_a_trusted_log_key_and_every_witness() -> None:
         parsed.verify(trust, witnesses=[wv])
     cosigned = parsed.cosigned(name="w.example/1", signer=witness, timestamp=5)
     TreeCheckpoint.parse(cosigned.text).verify(trust, witnesses=[wv])
-    with pytest.raises(NoteError, match="no trusted key"):
+    with pytest.raises(NoteError, match="not trusted"):
         parsed.verify(TrustStore.from_public_keys([witness.public_key]))
 
 
