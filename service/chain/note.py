@@ -37,6 +37,7 @@ SIGNATURE_TYPES = (ED25519, COSIGNATURE_V1)
 EM_DASH = "\u2014"
 MAX_SIGNATURES = 64
 _NAME_RE = re.compile(r"[^\s+\u2014]+")
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
 
 
 def check_key_name(name: str) -> str:
@@ -178,7 +179,7 @@ class SignedNote:
         Raises:
             NoteError: not a signed note.
         """
-        if any(ord(c) < 0x20 and c != "\n" for c in data):
+        if _CONTROL.search(data):
             raise NoteError("note holds control characters")
         at = data.rfind("\n\n")
         if at < 0 or not data.endswith("\n"):
@@ -264,7 +265,7 @@ def cosign(
 
 
 def _check_text(text: str) -> None:
-    if not text.endswith("\n") or any(ord(c) < 0x20 and c != "\n" for c in text):
+    if not text.endswith("\n") or _CONTROL.search(text):
         raise NoteError("a note text must end with a newline and hold no control characters")
 
 

@@ -58,8 +58,12 @@ def parse_checkpoint(note: str, where: str) -> TreeCheckpoint:
         raise LedgerIntegrityError(where, f"malformed checkpoint: {err}") from None
 
 
-def next_checkpoint(view: AppendView, record: Record, signer: Signer) -> CheckpointRow:
+def next_checkpoint(
+    view: AppendView, record: Record, signer: Signer, *, leaf: bytes | None = None
+) -> CheckpointRow:
     """Extend the tree by ``record`` and sign the checkpoint of the new size.
+
+    ``leaf`` is the record's canonical JSON when the caller has it already.
 
     Runs inside the append lock. The tree's frontier comes from the newest stored
     checkpoint; records appended after it (by an earlier version, or imported) are read
@@ -80,7 +84,7 @@ def next_checkpoint(view: AppendView, record: Record, signer: Signer) -> Checkpo
                 f"missing: a stored checkpoint covers {latest.size} records but the ledger "
                 f"ends at seq {size - 1}: records were cut off; run `ztml ledger verify`",
             )
-        origin = parse_checkpoint(latest.note, f"checkpoint of size {latest.size}").origin
+        origin = latest.note.split("\n", 1)[0]  # verification checks the whole note
         try:
             frontier = Frontier.from_text(latest.frontier)
         except ProofError as err:
@@ -94,7 +98,7 @@ def next_checkpoint(view: AppendView, record: Record, signer: Signer) -> Checkpo
         if genesis is None:
             raise LedgerIntegrityError("seq 0", "missing from the ledger's storage")
         origin = ledger_origin((genesis if isinstance(genesis, Record) else _stored(genesis)).hash)
-    frontier = frontier.append(leaf_hash(record_leaf(record)))
+    frontier = frontier.append(leaf_hash(record_leaf(record) if leaf is None else leaf))
     signed = TreeCheckpoint.create(
         origin=origin, size=frontier.size, root=frontier.root(), signer=signer
     )

@@ -186,9 +186,9 @@ class Ledger:
                 signer=signer,
             )
             _check_rules(view, subject, record)
-            checkpoint = next_checkpoint(view, record, signer)
-            row = Row(seq=seq, type=record_type, subject=subject, record=record.to_json())
-            return row, checkpoint
+            text = record.to_json()
+            checkpoint = next_checkpoint(view, record, signer, leaf=text.encode())
+            return Row(seq=seq, type=record_type, subject=subject, record=text), checkpoint
 
         return _parse_row(self.backend.append(build))
 
