@@ -54,7 +54,9 @@ def make_events(count: int, seed: int = 1) -> list[dict[str, Any]]:
         allow = rng.random() < 0.9
         events.append(
             {
-                "time": f"2026-11-22T10:{n // 60 % 60:02d}:{n % 60:02d}.{n % 1000:03d}Z",
+                # one event per second, in order (a chain's time never goes back)
+                "time": f"2026-11-{22 + n // 86400:02d}T{n // 3600 % 24:02d}:"
+                f"{n // 60 % 60:02d}:{n % 60:02d}.{n % 1000:03d}Z",
                 "kind": "request",
                 "request_id": f"req-{n:08d}",
                 "subject": rng.choice(["alice", "bob", "carol"]),

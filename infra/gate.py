@@ -4,7 +4,10 @@ Before the program declares the model service it runs the service's deploy gate
 (:func:`service.gate.check_deploy`, the same function the service runs at start) on the
 configured digest and the ledger export named by ``ztml:ledgerExport`` (written by
 ``ztml ledger export``), with the ledger trust keys, trainer and approver key ids and
-requirements of the stack configuration. This module only maps the configuration onto
+requirements of the stack configuration; the export's signed checkpoint must cover the
+model's records, and the newest checkpoint the program accepted is kept
+(:func:`service.chain.seen.verifier_state`) so a ledger rolled back since is refused.
+This module only maps the configuration onto
 that call and the gate's errors onto the program's: a denial raises
 :class:`DeployDeniedError` with every reason, so ``pulumi preview`` and ``pulumi up`` fail
 before any resource is touched; anything that cannot be checked fails closed.
@@ -27,6 +30,7 @@ from infra.errors import (
     LedgerExportError,
     PolicyEvaluationError,
 )
+from service.chain.seen import verifier_state
 from service.gate import (
     ApprovedModel,
     GateError,
@@ -115,6 +119,7 @@ def enforce_deploy_gate(config: StackConfig, *, opa: Path | None = None) -> Gate
             ledger_export=config.ledger_export,
             requirements=config.requirements,
             opa=opa,
+            seen=verifier_state(),
         )
     except GateError as err:
         raise _infra_error(err, config.model_digest) from err

@@ -3,7 +3,8 @@
 :func:`verify_model` runs the one deploy gate (:func:`service.gate.check_deploy`) on
 ``ZTML_MODEL_PATH`` against ``ZTML_LEDGER_URL`` and the keys of ``ZTML_TRUST_DIR``
 (pinned to ``ZTML_MODEL_DIGEST`` when set), and on the model's OMS bundle against the
-signer keys of ``ZTML_OMS_SIGNERS_DIR``; any refusal raises
+signer keys of ``ZTML_OMS_SIGNERS_DIR``, remembering the newest ledger checkpoint it
+accepted (:func:`service.chain.seen.verifier_state`); any refusal raises
 :class:`~service.app.errors.ModelRefusedError` naming every reason.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 from service.app.config import AppConfig
 from service.app.errors import ModelRefusedError, StartRefusedError
 from service.authn import AuthnError, IssuerTrust
+from service.chain.seen import verifier_state
 from service.gate import GateError, GateTrust, check_deploy
 from service.keys.errors import KeyError_
 from service.keys.store import Signer
@@ -76,6 +78,7 @@ def verify_model(config: AppConfig) -> VerifiedModel:
             artifact=config.model_path,
             digest=config.model_digest,
             ledger_url=config.ledger_url,
+            seen=verifier_state(config.home),
         )
     except GateError as err:
         raise ModelRefusedError(str(err), err.reasons) from None

@@ -7,7 +7,8 @@ though the hash chain itself still looks intact. Two sinks exist:
 
 * :class:`FileAnchorSink`: an append-only JSON Lines file kept outside the audit
   directory (by default ``<audit dir>-anchors.jsonl`` next to it), one
-  ``{"checkpoint": {...}}`` line per checkpoint, shared by all writing processes
+  ``{"checkpoint": {"log", "note"}}`` line per checkpoint (earlier versions wrote the
+  JSON checkpoint there), shared by all writing processes
   (appends take an exclusive ``flock`` and are single ``O_APPEND`` writes).
 * :class:`LedgerAnchorSink`: the provenance ledger's ``anchor``/``anchors``.
 """
@@ -22,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from service.audit.encoding import fast_encode
 from service.audit.errors import AnchorError, AuditVerificationError
-from service.chain.core import Checkpoint
+from service.chain.tlog import AnyCheckpoint, checkpoint_from_dict
 from service.keys.store import Signer
 
 
@@ -30,10 +31,10 @@ from service.keys.store import Signer
 class AnchorSink(Protocol):
     """Receives checkpoints as they are made and returns them for verification."""
 
-    def anchor(self, cp: Checkpoint) -> None:
+    def anchor(self, cp: AnyCheckpoint) -> None:
         """Record one checkpoint."""
 
-    def anchors(self, log: str) -> list[Checkpoint]:
+    def anchors(self, log: str) -> list[AnyCheckpoint]:
         """Return every checkpoint recorded for log ``log``."""
 
 
@@ -63,7 +64,7 @@ class FileAnchorSink:
         """
         self.path = Path(path)
         self.fsync = fsync
-        self._cache: tuple[tuple[int, int], dict[str, list[Checkpoint]]] | None = None
+        self._cache: tuple[tuple[int, int], dict[str, list[AnyCheckpoint]]] | None = None
 
     def create(self) -> None:
         """Create the anchors file (empty, 0600) if it does not exist yet.
@@ -78,7 +79,7 @@ class FileAnchorSink:
             raise AnchorError(f"Cannot create anchors file {self.path}: {err.strerror}.") from None
         os.close(fd)
 
-    def anchor(self, cp: Checkpoint) -> None:
+    def anchor(self, cp: AnyCheckpoint) -> None:
         """Append one checkpoint line.
 
         Raises:
@@ -108,7 +109,7 @@ class FileAnchorSink:
         finally:
             os.close(fd)  # also releases the lock
 
-    def _load(self) -> dict[str, list[Checkpoint]]:
+    def _load(self) -> dict[str, list[AnyCheckpoint]]:
         try:
             stat = self.path.stat()
             key = (stat.st_size, stat.st_mtime_ns)
@@ -122,7 +123,7 @@ class FileAnchorSink:
             ) from None
         except OSError as err:
             raise AnchorError(f"Cannot read anchors file {self.path}: {err.strerror}.") from None
-        by_log: dict[str, list[Checkpoint]] = {}
+        by_log: dict[str, list[AnyCheckpoint]] = {}
         lines = data.split(b"\n")
         if lines[-1]:
             raise AuditVerificationError(
@@ -137,7 +138,7 @@ class FileAnchorSink:
         self._cache = (key, by_log)
         return by_log
 
-    def anchors(self, log: str) -> list[Checkpoint]:
+    def anchors(self, log: str) -> list[AnyCheckpoint]:
         """Return the checkpoints anchored for ``log``, in file order.
 
         Raises:
@@ -156,7 +157,7 @@ class FileAnchorSink:
         return sorted(self._load())
 
 
-def _parse_anchor(raw: bytes, path: Path, number: int) -> Checkpoint:
+def _parse_anchor(raw: bytes, path: Path, number: int) -> AnyCheckpoint:
     try:
         record = json.loads(raw)
     except ValueError as err:
@@ -171,7 +172,7 @@ def _parse_anchor(raw: bytes, path: Path, number: int) -> Checkpoint:
             'anchor line is not {"checkpoint": {...}}', file=path, line=number
         )
     try:
-        cp = Checkpoint.from_dict(body)
+        cp = checkpoint_from_dict(body)
     except ValueError as err:
         raise AuditVerificationError(str(err), file=path, line=number) from None
     if fast_encode({"checkpoint": cp.to_dict()}) != raw:
@@ -194,7 +195,7 @@ class LedgerAnchorSink:
         self.ledger = ledger
         self.signer = signer
 
-    def anchor(self, cp: Checkpoint) -> None:
+    def anchor(self, cp: AnyCheckpoint) -> None:
         """Record the checkpoint in the ledger.
 
         Raises:
@@ -207,7 +208,7 @@ class LedgerAnchorSink:
         except Exception as err:
             raise AnchorError(f"Cannot anchor checkpoint in the ledger: {err}") from None
 
-    def anchors(self, log: str) -> list[Checkpoint]:
+    def anchors(self, log: str) -> list[AnyCheckpoint]:
         """Return the checkpoints the ledger holds for ``log``.
 
         Raises:

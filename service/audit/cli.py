@@ -1,7 +1,8 @@
-"""``ztml audit``: verify, tail and recover the hash-chained audit log."""
+"""``ztml audit``: verify, tail, recover, prove and upgrade the hash-chained audit log."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,14 +11,23 @@ from rich.console import Console
 from rich.table import Table
 
 from service.audit.anchors import AnchorSink, FileAnchorSink, LedgerAnchorSink, default_anchors_path
-from service.audit.errors import AuditError, AuditTrustError, AuditVerificationError
+from service.audit.errors import (
+    AuditDirError,
+    AuditError,
+    AuditTrustError,
+    AuditVerificationError,
+)
+from service.audit.proofs import log_prover, upgrade_log
 from service.audit.reader import TailRecord, follow, last_records
 from service.audit.recover import find_incomplete, remove_incomplete
-from service.audit.segments import check_audit_dir
+from service.audit.segments import check_audit_dir, list_logs
 from service.audit.verify import AuditReport, audit_bytes, verify_audit_dir
+from service.chain.errors import ChainError
+from service.chain.note import ED25519, Verifier
+from service.chain.tlog import audit_origin
 from service.console import err_console, fail, work_progress
 from service.keys.errors import KeyError_
-from service.keys.store import TrustStore
+from service.keys.store import Signer, TrustStore
 from service.toolchain.paths import ztml_home
 
 app = typer.Typer(
@@ -54,6 +64,7 @@ def _summary_table(report: AuditReport) -> Table:
         "last seq",
         "checkpoints",
         "signed to",
+        "proven to",
         "anchored to",
     ):
         table.add_column(column, justify="left" if column == "log" else "right")
@@ -65,6 +76,7 @@ def _summary_table(report: AuditReport) -> Table:
             str(log.last_seq),
             str(log.checkpoints),
             str(log.signed_seq) if log.signed_seq >= 0 else "-",
+            str(log.tree_signed_seq) if log.tree_signed_seq >= 0 else "-",
             str(log.anchored_seq) if log.anchored_seq >= 0 else "-",
         )
     return table
@@ -150,6 +162,18 @@ def verify(
     console.print(_summary_table(report))
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    for log in report.logs:
+        if log.last_seq < 0:
+            continue
+        proven = log.tree_signed_seq
+        line = (
+            f"log {log.log_id}: intact up to the newest signed checkpoint (seq {proven})"
+            if proven >= 0
+            else f"log {log.log_id}: chain intact but no tree checkpoint (run `ztml audit upgrade`)"
+        )
+        if log.last_seq > proven:
+            line += f"; seq {proven + 1}..{log.last_seq} unproven"
+        console.print(line, highlight=False)
     console.print(
         f"[green]intact:[/green] {report.events} events in {len(report.logs)} log(s), "
         f"{report.checkpoints} signed checkpoint(s)",
@@ -260,5 +284,133 @@ def recover(
         raise fail(str(err)) from None
     console.print(
         f"[green]removed {len(items)} incomplete line(s).[/green] Run `ztml audit verify` next.",
+        highlight=False,
+    )
+
+
+def _log_dir(directory: Path | None, log: str) -> Path:
+    audit_dir = directory or ztml_home() / "audit"
+    for log_dir in list_logs(audit_dir):
+        if log_dir.name == log:
+            return log_dir
+    raise AuditDirError(f"No log {log!r} in {audit_dir}; `ztml audit verify` lists them.")
+
+
+prove_app = typer.Typer(
+    help="Print Merkle proofs of one audit log for `scripts/tlog-verify`.", no_args_is_help=True
+)
+app.add_typer(prove_app, name="prove")
+LogOpt = Annotated[str, typer.Option("--log", help="The log id (its directory name).")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Write here (default stdout).")]
+
+
+def _emit(proof: dict[str, Any], out: Path | None) -> None:
+    text = json.dumps(proof, indent=2) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)
+        err_console.print(f"proof written to {out}", highlight=False)
+
+
+@prove_app.command("inclusion")
+def prove_inclusion(
+    seq: Annotated[int, typer.Argument(help="The event to prove.", min=0)],
+    log: LogOpt,
+    directory: DirArg = None,
+    size: Annotated[
+        int | None, typer.Option("--size", help="Prove against this checkpoint (default newest).")
+    ] = None,
+    out: OutOpt = None,
+) -> None:
+    """Prove that event SEQ of a log is in the tree a signed checkpoint commits to."""
+    try:
+        prover, checkpoints = log_prover(_log_dir(directory, log))
+        if not checkpoints:
+            raise AuditDirError(f"Log {log} has no tree checkpoint; run `ztml audit upgrade`.")
+        checkpoint = checkpoints[max(checkpoints) if size is None else size]
+        _emit(prover.inclusion(checkpoint.checkpoint, seq), out)
+    except KeyError:
+        raise fail(f"Log {log} has no checkpoint of size {size}.") from None
+    except (AuditError, ChainError) as err:
+        raise fail(str(err)) from None
+
+
+@prove_app.command("consistency")
+def prove_consistency(
+    old: Annotated[int, typer.Argument(help="The older tree size.", min=0)],
+    new: Annotated[int, typer.Argument(help="The newer tree size (a signed checkpoint).", min=1)],
+    log: LogOpt,
+    directory: DirArg = None,
+    out: OutOpt = None,
+) -> None:
+    """Prove that the log's first OLD events are a prefix of its signed tree of NEW."""
+    try:
+        prover, checkpoints = log_prover(_log_dir(directory, log))
+        if new not in checkpoints:
+            raise AuditDirError(f"Log {log} has no signed checkpoint of size {new}.")
+        older = checkpoints[old].checkpoint if old in checkpoints else old
+        _emit(prover.consistency(older, checkpoints[new].checkpoint), out)
+    except (AuditError, ChainError) as err:
+        raise fail(str(err)) from None
+
+
+@app.command("vkey")
+def vkey(
+    log: LogOpt,
+    trust: Annotated[
+        Path | None,
+        typer.Option("--trust", help="Directory of trusted *.pub keys (default $ZTML_HOME/keys)."),
+    ] = None,
+) -> None:
+    """Print the verifier keys (vkeys) of the trusted keys under a log's origin."""
+    try:
+        store = _load_trust(trust)
+    except KeyError_ as err:
+        raise fail(str(err)) from None
+    for key in store.keys.values():
+        typer.echo(Verifier(audit_origin(log), ED25519, key).vkey())
+
+
+@app.command("upgrade")
+def upgrade(
+    directory: DirArg = None,
+    trust: Annotated[
+        Path | None,
+        typer.Option("--trust", help="Directory of trusted *.pub keys (default $ZTML_HOME/keys)."),
+    ] = None,
+    anchors: Annotated[
+        Path | None,
+        typer.Option("--anchors", help="Anchors file (default: <DIR>-anchors.jsonl next to DIR)."),
+    ] = None,
+    key: Annotated[Path | None, typer.Option("--key", help="The audit private key.")] = None,
+) -> None:
+    """Upgrade logs written by an earlier version: verify, then sign a tree checkpoint.
+
+    Nothing is rewritten or lost: each finished log whose events are not all covered by
+    a tree checkpoint gets one more checkpoint line (C2SP note, signed with the audit
+    key) at the end of its last segment, anchored like any other.
+    """
+    audit_dir = directory or ztml_home() / "audit"
+    try:
+        check_audit_dir(audit_dir)
+        store = _load_trust(trust)
+        path = anchors or default_anchors_path(audit_dir)
+        sink = FileAnchorSink(path) if path.is_file() else None
+        verify_audit_dir(audit_dir, store, anchors=sink)
+        signer = Signer.from_file(key or ztml_home() / "keys" / "audit.key", "audit")
+        upgraded = [
+            cp for log_dir in list_logs(audit_dir) if (cp := upgrade_log(log_dir, signer, sink))
+        ]
+        report = verify_audit_dir(audit_dir, store, anchors=sink)
+    except AuditVerificationError as err:
+        raise fail(f"not upgraded: verification failed at {err}") from None
+    except (AuditError, KeyError_, ChainError) as err:
+        raise fail(str(err)) from None
+    for cp in upgraded:
+        console.print(f"log {cp.log}: checkpoint of {cp.size} events signed", highlight=False)
+    console.print(
+        f"[green]audit log upgraded[/green]: {report.events} events in {len(report.logs)} "
+        f"log(s) kept, {len(upgraded)} log(s) checkpointed",
         highlight=False,
     )

@@ -7,8 +7,11 @@ shared between processes; within a process a lock serialises appends, so the log
 thread-safe, and ``append`` is short and synchronous, so an asyncio server may call it
 directly.
 
-Checkpoints (:class:`~service.chain.core.Checkpoint`, signed with the audit key) are
-written every ``checkpoint_every`` events or ``checkpoint_seconds`` seconds (a background
+The chain is also an RFC 6962 Merkle tree whose leaves are the record lines (without
+the newline); the writer keeps its frontier, O(log n) per event. Checkpoints are C2SP
+``tlog-checkpoint`` signed notes (:class:`~service.chain.tlog.LogCheckpoint`, origin
+``ztml.local/audit/<log id>``, signed with the audit key) and are written every
+``checkpoint_every`` events or ``checkpoint_seconds`` seconds (a background
 thread covers idle periods), when a segment reaches ``segment_bytes`` (the segment then
 ends with the checkpoint and the chain continues in the next segment) and at
 :meth:`AuditLog.close`. Each checkpoint line ``{"checkpoint": {...}}`` is signed and
@@ -34,6 +37,10 @@ it is fsync'ed and anchored. A process that dies without closing leaves events a
 its last checkpoint, which the verifier accepts (with a warning) unless an anchor claims
 more.
 
+Event times may not go back more than ``MAX_CLOCK_SKEW_S`` (300 s) before the newest
+event time of the chain: such an event is refused (:class:`AuditEventError`), so the
+verifier, which checks the same, never finds one.
+
 A failed write leaves the log unusable (fail closed): later appends raise
 :class:`~service.audit.errors.AuditWriteError`; create a new ``AuditLog`` (a new chain).
 """
@@ -53,10 +60,14 @@ from typing import Any, Literal
 
 from service.audit.anchors import AnchorSink, FileAnchorSink, default_anchors_path
 from service.audit.encoding import fast_encode
-from service.audit.errors import AnchorError, AuditError, AuditWriteError
-from service.audit.events import encode_event, now_rfc3339
+from service.audit.errors import AnchorError, AuditError, AuditEventError, AuditWriteError
+from service.audit.events import encode_event
 from service.audit.segments import new_log_id, segment_name
-from service.chain.core import GENESIS_HASH, Checkpoint
+from service.audit.times import TimeFloor, event_time
+from service.chain.core import GENESIS_HASH
+from service.chain.errors import NoteError
+from service.chain.merkle import Frontier
+from service.chain.tlog import LogCheckpoint, TreeCheckpoint, audit_origin
 from service.keys.errors import KeyError_
 from service.keys.store import Signer
 from service.toolchain.paths import ztml_home
@@ -68,7 +79,7 @@ _current_pid = os.getpid()
 
 # A worker job: (descriptor to fsync or -1, checkpoint to anchor, event to set when done);
 # descriptor _STOP ends the worker.
-_Job = tuple[int, Checkpoint | None, threading.Event | None]
+_Job = tuple[int, LogCheckpoint | None, threading.Event | None]
 _STOP = -2
 
 
@@ -165,6 +176,8 @@ class AuditLog:
         self._closed = False
         self._failed: str | None = None
         self._fsync_each = fsync == "always"
+        self._tree: list[bytes] = []  # the frontier: roots of the perfect subtrees
+        self._times = TimeFloor()
         self.log_id, self.log_dir = self._create_log_dir()
         self._open_segment()
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
@@ -265,9 +278,16 @@ class AuditLog:
             AuditWriteError: the log is closed, failed, or the write failed.
         """
         data = encode_event(event)
+        at = data.rfind(b'"time":"', -42)  # the event's last member (see service.audit.times)
+        second = data[at + 8 : at + 27]
         with self._lock:
             if self._closed or self._failed is not None or self._pid != _current_pid:
                 self._check_usable()
+            times = self._times
+            if second >= times.newest and at >= 0:
+                times.newest = second
+            elif not times.admit(event_time(data)):
+                raise AuditEventError(times.refusal(event_time(data)))
             seq = self._seq
             prev = self._head_bytes
             digest = _sha256(b'{"body":%b,"prev":"%b","seq":%d}' % (data, prev, seq)).hexdigest()
@@ -279,6 +299,13 @@ class AuditLog:
                 seq,
             )
             self._write(line)
+            tree = self._tree
+            tree.append(_sha256(b"\x00" + line[:-1]).digest())
+            carry = seq
+            while carry & 1:  # merge equal subtrees (RFC 6962 right edge)
+                right = tree.pop()
+                tree[-1] = _sha256(b"\x01" + tree[-1] + right).digest()
+                carry >>= 1
             self._seq = seq + 1
             self._head_bytes = digest_bytes
             self._since_checkpoint += 1
@@ -315,19 +342,19 @@ class AuditLog:
         self._fd = -1
         self._open_segment()
 
-    def _checkpoint_locked(self) -> Checkpoint | None:
+    def _checkpoint_locked(self) -> LogCheckpoint | None:
         self._last_checkpoint = time.monotonic()
         if self._since_checkpoint == 0 or self._seq == 0:
             return None
         try:
-            cp = Checkpoint.create(
-                log=self.log_id,
-                seq=self._seq - 1,
-                head=self._head_bytes.decode(),
-                time=now_rfc3339(),
-                signer=self.signer,
+            root = Frontier(self._seq, tuple(self._tree)).root()
+            cp = LogCheckpoint(
+                self.log_id,
+                TreeCheckpoint.create(
+                    origin=audit_origin(self.log_id), size=self._seq, root=root, signer=self.signer
+                ),
             )
-        except (KeyError_, ValueError, TypeError) as err:
+        except (KeyError_, NoteError, ValueError, TypeError) as err:
             self._failed = f"signing a checkpoint failed: {err}"
             raise AuditWriteError(f"Cannot sign audit checkpoint: {err}") from None
         self._write(fast_encode({"checkpoint": cp.to_dict()}) + b"\n")
@@ -342,7 +369,7 @@ class AuditLog:
         self._jobs.put((sync_fd, cp, None))
         return cp
 
-    def checkpoint(self, *, wait: bool = True) -> Checkpoint | None:
+    def checkpoint(self, *, wait: bool = True) -> LogCheckpoint | None:
         """Write a checkpoint now if events arrived since the last one.
 
         Args:

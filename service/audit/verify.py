@@ -13,7 +13,13 @@ For each log (chain) in the directory, segment by segment and line by line:
   repaired here: see ``ztml audit recover``);
 * against the anchors (when given): every anchored checkpoint is trusted, appears in the
   segments, and no anchor lies beyond the end of the log; with an anchor index, no
-  anchored log is missing. This is what reveals a cut-off tail or a deleted segment.
+  anchored log is missing. This is what reveals a cut-off tail or a deleted segment;
+* each log is also an RFC 6962 Merkle tree of its record lines: a checkpoint in the C2SP
+  note form (:class:`~service.chain.tlog.LogCheckpoint`) must sign the root of the
+  records before it, and anchored ones are compared by root. Checkpoints of the JSON form
+  of earlier versions are still checked against the chain head;
+* event times never go back more than the clock skew (300 s, whole seconds) before the
+  newest earlier event time of the log (:mod:`service.audit.times`).
 
 Events after a log's last checkpoint (a process that was killed) are accepted with a
 warning unless ``strict``, as long as no anchor claims more.
@@ -32,7 +38,11 @@ from service.audit.anchors import AnchorIndex, AnchorSink
 from service.audit.encoding import fast_encode
 from service.audit.errors import AuditDirError, AuditTrustError, AuditVerificationError
 from service.audit.segments import list_logs, list_segments, segment_name
+from service.audit.times import TimeFloor, event_time
 from service.chain.core import GENESIS_HASH, Checkpoint, link_hash
+from service.chain.errors import NoteError
+from service.chain.merkle import Frontier
+from service.chain.tlog import AnyCheckpoint, LogCheckpoint, checkpoint_from_dict
 from service.keys.errors import KeyError_
 from service.keys.store import TrustStore
 
@@ -50,6 +60,7 @@ class LogSummary:
     last_seq: int = -1
     head: str = GENESIS_HASH
     signed_seq: int = -1
+    tree_signed_seq: int = -1
     anchored_seq: int = -1
     bytes: int = 0
 
@@ -102,7 +113,7 @@ class _LogVerifier:
         log_dir: Path,
         trust: TrustStore,
         *,
-        anchored: list[Checkpoint],
+        anchored: list[AnyCheckpoint],
         progress: Progress | None,
     ) -> None:
         self.log_dir = log_dir
@@ -112,7 +123,11 @@ class _LogVerifier:
         self.summary = LogSummary(self.log_id)
         self.wanted = {cp.seq for cp in anchored}
         self.heads: dict[int, str] = {}
+        self.roots: dict[int, bytes] = {}
         self.checkpoints: dict[int, Checkpoint] = {}
+        self.tree_checkpoints: dict[int, LogCheckpoint] = {}
+        self.tree: list[bytes] = []
+        self.times = TimeFloor()
 
     def run(self) -> LogSummary:
         segments = list_segments(self.log_dir)
@@ -141,6 +156,8 @@ class _LogVerifier:
         expected = self.summary.last_seq + 1
         head = self.summary.head.encode()
         wanted = self.wanted
+        tree = self.tree
+        admit = self.times.admit
         last_kind = ""
         events_here = 0
         for number, raw in enumerate(lines, start=1):
@@ -158,9 +175,18 @@ class _LogVerifier:
                         and sha256(b'{"body":' + raw[9 : end - 74] + tail).hexdigest().encode()
                         == digest
                     ):
+                        if not admit(event_time(raw[9 : end - 74])):
+                            self._time_fault(raw, path, number, expected)
                         head = digest
+                        tree.append(sha256(b"\x00" + raw).digest())
+                        carry = expected
+                        while carry & 1:  # merge equal subtrees (RFC 6962 right edge)
+                            right = tree.pop()
+                            tree[-1] = sha256(b"\x01" + tree[-1] + right).digest()
+                            carry >>= 1
                         if expected in wanted:
                             self.heads[expected] = digest.decode()
+                            self.roots[expected] = self._root(expected + 1)
                         expected += 1
                         events_here += 1
                         last_kind = "event"
@@ -192,6 +218,15 @@ class _LogVerifier:
             )
         if self.progress is not None:
             self.progress(len(data))
+
+    def _root(self, size: int) -> bytes:
+        return Frontier(size, tuple(self.tree)).root()
+
+    def _time_fault(self, raw: bytes, path: Path, number: int, seq: int) -> NoReturn:
+        when = event_time(raw[9:].rsplit(b',"hash":', 1)[0])
+        if not when:
+            self._fail("event has no time as its last member", path, number, seq)
+        self._fail(self.times.refusal(when), path, number, seq)
 
     def _record(self, raw: bytes, path: Path, number: int, expected: int, head: str) -> NoReturn:
         """Diagnose a record line that failed the fast check; always raises."""
@@ -245,11 +280,15 @@ class _LogVerifier:
         if type(record["checkpoint"]) is not dict:
             self._fail("checkpoint is not an object", path, number, seq)
         try:
-            cp = Checkpoint.from_dict(record["checkpoint"])
+            parsed = checkpoint_from_dict(record["checkpoint"])
         except ValueError as err:
             self._fail(str(err), path, number, seq)
-        if fast_encode({"checkpoint": cp.to_dict()}) != raw:
+        if fast_encode({"checkpoint": parsed.to_dict()}) != raw:
             self._fail("checkpoint line is not in canonical form (altered)", path, number, seq)
+        if isinstance(parsed, LogCheckpoint):
+            self._tree_checkpoint(parsed, path, number)
+            return
+        cp = parsed
         if cp.log != self.log_id:
             self._fail(
                 f"checkpoint names log {cp.log!r}, not this log (copied from another log?)",
@@ -276,15 +315,49 @@ class _LogVerifier:
         self.summary.checkpoints += 1
         self.summary.signed_seq = seq
 
+    def _tree_checkpoint(self, cp: LogCheckpoint, path: Path, number: int) -> None:
+        seq = self.summary.last_seq
+        if cp.log != self.log_id:
+            self._fail(
+                f"checkpoint names log {cp.log!r}, not this log (copied from another log?)",
+                path,
+                number,
+                seq,
+            )
+        if seq < 0 or cp.seq != seq:
+            self._fail(
+                f"checkpoint for seq {cp.seq} follows record {seq} (moved, or records deleted)",
+                path,
+                number,
+                seq,
+            )
+        if cp.root != self._root(seq + 1):
+            self._fail(
+                "checkpoint root does not match the records before it (the tree was altered)",
+                path,
+                number,
+                seq,
+            )
+        if seq in self.tree_checkpoints:
+            self._fail("duplicate checkpoint for the same record", path, number, seq)
+        try:
+            cp.verify(self.trust)
+        except NoteError as err:
+            self._fail(f"checkpoint {err}", path, number, seq)
+        self.tree_checkpoints[seq] = cp
+        self.summary.checkpoints += 1
+        self.summary.signed_seq = seq
+        self.summary.tree_signed_seq = seq
+
 
 def _check_anchors(
-    verifier: _LogVerifier, anchored: list[Checkpoint], trust: TrustStore, source: Path | None
+    verifier: _LogVerifier, anchored: list[AnyCheckpoint], trust: TrustStore, source: Path | None
 ) -> None:
     summary = verifier.summary
     for cp in anchored:
         try:
             cp.verify(trust)
-        except KeyError_ as err:
+        except (KeyError_, NoteError) as err:
             raise AuditVerificationError(
                 f"anchored checkpoint {err}", file=source, log=cp.log, seq=cp.seq
             ) from None
@@ -295,13 +368,19 @@ def _check_anchors(
                 log=summary.log_id,
                 seq=cp.seq,
             )
-        if verifier.heads.get(cp.seq) != cp.head:
+        if isinstance(cp, LogCheckpoint):
+            matches = verifier.roots.get(cp.seq) == cp.root
+            in_segments = verifier.tree_checkpoints.get(cp.seq) == cp
+        else:
+            matches = verifier.heads.get(cp.seq) == cp.head
+            in_segments = verifier.checkpoints.get(cp.seq) == cp
+        if not matches:
             raise AuditVerificationError(
                 f"the anchored head at seq {cp.seq} does not match the log (it was rewritten)",
                 log=summary.log_id,
                 seq=cp.seq,
             )
-        if verifier.checkpoints.get(cp.seq) != cp:
+        if not in_segments:
             raise AuditVerificationError(
                 f"the anchored checkpoint at seq {cp.seq} is missing from the segments "
                 "(a checkpoint line was removed or replaced)",

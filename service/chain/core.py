@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from service.keys.canonical import canonical_json
@@ -23,6 +24,11 @@ from service.keys.errors import KeyError_
 from service.keys.store import Signer, TrustStore
 
 GENESIS_HASH = "0" * 64
+
+#: How far a record's time may lie before the newest earlier time of its chain (seconds):
+#: several writers' clocks (ledger replicas, an audit log's threads) differ a little,
+#: and five minutes is the usual allowance (Kerberos' default clock skew).
+MAX_CLOCK_SKEW_S = 300
 
 Encoder = Callable[[Any], bytes]
 
@@ -96,3 +102,47 @@ def verify_checkpoint(cp: Checkpoint, trust: TrustStore, position: str) -> None:
         cp.verify(trust)
     except KeyError_ as err:
         raise ChainVerificationError(position, f"checkpoint {err}") from None
+
+
+def parse_utc(text: str) -> datetime:
+    """Parse an RFC 3339 UTC time ending in ``Z`` (e.g. ``2026-11-22T10:00:00.123Z``).
+
+    Raises:
+        ValueError: not such a time.
+    """
+    if not text.endswith("Z"):
+        raise ValueError(f"time {text!r} is not UTC (no 'Z')")
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
+
+
+class TimeOrder:
+    """Checks that the times of a chain's records never go back beyond the clock skew.
+
+    Args:
+        skew_s: how many seconds a time may lie before the newest earlier one.
+    """
+
+    def __init__(self, skew_s: float = MAX_CLOCK_SKEW_S) -> None:
+        self.skew_s = skew_s
+        self.newest: datetime | None = None
+        self.newest_text = ""
+        self.newest_seq = -1
+
+    def check(self, seq: int, text: str) -> None:
+        """Fold in record ``seq``'s time.
+
+        Raises:
+            ValueError: the time is unparsable or goes back beyond the skew (the message
+                names both times and the record that set the newer one).
+        """
+        when = parse_utc(text)
+        newest = self.newest
+        if newest is not None:
+            behind = (newest - when).total_seconds()
+            if behind > self.skew_s:
+                raise ValueError(
+                    f"time {text} goes back {behind:.0f} s before {self.newest_text} (seq "
+                    f"{self.newest_seq}): beyond the allowed clock skew of {self.skew_s:.0f} s"
+                )
+        if newest is None or when > newest:
+            self.newest, self.newest_text, self.newest_seq = when, text, seq

@@ -19,3 +19,11 @@ class ChainVerificationError(ChainError):
         super().__init__(f"{position}: {reason}")
         self.position = position
         self.reason = reason
+
+
+class ProofError(ChainError):
+    """A Merkle inclusion or consistency proof does not verify, or cannot be made."""
+
+
+class NoteError(ChainError):
+    """A signed note or checkpoint is malformed, or no trusted signature on it verifies."""

@@ -12,6 +12,11 @@ start, the pod's init step), it also verifies the model's OMS bundle (``model.si
 beside it) against the trusted OMS signer keys (:mod:`service.oms`). Anything else
 raises a :class:`~service.gate.errors.GateError` carrying every reason; nothing is ever
 returned as "not verified".
+
+No completeness without proof: the digest's records (its registration, evaluations,
+approvals and any revocation) must be covered by the ledger's newest signed checkpoint,
+and, given the verifier's kept checkpoints (``seen``), the ledger must not have been cut
+back or rolled back since this verifier last saw it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 
 from service.authz.errors import ProvenanceGateError
 from service.authz.provenance import evaluate_provenance
+from service.chain.seen import SeenCheckpoints
 from service.gate.errors import (
     GateArtifactError,
     GateEvidenceError,
@@ -33,9 +39,15 @@ from service.gate.requirements import Requirements, load_requirements
 from service.keys.errors import KeyError_
 from service.keys.store import TrustStore, key_id, load_public_key
 from service.ledger.artifact import hash_artifact
+from service.ledger.checkpoints import require_coverage
 from service.ledger.errors import LedgerError, LedgerIntegrityError
 from service.ledger.factory import open_ledger
-from service.ledger.verify import parse_export, verify_records
+from service.ledger.verify import (
+    Export,
+    VerifyReport,
+    parse_export_document,
+    verify_export,
+)
 from service.oms import (
     OmsBundle,
     OmsError,
@@ -126,6 +138,7 @@ def check_deploy(
     ledger_export: Path | None = None,
     requirements: Requirements | None = None,
     opa: Path | None = None,
+    seen: SeenCheckpoints | None = None,
 ) -> ApprovedModel:
     """Return the approved model, or raise with every reason it may not be deployed.
 
@@ -138,6 +151,8 @@ def check_deploy(
         ledger_export: Verify this ``ztml ledger export`` file instead.
         requirements: Requirements overriding ``policies/data/provenance.json``'s.
         opa: The ``opa`` binary (default: the project's, see ``service.toolchain.opa``).
+        seen: This verifier's kept checkpoints: the ledger must be consistent with the
+            one kept for it, and the newest one verified here is kept.
 
     Raises:
         ModelDeniedError: the artifact does not match the pinned digest, its OMS bundle
@@ -169,12 +184,17 @@ def check_deploy(
     export_text = None
     if ledger_export is not None:
         export_text = _read_export(ledger_export)
-        records = _export_records(ledger_export, export_text, trust.store)
+        export = _parse_export(ledger_export, export_text)
+        where, failed = f"ledger export {ledger_export}", "is not verified: verification failed at"
     elif ledger_url is not None:
-        records = _ledger_records(ledger_url, trust.store)
+        export = _ledger_export(ledger_url)
+        where, failed = f"ledger {ledger_url}", "cannot be verified:"
     else:
         raise ValueError("check_deploy needs a ledger_url or a ledger_export")
+    report = _verify(f"{where} {failed}", export, trust.store, seen)
+    records = [dict(r) for r in export.records]
     mine = [r for r in records if r.get("model_digest") == digest]
+    _require_checkpoint(where, report, mine, digest)
     policy_input = {
         "digest": digest,
         "ledger": {"verified": True, "records": mine},
@@ -244,15 +264,33 @@ def _hash(artifact: Path) -> tuple[str, int]:
         raise GateArtifactError(str(err)) from None
 
 
-def _ledger_records(url: str, trust: TrustStore) -> list[dict[str, Any]]:
+def _ledger_export(url: str) -> Export:
     try:
         with open_ledger(url, create=False) as ledger:
-            export = ledger.export(trust)
-    except LedgerIntegrityError as err:
-        raise ModelDeniedError(f"ledger {url} cannot be verified: {err}") from None
+            document = ledger.export()
     except LedgerError as err:
         raise GateEvidenceError(f"ledger {url} cannot be read: {err}") from None
-    return list(export["records"])
+    return Export(list(document["records"]), document["checkpoint"])
+
+
+def _verify(
+    where: str, export: Export, trust: TrustStore, seen: SeenCheckpoints | None
+) -> VerifyReport:
+    try:
+        return verify_export(
+            {"records": export.records, "checkpoint": export.checkpoint}, trust, seen=seen
+        )
+    except LedgerIntegrityError as err:
+        raise ModelDeniedError(f"{where} {err}") from None
+
+
+def _require_checkpoint(
+    where: str, report: VerifyReport, mine: list[dict[str, Any]], digest: str
+) -> None:
+    try:
+        require_coverage(report.tree, [int(r["seq"]) for r in mine], f"model {digest}'s record")
+    except LedgerIntegrityError as err:
+        raise ModelDeniedError(f"{where}: {err}") from None
 
 
 def _read_export(path: Path) -> str:
@@ -266,15 +304,8 @@ def _read_export(path: Path) -> str:
         ) from None
 
 
-def _export_records(path: Path, text: str, trust: TrustStore) -> list[dict[str, Any]]:
+def _parse_export(path: Path, text: str) -> Export:
     try:
-        records = parse_export(text)
+        return parse_export_document(text)
     except LedgerIntegrityError as err:
         raise GateEvidenceError(f"Ledger export {path} {err.reason}.") from None
-    try:
-        verify_records(records, trust)
-    except LedgerIntegrityError as err:
-        raise ModelDeniedError(
-            f"ledger export {path} is not verified: verification failed at {err}"
-        ) from None
-    return [dict(r) for r in records]

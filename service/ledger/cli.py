@@ -4,7 +4,9 @@ Defaults: the ledger is ``$ZTML_HOME/ledger.db`` (``$ZTML_LEDGER_URL`` or ``--le
 override it; ``postgresql://...`` selects PostgreSQL). ``register`` and ``evaluate`` sign
 with ``$ZTML_HOME/keys/trainer.key`` as ``trainer@<hostname>``; ``approve``, ``revoke``
 and ``checkpoint`` with ``$ZTML_HOME/keys/approver.key`` as ``approver@<hostname>``.
-Verification trusts the public keys ``$ZTML_HOME/keys/*.pub`` unless ``--trust DIR``.
+Verification trusts the public keys ``$ZTML_HOME/keys/*.pub`` unless ``--trust DIR``, and
+keeps the newest checkpoint it accepted in ``$ZTML_HOME/seen-checkpoints.json``
+(``--state FILE``) to detect a ledger cut back or rolled back since.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +24,10 @@ import typer
 from rich.console import Console
 
 from service.chain.core import Checkpoint
-from service.chain.errors import ChainError
+from service.chain.errors import ChainError, NoteError
+from service.chain.note import Verifier
+from service.chain.seen import SeenCheckpoints, default_seen_path
+from service.chain.tlog import TreeCheckpoint
 from service.console import err_console, fail, work_progress
 from service.keys.canonical import canonical_json
 from service.keys.errors import KeyError_
@@ -63,7 +69,29 @@ KeyOpt = Annotated[Path | None, typer.Option("--key", help="Private key to sign 
 IdentityOpt = Annotated[str | None, typer.Option("--identity", help="Signer identity.")]
 CheckpointOpt = Annotated[
     Path | None,
-    typer.Option("--checkpoint", help="A signed ledger checkpoint the ledger must reach."),
+    typer.Option(
+        "--checkpoint",
+        help="A signed checkpoint (note, or the JSON of earlier versions) the ledger must reach.",
+    ),
+]
+StateOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--state",
+        help="This verifier's kept checkpoints (default $ZTML_HOME/seen-checkpoints.json).",
+    ),
+]
+NoStateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-state", help="Neither read nor keep checkpoints (a rollback goes unnoticed)."
+    ),
+]
+WitnessOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--witness", help="A witness vkey (cosignature/v1) that must have cosigned; repeatable."
+    ),
 ]
 ExpectHeadOpt = Annotated[
     str | None,
@@ -95,10 +123,13 @@ def _expectation(checkpoint: Path | None, expect_head: str | None) -> Any:
         raise fail("Give either --checkpoint or --expect-head, not both.")
     if checkpoint is not None:
         try:
-            return Checkpoint.from_dict(json.loads(checkpoint.read_text()))
-        except (OSError, ValueError, AttributeError) as err:
+            text = checkpoint.read_text(encoding="utf-8")
+            if text.lstrip().startswith("{"):
+                return Checkpoint.from_dict(json.loads(text))
+            return TreeCheckpoint.parse(text)
+        except (OSError, ValueError, AttributeError, NoteError) as err:
             raise fail(
-                f"Cannot read checkpoint {checkpoint}: {err}. Pass the JSON file written by "
+                f"Cannot read checkpoint {checkpoint}: {err}. Pass the note written by "
                 "`ztml ledger checkpoint --out FILE`."
             ) from None
     if expect_head is not None:
@@ -107,6 +138,24 @@ def _expectation(checkpoint: Path | None, expect_head: str | None) -> Any:
             raise fail(f"--expect-head {expect_head!r} must be SEQ:HASH (64 hex digits).")
         return ExpectedHead(int(seq), head.lower(), f"expected head {expect_head}")
     return None
+
+
+def _seen(state: Path | None, no_state: bool) -> SeenCheckpoints | None:
+    if no_state:
+        if state is not None:
+            raise fail("Give either --state or --no-state, not both.")
+        return None
+    return SeenCheckpoints(state or default_seen_path())
+
+
+def _witnesses(vkeys: list[str] | None) -> list[Verifier]:
+    try:
+        parsed = [Verifier.parse(v) for v in vkeys or []]
+    except NoteError as err:
+        raise fail(f"--witness: {err}") from None
+    if any(v.signature_type != 0x04 for v in parsed):
+        raise fail("--witness takes cosignature/v1 vkeys (type 0x04; see `ztml ledger cosign`).")
+    return parsed
 
 
 def _open(url: str | None, *, create: bool = False) -> Ledger:
@@ -254,19 +303,36 @@ def verify(
     trust: TrustOpt = None,
     checkpoint: CheckpointOpt = None,
     expect_head: ExpectHeadOpt = None,
+    state: StateOpt = None,
+    no_state: NoStateOpt = False,
+    witness: WitnessOpt = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Also fail when records follow the newest checkpoint.")
+    ] = False,
     ledger: LedgerOpt = None,
 ) -> None:
-    """Verify every hash, link, signature and rule; exit 0 only for an intact ledger."""
+    """Verify every hash, link, signature, time and rule, and the signed checkpoints.
+
+    Prints "intact up to the newest signed checkpoint (seq N)" and names the records
+    after it as unproven. Exits 0 only for an intact chain (with --strict: only when
+    every record is proven).
+    """
     with _errors():
         store = _trust(trust)
     expect = _expectation(checkpoint, expect_head)
+    seen = _seen(state, no_state)
+    witnesses = _witnesses(witness)
     with _errors(), _open(ledger) as opened:
         report = _with_progress(
             opened.count(),
             "verifying",
-            lambda step: opened.verify(store, expect=expect, progress=step),
+            lambda step: opened.verify(
+                store, expect=expect, progress=step, seen=seen, witnesses=witnesses
+            ),
         )
         print_report(console, report, opened.url)
+    if strict and report.unproven:
+        raise fail(f"{report.unproven} record(s) are not covered by a signed checkpoint.")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -292,9 +358,11 @@ def export(
     expect_head: ExpectHeadOpt = None,
     ledger: LedgerOpt = None,
 ) -> None:
-    """Export {"verified", "records"} as canonical JSON; verified only after verifying.
+    """Export {"verified", "records", "checkpoint"} as canonical JSON.
 
-    Nothing is written when verification fails.
+    "verified" is true only after verifying; "checkpoint" is the newest signed
+    checkpoint note, which the deploy gate and the Pulumi program require to cover the
+    records they rely on. Nothing is written when verification fails.
     """
     with _errors():
         store = None if no_verify else _trust(trust)
@@ -320,17 +388,19 @@ def verify_export_file(
     trust: TrustOpt = None,
     checkpoint: CheckpointOpt = None,
     expect_head: ExpectHeadOpt = None,
+    witness: WitnessOpt = None,
 ) -> None:
     """Verify an exported ledger offline (its own 'verified' flag is not trusted)."""
     with _errors():
         store = _trust(trust)
     expect = _expectation(checkpoint, expect_head)
+    witnesses = _witnesses(witness)
     try:
         text = file.read_bytes()
     except OSError as err:
         raise fail(f"Cannot read export {file}: {err.strerror}.") from None
     with _errors():
-        report = verify_export_text(text, store, expect=expect)
+        report = verify_export_text(text, store, expect=expect, witnesses=witnesses)
         print_report(console, report, str(file))
 
 
@@ -341,17 +411,132 @@ def checkpoint_cmd(
     identity: IdentityOpt = None,
     ledger: LedgerOpt = None,
 ) -> None:
-    """Sign the current head; keep it to detect truncation later (verify --checkpoint).
+    """Print the checkpoint of the whole ledger, signing one if none covers every record.
 
-    Signed with $ZTML_HOME/keys/approver.key unless --key.
+    Every append already signs one; keep it to check the ledger later (verify
+    --checkpoint FILE). Signed with $ZTML_HOME/keys/approver.key unless --key.
+    """
+    with _errors(), _open(ledger) as opened:
+        latest = opened.newest_checkpoint()
+        if latest is not None and TreeCheckpoint.parse(latest).size == opened.count():
+            signed = TreeCheckpoint.parse(latest)
+        else:
+            signed = opened.checkpoint(Signer.for_role("approver", key=key, identity=identity))
+    _emit(signed.text, out, f"checkpoint of size {signed.size} (seq {signed.seq})")
+
+
+def _emit(text: str, out: Path | None, what: str) -> None:
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        _write_atomic(out, text.encode())
+        err_console.print(f"{what} written to {out}", highlight=False)
+
+
+prove_app = typer.Typer(
+    help="Print Merkle proofs that `scripts/tlog-verify` (or any RFC 9162 verifier) checks.",
+    no_args_is_help=True,
+)
+app.add_typer(prove_app, name="prove")
+
+
+@prove_app.command("inclusion")
+def prove_inclusion(
+    seq: Annotated[int, typer.Argument(help="The record to prove.", min=0)],
+    size: Annotated[
+        int | None, typer.Option("--size", help="Prove against this checkpoint (default newest).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write here (default stdout).")] = None,
+    ledger: LedgerOpt = None,
+) -> None:
+    """Prove that record SEQ is in the tree a signed checkpoint commits to."""
+    with _errors(), _open(ledger) as opened:
+        proof = opened.prove_inclusion(seq, size=size)
+    _emit(json.dumps(proof, indent=2) + "\n", out, f"inclusion proof of seq {seq}")
+
+
+@prove_app.command("consistency")
+def prove_consistency(
+    old: Annotated[int, typer.Argument(help="The older tree size.", min=0)],
+    new: Annotated[int, typer.Argument(help="The newer tree size (a signed checkpoint).", min=1)],
+    out: Annotated[Path | None, typer.Option("--out", help="Write here (default stdout).")] = None,
+    ledger: LedgerOpt = None,
+) -> None:
+    """Prove that the tree of OLD records is a prefix of the signed tree of NEW records."""
+    with _errors(), _open(ledger) as opened:
+        proof = opened.prove_consistency(old, new)
+    _emit(json.dumps(proof, indent=2) + "\n", out, f"consistency proof {old} -> {new}")
+
+
+@app.command("vkey")
+def vkey(trust: TrustOpt = None, ledger: LedgerOpt = None) -> None:
+    """Print the verifier keys (vkeys) of the trusted keys under this ledger's origin.
+
+    Give them to an independent verifier: `scripts/tlog-verify --vkey VKEY PROOF`.
     """
     with _errors():
+        store = _trust(trust)
+        with _open(ledger) as opened:
+            origin = opened.origin()
+        if origin is None:
+            raise LedgerError("The ledger is empty; it has no origin yet.")
+        for key in store.keys.values():
+            typer.echo(Verifier(origin, 0x01, key).vkey())
+
+
+@app.command("upgrade")
+def upgrade(
+    trust: TrustOpt = None,
+    key: KeyOpt = None,
+    identity: IdentityOpt = None,
+    ledger: LedgerOpt = None,
+) -> None:
+    """Upgrade a ledger written by an earlier version: verify it, then checkpoint it.
+
+    No record is changed or lost: the checkpoints table is added and every record is
+    covered by a checkpoint signed with $ZTML_HOME/keys/approver.key (or --key).
+    """
+    with _errors():
+        store = _trust(trust)
         signer = Signer.for_role("approver", key=key, identity=identity)
         with _open(ledger) as opened:
-            signed = opened.checkpoint(signer)
-    data = json.dumps(signed.to_dict(), indent=2) + "\n"
-    if out is None:
-        typer.echo(data, nl=False)
-    else:
-        _write_atomic(out, data.encode())
-        err_console.print(f"checkpoint of seq {signed.seq} written to {out}")
+            before = opened.newest_checkpoint()
+            signed = opened.upgrade(signer, store)
+            report = opened.verify(store)
+        state = "already covered" if before == signed.text else "checkpoint signed"
+        console.print(
+            f"[green]ledger upgraded[/green]: {report.count} records kept, {state} at size "
+            f"{signed.size} ({signed.origin})",
+            highlight=False,
+        )
+        print_report(console, report, opened.url)
+
+
+@app.command("cosign")
+def cosign_cmd(
+    name: Annotated[str, typer.Option("--name", help="The witness's key name, e.g. w.example/1.")],
+    key: Annotated[Path, typer.Option("--key", help="The witness's private key.")],
+    trust: TrustOpt = None,
+    state: StateOpt = None,
+    ledger: LedgerOpt = None,
+) -> None:
+    """Witness the newest checkpoint with a second key (a cosignature/v1 line).
+
+    The witness verifies the ledger, checks that it extends what this witness cosigned
+    before (its --state), adds its cosignature and prints its vkey for `verify --witness`.
+    """
+    with _errors():
+        store = _trust(trust)
+        witness = Signer.from_file(key, name)
+        seen = SeenCheckpoints(
+            state or default_seen_path().with_name(f"witness-{name.replace('/', '_')}.json")
+        )
+        with _open(ledger) as opened:
+            cosigned = opened.cosign(
+                name=name, signer=witness, trust=store, seen=seen, timestamp=int(time.time())
+            )
+    console.print(
+        f"[green]cosigned[/green] checkpoint of size {cosigned.size} as {name}; witness vkey:",
+        highlight=False,
+    )
+    typer.echo(Verifier(name, 0x04, witness.public_key).vkey())

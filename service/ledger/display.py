@@ -69,13 +69,51 @@ def model_table(state: ModelState, ledger: Ledger) -> Table:
     return table
 
 
-def print_report(console: Console, report: VerifyReport, where: str) -> None:
-    """Print what an intact ledger holds."""
+def report_lines(report: VerifyReport, where: str) -> list[str]:
+    """The lines ``ztml ledger verify`` prints for an intact chain (rich markup).
+
+    The first says how far the ledger is proven complete: "intact up to the newest
+    signed checkpoint (seq N)"; records after it are named as unproven.
+    """
     statuses = list(report.models.values())
     summary = ", ".join(f"{statuses.count(s)} {s}" for s in ("registered", "approved", "revoked"))
     head = "empty" if report.head_seq is None else f"head seq {report.head_seq} {report.head_hash}"
-    console.print(
-        f"[green]ledger intact[/green]: {where}: {report.count} records, {head}; "
-        f"models: {summary}; {report.anchors} anchors; {len(report.key_ids)} signing keys"
+    tree = report.tree
+    details = (
+        f"{where}: {report.count} records, {head}; models: {summary}; {report.anchors} "
+        f"anchors; {len(report.key_ids)} signing keys"
         + (f"; reaches the {report.checked_head.source}" if report.checked_head else "")
     )
+    if report.count == 0:
+        return [f"[green]ledger intact[/green] (empty): {details}"]
+    if tree.checkpoint is None:
+        lines = [
+            f"[yellow]ledger chain intact but unproven[/yellow]: no signed checkpoint covers "
+            f"any record: {details}",
+            f"[yellow]unproven:[/yellow] seq 0..{report.count - 1} (a ledger of an earlier "
+            "version? run `ztml ledger upgrade`)",
+        ]
+    else:
+        cp = tree.checkpoint
+        signers = ", ".join(s.name for s in cp.note.signatures if s.name != cp.origin)
+        lines = [
+            f"[green]ledger intact up to the newest signed checkpoint (seq {cp.seq})[/green]: "
+            f"{details}; checkpoint {cp.origin} size {cp.size}"
+            + (f", cosigned by {signers}" if signers else "")
+        ]
+        if report.unproven:
+            lines.append(
+                f"[yellow]unproven:[/yellow] {report.unproven} record(s) after it, seq "
+                f"{cp.size}..{report.count - 1}, are not covered by a signed checkpoint"
+            )
+    if tree.seen is not None:
+        lines.append(
+            f"consistent with the checkpoint this verifier saw before (size {tree.seen.size})"
+        )
+    return lines
+
+
+def print_report(console: Console, report: VerifyReport, where: str) -> None:
+    """Print what an intact ledger holds and how far it is proven."""
+    for line in report_lines(report, where):
+        console.print(line, highlight=False)

@@ -2,7 +2,8 @@
 
 Models are identified by the SHA-256 digest of their artifact; names and versions are
 labels. Each append checks the event rules inside the storage backend's append lock, so
-they hold under concurrent writers too.
+they hold under concurrent writers too, and signs a checkpoint of the ledger's Merkle
+tree with the new record in the same transaction (:mod:`service.ledger.checkpoints`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,21 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from service.chain.core import GENESIS_HASH, Checkpoint
+from service.chain.core import GENESIS_HASH, MAX_CLOCK_SKEW_S, Checkpoint, parse_utc
+from service.chain.errors import NoteError, ProofError
+from service.chain.merkle import Frontier, leaf_hash
+from service.chain.note import Verifier
+from service.chain.seen import SeenCheckpoints
+from service.chain.tlog import LogCheckpoint, TreeCheckpoint, checkpoint_from_dict, ledger_origin
 from service.keys.canonical import canonical_json
 from service.keys.store import Signer, TrustStore
+from service.ledger.checkpoints import (
+    Prover,
+    TreeCheck,
+    next_checkpoint,
+    parse_checkpoint,
+    record_leaf,
+)
 from service.ledger.errors import (
     LedgerError,
     LedgerIntegrityError,
@@ -31,9 +44,8 @@ from service.ledger.rules import (
     subject_of,
 )
 from service.ledger.schema import DIGEST_RE, check_payload
-from service.ledger.storage import AppendView, Backend, Row
+from service.ledger.storage import AppendView, Backend, CheckpointRow, Row
 from service.ledger.verify import (
-    LEDGER_LOG,
     ChainVerifier,
     ExpectedHead,
     SignatureCache,
@@ -67,6 +79,21 @@ def _integrity(subject: str, err: LedgerError) -> LedgerIntegrityError:
     return LedgerIntegrityError(
         subject, f"stored history breaks a rule ({err}); run `ztml ledger verify`"
     )
+
+
+def _check_clock(head: Record, time: str) -> None:
+    """Refuse a record whose time is more than the clock skew before the head's.
+
+    Raises:
+        LedgerError: this writer's clock is behind (named, with both times).
+    """
+    behind = (parse_utc(head.time) - parse_utc(time)).total_seconds()
+    if behind > MAX_CLOCK_SKEW_S:
+        raise LedgerError(
+            f"This host's clock says {time}, {behind:.0f} s before the ledger's head (seq "
+            f"{head.seq}, {head.time}); time may not go back more than {MAX_CLOCK_SKEW_S} s "
+            "within the ledger. Fix this host's clock (NTP) and retry."
+        )
 
 
 def _check_rules(view: AppendView, subject: str, record: Record) -> None:
@@ -142,12 +169,13 @@ class Ledger:
         subject = subject_of(record_type, model_digest, payload)
         time = format_time(self._clock())
 
-        def build(view: AppendView) -> Row:
+        def build(view: AppendView) -> tuple[Row, CheckpointRow]:
             head = view.head()
             seq, prev = (0, GENESIS_HASH)
             if head is not None:
                 head_record = _parse_row(head)
                 seq, prev = head_record.seq + 1, head_record.hash
+                _check_clock(head_record, time)
             record = build_record(
                 seq=seq,
                 prev_hash=prev,
@@ -158,12 +186,19 @@ class Ledger:
                 signer=signer,
             )
             _check_rules(view, subject, record)
-            return Row(seq=seq, type=record_type, subject=subject, record=record.to_json())
+            text = record.to_json()
+            checkpoint = next_checkpoint(view, record, signer, leaf=text.encode())
+            return Row(seq=seq, type=record_type, subject=subject, record=text), checkpoint
 
         return _parse_row(self.backend.append(build))
 
-    def import_records(self, records: Sequence[Record], trust: TrustStore) -> int:
+    def import_records(
+        self, records: Sequence[Record], trust: TrustStore, *, checkpoint: str | None = None
+    ) -> int:
         """Append records signed elsewhere (a verified export), stored unchanged.
+
+        The export's signed ``checkpoint`` (a note of the same ledger) is verified against
+        the records and stored too, so the imported records stay proven.
 
         The records must form a whole chain from seq 0 that verifies against ``trust``
         (hashes, signatures, schema, event rules), and they and this ledger must agree
@@ -175,6 +210,8 @@ class Ledger:
         Args:
             records: The chain to import, in order (e.g. from ``verified_export_records``).
             trust: Keys trusted to sign records.
+            checkpoint: The export's newest signed checkpoint note, stored when it
+                verifies against the records.
 
         Returns:
             How many records were appended (0 when the ledger already holds them all).
@@ -183,10 +220,11 @@ class Ledger:
             LedgerIntegrityError: the records do not verify, the ledger diverges from them,
                 or another writer moved the head meanwhile.
         """
-        verify_records(records, trust)
+        verify_records(records, trust, checkpoint=checkpoint)
         existing = 0
         for stored in self.records():
             if existing == len(records):
+                self._store_imported(checkpoint)
                 return 0  # the ledger already holds them all, and later records
             if records[existing].hash != stored.hash:
                 raise LedgerIntegrityError(
@@ -197,7 +235,9 @@ class Ledger:
             existing += 1
         for record in records[existing:]:
 
-            def build(view: AppendView, record: Record = record) -> Row:
+            def build(
+                view: AppendView, record: Record = record
+            ) -> tuple[Row, CheckpointRow | None]:
                 head = view.head()
                 seq, prev = (0, GENESIS_HASH)
                 if head is not None:
@@ -211,10 +251,41 @@ class Ledger:
                     )
                 subject = subject_of(record.type, record.model_digest, record.payload)
                 _check_rules(view, subject, record)
-                return Row(seq=seq, type=record.type, subject=subject, record=record.to_json())
+                row = Row(seq=seq, type=record.type, subject=subject, record=record.to_json())
+                return row, None
 
             self.backend.append(build)
+        self._store_imported(checkpoint)
         return len(records) - existing
+
+    def _store_imported(self, checkpoint: str | None) -> None:
+        if checkpoint is None:
+            return
+        parsed = parse_checkpoint(checkpoint, "checkpoint")
+        stored = self.backend.latest_checkpoint()
+        if stored is not None and stored.size >= parsed.size:
+            return
+        self._store(parsed)
+
+    def _store(self, checkpoint: TreeCheckpoint) -> None:
+        """Store a checkpoint after checking it against the stored records.
+
+        Raises:
+            LedgerIntegrityError: its root is not the root of the records up to its size.
+        """
+        frontier = Frontier()
+        for record in self.records():
+            if frontier.size == checkpoint.size:
+                break
+            frontier = frontier.append(leaf_hash(record_leaf(record)))
+        if frontier.size != checkpoint.size or frontier.root() != checkpoint.root:
+            raise LedgerIntegrityError(
+                f"checkpoint of size {checkpoint.size}",
+                f"does not match the records of the ledger at {self.url}; not stored",
+            )
+        self.backend.put_checkpoint(
+            CheckpointRow(checkpoint.size, checkpoint.text, frontier.to_text())
+        )
 
     def register(
         self,
@@ -275,7 +346,7 @@ class Ledger:
             record_type="revoke", model_digest=digest, payload={"reason": reason}, signer=signer
         )
 
-    def anchor(self, checkpoint: Checkpoint, signer: Signer) -> Record:
+    def anchor(self, checkpoint: Checkpoint | LogCheckpoint, signer: Signer) -> Record:
         """Anchor a signed audit-log checkpoint (payload: the checkpoint dict).
 
         Raises:
@@ -301,10 +372,10 @@ class Ledger:
         last = self.backend.head()
         return None if last is None else _parse_row(last)
 
-    def anchors(self, log: str) -> list[Checkpoint]:
+    def anchors(self, log: str) -> list[Checkpoint | LogCheckpoint]:
         """The audit checkpoints anchored for audit log ``log``, oldest first."""
         return [
-            Checkpoint.from_dict(_parse_row(row).payload)
+            checkpoint_from_dict(_parse_row(row).payload)
             for row in self.backend.subject_rows(anchor_subject(log))
         ]
 
@@ -375,18 +446,182 @@ class Ledger:
             raise _integrity("ledger", err) from None
         return list(states.values())
 
+    # --- checkpoints and proofs ------------------------------------------------------
+
+    def origin(self) -> str | None:
+        """The ledger's origin (from record 0), or None while it is empty."""
+        first = next(self.records(), None)
+        return None if first is None else ledger_origin(first.hash)
+
+    def checkpoints(self) -> list[TreeCheckpoint]:
+        """Every stored signed checkpoint, by tree size (parsed, not verified).
+
+        Raises:
+            LedgerIntegrityError: a stored checkpoint is malformed.
+        """
+        return [
+            parse_checkpoint(row.note, f"checkpoint of size {row.size}")
+            for row in self.backend.checkpoints()
+        ]
+
+    def newest_checkpoint(self, *, witnesses: Sequence[Verifier] = ()) -> str | None:
+        """The newest stored checkpoint note (with ``witnesses``: cosigned by them all)."""
+        if not witnesses:
+            latest = self.backend.latest_checkpoint()
+            return None if latest is None else latest.note
+        for row in reversed(self.backend.checkpoints()):
+            names = {line.split(" ")[1] for line in row.note.splitlines() if line[:2] == "— "}
+            if all(w.name in names for w in witnesses):
+                return row.note
+        return None
+
+    def checkpoint_at(self, size: int | None = None) -> TreeCheckpoint:
+        """The stored checkpoint of tree ``size`` (default: the newest).
+
+        Raises:
+            LedgerError: there is none.
+        """
+        rows = self.backend.checkpoints()
+        found = [r for r in rows if size is None or r.size == size]
+        if not found:
+            sizes = ", ".join(str(r.size) for r in rows[-5:]) or "none"
+            raise LedgerError(
+                f"No signed checkpoint of size {size if size is not None else '(any)'} in "
+                f"{self.url} (newest sizes: {sizes}); `ztml ledger checkpoint` signs one."
+            )
+        row = found[-1]
+        return parse_checkpoint(row.note, f"checkpoint of size {row.size}")
+
+    def checkpoint(self, signer: Signer) -> TreeCheckpoint:
+        """Sign and store a checkpoint of the whole ledger (kept if one exists already).
+
+        Raises:
+            LedgerError: the ledger is empty.
+        """
+        count = self.count()
+        if count == 0:
+            raise LedgerError("The ledger is empty; there is no tree to checkpoint.")
+        latest = self.backend.latest_checkpoint()
+        if latest is not None and latest.size == count:
+            return parse_checkpoint(latest.note, f"checkpoint of size {latest.size}")
+        records = list(self.records())
+        frontier = Frontier.of(leaf_hash(record_leaf(r)) for r in records)
+        signed = TreeCheckpoint.create(
+            origin=ledger_origin(records[0].hash),
+            size=frontier.size,
+            root=frontier.root(),
+            signer=signer,
+        )
+        self.backend.put_checkpoint(CheckpointRow(signed.size, signed.text, frontier.to_text()))
+        return signed
+
+    def cosign(
+        self,
+        *,
+        name: str,
+        signer: Signer,
+        trust: TrustStore,
+        seen: SeenCheckpoints,
+        timestamp: int,
+    ) -> TreeCheckpoint:
+        """Witness the newest checkpoint: verify, check consistency, add a cosignature.
+
+        The witness verifies the whole ledger against the checkpoint and against the
+        newest checkpoint it cosigned before (kept in ``seen``), so it never cosigns a
+        tree that does not extend what it saw; then it stores the cosigned note.
+
+        Raises:
+            LedgerIntegrityError: the ledger does not verify or went back.
+            LedgerError: there is no checkpoint to cosign.
+        """
+        report = self.verify(trust, seen=seen)
+        newest = report.tree.checkpoint
+        if newest is None:
+            raise LedgerError(f"No signed checkpoint in {self.url} to cosign.")
+        try:
+            cosigned = newest.cosigned(name=name, signer=signer, timestamp=timestamp)
+        except NoteError as err:
+            raise LedgerError(f"Cannot cosign: {err}") from None
+        self.backend.put_checkpoint(
+            CheckpointRow(
+                cosigned.size,
+                cosigned.text,
+                Frontier.of(leaf_hash(record_leaf(r)) for r in self.records()).to_text()
+                if cosigned.size == self.count()
+                else self._frontier_at(cosigned.size),
+            )
+        )
+        seen.remember(cosigned)
+        return cosigned
+
+    def _frontier_at(self, size: int) -> str:
+        frontier = Frontier()
+        for record in self.records():
+            if frontier.size == size:
+                break
+            frontier = frontier.append(leaf_hash(record_leaf(record)))
+        return frontier.to_text()
+
+    def prove_inclusion(self, seq: int, *, size: int | None = None) -> dict[str, Any]:
+        """The inclusion proof of record ``seq`` in the checkpoint of ``size`` (default newest).
+
+        Raises:
+            LedgerError: no such checkpoint, or ``seq`` is not covered by it.
+        """
+        checkpoint = self.checkpoint_at(size)
+        return Prover(list(self.records())).inclusion(checkpoint, seq)
+
+    def prove_consistency(self, old: int, new: int | None = None) -> dict[str, Any]:
+        """The consistency proof from tree size ``old`` to the checkpoint of ``new``.
+
+        The old side is the stored checkpoint of that size when there is one, else the
+        tree's root at that size.
+
+        Raises:
+            LedgerError: no checkpoint of size ``new``, or the sizes are out of order.
+        """
+        checkpoint = self.checkpoint_at(new)
+        stored = {row.size: row for row in self.backend.checkpoints()}
+        old_side: TreeCheckpoint | int = old
+        if old in stored:
+            old_side = parse_checkpoint(stored[old].note, f"checkpoint of size {old}")
+        return Prover(list(self.records())).consistency(old_side, checkpoint)
+
+    def upgrade(self, signer: Signer, trust: TrustStore) -> TreeCheckpoint:
+        """Bring a ledger of an earlier version up to date: verify it, then checkpoint it.
+
+        Nothing is rewritten: the records stay as they are (hashes and signatures
+        unchanged); the checkpoints table is created and a checkpoint of every record is
+        signed, so the whole ledger is proven from then on.
+
+        Raises:
+            LedgerIntegrityError: the ledger does not verify (nothing is changed).
+            LedgerError: the ledger is empty.
+        """
+        self.verify(trust)
+        return self.checkpoint(signer)
+
     # --- verification --------------------------------------------------------------
 
     def _verified_records(
         self,
         trust: TrustStore,
         *,
-        expect: Checkpoint | ExpectedHead | None,
+        expect: Checkpoint | TreeCheckpoint | ExpectedHead | None,
         cache: SignatureCache | None,
         progress: Callable[[int], None] | None,
         keep: bool,
+        seen: SeenCheckpoints | None = None,
+        witnesses: Sequence[Verifier] = (),
     ) -> tuple[VerifyReport, list[Record]]:
-        verifier = ChainVerifier(trust, expect=expect, cache=cache)
+        claimed = self.newest_checkpoint(witnesses=witnesses)
+        origin = self.origin()
+        try:
+            remembered = None if seen is None or origin is None else seen.get(origin)
+        except NoteError as err:
+            raise LedgerIntegrityError("verifier state", str(err)) from None
+        tree = TreeCheck(trust, claimed=claimed, seen=remembered, witnesses=witnesses)
+        verifier = ChainVerifier(trust, expect=expect, cache=cache, tree=tree)
         kept: list[Record] = []
         rows = self.backend.rows()
         while True:
@@ -408,29 +643,47 @@ class Ledger:
                 kept.append(record)
             if progress is not None:
                 progress(1)
-        return verifier.finish(), kept
+        report = verifier.finish()
+        if seen is not None and report.tree.checkpoint is not None:
+            try:
+                seen.remember(report.tree.checkpoint)
+            except (NoteError, ProofError) as err:
+                raise LedgerIntegrityError("verifier state", str(err)) from None
+        return report, kept
 
     def verify(
         self,
         trust: TrustStore,
         *,
-        expect: Checkpoint | ExpectedHead | None = None,
+        expect: Checkpoint | TreeCheckpoint | ExpectedHead | None = None,
         cache: SignatureCache | None = None,
         progress: Callable[[int], None] | None = None,
+        seen: SeenCheckpoints | None = None,
+        witnesses: Sequence[Verifier] = (),
     ) -> VerifyReport:
-        """Verify the whole chain (see :mod:`service.ledger.verify`).
+        """Verify the whole chain and how far its signed checkpoints prove it complete.
 
         Args:
-            trust: keys trusted to sign records.
-            expect: a signed ledger checkpoint or expected head (detects truncation).
+            trust: keys trusted to sign records and checkpoints.
+            expect: a checkpoint or expected head the ledger must reach.
             cache: optional signature cache for repeated verification.
             progress: called with 1 after each verified record.
+            seen: this verifier's kept checkpoints: the ledger must be consistent with
+                the one kept for it (else it was cut off, rolled back or rewritten), and
+                the newest checkpoint verified here is kept for next time.
+            witnesses: witnesses that must have cosigned the checkpoint relied upon.
 
         Raises:
             LedgerIntegrityError: names the first bad record and what is wrong.
         """
         report, _ = self._verified_records(
-            trust, expect=expect, cache=cache, progress=progress, keep=False
+            trust,
+            expect=expect,
+            cache=cache,
+            progress=progress,
+            keep=False,
+            seen=seen,
+            witnesses=witnesses,
         )
         return report
 
@@ -438,37 +691,32 @@ class Ledger:
         self,
         trust: TrustStore | None = None,
         *,
-        expect: Checkpoint | ExpectedHead | None = None,
+        expect: Checkpoint | TreeCheckpoint | ExpectedHead | None = None,
         progress: Callable[[int], None] | None = None,
+        seen: SeenCheckpoints | None = None,
     ) -> dict[str, Any]:
-        """Return ``{"verified": bool, "records": [...]}`` (records in their exported form).
+        """Return ``{"verified", "records", "checkpoint"}`` (records in exported form).
 
         ``verified`` is true only when ``trust`` was given and every exported record was
-        verified in the same pass that read it.
+        verified in the same pass that read it. ``checkpoint`` is the ledger's newest
+        signed checkpoint note (verified against the records when ``trust`` is given),
+        so whoever reads the export can require it to cover what they rely on.
 
         Raises:
             LedgerIntegrityError: ``trust`` was given and verification failed.
         """
         if trust is None:
-            return {"verified": False, "records": [r.to_dict() for r in self.records()]}
-        _, records = self._verified_records(
-            trust, expect=expect, cache=None, progress=progress, keep=True
+            return {
+                "verified": False,
+                "records": [r.to_dict() for r in self.records()],
+                "checkpoint": self.newest_checkpoint(),
+            }
+        report, records = self._verified_records(
+            trust, expect=expect, cache=None, progress=progress, keep=True, seen=seen
         )
-        return {"verified": True, "records": [r.to_dict() for r in records]}
-
-    def checkpoint(self, signer: Signer) -> Checkpoint:
-        """Sign a checkpoint of the current head (keep it to detect truncation later).
-
-        Raises:
-            LedgerError: the ledger is empty.
-        """
-        head = self.head()
-        if head is None:
-            raise LedgerError("The ledger is empty; there is no head to checkpoint.")
-        return Checkpoint.create(
-            log=LEDGER_LOG,
-            seq=head.seq,
-            head=head.hash,
-            time=format_time(self._clock()),
-            signer=signer,
-        )
+        newest = report.tree.checkpoint
+        return {
+            "verified": True,
+            "records": [r.to_dict() for r in records],
+            "checkpoint": None if newest is None else newest.text,
+        }

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from service.chain.tlog import LogCheckpoint
 from service.ledger.errors import (
     AnchorError,
     DuplicateRegistrationError,
@@ -114,6 +115,15 @@ def apply_model_event(state: ModelState | None, record: Record) -> ModelState:
     return state
 
 
+def _position(anchor: Record) -> tuple[int, tuple[str, str]]:
+    """An anchor's audit seq and what it commits to there: (kind, chain head or tree root)."""
+    payload = anchor.payload
+    if "note" in payload:
+        checkpoint = LogCheckpoint.from_dict(payload)
+        return checkpoint.seq, ("root", checkpoint.root.hex())
+    return int(payload["seq"]), ("head", str(payload["head"]))
+
+
 def apply_anchor(last: Record | None, record: Record) -> Record:
     """Check that an anchor neither goes back nor forks from the log's last anchor.
 
@@ -122,14 +132,14 @@ def apply_anchor(last: Record | None, record: Record) -> Record:
     """
     if last is not None:
         log = record.payload["log"]
-        old_seq, new_seq = last.payload["seq"], record.payload["seq"]
+        (old_seq, old_head), (new_seq, new_head) = _position(last), _position(record)
         if new_seq < old_seq:
             raise AnchorError(
                 f"Checkpoint of audit log {log!r} at seq {new_seq} is older than the one "
                 f"anchored at ledger seq {last.seq} (audit seq {old_seq}): the audit log "
                 "went back. Investigate before anchoring."
             )
-        if new_seq == old_seq and record.payload["head"] != last.payload["head"]:
+        if new_seq == old_seq and old_head[0] == new_head[0] and new_head != old_head:
             raise AnchorError(
                 f"Checkpoint of audit log {log!r} at seq {new_seq} has another head than the "
                 f"one anchored at ledger seq {last.seq}: the audit log forked."

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, get_args
 
+from service.chain.tlog import LogCheckpoint
 from service.digests import DIGEST_RE, KEY_ID_RE
 from service.ledger.errors import RecordSchemaError
 
@@ -39,6 +40,9 @@ PAYLOAD_FIELDS: dict[str, frozenset[str]] = {
 # Fields a payload may carry in addition (records written before them still verify):
 # ``oms_bundle`` is the digest and signer key hint of the OMS bundle checked at registration.
 OPTIONAL_PAYLOAD_FIELDS: dict[str, frozenset[str]] = {"register": frozenset({"oms_bundle"})}
+
+#: An anchored audit checkpoint in the C2SP note form (see ``service.chain.tlog``).
+TREE_ANCHOR_FIELDS = frozenset({"log", "note"})
 
 HEX64_RE = re.compile(r"[0-9a-f]{64}")
 TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
@@ -139,10 +143,29 @@ def check_signer(value: Any, where: str = "signer") -> None:
         raise _fail(f"{where}.key_id", "must be 'ed25519:' followed by 16 lowercase hex digits")
 
 
+def check_tree_anchor(model_digest: Any, payload: Any) -> None:
+    """Check an anchor of an audit tree checkpoint: ``{"log", "note"}``.
+
+    The note must be a C2SP checkpoint of that audit log (its signature is checked by
+    the verifier against the trust store).
+    """
+    if model_digest is not None:
+        raise _fail("model_digest", "must be null for an anchor record")
+    check_object(payload, "payload", TREE_ANCHOR_FIELDS)
+    check_str(payload["log"], "payload.log")
+    try:
+        LogCheckpoint.from_dict(payload)
+    except ValueError as err:
+        raise _fail("payload.note", str(err)) from None
+
+
 def check_payload(record_type: str, model_digest: Any, payload: Any) -> None:
     """Check the payload of a record of ``record_type`` (and its model digest)."""
     if record_type not in RECORD_TYPES:
         raise _fail("type", f"unknown record type {record_type!r}")
+    if record_type == "anchor" and isinstance(payload, dict) and "note" in payload:
+        check_tree_anchor(model_digest, payload)
+        return
     optional = OPTIONAL_PAYLOAD_FIELDS.get(record_type, frozenset())
     present = optional & set(check_object(payload, "payload"))
     check_object(payload, "payload", PAYLOAD_FIELDS[record_type] | present)

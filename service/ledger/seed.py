@@ -7,8 +7,8 @@ starts empty, so this step copies in the signed records of the ledger export tha
 against the trust directory before a record is written, and the records go in through
 :meth:`~service.ledger.ledger.Ledger.import_records`, which refuses a ledger that
 diverges from the export and holds every record to the append rules. Records are stored
-exactly as exported (signatures and hashes unchanged), so the service checks the same
-evidence the gate checked.
+exactly as exported (signatures and hashes unchanged), with the export's signed
+checkpoint, so the service checks the same evidence, proven as far, as the gate checked.
 
 Before anything is written, the export passes the one deploy gate
 (:func:`service.gate.check_deploy`) for the pod's model digest (``--model-digest``, or
@@ -37,7 +37,7 @@ from service.keys.errors import KeyError_
 from service.keys.store import TrustStore
 from service.ledger.errors import LedgerError, SeedError
 from service.ledger.factory import open_ledger
-from service.ledger.verify import verified_export_records
+from service.ledger.verify import verified_export
 
 
 def seed_ledger(
@@ -83,7 +83,7 @@ def seed_ledger(
             "mounted from the export `pulumi up` approved."
         ) from exc
     try:
-        records = verified_export_records(text, trust)
+        records, report = verified_export(text, trust)
     except LedgerError as exc:
         raise SeedError(f"The ledger export does not verify: {exc}") from exc
     if model_digest is not None or model_path is not None:
@@ -98,7 +98,10 @@ def seed_ledger(
             raise SeedError(f"The deploy gate refuses to seed: {exc}") from exc
     try:
         with open_ledger(ledger_url, create=True) as ledger:
-            appended = ledger.import_records(records, trust)
+            checkpoint = report.tree.checkpoint
+            appended = ledger.import_records(
+                records, trust, checkpoint=None if checkpoint is None else checkpoint.text
+            )
             ledger.verify(trust)
     except LedgerError as exc:
         raise SeedError(f"Seeding the ledger failed: {exc}") from exc

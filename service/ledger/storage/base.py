@@ -5,6 +5,12 @@ primary key; ``record`` is the record's canonical JSON text, ``subject`` its mod
 (or ``anchor:<log>``) so the rules can look up a model's history. Appends are serialized
 by the backend: inside one transaction it locks, reads the head, lets the ledger build
 the next record and inserts it, so concurrent writers always produce one linear chain.
+
+A second table holds the ledger's signed checkpoints, one row per tree size: the signed
+note and the tree's frontier at that size (so the next append extends the Merkle root in
+O(log n) without reading every record). The append that builds a checkpoint inserts it
+in the same transaction as its record. Ledgers written before checkpoints existed have no
+such table; it is created by the first append or by ``ztml ledger upgrade``.
 """
 
 from __future__ import annotations
@@ -53,6 +59,15 @@ def paged_rows(
             return
 
 
+@dataclass(frozen=True)
+class CheckpointRow:
+    """One stored checkpoint: the tree size, the signed note and the tree's frontier."""
+
+    size: int
+    note: str
+    frontier: str
+
+
 class AppendView(Protocol):
     """What the ledger may read while it holds the append lock."""
 
@@ -64,8 +79,20 @@ class AppendView(Protocol):
         """All rows indexed under ``subject``, in ``seq`` order."""
         ...
 
+    def row(self, seq: int) -> Row | None:
+        """The row at ``seq``, or None."""
+        ...
 
-AppendBuilder = Callable[[AppendView], Row]
+    def rows_between(self, start: int, end: int) -> list[Row]:
+        """The rows with ``start <= seq < end``, in ``seq`` order."""
+        ...
+
+    def latest_checkpoint(self) -> CheckpointRow | None:
+        """The stored checkpoint of the largest tree size, or None."""
+        ...
+
+
+AppendBuilder = Callable[[AppendView], tuple[Row, CheckpointRow | None]]
 
 
 class Backend(Protocol):
@@ -85,7 +112,19 @@ class Backend(Protocol):
         ...
 
     def append(self, build: AppendBuilder) -> Row:
-        """Atomically: lock, call ``build`` with a view of the head, insert its row."""
+        """Atomically: lock, call ``build`` with a view, insert its row (and checkpoint)."""
+        ...
+
+    def latest_checkpoint(self) -> CheckpointRow | None:
+        """The stored checkpoint of the largest tree size, or None."""
+        ...
+
+    def checkpoints(self) -> list[CheckpointRow]:
+        """Every stored checkpoint, by tree size."""
+        ...
+
+    def put_checkpoint(self, checkpoint: CheckpointRow) -> None:
+        """Store a checkpoint, replacing the one of the same size (to add a cosignature)."""
         ...
 
     def rows(self, *, start: int = 0, page_size: int = PAGE_SIZE) -> Iterator[Row]:

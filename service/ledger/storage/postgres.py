@@ -3,7 +3,8 @@
 Appends run in one transaction that first takes a transaction-scoped advisory lock
 (``pg_advisory_xact_lock``), then reads the head, inserts the next row and commits; the
 lock is released at commit, so appends from any number of processes or hosts form one
-linear chain. ``seq`` is also the primary key: a fork could never be stored.
+linear chain. ``seq`` is also the primary key: a fork could never be stored. A checkpoint
+built by an append is inserted in the same transaction (table ``ztml_ledger_checkpoints``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import psycopg
 
 from service.ledger.errors import BackendError, LedgerNotFoundError
-from service.ledger.storage.base import PAGE_SIZE, AppendBuilder, Row, paged_rows
+from service.ledger.storage.base import PAGE_SIZE, AppendBuilder, CheckpointRow, Row, paged_rows
 from service.ledger.storage.url import redact_url
 
 TABLE = "ztml_ledger"
@@ -28,8 +29,21 @@ SCHEMA = (
     " record TEXT NOT NULL)",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_subject ON {TABLE} (subject)",
 )
+CHECKPOINTS = f"{TABLE}_checkpoints"
+CHECKPOINT_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS} ("
+    " size BIGINT PRIMARY KEY,"
+    " note TEXT NOT NULL,"
+    " frontier TEXT NOT NULL)"
+)
 _COLUMNS = "seq, type, subject, record"
 _SELECT = f"SELECT {_COLUMNS} FROM {TABLE}"  # noqa: S608
+_CP_SELECT = f"SELECT size, note, frontier FROM {CHECKPOINTS}"  # noqa: S608
+
+
+def _checkpoint(values: Any) -> CheckpointRow:
+    size, note, frontier = values
+    return CheckpointRow(size=int(size), note=str(note), frontier=str(frontier))
 
 
 def _row(values: Any) -> Row:
@@ -48,6 +62,18 @@ class _View:
     def subject_rows(self, subject: str) -> list[Row]:
         self._cur.execute(f"{_SELECT} WHERE subject = %s ORDER BY seq", (subject,))
         return [_row(values) for values in self._cur.fetchall()]
+
+    def row(self, seq: int) -> Row | None:
+        found = self._cur.execute(f"{_SELECT} WHERE seq = %s", (seq,)).fetchone()
+        return None if found is None else _row(found)
+
+    def rows_between(self, start: int, end: int) -> list[Row]:
+        self._cur.execute(f"{_SELECT} WHERE seq >= %s AND seq < %s ORDER BY seq", (start, end))
+        return [_row(values) for values in self._cur.fetchall()]
+
+    def latest_checkpoint(self) -> CheckpointRow | None:
+        found = self._cur.execute(f"{_CP_SELECT} ORDER BY size DESC LIMIT 1").fetchone()
+        return None if found is None else _checkpoint(found)
 
 
 class PostgresBackend:
@@ -69,7 +95,7 @@ class PostgresBackend:
             if create:
                 with self._conn.transaction():
                     self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-                    for statement in SCHEMA:
+                    for statement in (*SCHEMA, CHECKPOINT_SCHEMA):
                         self._conn.execute(statement)
             else:
                 found = self._conn.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()
@@ -78,6 +104,8 @@ class PostgresBackend:
                         f"No ledger table {TABLE} in {self._display}. Create it with "
                         f"`ztml ledger init --ledger {self._display}`."
                     )
+            found = self._conn.execute("SELECT to_regclass(%s)", (CHECKPOINTS,)).fetchone()
+            self._has_checkpoints = found is not None and found[0] is not None
         except psycopg.Error as err:
             raise BackendError(
                 f"Cannot open ledger {self._display}: {str(err).strip()}. Check that the "
@@ -113,15 +141,60 @@ class PostgresBackend:
         try:
             with self._conn.transaction(), self._conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-                row = build(_View(cur))
+                if not self._has_checkpoints:
+                    cur.execute(CHECKPOINT_SCHEMA)  # a ledger of an earlier version
+                row, checkpoint = build(_View(cur))
                 cur.execute(
                     f"INSERT INTO {TABLE} (seq, type, subject, record) "  # noqa: S608
                     "VALUES (%s, %s, %s, %s)",
                     (row.seq, row.type, row.subject, row.record),
                 )
+                if checkpoint is not None:
+                    cur.execute(
+                        f"INSERT INTO {CHECKPOINTS} (size, note, frontier) "  # noqa: S608
+                        "VALUES (%s, %s, %s)",
+                        (checkpoint.size, checkpoint.note, checkpoint.frontier),
+                    )
         except psycopg.Error as err:
             raise self._fail("append to", err) from None
+        self._has_checkpoints = True
         return row
+
+    def latest_checkpoint(self) -> CheckpointRow | None:
+        """The stored checkpoint of the largest tree size."""
+        if not self._has_checkpoints:
+            return None
+        try:
+            with self._conn.cursor() as cur:
+                return _View(cur).latest_checkpoint()
+        except psycopg.Error as err:
+            raise self._fail("read", err) from None
+
+    def checkpoints(self) -> list[CheckpointRow]:
+        """Every stored checkpoint, by tree size."""
+        if not self._has_checkpoints:
+            return []
+        try:
+            found = self._conn.execute(f"{_CP_SELECT} ORDER BY size").fetchall()
+        except psycopg.Error as err:
+            raise self._fail("read", err) from None
+        return [_checkpoint(values) for values in found]
+
+    def put_checkpoint(self, checkpoint: CheckpointRow) -> None:
+        """Store a checkpoint, replacing the one of the same size."""
+        try:
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+                cur.execute(CHECKPOINT_SCHEMA)
+                cur.execute(
+                    f"INSERT INTO {CHECKPOINTS} (size, note, frontier) "  # noqa: S608
+                    "VALUES (%s, %s, %s) ON CONFLICT (size) DO UPDATE SET "
+                    "note = excluded.note, frontier = excluded.frontier",
+                    (checkpoint.size, checkpoint.note, checkpoint.frontier),
+                )
+        except psycopg.Error as err:
+            raise self._fail("write to", err) from None
+        self._has_checkpoints = True
 
     def rows(self, *, start: int = 0, page_size: int = PAGE_SIZE) -> Iterator[Row]:
         """Rows from ``start`` on, in ``seq`` order, one page per query."""

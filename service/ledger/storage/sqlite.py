@@ -2,7 +2,8 @@
 
 Appends run inside ``BEGIN IMMEDIATE``, which takes the database's write lock before the
 head is read, so appends from several processes are serialized into one linear chain.
-A killed appender leaves either its whole record or nothing (SQLite transactions).
+A killed appender leaves either its whole record or nothing (SQLite transactions); a
+checkpoint built by an append is inserted in the same transaction.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from service.ledger.errors import BackendError, LedgerNotFoundError
-from service.ledger.storage.base import PAGE_SIZE, AppendBuilder, Row, paged_rows
+from service.ledger.storage.base import PAGE_SIZE, AppendBuilder, CheckpointRow, Row, paged_rows
 from service.toolchain.sqlite import connect_shared
 
 BUSY_TIMEOUT_S = 60.0
@@ -26,7 +27,23 @@ SCHEMA = (
     " record TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS ledger_subject ON ledger (subject)",
 )
+CHECKPOINT_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS ledger_checkpoints ("
+    " size INTEGER PRIMARY KEY,"
+    " note TEXT NOT NULL,"
+    " frontier TEXT NOT NULL)"
+)
 _COLUMNS = "seq, type, subject, record"
+_CP_SELECT = "SELECT size, note, frontier FROM ledger_checkpoints"
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _checkpoint(values: Any) -> CheckpointRow:
+    size, note, frontier = values
+    return CheckpointRow(size=int(size), note=_text(note), frontier=_text(frontier))
 
 
 def _row(values: Any) -> Row:
@@ -46,8 +63,9 @@ def _row(values: Any) -> Row:
 
 
 class _View:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, checkpoints: bool = True) -> None:
         self._conn = conn
+        self._checkpoints = checkpoints
 
     def head(self) -> Row | None:
         found = self._conn.execute(
@@ -61,6 +79,26 @@ class _View:
             (subject,),
         )
         return [_row(values) for values in cursor]
+
+    def row(self, seq: int) -> Row | None:
+        found = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM ledger WHERE seq = ?",  # noqa: S608
+            (seq,),
+        ).fetchone()
+        return None if found is None else _row(found)
+
+    def rows_between(self, start: int, end: int) -> list[Row]:
+        cursor = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM ledger WHERE seq >= ? AND seq < ? ORDER BY seq",  # noqa: S608
+            (start, end),
+        )
+        return [_row(values) for values in cursor]
+
+    def latest_checkpoint(self) -> CheckpointRow | None:
+        if not self._checkpoints:
+            return None
+        found = self._conn.execute(f"{_CP_SELECT} ORDER BY size DESC LIMIT 1").fetchone()
+        return None if found is None else _checkpoint(found)
 
 
 class SqliteBackend:
@@ -91,7 +129,7 @@ class SqliteBackend:
             self._conn.text_factory = bytes
             if create:
                 self._conn.execute("BEGIN IMMEDIATE")
-                for statement in SCHEMA:
+                for statement in (*SCHEMA, CHECKPOINT_SCHEMA):
                     self._conn.execute(statement)
                 self._conn.execute("COMMIT")
             elif not self._conn.execute(
@@ -101,8 +139,16 @@ class SqliteBackend:
                     f"{self.path} is a SQLite database without a ledger table. Create a "
                     "ledger with `ztml ledger init --ledger NEW_PATH`."
                 )
+            self._has_checkpoints = self._checkpoint_table()
         except sqlite3.Error as err:
             raise BackendError(f"Cannot open ledger {self.path}: {err}.") from None
+
+    def _checkpoint_table(self) -> bool:
+        return bool(
+            self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger_checkpoints'"
+            ).fetchone()
+        )
 
     @property
     def display_url(self) -> str:
@@ -129,10 +175,59 @@ class SqliteBackend:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                row = build(_View(conn))
+                if not self._has_checkpoints:
+                    conn.execute(CHECKPOINT_SCHEMA)  # a ledger of an earlier version
+                    self._has_checkpoints = True
+                row, checkpoint = build(_View(conn))
                 conn.execute(
                     "INSERT INTO ledger (seq, type, subject, record) VALUES (?, ?, ?, ?)",
                     (row.seq, row.type, row.subject, row.record),
+                )
+                if checkpoint is not None:
+                    conn.execute(
+                        "INSERT INTO ledger_checkpoints (size, note, frontier) VALUES (?, ?, ?)",
+                        (checkpoint.size, checkpoint.note, checkpoint.frontier),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                self._has_checkpoints = self._checkpoint_table()
+                raise
+        except sqlite3.Error as err:
+            raise BackendError(f"Cannot append to ledger {self.path}: {err}.") from None
+        return row
+
+    def latest_checkpoint(self) -> CheckpointRow | None:
+        """The stored checkpoint of the largest tree size."""
+        try:
+            return _View(self._conn, checkpoints=self._has_checkpoints).latest_checkpoint()
+        except sqlite3.Error as err:
+            raise BackendError(f"Cannot read ledger {self.path}: {err}.") from None
+
+    def checkpoints(self) -> list[CheckpointRow]:
+        """Every stored checkpoint, by tree size."""
+        if not self._has_checkpoints:
+            return []
+        try:
+            return [
+                _checkpoint(values) for values in self._conn.execute(f"{_CP_SELECT} ORDER BY size")
+            ]
+        except sqlite3.Error as err:
+            raise BackendError(f"Cannot read ledger {self.path}: {err}.") from None
+
+    def put_checkpoint(self, checkpoint: CheckpointRow) -> None:
+        """Store a checkpoint, replacing the one of the same size."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(CHECKPOINT_SCHEMA)
+                conn.execute(
+                    "INSERT INTO ledger_checkpoints (size, note, frontier) VALUES (?, ?, ?) "
+                    "ON CONFLICT (size) DO UPDATE SET note = excluded.note, "
+                    "frontier = excluded.frontier",
+                    (checkpoint.size, checkpoint.note, checkpoint.frontier),
                 )
                 conn.execute("COMMIT")
             except BaseException:
@@ -140,8 +235,8 @@ class SqliteBackend:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as err:
-            raise BackendError(f"Cannot append to ledger {self.path}: {err}.") from None
-        return row
+            raise BackendError(f"Cannot write to ledger {self.path}: {err}.") from None
+        self._has_checkpoints = True
 
     def rows(self, *, start: int = 0, page_size: int = PAGE_SIZE) -> Iterator[Row]:
         """Rows from ``start`` on, in ``seq`` order, one page per query."""

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from service.audit import AuditLog, FileAnchorSink, default_anchors_path
+from service.chain.tlog import LogCheckpoint, TreeCheckpoint
 from service.keys.store import Signer, TrustStore, init_keys
 
 _counter = itertools.count()
@@ -48,7 +49,7 @@ def event(**overrides: Any) -> dict[str, Any]:
     """A valid request event; overrides replace fields (None values are kept)."""
     n = next(_counter)
     base: dict[str, Any] = {
-        "time": f"2026-11-22T10:{n // 60 % 60:02d}:{n % 60:02d}.{n % 1000:03d}Z",
+        "time": f"2026-11-22T{n // 3600 % 24:02d}:{n // 60 % 60:02d}:{n % 60:02d}.{n % 1000:03d}Z",
         "kind": "request",
         "request_id": f"req-{n:06d}",
         "subject": "alice",
@@ -90,3 +91,12 @@ def write_log(audit_dir: Path, signer: Signer) -> Callable[..., AuditLog]:
         return log
 
     return write
+
+
+def resigned(old: LogCheckpoint, signer: Signer) -> LogCheckpoint:
+    """The same tree checkpoint signed by ``signer`` instead of the audit key."""
+    tree = old.checkpoint
+    return LogCheckpoint(
+        old.log,
+        TreeCheckpoint.create(origin=tree.origin, size=tree.size, root=tree.root, signer=signer),
+    )

@@ -19,7 +19,9 @@ from service.audit import (
     open_audit_log,
     verify_audit_dir,
 )
-from service.chain.core import GENESIS_HASH, Checkpoint, link_hash
+from service.chain.core import GENESIS_HASH, link_hash
+from service.chain.merkle import MerkleTree, leaf_hash
+from service.chain.tlog import AnyCheckpoint, LogCheckpoint
 from service.keys.store import Signer, TrustStore
 
 MakeEvent = Callable[..., dict[str, Any]]
@@ -70,7 +72,7 @@ def test_checkpoints_are_written_every_n_events_and_anchored(
     write_log: WriteLog, anchors: FileAnchorSink, trust: TrustStore
 ):
     log = write_log(25, checkpoint_every=10)
-    cps = [Checkpoint.from_dict(r["checkpoint"]) for r in _lines(log) if "checkpoint" in r]
+    cps = [LogCheckpoint.from_dict(r["checkpoint"]) for r in _lines(log) if "checkpoint" in r]
     assert [cp.seq for cp in cps] == [9, 19, 24]  # 24: written by close()
     assert anchors.anchors(log.log_id) == cps
     for cp in cps:
@@ -177,10 +179,10 @@ def test_a_failing_anchor_sink_loses_no_event(
     audit_dir: Path, signer: Signer, make_event: MakeEvent, trust: TrustStore
 ):
     class Broken:
-        def anchor(self, cp: Checkpoint) -> None:
+        def anchor(self, cp: AnyCheckpoint) -> None:
             raise AnchorError("ledger down")
 
-        def anchors(self, log: str) -> list[Checkpoint]:
+        def anchors(self, log: str) -> list[AnyCheckpoint]:
             return []
 
     log = AuditLog(audit_dir, signer, anchor_sink=Broken(), checkpoint_every=5)
@@ -271,6 +273,7 @@ def test_an_explicit_checkpoint_is_anchored_before_it_returns(
         log.append(make_event())
         cp = log.checkpoint()
         assert cp is not None
-        assert (cp.seq, cp.head) == (1, log.head)
+        records = [x for x in log.segment_path.read_bytes().split(b"\n") if x[:9] == b'{"event":']
+        assert (cp.seq, cp.root) == (1, MerkleTree(leaf_hash(x) for x in records).root())
         assert anchors.anchors(log.log_id) == [cp]
         assert log.checkpoint() is None  # nothing new to sign

@@ -22,9 +22,10 @@ from service.audit import (
     verify_audit_dir,
 )
 from service.audit.encoding import link_input, record_line
-from service.chain.core import Checkpoint
 from service.chain.errors import ChainVerificationError
+from service.chain.tlog import LogCheckpoint
 from service.keys.store import Signer, TrustStore
+from tests.service.audit.conftest import resigned
 
 pytestmark = pytest.mark.slow
 
@@ -344,10 +345,8 @@ def test_every_checkpoint_re_signed_by_an_unknown_key_is_detected(
 
                 def resign(path: Path = path, index: int = index) -> None:
                     lines = tamper.lines(path)
-                    old = Checkpoint.from_dict(json.loads(lines[index])["checkpoint"])
-                    forged = Checkpoint.create(
-                        log=old.log, seq=old.seq, head=old.head, time=old.time, signer=intruder
-                    )
+                    old = LogCheckpoint.from_dict(json.loads(lines[index])["checkpoint"])
+                    forged = resigned(old, intruder)
                     lines[index] = fast_encode({"checkpoint": forged.to_dict()})
                     tamper.write_lines(path, lines)
 

@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from service.audit import (
     AuditDirError,
+    AuditEventError,
     AuditLog,
     AuditTrustError,
     AuditVerificationError,
@@ -17,9 +18,12 @@ from service.audit import (
     fast_encode,
     verify_audit_dir,
 )
+from service.audit.times import TimeFloor
 from service.chain.core import Checkpoint
 from service.chain.errors import ChainVerificationError
+from service.chain.tlog import LogCheckpoint, TreeCheckpoint
 from service.keys.store import Signer, TrustStore
+from tests.service.audit.conftest import resigned
 
 WriteLog = Callable[..., AuditLog]
 
@@ -177,15 +181,13 @@ def test_a_checkpoint_signed_by_an_unknown_key_is_detected(
     intruder = Signer("intruder", Ed25519PrivateKey.generate())
 
     def edit(lines: list[bytes]) -> list[bytes]:
-        old = Checkpoint.from_dict(json.loads(lines[index])["checkpoint"])
-        forged = Checkpoint.create(
-            log=old.log, seq=old.seq, head=old.head, time=old.time, signer=intruder
-        )
+        old = LogCheckpoint.from_dict(json.loads(lines[index])["checkpoint"])
+        forged = resigned(old, intruder)
         lines[index] = fast_encode({"checkpoint": forged.to_dict()})
         return lines
 
     _rewrite(path, edit)
-    with pytest.raises(AuditVerificationError, match="is not trusted") as info:
+    with pytest.raises(AuditVerificationError, match="not trusted") as info:
         verify_audit_dir(audit_dir, trust)
     assert info.value.line == index + 1
 
@@ -272,3 +274,47 @@ def test_checkpoints_anchored_in_the_ledger_reveal_a_cut_tail(
             verify_audit_dir(audit_dir, trust, anchors=sink)
     finally:
         ledger.close()
+
+
+def test_an_event_beyond_the_clock_skew_before_the_newest_is_refused(
+    audit_dir: Path, signer: Signer, make_event: Any
+) -> None:
+    with AuditLog(audit_dir, signer) as log:
+        log.append(make_event(time="2026-11-22T10:10:00.000Z"))
+        log.append(make_event(time="2026-11-22T10:05:00.000Z"))  # 300 s back: allowed
+        with pytest.raises(AuditEventError, match="clock skew"):
+            log.append(make_event(time="2026-11-22T10:04:59.000Z"))
+
+
+def test_a_time_regression_written_by_another_writer_is_named(
+    audit_dir: Path, signer: Signer, trust: TrustStore, make_event: Any
+) -> None:
+    with AuditLog(audit_dir, signer) as log:
+        log._times = TimeFloor(skew_s=10**9)  # a writer that does not check
+        for minute in (10, 11, 3, 12):
+            log.append(make_event(time=f"2026-11-22T10:{minute:02d}:00.000Z"))
+    with pytest.raises(AuditVerificationError, match="clock skew") as info:
+        verify_audit_dir(audit_dir, trust)
+    assert info.value.seq == 2
+
+
+def test_a_tree_checkpoint_with_another_root_is_detected(
+    write_log: WriteLog, audit_dir: Path, trust: TrustStore, signer: Signer
+) -> None:
+    log = write_log(12, checkpoint_every=5)
+    path = _segment(log)
+    index = _line_of(path, "checkpoint", 1)
+
+    def edit(lines: list[bytes]) -> list[bytes]:
+        old = LogCheckpoint.from_dict(json.loads(lines[index])["checkpoint"])
+        tree = old.checkpoint
+        forged = TreeCheckpoint.create(
+            origin=tree.origin, size=tree.size, root=b"\x07" * 32, signer=signer
+        )
+        lines[index] = fast_encode({"checkpoint": LogCheckpoint(old.log, forged).to_dict()})
+        return lines
+
+    _rewrite(path, edit)
+    with pytest.raises(AuditVerificationError, match="root does not match") as info:
+        verify_audit_dir(audit_dir, trust)
+    assert info.value.line == index + 1

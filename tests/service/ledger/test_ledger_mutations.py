@@ -2,8 +2,10 @@
 
 Mutations: single-byte flips (a flip that breaks JSON is caught as a parse error, one
 that still parses must fail verification), deletions, insertions of copied or forged
-records, swaps, a truncated tail given a later signed checkpoint, and records signed by an
-unknown key. Verification shares a SignatureCache across trials (a hit needs the exact
+records, swaps, a truncated tail given a later signed checkpoint, records signed by an
+unknown key, and (completeness) every truncation, every rollback to an older consistent
+state and every timestamp regression, each named by its first affected record.
+Verification shares a SignatureCache across trials (a hit needs the exact
 key, signature and message, so a mutated record is always verified from scratch).
 """
 
@@ -14,12 +16,15 @@ import shutil
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from service.chain import Checkpoint
+from service.chain.core import MAX_CLOCK_SKEW_S, parse_utc
+from service.chain.tlog import TreeCheckpoint
 from service.keys.canonical import canonical_json
 from service.keys.store import Signer, TrustStore
 from service.ledger import (
@@ -29,8 +34,9 @@ from service.ledger import (
     open_ledger,
     verify_export,
     verify_export_text,
+    verify_records,
 )
-from service.ledger.records import build_record
+from service.ledger.records import Record, build_record, record_from_dict
 from service.model.metrics import evaluation_document, robust_entry
 
 pytestmark = pytest.mark.slow
@@ -45,7 +51,7 @@ class Corpus:
     db: Path
     records: list[dict[str, Any]]
     text: bytes
-    checkpoint: Checkpoint
+    checkpoint: TreeCheckpoint
     trust: TrustStore
     stranger: Signer
     cache: SignatureCache
@@ -352,3 +358,114 @@ def test_sqlite_tail_record_by_an_unknown_key_is_detected(corpus: Corpus, tmp_pa
     ):
         ledger.verify(corpus.trust, cache=corpus.cache)
     assert caught.value.position == f"seq {forged.seq}"
+
+
+# --- completeness: truncation, rollback and time (the Merkle tree and its checkpoints) ---
+
+
+def _records(corpus: Corpus) -> list[Record]:
+    return [record_from_dict(r) for r in corpus.records]
+
+
+def _named(position: str, verify: Callable[[], object]) -> bool:
+    try:
+        verify()
+    except LedgerIntegrityError as err:
+        return err.position == position
+    return False
+
+
+def test_every_single_record_truncation_is_detected_and_named(corpus: Corpus) -> None:
+    records = _records(corpus)
+    newest = corpus.checkpoint.text
+    missed = [
+        k
+        for k in range(len(records))
+        if not _named(
+            f"seq {k}",
+            lambda k=k: verify_records(
+                records[:k], corpus.trust, checkpoint=newest, cache=corpus.cache
+            ),
+        )
+    ]
+    assert missed == [], f"truncations to these lengths were not named: {missed[:20]}"
+
+
+def test_every_tail_rollback_is_detected_by_the_verifiers_kept_checkpoint(
+    corpus: Corpus,
+) -> None:
+    records = _records(corpus)
+    with open_ledger(corpus.db, create=False) as ledger:
+        checkpoints = {cp.size: cp for cp in ledger.checkpoints()}
+    seen = checkpoints[len(records)]
+    missed = []
+    for k in range(1, len(records)):
+        # An older, internally consistent state: k records and the checkpoint of size k.
+        verify_records(
+            records[:k], corpus.trust, checkpoint=checkpoints[k].text, cache=corpus.cache
+        )
+        if not _named(
+            f"seq {k}",
+            lambda k=k: verify_records(
+                records[:k],
+                corpus.trust,
+                checkpoint=checkpoints[k].text,
+                seen=seen,
+                cache=corpus.cache,
+            ),
+        ):
+            missed.append(k)
+    assert missed == [], f"rollbacks to these lengths were not named: {missed[:20]}"
+
+
+def test_every_timestamp_regression_is_detected_and_named(
+    corpus: Corpus, trainer: Signer, approver: Signer, auditor: Signer
+) -> None:
+    records = _records(corpus)
+    signers = {s.key_id: s for s in (trainer, approver, auditor)}
+    newest = parse_utc(records[0].time)
+    missed = []
+    for k in range(1, len(records)):
+        newest = max(newest, parse_utc(records[k - 1].time))
+        old = records[k]
+        back = newest - timedelta(seconds=MAX_CLOCK_SKEW_S + 1)
+        regressed = build_record(
+            seq=k,
+            prev_hash=old.prev_hash,
+            record_type=old.type,
+            time=back.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            model_digest=old.model_digest,
+            payload=old.payload,
+            signer=Signer(old.identity, signers[old.key_id].private_key),
+        )
+        mutated = [*records[:k], regressed, *records[k + 1 :]]
+        if not _named(
+            f"seq {k}", lambda m=mutated: verify_records(m, corpus.trust, cache=corpus.cache)
+        ):
+            missed.append(k)
+    assert missed == [], f"time regressions at these records were not named: {missed[:20]}"
+
+
+def test_a_shortened_ledger_never_verifies_as_complete_past_its_last_checkpoint(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    rng = random.Random(10)
+    n = len(corpus.records)
+    for trial in range(12):
+        db = _sqlite_copy(corpus, tmp_path, f"short{trial}.db")
+        keep = rng.randrange(1, n)
+        last_checkpoint = rng.randint(1, keep)
+        with sqlite3.connect(db) as conn:
+            conn.execute("DELETE FROM ledger WHERE seq >= ?", (keep,))
+            if trial % 3:  # and the checkpoints that vouched for the cut-off records
+                conn.execute("DELETE FROM ledger_checkpoints WHERE size > ?", (last_checkpoint,))
+        conn.close()
+        with open_ledger(db, create=False) as ledger:
+            if trial % 3 == 0:  # checkpoints beyond the records remain: truncation named
+                with pytest.raises(LedgerIntegrityError, match="truncated") as caught:
+                    ledger.verify(corpus.trust, cache=corpus.cache)
+                assert caught.value.position == f"seq {keep}"
+                continue
+            report = ledger.verify(corpus.trust, cache=corpus.cache)
+        assert report.tree.proven_seq == last_checkpoint - 1
+        assert report.unproven == keep - last_checkpoint

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from service.chain import Checkpoint
+from service.chain.tlog import TreeCheckpoint
 from service.keys.store import Signer, TrustStore
 from service.ledger import (
     ExpectedHead,
@@ -133,9 +134,20 @@ def test_truncation_is_detected_with_a_later_checkpoint(
     _populate(ledger, register, approver, digest_of)
     checkpoint = ledger.checkpoint(approver)
     _edit(ledger, "DELETE FROM ledger WHERE seq >= 4")
-    ledger.verify(trust)  # a clean prefix on its own
+    _edit(ledger, "DELETE FROM ledger_checkpoints WHERE size > 4")
+    ledger.verify(trust)  # a clean prefix with its own checkpoints
     with pytest.raises(LedgerIntegrityError, match="truncated") as caught:
         ledger.verify(trust, expect=checkpoint)
+    assert caught.value.position == "seq 4"
+
+
+def test_truncation_is_detected_by_the_stored_checkpoints(
+    ledger: Ledger, register: Any, approver: Signer, digest_of: Any, trust: TrustStore
+) -> None:
+    _populate(ledger, register, approver, digest_of)
+    _edit(ledger, "DELETE FROM ledger WHERE seq >= 4")
+    with pytest.raises(LedgerIntegrityError, match="truncated") as caught:
+        ledger.verify(trust)
     assert caught.value.position == "seq 4"
 
 
@@ -145,9 +157,20 @@ def test_rewrite_is_detected_by_the_checkpoint_head(
     register(0)
     checkpoint = ledger.checkpoint(approver)
     _edit(ledger, "DELETE FROM ledger")
+    _edit(ledger, "DELETE FROM ledger_checkpoints")
     register(5)
-    with pytest.raises(LedgerIntegrityError, match="rewritten"):
+    with pytest.raises(LedgerIntegrityError, match="not this ledger's"):
         ledger.verify(trust, expect=checkpoint)
+
+
+def test_appending_after_a_cut_off_tail_is_refused(
+    ledger: Ledger, register: Any, trust: TrustStore
+) -> None:
+    register(0)
+    register(1)
+    _edit(ledger, "DELETE FROM ledger WHERE seq = 1")
+    with pytest.raises(LedgerIntegrityError, match="cut off"):
+        register(2)
 
 
 def test_expected_head_reached_is_reported(
@@ -163,7 +186,10 @@ def test_checkpoint_by_untrusted_key_is_rejected(
     ledger: Ledger, register: Any, stranger: Signer, trust: TrustStore
 ) -> None:
     register(0)
-    forged = ledger.checkpoint(stranger)
+    genuine = ledger.checkpoint_at()
+    forged = TreeCheckpoint.create(
+        origin=genuine.origin, size=genuine.size, root=genuine.root, signer=stranger
+    )
     with pytest.raises(LedgerIntegrityError, match="checkpoint"):
         ledger.verify(trust, expect=forged)
 
