@@ -220,6 +220,9 @@ def _stage_context(dest: Path, model_dir: Path | None) -> None:
         for entry in model_dir.iterdir():
             if entry.is_file():
                 shutil.copy2(entry, dest / "model" / entry.name)
+                # Readable by the image's numeric user, never writable: the classic
+                # builder copies modes as they are (a trained model is often 0600).
+                (dest / "model" / entry.name).chmod(0o444)
     for name in ("Dockerfile", ".dockerignore"):
         shutil.copy2(PROJECT_ROOT / name, dest / name)
     shutil.copytree(
@@ -266,6 +269,11 @@ def service_image(model_dir: Path | None, progress: Progress) -> Path:
     archive = _cache("images", f"model-service-{_key(base.name, _source_hash(inputs))}.tar")
     if archive.exists():
         return archive
+    # Older archives of this image are stale once its inputs changed: drop them before
+    # the build, whose layers and new archive need the room (about 8 GB each).
+    stem = archive.name.rsplit("-", 1)[0]
+    for old in archive.parent.glob(f"{stem}-*.tar"):
+        old.unlink()
     with docker_daemon() as docker, tempfile.TemporaryDirectory(prefix="ztml-ctx-") as ctx:
         progress("importing the Debian base into the image builder")
         base_id = docker("import", str(base), "ztml.local/debian-python:bookworm", what="import")
@@ -286,16 +294,13 @@ def service_image(model_dir: Path | None, progress: Progress) -> Path:
 
 
 def _save(docker: Docker, tag: str, archive: Path) -> None:
-    """Write ``tag`` to ``archive``, drop older archives of the image, empty the builder.
+    """Write ``tag`` to ``archive`` and empty the builder.
 
     The service image holds the locked environment (torch with its CUDA libraries, about
-    8 GB); keeping the builder's layers and every past archive would fill the disk.
+    8 GB); keeping the builder's layers would fill the disk.
     """
     partial = archive.with_suffix(".partial")
     docker("save", f"--output={partial}", tag, what="docker save")
-    stem = archive.name.rsplit("-", 1)[0]
-    for old in archive.parent.glob(f"{stem}-*.tar"):
-        old.unlink()
     partial.rename(archive)
     docker("system", "prune", "--all", "--force", what="pruning the image builder")
 

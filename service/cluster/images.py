@@ -212,7 +212,30 @@ def import_archive(archive: Path, tagged: str, *, socket: Path) -> str:
     proc = _ctr(socket, "images", "tag", "--force", tagged, f"{name}@{digest}")
     if proc.returncode != 0:
         raise ClusterStartError(f"pinning {tagged} by digest failed: {proc.stderr.strip()}")
+    _forget_older(name, digest, socket=socket)
     return digest
+
+
+def _forget_older(name: str, digest: str, *, socket: Path) -> None:
+    """Drop the references of older builds of ``name``; containerd then frees their layers.
+
+    Running containers keep what they use until they stop; the model service image is
+    about 8 GB, so every stale build left behind would take that much disk.
+    """
+    listed = _ctr(socket, "images", "ls", "-q")
+    stale = [
+        ref
+        for ref in listed.stdout.split()
+        if ref.startswith(f"{name}@") and ref != f"{name}@{digest}"
+    ]
+    if stale:
+        _ctr(socket, "images", "rm", *stale)
+
+
+def present(reference: str, *, socket: Path) -> bool:
+    """Return whether containerd holds ``reference`` (a ``name@digest``)."""
+    listed = _ctr(socket, "images", "ls", "-q", f"name=={reference}")
+    return reference in listed.stdout.split()
 
 
 def import_image(image: BuiltImage, *, socket: Path) -> None:

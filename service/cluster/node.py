@@ -531,7 +531,18 @@ def up(layout: Layout, progress: Progress) -> bool:
     wanted = components(layout, ip)
     alive = [running_pid(layout, c) is not None for c in wanted]
     if all(alive) and node_ready(layout) and network.guard_installed():
-        return False
+        # The kubelet removes unused images under disk pressure, the sandbox image too:
+        # put back any of the cluster's own images that went missing.
+        built = _images(layout)
+        missing = [
+            image
+            for image in built.values()
+            if not images.present(image.pinned, socket=layout.containerd_socket)
+        ]
+        for image in missing:
+            progress(f"re-importing {image.spec.tagged}, which was removed")
+            images.import_image(image, socket=layout.containerd_socket)
+        return bool(missing)
     ensure_tools(progress)
     if any(alive):
         progress("a previous cluster is partly running: restarting its components")
