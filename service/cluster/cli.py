@@ -92,10 +92,19 @@ def build_images(
 
 @app.command("config")
 def stack_config(
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="The approved model's directory (the one given to `ztml cluster images`); "
+            "its model.safetensors names the digest.",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
     model_digest: Annotated[
-        str,
-        typer.Option(help="The approved model's digest (`ztml ledger show` lists models)."),
-    ],
+        str | None,
+        typer.Option(help="The approved model's digest, instead of --model."),
+    ] = None,
     out: Annotated[
         Path,
         typer.Option(help="Where to write the configuration (JSON of ztml:* keys)."),
@@ -109,6 +118,17 @@ def stack_config(
     export written beside it (ledger-export.json). Deploy it with
     `python -m infra.automation up --stack local --backend .ztml/pulumi --config FILE`.
     """
+    if model is not None and model_digest is None:
+        from service.ledger import hash_artifact
+
+        weights = model / "model.safetensors"
+        if not weights.is_file():
+            raise _fail(f"{weights} does not exist: --model names the model's directory.")
+        digest, _ = hash_artifact(weights)
+    elif model_digest is not None and model is None:
+        digest = model_digest
+    else:
+        raise _fail("give the model as --model DIR or --model-digest sha256:<hex> (one of them).")
     from service.cluster.stackconfig import dump, local_stack_config, write_ledger_export
     from service.toolchain.paths import ztml_home
 
@@ -120,7 +140,7 @@ def stack_config(
         config = local_stack_config(
             home,
             node.image_references(layout),
-            model_digest=model_digest,
+            model_digest=digest,
             ledger_export=export,
             replicas=replicas,
         )

@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from tests.service.cluster.fixtures import Cluster, demo_model_digest, ztml_cluster
+from service.stack.provision import demo_model_dir
+from tests.service.cluster.fixtures import Cluster, ztml_cluster
 
 NAMESPACE = "ztml"
 WORKLOAD = "ztml-model"
@@ -125,8 +126,8 @@ def cluster_stack(
             str(Path(sys.executable).with_name("ztml")),
             "cluster",
             "config",
-            "--model-digest",
-            demo_model_digest(cluster_home),
+            "--model",
+            str(demo_model_dir(cluster_home)),
             "--out",
             str(config_file),
         ],

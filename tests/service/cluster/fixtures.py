@@ -203,15 +203,6 @@ def cluster_home(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.
     return home
 
 
-def demo_model_digest(home: Path) -> str:
-    """Return the digest of the demo model installed in ``home``."""
-    from service.ledger import hash_artifact
-    from service.stack.provision import demo_model_dir
-
-    digest, _ = hash_artifact(demo_model_dir(home) / "model.safetensors")
-    return digest
-
-
 @pytest.fixture(scope="session")
 def stack_images(cluster: Cluster, cluster_home: Path) -> dict[str, str]:
     """The model service (with the demo model), OPA and PostgreSQL images.

@@ -152,3 +152,20 @@ def test_the_pod_network_does_not_masquerade(tmp_path: Path) -> None:
     bridge = document["plugins"][0]
     assert bridge["type"] == "bridge"
     assert bridge["ipMasq"] is False
+
+
+def test_the_staged_model_is_readable_by_the_images_user_and_never_writable(
+    tmp_path: Path,
+) -> None:
+    from service.cluster.imagebuild import _stage_context
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights")
+    (model / "model.safetensors").chmod(0o600)  # as a training run leaves it
+    context = tmp_path / "context"
+    context.mkdir()
+    _stage_context(context, model)
+    staged = context / "model" / "model.safetensors"
+    assert staged.read_bytes() == b"weights"
+    assert stat.S_IMODE(staged.stat().st_mode) == 0o444
