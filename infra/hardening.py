@@ -401,6 +401,9 @@ class PodParts:
         env: Non-secret environment variables for the main container.
         containers: Extra containers (sidecars).
         annotations: Pod annotations.
+        init_mounts: Mounts that replace, in init containers, the main container's
+            mount of the same volume (e.g. a volume's root where the service gets a
+            sub-directory the init step prepares).
     """
 
     volumes: tuple[Volume, ...] = ()
@@ -408,3 +411,4 @@ class PodParts:
     env: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     containers: tuple[ContainerSpec, ...] = ()
     annotations: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    init_mounts: tuple[Mount, ...] = ()

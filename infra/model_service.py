@@ -131,6 +131,7 @@ class ModelService(pulumi.ComponentResource):
             ),
             scratch_dirs=(CACHE_DIR,),
         )
+        replaced = {m.volume: m for part in args.parts for m in part.init_mounts}
         init = [
             ContainerSpec(
                 name="ledger-seed",
@@ -138,7 +139,7 @@ class ModelService(pulumi.ComponentResource):
                 command=args.init_command,
                 env=env,
                 field_env={"POD_NAME": "metadata.name"},
-                mounts=tuple(mounts),
+                mounts=tuple(replaced.get(m.volume, m) for m in mounts),
                 resources=Resources(
                     cpu_request="50m",
                     memory_request="128Mi",

@@ -37,6 +37,8 @@ from infra.hardening import (
 from infra.network import POSTGRES_PORT
 
 ZTML_HOME = "/var/lib/ztml"
+# The init step sees the volume's root here and makes the service's home in it.
+VOLUME_ROOT = "/var/lib/ztml-volume"
 LEDGER_DB_DIR = "/etc/ztml/ledger-db"
 LEDGER_EXPORT_DIR = "/etc/ztml/ledger-export"
 LEDGER_EXPORT_FILE = f"{LEDGER_EXPORT_DIR}/ledger-export.json"
@@ -115,10 +117,15 @@ class Records(pulumi.ComponentResource):
             ClaimVolume("records", self.data_claim_name),
             ConfigMapVolume("ledger-export", export.metadata.name),
         ]
+        # The service's home is a sub-directory of the volume that the init step makes
+        # (0700, the pod's user): a provisioner's volume root is often 0777 and owned by
+        # root (local-path), which the service refuses as its home. Scaled out, each pod
+        # gets its own sub-directory.
+        self._home_dir = "$(POD_NAME)" if scaled else "home"
         mounts = [
             Mount("records", ZTML_HOME, read_only=False, sub_path_expr="$(POD_NAME)")
             if scaled
-            else Mount("records", ZTML_HOME, read_only=False),
+            else Mount("records", ZTML_HOME, read_only=False, sub_path="home"),
             Mount("ledger-export", LEDGER_EXPORT_DIR),
         ]
         env: dict[str, pulumi.Input[str]] = {"ZTML_HOME": ZTML_HOME, "ZTML_AUDIT_STDOUT": "1"}
@@ -132,7 +139,12 @@ class Records(pulumi.ComponentResource):
         else:
             self.ledger_url = f"{ZTML_HOME}/ledger.db"
         env["ZTML_LEDGER_URL"] = self.ledger_url
-        self.pod_parts = PodParts(volumes=tuple(volumes), mounts=tuple(mounts), env=env)
+        self.pod_parts = PodParts(
+            volumes=tuple(volumes),
+            mounts=tuple(mounts),
+            env=env,
+            init_mounts=(Mount("records", VOLUME_ROOT, read_only=False),),
+        )
         outputs: dict[str, object] = {
             "backend": self.backend,
             "data_claim_name": self.data_claim_name,
@@ -142,19 +154,27 @@ class Records(pulumi.ComponentResource):
         self.register_outputs(outputs)
 
     def seed_command(self, *, trust_dir: str) -> tuple[str, ...]:
-        """The init container command that seeds the pod's ledger from the export."""
+        """The init container command: make the service's home, seed its ledger, audit key.
+
+        The init container sees the volume's root at :data:`VOLUME_ROOT`; the service
+        sees the home it makes there at ``ZTML_HOME``.
+        """
+        home = f"{VOLUME_ROOT}/{self._home_dir}"
+        ledger = self.ledger_url if self.backend == "postgres" else f"{home}/ledger.db"
         return (
             "python",
             "-m",
             "service.ledger.seed",
+            "--home",
+            home,
             "--export",
             LEDGER_EXPORT_FILE,
             "--ledger",
-            self.ledger_url,
+            ledger,
             "--trust-dir",
             trust_dir,
             "--audit-keys",
-            f"{ZTML_HOME}/keys",
+            f"{home}/keys",
         )
 
     def _claim(

@@ -108,6 +108,25 @@ def seed_ledger(
     return appended
 
 
+def make_private_home(home: Path) -> None:
+    """Create ``home`` (mode 0700) or tighten it; it must belong to this user.
+
+    Raises:
+        SeedError: it cannot be made, or another user owns it.
+    """
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = home.stat()
+        if info.st_uid != os.geteuid():
+            raise SeedError(
+                f"{home} belongs to uid {info.st_uid}, not to this user ({os.geteuid()}); "
+                "the service's home must be its own."
+            )
+        home.chmod(0o700)
+    except OSError as exc:
+        raise SeedError(f"Cannot make the service's home {home}: {exc.strerror or exc}") from exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m service.ledger.seed --export F --ledger URL --trust-dir D``.
 
@@ -115,6 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     file from ``--model-path`` or ``ZTML_MODEL_PATH``; both are required.
     """
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="make this directory (0700, this user's) first: the service's home",
+    )
     parser.add_argument("--export", type=Path, required=True)
     parser.add_argument("--ledger", required=True)
     parser.add_argument("--trust-dir", type=Path, required=True)
@@ -143,6 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="trusted OMS signer keys (default: $ZTML_OMS_SIGNERS_DIR or TRUST_DIR/oms_signers)",
     )
     args = parser.parse_args(argv)
+    if args.home is not None:
+        try:
+            make_private_home(args.home)
+        except SeedError as exc:
+            print(f"ledger seed failed: {exc}", file=sys.stderr)
+            return 1
     if not args.model_digest:
         print(
             "ledger seed failed: no model digest to gate (pass --model-digest or set "

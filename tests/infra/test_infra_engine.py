@@ -50,7 +50,10 @@ def _engine(
     [
         ("revoked", "revoked", "preview"),
         ("unapproved", "approv", "preview"),
+        ("unregistered", "no register record", "preview"),
         ("revoked", "revoked", "up"),
+        ("unapproved", "approv", "up"),
+        ("unregistered", "no register record", "up"),
     ],
 )
 def test_a_refused_model_fails_with_every_reason_and_no_traceback(
