@@ -222,11 +222,31 @@ def test_ledger_is_seeded_by_an_init_container_from_the_gate_export(any_run: Any
     model = next(c for c in containers_of(manifest) if c["name"] == "model")
     assert seed["image"] == model["image"], urn
     ledger_url = {v["name"]: v.get("value") for v in model["env"]}["ZTML_LEDGER_URL"]
-    assert seed["command"][seed["command"].index("--ledger") + 1] == ledger_url, urn
+    seeded = seed["command"][seed["command"].index("--ledger") + 1]
+    home = seed["command"][seed["command"].index("--home") + 1]
+    if any_run.config.uses_postgres:
+        assert seeded == ledger_url, urn
+    else:
+        # The same file: the init step sees the volume's root, the service its home.
+        assert seeded == f"{home}/ledger.db" and ledger_url == "/var/lib/ztml/ledger.db", urn
     (export,) = (m for u, m in any_run.of_kind("ConfigMap").items() if "ledger-export" in u)
     assert json.loads(export["data"]["ledger-export.json"]) == json.loads(
         any_run.config.ledger_export.read_text()
     )
+
+
+def test_the_service_home_is_a_sub_directory_the_init_step_makes(any_run: Any) -> None:
+    urn, manifest = _model(any_run)
+    (seed,) = pod_spec_of(manifest)["initContainers"]
+    model = next(c for c in containers_of(manifest) if c["name"] == "model")
+    (root,) = (m for m in seed["volumeMounts"] if m["name"] == "records")
+    (home,) = (m for m in model["volumeMounts"] if m["name"] == "records")
+    assert root["mountPath"] == "/var/lib/ztml-volume" and "subPath" not in root, urn
+    assert home["mountPath"] == "/var/lib/ztml", urn
+    sub = home.get("subPath") or home.get("subPathExpr")
+    made = seed["command"][seed["command"].index("--home") + 1]
+    assert made == f"/var/lib/ztml-volume/{sub}", urn
+    assert seed["command"][seed["command"].index("--audit-keys") + 1] == f"{made}/keys", urn
 
 
 def test_opa_loads_every_policy_but_the_tests(any_run: Any) -> None:

@@ -322,3 +322,29 @@ def test_a_pod_without_trusted_oms_signers_seeds_nothing(
             model_path=pod_model.path,
         )
     assert not url.exists()
+
+
+def test_the_services_home_is_made_private(tmp_path: Path) -> None:
+    from service.ledger.seed import make_private_home
+
+    root = tmp_path / "volume"
+    root.mkdir()
+    root.chmod(0o777)  # as a provisioner leaves a volume's root
+    home = root / "home"
+    make_private_home(home)
+    make_private_home(home)  # a restarted pod finds it
+    assert home.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_home_of_another_user_is_refused(tmp_path: Path) -> None:
+    import os
+
+    from service.ledger.seed import make_private_home
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the directory away")
+    home = tmp_path / "theirs"
+    home.mkdir()
+    os.chown(home, 65534, 65534)
+    with pytest.raises(SeedError, match="belongs to uid 65534"):
+        make_private_home(home)
