@@ -5,8 +5,10 @@
   so DNS egress rules that name it work unchanged), behind the ``kube-dns`` Service at
   the cluster's DNS address. It answers only for the cluster's zones and forwards
   nothing: no pod query leaves the machine. It runs as a restricted pod (numeric
-  non-root user, no capabilities, read-only root, RuntimeDefault seccomp) on port 1053;
-  the Service maps port 53 to it.
+  non-root user, no capabilities, read-only root, RuntimeDefault seccomp) and listens on
+  port 53 itself, as on k3s and kubeadm clusters, thanks to the namespaced safe sysctl
+  ``net.ipv4.ip_unprivileged_port_start``: NetworkPolicies match the pod's port after the
+  Service's translation, so DNS rules written for port 53 work unchanged.
 - the ``local-path`` StorageClass (the cluster default, as on k3s/k3d) served by
   local-path-provisioner, which runs as a host process like kube-router and creates
   each volume's directory through a short-lived helper pod in ``local-path-storage``.
@@ -37,7 +39,7 @@ LOCAL_PATH_TEARDOWN = """#!/bin/sh
 set -eu
 rm -rf "$VOL_DIR"
 """
-DNS_PORT = 1053
+DNS_PORT = 53
 COREFILE = f"""\
 .:{DNS_PORT} {{
     errors
@@ -152,6 +154,10 @@ def coredns(image: str) -> list[dict[str, Any]]:
                             "runAsUser": 65532,
                             "runAsGroup": 65532,
                             "seccompProfile": {"type": "RuntimeDefault"},
+                            # Port 53 without a capability (a safe, namespaced sysctl).
+                            "sysctls": [
+                                {"name": "net.ipv4.ip_unprivileged_port_start", "value": "53"}
+                            ],
                         },
                         "containers": [
                             {

@@ -182,7 +182,7 @@ def test_network_policy_is_enforced_and_dns_works_only_where_allowed(cluster: Cl
                 "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
             }
         ],
-        "ports": [{"protocol": "UDP", "port": 1053}, {"protocol": "TCP", "port": 1053}],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
     }
     policies = [
         _policy("default-deny", ns, {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
