@@ -23,14 +23,38 @@ LOCKED = ("torch", "bentoml", "cryptography", "pyjwt", "rfc8785", "opa-python-cl
 
 
 def kube_host() -> str:
-    """The testinfra host of the model pod of the stack deployed onto the local cluster."""
+    """The testinfra host of the model pod of the stack deployed onto the local cluster.
+
+    It names the Deployment (``ztml-model``); :func:`target` puts the name of one of its
+    running pods in its place once the stack is deployed.
+    """
     from service.cluster.layout import Layout
 
     kubeconfig = Layout.default().kubeconfig
-    return (
-        f"kubectl://deployment%2F{WORKLOAD}?namespace={NAMESPACE}&container=model"
-        f"&kubeconfig={kubeconfig}"
-    )
+    return f"kubectl://{WORKLOAD}?namespace={NAMESPACE}&container=model&kubeconfig={kubeconfig}"
+
+
+def _running_pod(host) -> str:
+    """Return a running pod of the Deployment ``host`` names (or ``host``'s pod itself)."""
+    import subprocess
+
+    backend = host.backend
+    if backend.name != WORKLOAD:
+        return str(backend.name)
+    command = ["kubectl", "-n", backend.namespace or NAMESPACE, "get", "pods"]
+    if backend.kubeconfig:
+        command.append(f"--kubeconfig={backend.kubeconfig}")
+    command += [
+        "-l",
+        f"app.kubernetes.io/name={WORKLOAD}",
+        "--field-selector=status.phase=Running",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        pytest.fail(f"no running pod of deployment/{WORKLOAD}: {proc.stderr.strip()}")
+    return proc.stdout.strip()
 
 
 @dataclass(frozen=True)
@@ -61,11 +85,13 @@ def target(host, request: pytest.FixtureRequest) -> Target:
         if request.config.option.hosts is None:
             # The default target: the stack the engine deploys onto the local cluster.
             request.getfixturevalue("cluster_stack")
+        host.backend.name = _running_pod(host)
         return Target(
             kind="kubernetes",
             # The service, and OPA's read-only diagnostics for the kubelet's probes; OPA's
             # API is a Unix socket, not a port.
-            listeners=frozenset({("0.0.0.0", 3000), ("0.0.0.0", 8282)}),
+            # (OPA's Go listener for 0.0.0.0 shows as the dual-stack "::").
+            listeners=frozenset({("0.0.0.0", 3000), ("::", 8282)}),
             pids=frozenset(),
             home=Path("/var/lib/ztml"),
             keys_dir=Path("/var/lib/ztml/keys"),

@@ -341,6 +341,7 @@ def test_opa_killed_gives_503_for_every_request_and_recovers_without_a_pod_resta
 ) -> None:
     cluster = cluster_stack.cluster
     pod = cluster_stack.model_pods()[0]
+    cluster.wait_ready(NAMESPACE, pod)
     before = _container_state(cluster, pod)
     opa_id = before["opa"]["containerID"].removeprefix("containerd://")
     token = cluster_stack.token("during-outage", roles=("analyst",))
@@ -361,7 +362,9 @@ def test_opa_killed_gives_503_for_every_request_and_recovers_without_a_pod_resta
         (answer,) = _send(cluster_stack, client, [_predict(token)])
         recovered = answer["status"] == 200
         if not recovered:
-            assert answer["status"] == 503, answer
+            # 503 from the service, or no connection while the pod is not Ready (the
+            # Service drops it while OPA restarts): never anything served.
+            assert answer["status"] in (503, 0), answer
             time.sleep(2)
     assert recovered, "the service did not recover after OPA was restarted"
     after = _container_state(cluster, pod)
@@ -369,7 +372,8 @@ def test_opa_killed_gives_503_for_every_request_and_recovers_without_a_pod_resta
     assert after["opa"]["restartCount"] == before["opa"]["restartCount"] + 1
     assert after["model"]["restartCount"] == before["model"]["restartCount"]
     logs = cluster.kubectl("-n", NAMESPACE, "logs", pod, "-c", "model").stdout
-    audited = [json.loads(line) for line in logs.splitlines() if '"during-outage"' in line]
+    # Audit events are mirrored to the container's log as {"audit_log", "seq", "event"}.
+    audited = [json.loads(line)["event"] for line in logs.splitlines() if '"during-outage"' in line]
     outage_events = [e for e in audited if e.get("kind") == "request" and e.get("status") == 503]
     assert len(outage_events) >= 10, f"{len(outage_events)} outage requests audited"
 
@@ -408,7 +412,14 @@ def test_the_audit_log_copied_out_of_the_pod_verifies(
     assert proc.returncode == 0, proc.stderr.decode()
     copy = tmp_path / "pod-home"
     with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as archive:
-        archive.extractall(copy, filter="data")
+        members = archive.getmembers()
+        assert all(
+            not m.name.startswith("/")
+            and ".." not in Path(m.name).parts
+            and (m.isfile() or m.isdir())
+            for m in members
+        ), [m.name for m in members]
+        archive.extractall(copy, members=members)  # noqa: S202 - checked above
     events = sum(1 for _ in (copy / "audit").rglob("*.jsonl"))
     assert events, "no audit segment was copied"
     verify = subprocess.run(

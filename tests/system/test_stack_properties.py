@@ -4,11 +4,12 @@ Run against any target::
 
     pytest tests/system/test_stack_properties.py --hosts=local://
     pytest tests/system/test_stack_properties.py \
-        --hosts='kubectl://deployment%2Fztml-model?namespace=ztml&container=model'
+        --hosts='kubectl://ztml-model?namespace=ztml&container=model'
 
 Without ``--hosts`` the suite checks the local stack (``ztml up``) and the model pod of
 the stack the real Pulumi engine deploys onto the local cluster (``kubectl://``, through
-the cluster's kubeconfig; ``deployment%2Fztml-model`` lets kubectl pick a running pod).
+the cluster's kubeconfig; the host ``ztml-model`` names the Deployment and the suite
+picks one of its running pods).
 Properties of one kind of target only are in test_local_properties.py and
 test_pod_properties.py.
 """
