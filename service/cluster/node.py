@@ -580,9 +580,9 @@ def up(layout: Layout, progress: Progress) -> bool:
     )
     if proc.returncode != 0:
         raise ClusterStartError(f"CoreDNS did not become available: {proc.stderr.strip()}")
-    (layout.root / "images.json").write_text(
-        json.dumps({name: image.pinned for name, image in built.items()}, indent=2)
-    )
+    # A restart keeps containerd's images: keep the record of the stack's images too.
+    recorded = {**image_references(layout), **{name: image.pinned for name, image in built.items()}}
+    (layout.root / "images.json").write_text(json.dumps(recorded, indent=2))
     return True
 
 

@@ -367,6 +367,7 @@ def test_the_model_service_image_holds_the_locked_environment(
 def test_up_after_a_crash_restarts_what_died_and_keeps_the_cluster(cluster: Cluster) -> None:
     marker = f"survives-{uuid.uuid4().hex[:8]}"
     assert cluster.kubectl("create", "namespace", marker).returncode == 0
+    recorded = node.image_references(cluster.layout)
     for name in ("kube-scheduler", "kube-proxy"):
         pid = int((cluster.layout.run / f"{name}.pid").read_text())
         os.kill(pid, signal.SIGKILL)
@@ -378,6 +379,8 @@ def test_up_after_a_crash_restarts_what_died_and_keeps_the_cluster(cluster: Clus
     assert "cluster started" in proc.stdout
     assert ztml_cluster("status", timeout=60).returncode == 0
     assert cluster.kubectl("get", "namespace", marker).returncode == 0  # etcd's data kept
+    # containerd kept every image, and the record of them is kept too.
+    assert node.image_references(cluster.layout) == recorded
 
 
 def test_a_second_up_while_running_is_a_no_op(cluster: Cluster) -> None:
