@@ -1,13 +1,13 @@
 """OPA as a sidecar of the model pod, with the repository's policies loaded.
 
 Choice: OPA runs in the model pod and serves its API only on a Unix domain socket in a
-memory-backed emptyDir that only the OPA and model containers mount, with mode 0600 (the
-pod's one numeric user). No TCP port, Service or NetworkPolicy exposes the API, no
-process outside those two containers can open the socket, and no certificate or private
-key is needed, so nothing secret for it enters Pulumi state (and no provider besides
-pulumi-kubernetes is needed). Its health endpoint is served on a separate diagnostic
-TCP port (read-only: ``/health`` and ``/metrics``, no API) for the kubelet's probes; the
-NetworkPolicies admit no pod to that port.
+memory-backed emptyDir of that pod (OPA mounts it read-write, the service and its init
+step read-only), with mode 0600 (the pod's one numeric user). No TCP port, Service or
+NetworkPolicy exposes the API, no process outside that pod can open the socket, and no
+certificate or private key is needed, so nothing secret for it enters Pulumi state (and
+no provider besides pulumi-kubernetes is needed). Its health endpoint is served on a
+separate diagnostic TCP port (read-only: ``/health`` and ``/metrics``, no API) for the
+kubelet's probes; the NetworkPolicies admit no pod to that port.
 
 Decision logs go to OPA's console (the container's log stream).
 

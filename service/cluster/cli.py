@@ -147,6 +147,8 @@ def stack_config(
     except ClusterError as err:
         raise _fail(str(err)) from None
     out.parent.mkdir(parents=True, exist_ok=True)
+    out.touch(mode=0o600)
+    out.chmod(0o600)  # with replicas > 1 it holds PostgreSQL's password
     out.write_text(dump(config))
     console.print(f"wrote {out} and {export}")
 

@@ -108,6 +108,12 @@ def local_stack_config(
     }
     if replicas == 1:
         values.pop("postgresImage", None)
+    else:
+        import secrets
+
+        # Scaled out, the ledger lives in PostgreSQL: a fresh password, stored by
+        # `infra.automation` as a Pulumi secret (the file itself is written 0600).
+        values["postgresPassword"] = secrets.token_urlsafe(24)
     return {f"ztml:{key}": value for key, value in values.items()}
 
 

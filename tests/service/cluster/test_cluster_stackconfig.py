@@ -80,3 +80,17 @@ def test_a_ledger_that_does_not_verify_writes_no_export(home: Path, tmp_path: Pa
         write_ledger_export(home, out)
     assert not out.exists()
     assert os.path.exists(home / "ledger.db")
+
+
+def test_a_scaled_out_config_gets_its_own_postgres_password(home: Path, tmp_path: Path) -> None:
+    one = local_stack_config(
+        home, IMAGES, model_digest=DIGEST, ledger_export=tmp_path / "x", replicas=2
+    )
+    two = local_stack_config(
+        home, IMAGES, model_digest=DIGEST, ledger_export=tmp_path / "x", replicas=2
+    )
+    config = parse_config(
+        {key: v if isinstance(v, str) else json.dumps(v) for key, v in one.items()}
+    )
+    assert config.uses_postgres and config.postgres_image == IMAGES["postgres"]
+    assert one["ztml:postgresPassword"] != two["ztml:postgresPassword"]
