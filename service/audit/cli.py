@@ -36,6 +36,14 @@ app = typer.Typer(
 console = Console()
 
 DirArg = Annotated[Path | None, typer.Argument(help="Audit directory (default: $ZTML_HOME/audit).")]
+TrustOpt = Annotated[
+    Path | None,
+    typer.Option("--trust", help="Directory of trusted *.pub keys (default $ZTML_HOME/keys)."),
+]
+AnchorsOpt = Annotated[
+    Path | None,
+    typer.Option("--anchors", help="Anchors file (default: <DIR>-anchors.jsonl next to DIR)."),
+]
 
 
 def _load_trust(trust_dir: Path | None) -> TrustStore:
@@ -85,14 +93,8 @@ def _summary_table(report: AuditReport) -> Table:
 @app.command("verify")
 def verify(
     directory: DirArg = None,
-    trust: Annotated[
-        Path | None,
-        typer.Option("--trust", help="Directory of trusted *.pub keys (default $ZTML_HOME/keys)."),
-    ] = None,
-    anchors: Annotated[
-        Path | None,
-        typer.Option("--anchors", help="Anchors file (default: <DIR>-anchors.jsonl next to DIR)."),
-    ] = None,
+    trust: TrustOpt = None,
+    anchors: AnchorsOpt = None,
     ledger: Annotated[
         str | None,
         typer.Option("--ledger", help="Check against the checkpoints anchored in this ledger."),
@@ -358,10 +360,7 @@ def prove_consistency(
 @app.command("vkey")
 def vkey(
     log: LogOpt,
-    trust: Annotated[
-        Path | None,
-        typer.Option("--trust", help="Directory of trusted *.pub keys (default $ZTML_HOME/keys)."),
-    ] = None,
+    trust: TrustOpt = None,
 ) -> None:
     """Print the verifier keys (vkeys) of the trusted keys under a log's origin."""
     try:
@@ -375,14 +374,8 @@ def vkey(
 @app.command("upgrade")
 def upgrade(
     directory: DirArg = None,
-    trust: Annotated[
-        Path | None,
-        typer.Option("--trust", help="Directory of trusted *.pub keys (default $ZTML_HOME/keys)."),
-    ] = None,
-    anchors: Annotated[
-        Path | None,
-        typer.Option("--anchors", help="Anchors file (default: <DIR>-anchors.jsonl next to DIR)."),
-    ] = None,
+    trust: TrustOpt = None,
+    anchors: AnchorsOpt = None,
     key: Annotated[Path | None, typer.Option("--key", help="The audit private key.")] = None,
 ) -> None:
     """Upgrade logs written by an earlier version: verify, then sign a tree checkpoint.

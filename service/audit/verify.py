@@ -289,20 +289,7 @@ class _LogVerifier:
             self._tree_checkpoint(parsed, path, number)
             return
         cp = parsed
-        if cp.log != self.log_id:
-            self._fail(
-                f"checkpoint names log {cp.log!r}, not this log (copied from another log?)",
-                path,
-                number,
-                seq,
-            )
-        if seq < 0 or cp.seq != seq:
-            self._fail(
-                f"checkpoint for seq {cp.seq} follows record {seq} (moved, or records deleted)",
-                path,
-                number,
-                seq,
-            )
+        self._check_position(cp.log, cp.seq, path, number, seq)
         if cp.head != self.summary.head:
             self._fail("checkpoint head does not match the record it follows", path, number, seq)
         if seq in self.checkpoints:
@@ -315,22 +302,26 @@ class _LogVerifier:
         self.summary.checkpoints += 1
         self.summary.signed_seq = seq
 
+    def _check_position(self, log: str, cp_seq: int, path: Path, number: int, seq: int) -> None:
+        """Both checkpoint forms must name this log and follow the record they sign."""
+        if log != self.log_id:
+            self._fail(
+                f"checkpoint names log {log!r}, not this log (copied from another log?)",
+                path,
+                number,
+                seq,
+            )
+        if seq < 0 or cp_seq != seq:
+            self._fail(
+                f"checkpoint for seq {cp_seq} follows record {seq} (moved, or records deleted)",
+                path,
+                number,
+                seq,
+            )
+
     def _tree_checkpoint(self, cp: LogCheckpoint, path: Path, number: int) -> None:
         seq = self.summary.last_seq
-        if cp.log != self.log_id:
-            self._fail(
-                f"checkpoint names log {cp.log!r}, not this log (copied from another log?)",
-                path,
-                number,
-                seq,
-            )
-        if seq < 0 or cp.seq != seq:
-            self._fail(
-                f"checkpoint for seq {cp.seq} follows record {seq} (moved, or records deleted)",
-                path,
-                number,
-                seq,
-            )
+        self._check_position(cp.log, cp.seq, path, number, seq)
         if cp.root != self._root(seq + 1):
             self._fail(
                 "checkpoint root does not match the records before it (the tree was altered)",

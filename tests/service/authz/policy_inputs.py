@@ -1,8 +1,24 @@
-"""Inputs of ``data.ztml.authz.decision`` for the authorization tests."""
+"""Inputs of ``data.ztml.authz.decision`` for the authorization tests, and one decision."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+from service.authz import OpaAuthorizer
+
+
+def decide(url: str, doc: dict[str, Any], timeout: float = 2.0) -> Any:
+    """Ask the OPA at ``url`` for one decision with a fresh authorizer."""
+
+    async def run() -> Any:
+        authorizer = OpaAuthorizer(url, timeout_seconds=timeout)
+        try:
+            return await authorizer.decide(doc)
+        finally:
+            await authorizer.close()
+
+    return asyncio.run(run())
 
 
 def policy_input(**changes: Any) -> dict[str, Any]:

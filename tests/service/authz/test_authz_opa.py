@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,7 +15,7 @@ from service.authz import (
     parse_decision,
 )
 from service.stack.processes import free_port, start_process, stop_group, wait_ready
-from tests.service.authz.policy_inputs import policy_input
+from tests.service.authz.policy_inputs import decide, policy_input
 
 
 @pytest.fixture(scope="module")
@@ -39,17 +38,6 @@ def opa_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_group(proc.pid)
-
-
-def decide(url: str, doc: dict[str, Any], timeout: float = 2.0) -> Any:
-    async def run() -> Any:
-        authorizer = OpaAuthorizer(url, timeout_seconds=timeout)
-        try:
-            return await authorizer.decide(doc)
-        finally:
-            await authorizer.close()
-
-    return asyncio.run(run())
 
 
 @pytest.mark.system

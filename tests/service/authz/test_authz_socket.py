@@ -10,14 +10,13 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from service.authz import OpaAuthorizer, PolicyUnavailableError
 from service.authz.opa import parse_opa_url
 from service.stack.processes import free_port, start_process, stop_group, wait_ready
-from tests.service.authz.policy_inputs import policy_input
+from tests.service.authz.policy_inputs import decide, policy_input
 
 NOBODY = 65534
 
@@ -62,17 +61,6 @@ def opa(tmp_path: Path) -> Iterator[SocketOpa]:
         yield server
     finally:
         stop_group(server.pid)
-
-
-def decide(url: str, doc: dict[str, Any], timeout: float = 2.0) -> Any:
-    async def run() -> Any:
-        authorizer = OpaAuthorizer(url, timeout_seconds=timeout)
-        try:
-            return await authorizer.decide(doc)
-        finally:
-            await authorizer.close()
-
-    return asyncio.run(run())
 
 
 @pytest.mark.system
