@@ -20,7 +20,7 @@ pytest_plugins = (
     "tests.system.cluster_stack",
     "tests.system.targets",
 )
-RUN_LAST = ("disruptive", "stack_destroy", "cluster_lifecycle")
+RUN_LAST = ("disruptive", "stack_destroy", "scaled_stack", "cluster_lifecycle")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -46,6 +46,7 @@ MIRROR = os.environ.get("ZTML_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates")
 POSTGRES_PACKAGES = ("postgresql-15",)
 POSTGRES_UID = 10002
+POSTGRES_ENTRYPOINT = Path(__file__).parent / "postgres" / "docker-entrypoint.sh"
 SERVICE_CONTEXT = ("pyproject.toml", "uv.lock", "README.md", "service", "infra")
 CONTEXT_IGNORES = shutil.ignore_patterns(
     "__pycache__", "*.pyc", "*_test.rego", "*.key", "*.pem", "*.db", "*.safetensors", ".venv"
@@ -269,11 +270,7 @@ def service_image(model_dir: Path | None, progress: Progress) -> Path:
     archive = _cache("images", f"model-service-{_key(base.name, _source_hash(inputs))}.tar")
     if archive.exists():
         return archive
-    # Older archives of this image are stale once its inputs changed: drop them before
-    # the build, whose layers and new archive need the room (about 8 GB each).
-    stem = archive.name.rsplit("-", 1)[0]
-    for old in archive.parent.glob(f"{stem}-*.tar"):
-        old.unlink()
+    _drop_older(archive)
     with docker_daemon() as docker, tempfile.TemporaryDirectory(prefix="ztml-ctx-") as ctx:
         progress("importing the Debian base into the image builder")
         base_id = docker("import", str(base), "ztml.local/debian-python:bookworm", what="import")
@@ -291,6 +288,17 @@ def service_image(model_dir: Path | None, progress: Progress) -> Path:
         progress("exporting the model service image")
         _save(docker, tag, archive)
     return archive
+
+
+def _drop_older(archive: Path) -> None:
+    """Delete the older archives of ``archive``'s image (``<name>-<key>.tar``).
+
+    They are stale once the image's inputs changed, and the build needs their room
+    (about 8 GB for the model service).
+    """
+    stem = archive.name.rsplit("-", 1)[0]
+    for old in archive.parent.glob(f"{stem}-*.tar"):
+        old.unlink()
 
 
 def _save(docker: Docker, tag: str, archive: Path) -> None:
@@ -328,23 +336,37 @@ def opa_image() -> images.BuiltImage:
 
 
 def postgres_image(progress: Progress) -> Path:
-    """Return the PostgreSQL image archive (Debian's postgresql-15, user 10002)."""
+    """Return the PostgreSQL image archive (Debian's postgresql-15, user 10002).
+
+    Its entrypoint, ``postgres/docker-entrypoint.sh``, keeps the official image's contract
+    (``docker-entrypoint.sh postgres``, ``POSTGRES_USER``, ``POSTGRES_DB``,
+    ``POSTGRES_PASSWORD_FILE``, ``PGDATA``), so the Pulumi program runs either image.
+    """
     rootfs = debian_rootfs("postgres", POSTGRES_PACKAGES, progress)
-    archive = _cache("images", f"postgres-{rootfs.stem.rsplit('-', 1)[-1]}.tar")
+    dockerfile = (
+        "FROM {base}\n"
+        f"RUN groupadd --gid {POSTGRES_UID} pgdata "
+        f"&& useradd --uid {POSTGRES_UID} --gid {POSTGRES_UID} --no-create-home "
+        "--home-dir /var/lib/postgresql pgdata\n"
+        "COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh\n"
+        "ENV PATH=/usr/local/bin:/usr/lib/postgresql/15/bin:/usr/sbin:/usr/bin:/sbin:/bin "
+        "PGDATA=/var/lib/postgresql/data\n"
+        f"USER {POSTGRES_UID}:{POSTGRES_UID}\n"
+        'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]\n'
+        'CMD ["postgres"]\n'
+    )
+    entrypoint = POSTGRES_ENTRYPOINT.read_bytes()
+    key = _key(rootfs.stem, dockerfile, hashlib.sha256(entrypoint).hexdigest())
+    archive = _cache("images", f"postgres-{key}.tar")
     if archive.exists():
         return archive
+    _drop_older(archive)
     with docker_daemon() as docker, tempfile.TemporaryDirectory(prefix="ztml-pg-") as ctx:
         base_id = docker("import", str(rootfs), "ztml.local/postgres-base:15", what="import")
-        (Path(ctx) / "Dockerfile").write_text(
-            f"FROM {base_id.strip()}\n"
-            f"RUN groupadd --gid {POSTGRES_UID} pgdata "
-            f"&& useradd --uid {POSTGRES_UID} --gid {POSTGRES_UID} --no-create-home "
-            "--home-dir /var/lib/postgresql pgdata\n"
-            "ENV PATH=/usr/lib/postgresql/15/bin:/usr/sbin:/usr/bin:/sbin:/bin "
-            "PGDATA=/var/lib/postgresql/data\n"
-            f"USER {POSTGRES_UID}:{POSTGRES_UID}\n"
-            'ENTRYPOINT ["/usr/lib/postgresql/15/bin/postgres"]\n'
-        )
+        (Path(ctx) / "Dockerfile").write_text(dockerfile.format(base=base_id.strip()))
+        script = Path(ctx) / "docker-entrypoint.sh"
+        script.write_bytes(entrypoint)
+        script.chmod(0o555)
         docker("build", "--tag=ztml.local/postgres:15", ctx, what="docker build of PostgreSQL")
         _save(docker, "ztml.local/postgres:15", archive)
     return archive

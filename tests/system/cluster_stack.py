@@ -111,6 +111,44 @@ def engine_changes(proc: subprocess.CompletedProcess[str]) -> dict[str, int]:
     return changes
 
 
+def deploy_stack(cluster: Cluster, home: Path, workdir: Path, *, replicas: int = 1) -> ClusterStack:
+    """``ztml cluster config`` for the demo model, then ``up`` under the real engine."""
+    config_file = workdir / "local-stack.json"
+    configure(home, config_file, replicas=replicas)
+    stack = ClusterStack(cluster, home, workdir, config_file)
+    started = time.monotonic()
+    up = stack.engine("up")
+    stack.up_seconds = time.monotonic() - started
+    if up.returncode != 0:
+        described = cluster.kubectl("-n", NAMESPACE, "describe", "pods").stdout[-4000:]
+        stack.engine("destroy")
+        pytest.fail(f"pulumi up failed:\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}\n{described}")
+    return stack
+
+
+def configure(home: Path, config_file: Path, *, replicas: int) -> None:
+    """Write the stack's configuration with ``ztml cluster config``."""
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("ztml")),
+            "cluster",
+            "config",
+            "--model",
+            str(demo_model_dir(home)),
+            "--replicas",
+            str(replicas),
+            "--out",
+            str(config_file),
+        ],
+        env={**os.environ, "ZTML_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, f"ztml cluster config failed:\n{proc.stdout}\n{proc.stderr}"
+
+
 @pytest.fixture(scope="session")
 def cluster_stack(
     cluster: Cluster,
@@ -118,36 +156,18 @@ def cluster_stack(
     cluster_home: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ClusterStack]:
-    """The stack, deployed once per session by ``up`` under the real engine."""
-    workdir = tmp_path_factory.mktemp("cluster-stack")
-    config_file = workdir / "local-stack.json"
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("ztml")),
-            "cluster",
-            "config",
-            "--model",
-            str(demo_model_dir(cluster_home)),
-            "--out",
-            str(config_file),
-        ],
-        env={**os.environ, "ZTML_HOME": str(cluster_home)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, f"ztml cluster config failed:\n{proc.stdout}\n{proc.stderr}"
-    stack = ClusterStack(cluster, cluster_home, workdir, config_file)
-    started = time.monotonic()
-    up = stack.engine("up")
-    stack.up_seconds = time.monotonic() - started
-    if up.returncode != 0:
-        described = cluster.kubectl("-n", NAMESPACE, "describe", "pods").stdout[-4000:]
-        pytest.fail(f"pulumi up failed:\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}\n{described}")
+    """The one-replica stack, deployed once per session by ``up`` under the real engine."""
+    stack = deploy_stack(cluster, cluster_home, tmp_path_factory.mktemp("cluster-stack"))
     yield stack
     if not stack.destroyed:
         stack.engine("destroy")
 
 
-__all__ = ["ClusterStack", "cluster_stack", "engine_changes", "ztml_cluster"]
+__all__ = [
+    "ClusterStack",
+    "cluster_stack",
+    "configure",
+    "deploy_stack",
+    "engine_changes",
+    "ztml_cluster",
+]

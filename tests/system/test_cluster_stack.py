@@ -1,21 +1,14 @@
 """The stack that ``pulumi up`` deployed onto the local cluster, checked and attacked.
 
-The real engine deployed it (:mod:`tests.system.cluster_stack`). Clients are pods on the
-cluster's network that call the ClusterIP Service by its DNS name, as an application in
-the cluster would; their requests are made by a small script run in a pod of the service
-image (Python's standard library only), so every answer crossed kube-proxy, the
-NetworkPolicies enforced by kube-router, and the pod's own layers.
+The real engine deployed it (:mod:`tests.system.cluster_stack`); the clients are pods on
+the cluster's network (:mod:`tests.system.cluster_clients`).
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import json
-import os
 import subprocess
-import sys
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,157 +19,42 @@ import pytest
 from service.cluster.layout import API_SERVICE_IP
 from tests.service.app.harness import b64url, digit_rows
 from tests.service.cluster.fixtures import Cluster
+from tests.system.cluster_clients import (
+    CONNECTOR,
+    SERVICE_URL,
+    audit_events,
+    client_pod,
+    copy_audit_log,
+    deployment,
+    pod_ip,
+    predict,
+    python_in,
+    send,
+    ztml_audit_verify,
+)
 from tests.system.cluster_stack import NAMESPACE, WORKLOAD, ClusterStack, engine_changes
 
 pytestmark = [pytest.mark.system, pytest.mark.slow, pytest.mark.cluster]
-
-SERVICE_URL = f"http://{WORKLOAD}.{NAMESPACE}.svc.cluster.local:3000"
-CLIENT_LABEL = "ztml.dev/client"
-# Run in a client pod: send each request of a JSON plan, print the statuses as JSON.
-REQUESTER = """
-import json, sys, time, urllib.error, urllib.request
-plan = json.loads(sys.argv[1])
-out = []
-for step in plan:
-    data = step.get("body")
-    request = urllib.request.Request(
-        step["url"], method=step.get("method", "GET"), headers=step.get("headers", {}),
-        data=data.encode() if data is not None else None,
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=step.get("timeout", 10)) as reply:
-            out.append({"status": reply.status, "body": reply.read().decode()[:400]})
-    except urllib.error.HTTPError as err:
-        out.append({"status": err.code, "body": err.read().decode()[:400]})
-    except Exception as err:
-        out.append({"status": 0, "body": type(err).__name__})
-    time.sleep(step.get("pause", 0))
-print(json.dumps(out))
-"""
-# Run in a pod: try a TCP connection to each (host, port); print what happened.
-CONNECTOR = """
-import json, socket, sys
-out = []
-for host, port in json.loads(sys.argv[1]):
-    try:
-        socket.create_connection((host, port), timeout=3).close()
-        out.append("connected")
-    except OSError as err:
-        out.append(type(err).__name__)
-print(json.dumps(out))
-"""
-
-
-def _client_pod(stack: ClusterStack, name: str, *, labelled: bool) -> str:
-    """A pod of the service image in the stack's namespace; return its name."""
-    cluster = stack.cluster
-    labels = {"app": name, **({CLIENT_LABEL: "true"} if labelled else {})}
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
-        "spec": {
-            "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 1,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": 10009,
-                "runAsGroup": 10009,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "containers": [
-                {
-                    "name": "main",
-                    "image": cluster.images["model-service"],
-                    "imagePullPolicy": "Never",
-                    "command": ["python", "-c", "import time; time.sleep(86400)"],
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "capabilities": {"drop": ["ALL"]},
-                        "readOnlyRootFilesystem": True,
-                    },
-                    "resources": {
-                        "requests": {"cpu": "10m", "memory": "64Mi"},
-                        "limits": {"cpu": "500m", "memory": "256Mi"},
-                    },
-                }
-            ],
-        },
-    }
-    if cluster.kubectl("-n", NAMESPACE, "get", "pod", name).returncode != 0:
-        proc = cluster.apply(pod)
-        assert proc.returncode == 0, proc.stderr
-    cluster.wait_ready(NAMESPACE, name, timeout=120)
-    return name
 
 
 @pytest.fixture(scope="module")
 def client(cluster_stack: ClusterStack) -> str:
     """A pod labelled as an allowed client."""
-    return _client_pod(cluster_stack, "ztml-test-client", labelled=True)
+    return client_pod(cluster_stack, "ztml-test-client", labelled=True)
 
 
 @pytest.fixture(scope="module")
 def stranger(cluster_stack: ClusterStack) -> str:
     """A pod of the same namespace without the client label."""
-    return _client_pod(cluster_stack, "ztml-test-stranger", labelled=False)
-
-
-def _python_in(
-    cluster: Cluster, pod: str, script: str, argument: Any, *, container: str | None = None
-) -> Any:
-    where = ["-c", container] if container else []
-    proc = cluster.kubectl(
-        "-n",
-        NAMESPACE,
-        "exec",
-        pod,
-        *where,
-        "--",
-        "python",
-        "-c",
-        script,
-        json.dumps(argument),
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _send(stack: ClusterStack, pod: str, plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = _python_in(stack.cluster, pod, REQUESTER, plan)
-    return result
-
-
-def _predict(
-    token: str | None, rows: list[list[float]] | None = None, **extra: Any
-) -> dict[str, Any]:
-    headers = {"Content-Type": "application/json"}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    body = json.dumps({"instances": rows or digit_rows(1)})
-    return {"url": f"{SERVICE_URL}/predict", "method": "POST", "headers": headers, "body": body}
-
-
-def _pod_ip(cluster: Cluster, pod: str) -> str:
-    proc = cluster.kubectl("-n", NAMESPACE, "get", "pod", pod, "-o", "jsonpath={.status.podIP}")
-    assert proc.returncode == 0 and proc.stdout, proc.stderr
-    return proc.stdout
-
-
-def _deployment(cluster: Cluster) -> dict[str, Any]:
-    proc = cluster.kubectl("-n", NAMESPACE, "get", "deployment", WORKLOAD, "-o", "json")
-    assert proc.returncode == 0, proc.stderr
-    document: dict[str, Any] = json.loads(proc.stdout)
-    return document
+    return client_pod(cluster_stack, "ztml-test-stranger", labelled=False)
 
 
 def test_up_creates_every_resource_and_the_model_deployment_becomes_available(
     cluster_stack: ClusterStack,
 ) -> None:
-    deployment = _deployment(cluster_stack.cluster)
-    wanted = deployment["spec"]["replicas"]
-    assert deployment["status"].get("availableReplicas") == wanted, deployment["status"]
+    workload = deployment(cluster_stack.cluster)
+    wanted = workload["spec"]["replicas"]
+    assert workload["status"].get("availableReplicas") == wanted, workload["status"]
     assert len(cluster_stack.model_pods()) == wanted
     listed = cluster_stack.cluster.kubectl(
         "-n", NAMESPACE, "get", "all,pvc,secrets,configmaps,networkpolicies", "-o", "json"
@@ -206,7 +84,7 @@ def test_a_second_up_changes_nothing_and_preview_shows_no_diff(
 def test_a_labelled_client_gets_200_from_predict_through_the_service_dns_name(
     cluster_stack: ClusterStack, client: str
 ) -> None:
-    (answer,) = _send(cluster_stack, client, [_predict(cluster_stack.token("cluster-client"))])
+    (answer,) = send(cluster_stack, client, [predict(cluster_stack.token("cluster-client"))])
     assert answer["status"] == 200, answer
     assert "predictions" in json.loads(answer["body"])
 
@@ -214,17 +92,17 @@ def test_a_labelled_client_gets_200_from_predict_through_the_service_dns_name(
 def test_a_pod_without_the_client_label_cannot_connect(
     cluster_stack: ClusterStack, stranger: str
 ) -> None:
-    plan = [{**_predict(cluster_stack.token("stranger")), "timeout": 5}]
-    (answer,) = _send(cluster_stack, stranger, plan)
+    plan = [{**predict(cluster_stack.token("stranger")), "timeout": 5}]
+    (answer,) = send(cluster_stack, stranger, plan)
     assert answer["status"] == 0, f"the NetworkPolicy let a stranger through: {answer}"
 
 
 def test_nothing_outside_the_model_pod_reaches_opa(
     cluster_stack: ClusterStack, client: str
 ) -> None:
-    pod_ip = _pod_ip(cluster_stack.cluster, cluster_stack.model_pods()[0])
-    tried = [[pod_ip, 8181], [pod_ip, 8282], [pod_ip, 3000]]
-    outcome = _python_in(cluster_stack.cluster, client, CONNECTOR, tried)
+    address = pod_ip(cluster_stack.cluster, cluster_stack.model_pods()[0])
+    tried = [[address, 8181], [address, 8282], [address, 3000]]
+    outcome = python_in(cluster_stack.cluster, client, CONNECTOR, tried)
     # OPA's API is a Unix socket (no port at all); its diagnostic port admits no pod;
     # the service port is open to this client, which shows the probe itself works.
     assert outcome[0] != "connected" and outcome[1] != "connected", outcome
@@ -238,11 +116,11 @@ def test_the_model_pod_reaches_only_dns(
     pod = cluster_stack.model_pods()[0]
     tried = [
         [API_SERVICE_IP, 443],
-        [_pod_ip(cluster, client), 3000],
-        [_pod_ip(cluster, stranger), 3000],
+        [pod_ip(cluster, client), 3000],
+        [pod_ip(cluster, stranger), 3000],
         [f"{WORKLOAD}.{NAMESPACE}.svc.cluster.local", 3000],
     ]
-    outcome = _python_in(cluster, pod, CONNECTOR, tried, container="model")
+    outcome = python_in(cluster, pod, CONNECTOR, tried, container="model")
     assert all(o != "connected" for o in outcome), outcome
     # DNS works: the name resolved (the connection then timed out, it was not a lookup error).
     assert outcome[3] in ("TimeoutError", "ConnectionRefusedError"), outcome
@@ -284,19 +162,19 @@ def test_attacks_on_the_cluster_service_get_the_documented_answers(
         "headers": {"Authorization": f"Bearer {stack.token('rapid', roles=('viewer',))}"},
     }
     malformed = {
-        **_predict(stack.token("mal")),
+        **predict(stack.token("mal")),
         "body": '{"instances": [[0.1, 0.2',
     }
     plan = [
-        _predict(None),
-        _predict(expired),
-        _predict(_forged(stack, alg="EdDSA")),
-        _predict(_forged(stack, alg="none")),
-        _predict(stack.token("eve", tenant="acme")),
+        predict(None),
+        predict(expired),
+        predict(_forged(stack, alg="EdDSA")),
+        predict(_forged(stack, alg="none")),
+        predict(stack.token("eve", tenant="acme")),
         malformed,
         *[metadata] * 40,
     ]
-    answers = _send(stack, client, plan)
+    answers = send(stack, client, plan)
     statuses = [a["status"] for a in answers]
     assert statuses[:6] == [401, 401, 401, 401, 403, 422], answers[:6]
     for answer in answers[:6]:
@@ -311,8 +189,8 @@ def test_an_extraction_style_sequence_is_flagged_and_refused(
     seeds = np.asarray(digit_rows(3, start=40))
     rows = [np.clip(seeds[i % 3] + rng.normal(0, 0.02, 64), 0, 1).tolist() for i in range(45)]
     token = cluster_stack.token("cluster-extractor", roles=("predictor",))
-    plan = [{**_predict(token, [row]), "pause": 0.35} for row in rows]
-    statuses = [a["status"] for a in _send(cluster_stack, client, plan)]
+    plan = [{**predict(token, [row]), "pause": 0.35} for row in rows]
+    statuses = [a["status"] for a in send(cluster_stack, client, plan)]
     assert statuses[0] == 200, statuses
     first = next((i for i, s in enumerate(statuses) if s == 403), None)
     assert first is not None, f"the sequence was never refused: {statuses}"
@@ -345,12 +223,12 @@ def test_opa_killed_gives_503_for_every_request_and_recovers_without_a_pod_resta
     before = _container_state(cluster, pod)
     opa_id = before["opa"]["containerID"].removeprefix("containerd://")
     token = cluster_stack.token("during-outage", roles=("analyst",))
-    (first,) = _send(cluster_stack, client, [_predict(token)])
+    (first,) = send(cluster_stack, client, [predict(token)])
     assert first["status"] == 200, first
     # Freeze OPA, so the outage lasts while the requests are sent, then kill it.
     assert _ctr(cluster, "task", "pause", opa_id).returncode == 0
     try:
-        outage = _send(cluster_stack, client, [_predict(token)] * 10)
+        outage = send(cluster_stack, client, [predict(token)] * 10)
     finally:
         _ctr(cluster, "task", "kill", "--signal", "SIGKILL", opa_id)
         _ctr(cluster, "task", "resume", opa_id)
@@ -359,7 +237,7 @@ def test_opa_killed_gives_503_for_every_request_and_recovers_without_a_pod_resta
     deadline = time.monotonic() + 120
     recovered = False
     while time.monotonic() < deadline and not recovered:
-        (answer,) = _send(cluster_stack, client, [_predict(token)])
+        (answer,) = send(cluster_stack, client, [predict(token)])
         recovered = answer["status"] == 200
         if not recovered:
             # 503 from the service, or no connection while the pod is not Ready (the
@@ -371,10 +249,11 @@ def test_opa_killed_gives_503_for_every_request_and_recovers_without_a_pod_resta
     assert cluster_stack.model_pods()[0] == pod, "the pod was replaced"
     assert after["opa"]["restartCount"] == before["opa"]["restartCount"] + 1
     assert after["model"]["restartCount"] == before["model"]["restartCount"]
-    logs = cluster.kubectl("-n", NAMESPACE, "logs", pod, "-c", "model").stdout
-    # Audit events are mirrored to the container's log as {"audit_log", "seq", "event"}.
-    audited = [json.loads(line)["event"] for line in logs.splitlines() if '"during-outage"' in line]
-    outage_events = [e for e in audited if e.get("kind") == "request" and e.get("status") == 503]
+    outage_events = [
+        e
+        for e in audit_events(cluster, pod)
+        if e.get("kind") == "request" and e.get("status") == 503 and "during-outage" in str(e)
+    ]
     assert len(outage_events) >= 10, f"{len(outage_events)} outage requests audited"
 
 
@@ -382,55 +261,9 @@ def test_opa_killed_gives_503_for_every_request_and_recovers_without_a_pod_resta
 def test_the_audit_log_copied_out_of_the_pod_verifies(
     cluster_stack: ClusterStack, tmp_path: Path
 ) -> None:
-    cluster = cluster_stack.cluster
     pod = cluster_stack.model_pods()[0]
-    listing = cluster.exec(NAMESPACE, pod, "ls", "/var/lib/ztml")
-    assert listing.returncode == 0, listing.stderr
-    # The segments, their anchors and the audit key's public half: never the private key.
-    wanted = [n for n in listing.stdout.split() if n.startswith("audit")] + ["keys/audit.pub"]
-    proc = subprocess.run(
-        [
-            cluster.kubectl_path,
-            f"--kubeconfig={cluster.layout.kubeconfig}",
-            "-n",
-            NAMESPACE,
-            "exec",
-            pod,
-            "-c",
-            "model",
-            "--",
-            "tar",
-            "cf",
-            "-",
-            "-C",
-            "/var/lib/ztml",
-            *wanted,
-        ],
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr.decode()
-    copy = tmp_path / "pod-home"
-    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as archive:
-        members = archive.getmembers()
-        assert all(
-            not m.name.startswith("/")
-            and ".." not in Path(m.name).parts
-            and (m.isfile() or m.isdir())
-            for m in members
-        ), [m.name for m in members]
-        archive.extractall(copy, members=members)  # noqa: S202 - checked above
-    events = sum(1 for _ in (copy / "audit").rglob("*.jsonl"))
-    assert events, "no audit segment was copied"
-    verify = subprocess.run(
-        [str(Path(sys.executable).with_name("ztml")), "audit", "verify"],
-        env={**os.environ, "ZTML_HOME": str(copy)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    copy = copy_audit_log(cluster_stack.cluster, pod, tmp_path / "pod-home")
+    verify = ztml_audit_verify(copy)
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
