@@ -82,6 +82,17 @@ class ClusterStack:
         loaded: dict[str, Any] = json.loads(self.config_file.read_text())
         return loaded
 
+    def scale(self, replicas: int) -> None:
+        """Set the stack's replicas (and the autoscaler's maximum) in its configuration.
+
+        The rest of the configuration is kept: a new ``ztml cluster config`` would make a
+        new PostgreSQL password, which the running PostgreSQL would not accept.
+        """
+        values = self.config()
+        values["ztml:replicas"] = str(replicas)
+        values["ztml:maxReplicas"] = str(replicas)
+        self.config_file.write_text(json.dumps(values, indent=2))
+
     def model_pods(self) -> list[str]:
         """Names of the model service's running pods."""
         proc = self.cluster.kubectl(

@@ -32,11 +32,12 @@ from tests.system.cluster_clients import (
     send,
     ztml_audit_verify,
 )
-from tests.system.cluster_stack import NAMESPACE, ClusterStack, deploy_stack
+from tests.system.cluster_stack import NAMESPACE, ClusterStack, deploy_stack, engine_changes
 
 pytestmark = [pytest.mark.system, pytest.mark.slow, pytest.mark.cluster, pytest.mark.scaled_stack]
 
 REPLICAS = 2
+SCALED_UP = 3
 POSTGRES_SELECTOR = ",".join(f"{k}={v}" for k, v in POSTGRES_LABELS.items())
 
 
@@ -164,6 +165,32 @@ def test_the_audit_log_of_every_model_pod_verifies(
         copy = copy_audit_log(scaled_stack.cluster, pod, tmp_path / pod)
         verify = ztml_audit_verify(copy)
         assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_scale_up_adds_a_pod_that_joins_the_same_ledger(scaled_stack: ClusterStack) -> None:
+    cluster = scaled_stack.cluster
+    before = _postgres_pod(cluster)
+    scaled_stack.scale(SCALED_UP)
+    up = scaled_stack.engine("up")
+    assert up.returncode == 0, up.stderr[-3000:]
+    assert engine_changes(up).get("replace", 0) == 0, engine_changes(up)
+    # The autoscaler owns the count between its bounds: when it syncs between the
+    # Deployment's update and its own, it holds the old maximum until its next sync.
+    deadline = time.monotonic() + 240
+    workload = deployment(cluster)
+    while workload["status"].get("availableReplicas") != SCALED_UP and time.monotonic() < deadline:
+        time.sleep(3)
+        workload = deployment(cluster)
+    assert workload["status"].get("availableReplicas") == SCALED_UP, workload["status"]
+    pods = scaled_stack.model_pods()
+    assert len(pods) == SCALED_UP
+    # PostgreSQL and its data were kept: the same pod, and every pod verifies one ledger.
+    after = _postgres_pod(cluster)
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    digest = scaled_stack.config()["ztml:modelDigest"]
+    for pod in pods:
+        logs = cluster.kubectl("-n", NAMESPACE, "logs", pod, "-c", "model").stdout
+        assert f"({digest}) verified" in logs, logs[-2000:]
 
 
 def test_destroy_removes_the_scaled_out_stack_with_its_volumes(
