@@ -28,7 +28,7 @@ BIN = find_postgres_bin()
 pytestmark = pytest.mark.skipif(
     BIN is None or os.geteuid() != 0, reason="needs root and Debian's PostgreSQL binaries"
 )
-PASSWORD = "a-password-long-enough-42"  # noqa: S105 - a throwaway server's password
+PASSWORD = "a-password-long-enough-42"
 
 
 class Server:
