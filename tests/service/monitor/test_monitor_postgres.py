@@ -107,6 +107,30 @@ def test_extraction_history_is_the_same_as_on_sqlite(url: str, tmp_path: Path) -
     assert shared.observe("frank", seeds[0]).n_distances == 0
 
 
+def test_history_written_meanwhile_by_another_replica_is_kept(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine, other = ExtractionDetector(url), ExtractionDetector(url)
+    mine.observe("judy", np.zeros(64))
+    advance, attempts = mine._advance, []
+
+    def overtaken(*args: object) -> object:
+        if not attempts:  # another replica writes between this one's read and write
+            other.observe("judy", np.full(64, 0.5))
+        attempts.append(1)
+        return advance(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mine, "_advance", overtaken)
+    signal = mine.observe("judy", np.ones(64))
+    assert len(attempts) == 2  # the first write was refused, the second built on the newer
+    assert signal.n_distances == 2
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT n_queries FROM ztml_monitor_extraction WHERE subject = 'judy'"
+        ).fetchone()
+    assert row == (3,)
+
+
 def test_zero_rate_refuses_without_asking_the_store() -> None:
     unreachable = RateLimiter("postgresql://nobody@127.0.0.1:9/none")
     with pytest.raises(RateLimited):
