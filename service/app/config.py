@@ -15,7 +15,6 @@ from typing import Literal
 
 from service.app.errors import ConfigError
 from service.digests import DIGEST_FORM, DIGEST_RE
-from service.ledger.storage.url import redact_url
 from service.toolchain.paths import ztml_home
 
 RiskTier = Literal["low", "medium", "high"]
@@ -220,9 +219,11 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
     oms_signers = env.get("ZTML_OMS_SIGNERS_DIR")
     monitor_url = env.get("ZTML_MONITOR_URL") or None
     if monitor_url is not None and not monitor_url.startswith(("postgresql://", "postgres://")):
+        scheme = monitor_url.split(":", 1)[0] if "://" in monitor_url else "none"
         raise ConfigError(
-            f"ZTML_MONITOR_URL={redact_url(monitor_url)!r} is not a postgresql:// URL; unset it "
-            "to keep the monitors' state in SQLite under ZTML_HOME."
+            f"ZTML_MONITOR_URL is not a postgresql:// URL (scheme {scheme!r}); use "
+            "postgresql://user@host:port/db or postgresql://?service=NAME, or unset it to keep "
+            "the monitors' state in SQLite under ZTML_HOME."
         )
     tier = env.get("ZTML_RISK_TIER") or "low"
     if tier not in ("low", "medium", "high"):

@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from service.ledger.storage.url import redact_url
 from service.monitor.errors import MonitorConfigError, MonitorStoreError
 from service.monitor.postgres import PostgresMonitorStore, is_postgres_url
 from service.toolchain.paths import ztml_home
@@ -133,8 +132,9 @@ def open_store(location: Path | str | None, *, schema: str) -> MonitorStore | Po
     if is_postgres_url(location):
         return PostgresMonitorStore(str(location))
     if isinstance(location, str) and "://" in location:
+        scheme = location.split(":", 1)[0]
         raise MonitorConfigError(
-            f"Monitor store {redact_url(location)!r} is not supported; use a file path or "
+            f"Monitor store URLs of scheme {scheme!r} are not supported; use a file path or "
             "postgresql://user@host:port/db (or postgresql://?service=NAME)."
         )
     return MonitorStore(Path(location) if location else default_db_path(), schema=schema)
