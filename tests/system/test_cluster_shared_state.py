@@ -1,9 +1,9 @@
 """A scaled-out stack on the cluster: its replicas share one limit, one history, one queue.
 
-Runs only against a stack deployed with ``replicas`` >= 2 (``ztml cluster config
---replicas N``); with one replica every case is skipped, saying so. The calls go from a
-labelled client pod through the Service, so kube-proxy spreads them over the replicas;
-each replica reads and writes the monitor state in the stack's PostgreSQL.
+Runs only against a session stack (``cluster_stack``) deployed with ``replicas`` >= 2; with
+one replica every case is skipped, saying so. The calls go from a labelled client pod
+through the Service, so kube-proxy spreads them over the replicas; each replica reads and
+writes the monitor state in the stack's PostgreSQL.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from tests.service.app.harness import digit_rows
+from tests.system.cluster_clients import SERVICE_URL, client_pod, predict, send
 from tests.system.cluster_stack import NAMESPACE, WORKLOAD, ClusterStack
-from tests.system.test_cluster_stack import _predict, _send
 
 pytestmark = [pytest.mark.system, pytest.mark.slow, pytest.mark.cluster]
 
@@ -33,9 +33,7 @@ def scaled(cluster_stack: ClusterStack) -> ClusterStack:
 
 @pytest.fixture(scope="module")
 def client(scaled: ClusterStack) -> str:
-    from tests.system.test_cluster_stack import _client_pod
-
-    return _client_pod(scaled, "ztml-test-client", labelled=True)
+    return client_pod(scaled, "ztml-test-client", labelled=True)
 
 
 def _in_model_pod(stack: ClusterStack, pod: str, *command: str) -> Any:
@@ -53,9 +51,9 @@ def test_every_replica_uses_the_shared_store(scaled: ClusterStack) -> None:
 def test_replicas_together_admit_one_burst(scaled: ClusterStack, client: str) -> None:
     """A viewer's requests, spread over the replicas, are limited as if by one replica."""
     token = scaled.token("shared-burst", roles=("viewer",))
-    metadata = {"url": f"http://{WORKLOAD}.{NAMESPACE}.svc.cluster.local:3000/metadata"}
+    metadata = {"url": f"{SERVICE_URL}/metadata"}
     plan = [{**metadata, "headers": {"Authorization": f"Bearer {token}"}}] * 120
-    statuses = [a["status"] for a in _send(scaled, client, plan)]
+    statuses = [a["status"] for a in send(scaled, client, plan)]
     admitted = statuses.count(200)
     # The burst (ZTML_RATE_BURST, 30 by default) plus what refills during the run; a
     # bucket per replica would admit about N times the burst.
@@ -70,8 +68,8 @@ def test_an_extraction_sequence_spread_over_replicas_is_refused(
     seeds = np.asarray(digit_rows(3, start=80))
     rows = [np.clip(seeds[i % 3] + rng.normal(0, 0.02, 64), 0, 1).tolist() for i in range(45)]
     token = scaled.token("cluster-shared-extractor", roles=("predictor",))
-    plan = [{**_predict(token, [row]), "pause": 0.35} for row in rows]
-    statuses = [a["status"] for a in _send(scaled, client, plan)]
+    plan = [{**predict(token, [row]), "pause": 0.35} for row in rows]
+    statuses = [a["status"] for a in send(scaled, client, plan)]
     # With a history per replica, each would see 1/N of the queries and flag later or never.
     first = next((i for i, s in enumerate(statuses) if s == 403), None)
     assert first is not None, f"the sequence was never refused: {statuses}"
