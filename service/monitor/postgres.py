@@ -235,6 +235,7 @@ class PostgresMonitorStore:
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
         self._pid = -1
+        self._inherited: psycopg.Connection[Any] | None = None
         self._calls = 0
         self._pruned = 0.0
 
@@ -279,7 +280,9 @@ class PostgresMonitorStore:
         with self._lock:
             for attempt in range(2):
                 if self._pid != os.getpid():  # forked: never share the parent's connection
-                    self._conn, self._pid = None, os.getpid()
+                    # Keep the parent's connection object alive and unused: closing or collecting
+                    # it here would end the parent's session on the socket they share.
+                    self._inherited, self._conn, self._pid = self._conn, None, os.getpid()
                 reused = self._conn is not None and not self._conn.closed
                 try:
                     if not reused:

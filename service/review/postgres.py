@@ -71,6 +71,7 @@ class PostgresReviewStore:
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
         self._pid = -1
+        self._inherited: psycopg.Connection[Any] | None = None
 
     def _open(self) -> psycopg.Connection[Any]:
         import psycopg  # a quarter of a second to import: only for a PostgreSQL queue
@@ -97,7 +98,9 @@ class PostgresReviewStore:
 
         with self._lock:
             if self._pid != os.getpid():  # forked: never share the parent's connection
-                self._conn, self._pid = None, os.getpid()
+                # Keep the parent's connection object alive and unused: closing or collecting
+                # it here would end the parent's session on the socket they share.
+                self._inherited, self._conn, self._pid = self._conn, None, os.getpid()
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = self._open()

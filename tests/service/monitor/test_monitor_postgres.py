@@ -252,6 +252,26 @@ def test_threads_with_their_own_connections_share_one_window(url: str) -> None:
     assert [sum(column) for column in zip(*results, strict=True)] == [20] * SUBJECTS
 
 
+def _admit_in_child(limiter: RateLimiter, flood: FloodDetector) -> None:
+    inherited = limiter.store._conn  # type: ignore[union-attr]
+    admit(limiter, flood, "kate", rate_per_minute=600, burst=50)
+    if limiter.store._conn is inherited:  # type: ignore[union-attr]
+        raise SystemExit(3)  # wrote through the parent's connection
+
+
+def test_a_store_inherited_by_a_forked_worker_opens_its_own_connection(url: str) -> None:
+    limiter, flood = RateLimiter(url), FloodDetector(url)
+    admit(limiter, flood, "kate", rate_per_minute=600, burst=50)
+    child = multiprocessing.get_context("fork").Process(
+        target=_admit_in_child, args=(limiter, flood)
+    )
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    # The parent's session is untouched: it goes on with the count of all three.
+    assert admit(limiter, flood, "kate", rate_per_minute=600, burst=50).rate_per_minute == 3.0
+
+
 # -- failing closed and recovering --------------------------------------------------------------
 
 
