@@ -8,6 +8,12 @@ Secret file (``PGSERVICEFILE``), so no credential is in the pod spec. Audit segm
 the rest of ``ZTML_HOME`` go to a ReadWriteMany volume, one sub-directory per pod. In
 both cases audit events are also written to stdout for the cluster's log pipeline.
 
+Scaled out, the state every replica must share (rate limits, flood counts, extraction
+histories, the review queue) moves to the same PostgreSQL database: ``ZTML_MONITOR_URL``
+names the same libpq service, so the replicas enforce one limit per caller, the
+extraction detector sees all of a caller's queries and ``ztml review`` in any pod sees
+one queue. With one replica the service keeps them in SQLite files in its home.
+
 The verified ledger export the deploy gate approved is mounted read-only, and an init
 container (``python -m service.ledger.seed``) copies its signed records into the pod's
 ledger, so the service verifies its model against the same evidence at start.
@@ -78,13 +84,15 @@ class RecordsArgs:
 
 
 class Records(pulumi.ComponentResource):
-    """Volumes (and PostgreSQL when scaled out) for the ledger and the audit log.
+    """Volumes (and PostgreSQL when scaled out) for the ledger, the audit log and shared state.
 
     Attributes:
         backend: ``sqlite`` or ``postgres``.
         data_claim_name: The claim mounted at ZTML_HOME.
         postgres_service_name: The PostgreSQL Service, or None with SQLite.
         ledger_url: The non-secret ``ZTML_LEDGER_URL`` of the service.
+        monitor_url: The ``ZTML_MONITOR_URL`` of the service (the shared store of the
+            monitors and the review queue), or None with one replica (SQLite in its home).
         pod_parts: Volumes, mounts and env the model service needs.
     """
 
@@ -92,6 +100,7 @@ class Records(pulumi.ComponentResource):
     data_claim_name: pulumi.Output[str]
     postgres_service_name: pulumi.Output[str] | None
     ledger_url: str
+    monitor_url: str | None
     pod_parts: PodParts
 
     def __init__(
@@ -130,12 +139,15 @@ class Records(pulumi.ComponentResource):
         ]
         env: dict[str, pulumi.Input[str]] = {"ZTML_HOME": ZTML_HOME, "ZTML_AUDIT_STDOUT": "1"}
         self.postgres_service_name = None
+        self.monitor_url = None
         if scaled:
             service_file_secret, self.postgres_service_name = self._postgres(labels)
             volumes.append(SecretVolume("ledger-db", service_file_secret))
             mounts.append(Mount("ledger-db", LEDGER_DB_DIR))
             self.ledger_url = f"postgresql://?service={PG_SERVICE}"
+            self.monitor_url = self.ledger_url
             env["PGSERVICEFILE"] = f"{LEDGER_DB_DIR}/pg_service.conf"
+            env["ZTML_MONITOR_URL"] = self.monitor_url
         else:
             self.ledger_url = f"{ZTML_HOME}/ledger.db"
         env["ZTML_LEDGER_URL"] = self.ledger_url

@@ -33,6 +33,10 @@ class AppConfig:
         model_path: the model artifact (``ZTML_MODEL_PATH``).
         model_digest: a pinned digest the artifact must have (``ZTML_MODEL_DIGEST``).
         ledger_url: the provenance ledger (``ZTML_LEDGER_URL``).
+        monitor_url: the store shared by the replicas of a scaled-out service for the
+            monitors' state (rate limits, flood counts, extraction histories) and the
+            review queue: a ``postgresql://`` URL (``ZTML_MONITOR_URL``); None (unset)
+            keeps them in SQLite files under ``home``, shared by this host's workers only.
         trust_dir: directory of trusted ``*.pub`` keys (``ZTML_TRUST_DIR``).
         oms_signers_dir: directory of the ``*.pub`` keys trusted to sign the model's OMS
             bundle (``ZTML_OMS_SIGNERS_DIR``, default ``<trust_dir>/oms_signers``).
@@ -70,6 +74,7 @@ class AppConfig:
     model_path: Path
     model_digest: str | None
     ledger_url: str
+    monitor_url: str | None
     trust_dir: Path
     oms_signers_dir: Path
     opa_url: str
@@ -96,6 +101,16 @@ class AppConfig:
     def monitor_db(self) -> Path:
         """The monitor's shared SQLite database."""
         return self.home / "run" / "monitor.db"
+
+    @property
+    def monitor_store(self) -> Path | str:
+        """Where the monitors keep their state: the shared URL, else the SQLite file."""
+        return self.monitor_url or self.monitor_db
+
+    @property
+    def review_store(self) -> Path | str:
+        """Where the review queue is: the shared URL, else the SQLite file."""
+        return self.monitor_url or self.review_db
 
     @property
     def audit_dir(self) -> Path:
@@ -202,6 +217,14 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
         tls_files = (ca, cert, key)
     trust_dir = Path(env.get("ZTML_TRUST_DIR") or home / "keys").expanduser()
     oms_signers = env.get("ZTML_OMS_SIGNERS_DIR")
+    monitor_url = env.get("ZTML_MONITOR_URL") or None
+    if monitor_url is not None and not monitor_url.startswith(("postgresql://", "postgres://")):
+        scheme = monitor_url.split(":", 1)[0] if "://" in monitor_url else "none"
+        raise ConfigError(
+            f"ZTML_MONITOR_URL is not a postgresql:// URL (scheme {scheme!r}); use "
+            "postgresql://user@host:port/db or postgresql://?service=NAME, or unset it to keep "
+            "the monitors' state in SQLite under ZTML_HOME."
+        )
     tier = env.get("ZTML_RISK_TIER") or "low"
     if tier not in ("low", "medium", "high"):
         raise ConfigError(f"ZTML_RISK_TIER={tier!r} must be low, medium or high.")
@@ -210,6 +233,7 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
         model_path=model_path,
         model_digest=digest,
         ledger_url=env.get("ZTML_LEDGER_URL") or str(home / "ledger.db"),
+        monitor_url=monitor_url,
         trust_dir=trust_dir,
         oms_signers_dir=(
             Path(oms_signers).expanduser() if oms_signers else trust_dir / "oms_signers"

@@ -3,7 +3,8 @@
 Each layer is the real component of its package (authn, monitor, authz, sanitizer,
 model, explainer, review, audit); this module only wires them to the configuration.
 State shared by workers (rate limits, flood and extraction signals, the review queue)
-lives in SQLite under ``$ZTML_HOME``; each worker writes its own audit chain.
+lives in SQLite under ``$ZTML_HOME``, or in the PostgreSQL database of
+``ZTML_MONITOR_URL`` that every replica shares; each worker writes its own audit chain.
 """
 
 from __future__ import annotations
@@ -107,13 +108,13 @@ def build_layers(config: AppConfig, info: VerifiedModel) -> Layers:
         config=config,
         model_info=info,
         verifier=JWTVerifier(IssuerTrust.load(config.issuers_path)),
-        rate_limiter=RateLimiter(config.monitor_db),
+        rate_limiter=RateLimiter(config.monitor_store),
         flood=FloodDetector(
-            config.monitor_db,
+            config.monitor_store,
             subject_threshold=config.flood_subject_per_minute,
             global_threshold=config.flood_global_per_minute,
         ),
-        extraction=ExtractionDetector(config.monitor_db),
+        extraction=ExtractionDetector(config.monitor_store),
         authorizer=OpaAuthorizer(
             config.opa_url,
             timeout_seconds=config.opa_timeout_seconds,
@@ -124,7 +125,7 @@ def build_layers(config: AppConfig, info: VerifiedModel) -> Layers:
         drift=DriftMonitor(
             np.asarray(splits.x_train), window=config.drift_window, alpha=config.drift_alpha
         ),
-        review=ReviewQueue(config.review_db),
+        review=ReviewQueue(config.review_store),
         audit=open_audit_log(config.audit_dir, mirror_stdout=config.audit_stdout),
         drift_lock=threading.Lock(),
     )

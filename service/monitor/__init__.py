@@ -2,7 +2,9 @@
 
 State that must agree across the service's worker processes (token buckets, request
 counts, per-subject query histories) lives in one SQLite database in WAL mode,
-``$ZTML_HOME/run/monitor.db``; input drift is tracked per worker.
+``$ZTML_HOME/run/monitor.db``; a service scaled out to several replicas shares it in
+PostgreSQL instead (give the monitors a ``postgresql://`` URL, ``ZTML_MONITOR_URL``; see
+:mod:`service.monitor.postgres`). Input drift is tracked per worker.
 
 Typical use per request (``subject`` = the token's tenant and sub, e.g. ``"demo/alice"``;
 ``limit`` = the policy's ``rate_limit_per_minute`` for the subject's roles)::

@@ -15,15 +15,22 @@ would not do: after a pause it admits its burst on top of a minute's refill, up 
 ``burst + rate_per_minute`` requests in one window, which the policy would deny with 403.
 A request the window refuses gets 429 with the time until enough of the window has
 passed, so a client that waits for ``Retry-After`` is never denied for its rate.
+
+With a PostgreSQL store shared by several replicas, the same three steps are one call of
+the database function ``ztml_monitor_admit`` (:mod:`service.monitor.postgres`), which
+holds the subject's row lock throughout: two replicas can never both take the last token
+or the last place in the window.
 """
 
 from __future__ import annotations
 
 import time
 
-from service.monitor.errors import RateLimited
+from service.monitor.errors import MonitorConfigError, RateLimited
 from service.monitor.flood import FloodDetector, FloodSignal
-from service.monitor.ratelimit import RateLimiter
+from service.monitor.postgres import PostgresMonitorStore
+from service.monitor.ratelimit import RateLimiter, check_limits
+from service.monitor.store import MonitorStore
 
 
 def admit(
@@ -54,6 +61,13 @@ def admit(
         MonitorConfigError: the rate or burst is invalid.
         MonitorStoreError: the shared database is unavailable (fail closed).
     """
+    if isinstance(limiter.store, PostgresMonitorStore) or isinstance(
+        flood.store, PostgresMonitorStore
+    ):
+        return _admit_shared(
+            limiter, flood, subject, rate_per_minute=rate_per_minute, burst=burst, now=now
+        )
+    assert isinstance(limiter.store, MonitorStore) and isinstance(flood.store, MonitorStore)
     t = time.time() if now is None else now
     if limiter.store.db_path != flood.store.db_path:  # two databases: two transactions
         with flood.store.transaction() as conn:
@@ -71,3 +85,33 @@ def admit(
         if left is None:
             return flood.count(conn, subject, now=t)  # committed on leaving the block
     raise RateLimited((1.0 - left) / (rate_per_minute / 60.0))
+
+
+def _admit_shared(
+    limiter: RateLimiter,
+    flood: FloodDetector,
+    subject: str,
+    *,
+    rate_per_minute: float,
+    burst: int,
+    now: float | None,
+) -> FloodSignal:
+    """:func:`admit` on a PostgreSQL store: one call of ``ztml_monitor_admit``."""
+    store = limiter.store
+    if not isinstance(store, PostgresMonitorStore) or not (
+        isinstance(flood.store, PostgresMonitorStore) and flood.store.url == store.url
+    ):
+        raise MonitorConfigError(
+            "The rate limiter and the flood detector must share one PostgreSQL store."
+        )
+    check_limits(rate_per_minute, burst)
+    decided = store.admit(
+        subject,
+        rate_per_minute=rate_per_minute,
+        burst=burst,
+        window_seconds=flood.window_seconds,
+        now=now,
+    )
+    if not decided.admitted:
+        raise RateLimited(decided.wait)
+    return flood.signal(decided.subject_count, decided.global_count)

@@ -27,7 +27,8 @@ noise around 3 seeds W <= 0.11, and uniform noise CV <= 0.09. Hence ``delta = 0.
 
 ``suspicion`` is in [0, 1]: 0.5 exactly at a threshold, rising to 1 as W falls to
 ``2*delta - 1`` or the CV to ``min_cv / 2``; it is 0 before ``min_queries`` distances.
-State is in the shared database, one row per subject, so all workers see one history.
+State is in the shared database, one row per subject, so all workers see one history
+(with a PostgreSQL store, all replicas too: the row is locked while it is updated).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ import numpy as np
 import numpy.typing as npt
 
 from service.monitor.errors import MonitorConfigError, MonitorInputError
-from service.monitor.store import MonitorStore, default_db_path
+from service.monitor.postgres import HistoryRow, PostgresMonitorStore
+from service.monitor.store import open_store
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS extraction_state (
@@ -110,7 +112,8 @@ class ExtractionDetector:
     """PRADA-style extraction detector over per-subject query histories.
 
     Args:
-        db_path: The shared database (default ``$ZTML_HOME/run/monitor.db``).
+        db_path: The shared SQLite file (default ``$ZTML_HOME/run/monitor.db``) or a
+            ``postgresql://`` URL.
         delta: Shapiro–Wilk threshold; W below it flags the subject.
         min_cv: Coefficient-of-variation threshold for near-constant distances.
         min_queries: Distances needed before the subject can be flagged.
@@ -120,7 +123,7 @@ class ExtractionDetector:
 
     def __init__(
         self,
-        db_path: Path | None = None,
+        db_path: Path | str | None = None,
         *,
         delta: float = DEFAULT_DELTA,
         min_cv: float = DEFAULT_MIN_CV,
@@ -135,7 +138,7 @@ class ExtractionDetector:
             )
         if max_distances < min_queries:
             raise MonitorConfigError("max_distances must be at least min_queries.")
-        self.store = MonitorStore(db_path or default_db_path(), schema=SCHEMA)
+        self.store = open_store(db_path, schema=SCHEMA)
         self.delta = delta
         self.min_cv = min_cv
         self.min_queries = min_queries
@@ -172,26 +175,25 @@ class ExtractionDetector:
             batch_labels = np.asarray(labels, dtype=np.int16).reshape(-1)
             if batch_labels.shape[0] != rows.shape[0]:
                 raise MonitorInputError("labels must have one entry per query")
+        if isinstance(self.store, PostgresMonitorStore):
+            kept: list[npt.NDArray[np.float32]] = []
+
+            def advance(current: HistoryRow | None) -> HistoryRow:
+                new, distances = self._advance(current, rows, batch_labels)
+                kept[:] = [distances]
+                return new
+
+            self.store.update_history(subject, advance, idle_seconds=IDLE_SECONDS, now=now)
+            return self.signal(kept[0])
         t = time.time() if now is None else now
-        dim = rows.shape[1]
         with self.store.transaction() as conn:
             row = conn.execute(
                 "SELECT n_queries, dim, history, labels, distances FROM extraction_state "
                 "WHERE subject = ?",
                 (subject,),
             ).fetchone()
-            if row is None or row[1] != dim:
-                n_queries, distances = 0, np.empty(0, dtype=np.float32)
-                past = np.empty((0, dim), dtype=np.float32)
-                past_labels = np.empty(0, dtype=np.int16)
-            else:
-                n_queries, distances = int(row[0]), np.frombuffer(row[4], dtype=np.float32)
-                past = np.frombuffer(row[2], dtype=np.float32).reshape(-1, dim)
-                past_labels = np.frombuffer(row[3], dtype=np.int16)
-            new = self._distances(past, past_labels, rows, batch_labels)
-            distances = np.concatenate([distances, new])[-self.max_distances :]
-            history = np.concatenate([past, rows])[-self.history :]
-            history_labels = np.concatenate([past_labels, batch_labels])[-self.history :]
+            current = None if row is None else HistoryRow(*row)
+            new, distances = self._advance(current, rows, batch_labels)
             conn.execute(
                 "INSERT INTO extraction_state "
                 "(subject, n_queries, dim, history, labels, distances, updated) "
@@ -199,20 +201,45 @@ class ExtractionDetector:
                 "n_queries = excluded.n_queries, dim = excluded.dim, "
                 "history = excluded.history, labels = excluded.labels, "
                 "distances = excluded.distances, updated = excluded.updated",
-                (
-                    subject,
-                    n_queries + rows.shape[0],
-                    dim,
-                    np.ascontiguousarray(history).tobytes(),
-                    np.ascontiguousarray(history_labels).tobytes(),
-                    distances.astype(np.float32).tobytes(),
-                    t,
-                ),
+                (subject, new.n_queries, new.dim, new.history, new.labels, new.distances, t),
             )
             self._calls += 1
             if self._calls % PRUNE_EVERY == 0:
                 conn.execute("DELETE FROM extraction_state WHERE updated < ?", (t - IDLE_SECONDS,))
         return self.signal(distances)
+
+    def _advance(
+        self,
+        current: HistoryRow | None,
+        rows: FloatArray,
+        batch_labels: npt.NDArray[np.int16],
+    ) -> tuple[HistoryRow, npt.NDArray[np.float32]]:
+        """Add a batch to a subject's stored state; return the new state and its distances.
+
+        A state of another dimension (the model changed) starts over.
+        """
+        dim = rows.shape[1]
+        if current is None or current.dim != dim:
+            n_queries, distances = 0, np.empty(0, dtype=np.float32)
+            past = np.empty((0, dim), dtype=np.float32)
+            past_labels = np.empty(0, dtype=np.int16)
+        else:
+            n_queries = current.n_queries
+            distances = np.frombuffer(current.distances, dtype=np.float32)
+            past = np.frombuffer(current.history, dtype=np.float32).reshape(-1, dim)
+            past_labels = np.frombuffer(current.labels, dtype=np.int16)
+        new = self._distances(past, past_labels, rows, batch_labels)
+        distances = np.concatenate([distances, new])[-self.max_distances :]
+        history = np.concatenate([past, rows])[-self.history :]
+        history_labels = np.concatenate([past_labels, batch_labels])[-self.history :]
+        state = HistoryRow(
+            n_queries=n_queries + rows.shape[0],
+            dim=dim,
+            history=np.ascontiguousarray(history).tobytes(),
+            labels=np.ascontiguousarray(history_labels).tobytes(),
+            distances=distances.astype(np.float32).tobytes(),
+        )
+        return state, distances
 
     def _distances(
         self,
@@ -257,9 +284,12 @@ class ExtractionDetector:
 
     def reset(self, subject: str) -> None:
         """Forget ``subject``'s history (after a reviewer clears it)."""
+        if isinstance(self.store, PostgresMonitorStore):
+            self.store.delete_history(subject)
+            return
         with self.store.transaction() as conn:
             conn.execute("DELETE FROM extraction_state WHERE subject = ?", (subject,))
 
     def close(self) -> None:
-        """Close this process's database connection."""
+        """Close this process's connection to the store."""
         self.store.close()

@@ -7,6 +7,9 @@ last ``window_seconds`` scaled to a minute; a subject above ``subject_threshold`
 service above ``global_threshold`` requests per minute is a flood, which the authorization
 policy denies (``monitor.flood``) and the policy's per-role limit compares with
 ``monitor.rate_per_minute``.
+
+The counts live in the shared SQLite database, or with a PostgreSQL store
+(:mod:`service.monitor.postgres`) in one table every replica counts in.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.monitor.errors import MonitorConfigError
-from service.monitor.store import MonitorStore, default_db_path
+from service.monitor.postgres import PostgresMonitorStore
+from service.monitor.store import open_store
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS flood_counts (
@@ -47,7 +51,8 @@ class FloodDetector:
     """Counts requests per subject and overall over a sliding window.
 
     Args:
-        db_path: The shared database (default ``$ZTML_HOME/run/monitor.db``).
+        db_path: The shared SQLite file (default ``$ZTML_HOME/run/monitor.db``) or a
+            ``postgresql://`` URL.
         window_seconds: Length of the sliding window (1-second resolution).
         subject_threshold: Requests per minute from one subject that are a flood.
         global_threshold: Requests per minute to the whole service that are a flood.
@@ -55,7 +60,7 @@ class FloodDetector:
 
     def __init__(
         self,
-        db_path: Path | None = None,
+        db_path: Path | str | None = None,
         *,
         window_seconds: int = 60,
         subject_threshold: float = DEFAULT_SUBJECT_THRESHOLD,
@@ -65,7 +70,7 @@ class FloodDetector:
             raise MonitorConfigError(
                 "The flood window must be at least 1 s and the thresholds positive."
             )
-        self.store = MonitorStore(db_path or default_db_path(), schema=SCHEMA)
+        self.store = open_store(db_path, schema=SCHEMA)
         self.window_seconds = int(window_seconds)
         self.subject_threshold = subject_threshold
         self.global_threshold = global_threshold
@@ -77,9 +82,23 @@ class FloodDetector:
         Raises:
             MonitorStoreError: the shared database is unavailable (fail closed).
         """
+        if isinstance(self.store, PostgresMonitorStore):
+            counts = self.store.count(f"s:{subject}", window_seconds=self.window_seconds, now=now)
+            return self.signal(*counts)
         t = time.time() if now is None else now
         with self.store.transaction() as conn:
             return self.count(conn, subject, now=t)
+
+    def signal(self, subject_count: int, global_count: int) -> FloodSignal:
+        """Turn the requests counted in the window into rates and the flood verdict."""
+        scale = 60.0 / self.window_seconds
+        rate = subject_count * scale
+        total = global_count * scale
+        return FloodSignal(
+            rate_per_minute=rate,
+            flood=rate > self.subject_threshold or total > self.global_threshold,
+            global_rate_per_minute=total,
+        )
 
     def count(self, conn: sqlite3.Connection, subject: str, *, now: float) -> FloodSignal:
         """Count one request inside the caller's ``BEGIN IMMEDIATE`` transaction on ``conn``.
@@ -105,14 +124,7 @@ class FloodDetector:
                 (key, GLOBAL, oldest),
             ).fetchall()
         )
-        scale = 60.0 / self.window_seconds
-        rate = counts.get(key, 0) * scale
-        total = counts.get(GLOBAL, 0) * scale
-        return FloodSignal(
-            rate_per_minute=rate,
-            flood=rate > self.subject_threshold or total > self.global_threshold,
-            global_rate_per_minute=total,
-        )
+        return self.signal(counts.get(key, 0), counts.get(GLOBAL, 0))
 
     def room(
         self, conn: sqlite3.Connection, subject: str, *, limit_per_minute: float, now: float
@@ -149,5 +161,5 @@ class FloodDetector:
         return float(self.window_seconds)  # the limit admits nothing (below one request)
 
     def close(self) -> None:
-        """Close this process's database connection."""
+        """Close this process's connection to the store."""
         self.store.close()

@@ -12,7 +12,9 @@ minute; :func:`~service.monitor.admission.admit` also keeps the counted rate wit
 limit, which is what the authorization policy checks.
 
 The buckets live in the shared SQLite database and each decision is one ``BEGIN
-IMMEDIATE`` transaction, so N workers together admit exactly what one bucket allows.
+IMMEDIATE`` transaction, so N workers together admit exactly what one bucket allows; with
+a PostgreSQL store (:mod:`service.monitor.postgres`) each decision is one call of a
+function that holds the subject's row lock, so N replicas do too.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import time
 from pathlib import Path
 
 from service.monitor.errors import MonitorConfigError, RateLimited
-from service.monitor.store import MonitorStore, default_db_path
+from service.monitor.postgres import PostgresMonitorStore
+from service.monitor.store import open_store
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rate_buckets (
@@ -42,15 +45,32 @@ def burst_for(rate_per_minute: float, *, seconds: float = BURST_SECONDS) -> int:
     return max(1, math.ceil(rate_per_minute * seconds / 60.0))
 
 
+def check_limits(rate_per_minute: float, burst: int) -> None:
+    """Refuse impossible limits, and every request at a rate of 0.
+
+    Raises:
+        RateLimited: the rate is 0 (nothing is admitted).
+        MonitorConfigError: the rate is negative or the burst is below 1.
+    """
+    if rate_per_minute < 0 or burst < 1:
+        raise MonitorConfigError(
+            f"Rate limit {rate_per_minute}/min with burst {burst} is invalid; the rate "
+            "must be >= 0 and the burst >= 1."
+        )
+    if rate_per_minute == 0:
+        raise RateLimited(60.0)
+
+
 class RateLimiter:
-    """Token buckets per subject in the shared monitor database.
+    """Token buckets per subject in the shared monitor store.
 
     Args:
-        db_path: The database file (default ``$ZTML_HOME/run/monitor.db``).
+        db_path: The SQLite file (default ``$ZTML_HOME/run/monitor.db``) or a
+            ``postgresql://`` URL.
     """
 
-    def __init__(self, db_path: Path | None = None) -> None:
-        self.store = MonitorStore(db_path or default_db_path(), schema=SCHEMA)
+    def __init__(self, db_path: Path | str | None = None) -> None:
+        self.store = open_store(db_path, schema=SCHEMA)
         self._calls = 0
 
     def acquire(
@@ -76,6 +96,14 @@ class RateLimiter:
             MonitorConfigError: the rate is negative or the burst is below 1.
             MonitorStoreError: the shared database is unavailable (fail closed).
         """
+        if isinstance(self.store, PostgresMonitorStore):
+            check_limits(rate_per_minute, burst)
+            decided = self.store.admit(
+                subject, rate_per_minute=rate_per_minute, burst=burst, window_seconds=None, now=now
+            )
+            if not decided.admitted:
+                raise RateLimited(decided.wait)
+            return
         t = time.time() if now is None else now
         with self.store.transaction() as conn:
             tokens = self.take(conn, subject, rate_per_minute=rate_per_minute, burst=burst, now=t)
@@ -101,13 +129,7 @@ class RateLimiter:
             RateLimited: the rate is 0 (nothing is admitted).
             MonitorConfigError: the rate is negative or the burst is below 1.
         """
-        if rate_per_minute < 0 or burst < 1:
-            raise MonitorConfigError(
-                f"Rate limit {rate_per_minute}/min with burst {burst} is invalid; the rate "
-                "must be >= 0 and the burst >= 1."
-            )
-        if rate_per_minute == 0:
-            raise RateLimited(60.0)
+        check_limits(rate_per_minute, burst)
         per_second = rate_per_minute / 60.0
         t = now
         row = conn.execute(
@@ -136,6 +158,8 @@ class RateLimiter:
 
     def tokens(self, subject: str) -> float | None:
         """Return the tokens saved in ``subject``'s bucket at its last update, if any."""
+        if isinstance(self.store, PostgresMonitorStore):
+            return self.store.tokens(subject)
         with self.store.transaction() as conn:
             row = conn.execute(
                 "SELECT tokens FROM rate_buckets WHERE subject = ?", (subject,)
@@ -143,5 +167,5 @@ class RateLimiter:
         return None if row is None else float(row[0])
 
     def close(self) -> None:
-        """Close this process's database connection."""
+        """Close this process's connection to the store."""
         self.store.close()

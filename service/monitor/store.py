@@ -1,4 +1,4 @@
-"""The SQLite database the monitors share across the service's worker processes.
+"""The store the monitors share across the service's worker processes (and replicas).
 
 BentoML runs several worker processes, and each has its own memory, so per-subject state
 (token buckets, request counts, query histories) lives in one SQLite file,
@@ -9,6 +9,10 @@ admit a request; ``busy_timeout`` makes a worker wait for the lock instead of fa
 
 Each process opens its own connection (a connection is never shared across ``fork``);
 threads of one process share it under a lock.
+
+Several replicas of the service (pods) do not share a file: with a ``postgresql://``
+location (``ZTML_MONITOR_URL``) the monitors use :mod:`service.monitor.postgres` instead,
+one database for every replica; :func:`open_store` picks the store a location names.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from service.monitor.errors import MonitorStoreError
+from service.monitor.errors import MonitorConfigError, MonitorStoreError
+from service.monitor.postgres import PostgresMonitorStore, is_postgres_url
 from service.toolchain.paths import ztml_home
 from service.toolchain.sqlite import connect_shared
 
@@ -110,3 +115,26 @@ class MonitorStore:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+
+
+def open_store(location: Path | str | None, *, schema: str) -> MonitorStore | PostgresMonitorStore:
+    """Open the monitor store ``location`` names.
+
+    Args:
+        location: A SQLite file (default ``$ZTML_HOME/run/monitor.db``) or a
+            ``postgresql://`` URL (the store shared by the replicas of a scaled-out
+            service).
+        schema: The SQLite tables of the caller (the PostgreSQL store has its own).
+
+    Raises:
+        MonitorConfigError: ``location`` is a URL of another kind.
+    """
+    if is_postgres_url(location):
+        return PostgresMonitorStore(str(location))
+    if isinstance(location, str) and "://" in location:
+        scheme = location.split(":", 1)[0]
+        raise MonitorConfigError(
+            f"Monitor store URLs of scheme {scheme!r} are not supported; use a file path or "
+            "postgresql://user@host:port/db (or postgresql://?service=NAME)."
+        )
+    return MonitorStore(Path(location) if location else default_db_path(), schema=schema)

@@ -16,12 +16,14 @@ from rich.text import Text
 
 from service.console import fail
 from service.review.errors import ReviewError
-from service.review.queue import ReviewItem, ReviewQueue
+from service.review.queue import ReviewItem, ReviewQueue, default_location
 from service.review.render import heatmap, printable
-from service.toolchain.paths import ztml_home
 
 app = typer.Typer(
-    help="Human review of flagged requests (queue in $ZTML_HOME/review.db).",
+    help=(
+        "Human review of flagged requests (the queue of $ZTML_MONITOR_URL when set, as in a "
+        "scaled-out service; else $ZTML_HOME/review.db)."
+    ),
     no_args_is_help=True,
 )
 console = Console()
@@ -44,12 +46,21 @@ class VerdictChoice(enum.StrEnum):
 
 
 DbOption = Annotated[
-    Path | None, typer.Option("--db", help="Review database (default: $ZTML_HOME/review.db).")
+    str | None,
+    typer.Option(
+        "--db",
+        help=(
+            "Review database: a file or a postgresql:// URL (default: $ZTML_MONITOR_URL, "
+            "else $ZTML_HOME/review.db)."
+        ),
+    ),
 ]
 
 
-def _open(db: Path | None) -> ReviewQueue:
-    return ReviewQueue(db or ztml_home() / "review.db")
+def _open(db: str | None) -> ReviewQueue:
+    if db is None:
+        return ReviewQueue(default_location())
+    return ReviewQueue(db if db.startswith(("postgresql://", "postgres://")) else Path(db))
 
 
 @app.command("list")

@@ -4,6 +4,10 @@ One SQLite file (``$ZTML_HOME/review.db`` by default), created ``0600`` in a ``0
 directory, in WAL mode with a busy timeout so several service worker processes and the
 ``ztml review`` CLI can use it at once. Resolving is a single conditional UPDATE, so two
 reviewers racing on one item cannot both resolve it.
+
+The replicas of a scaled-out service share one queue in PostgreSQL instead
+(:mod:`service.review.postgres`): give :class:`ReviewQueue` the ``postgresql://`` URL of
+``ZTML_MONITOR_URL``; :func:`default_location` picks the one the environment names.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from service.review.errors import (
     ReviewStateError,
     ReviewStoreError,
 )
+from service.review.postgres import PostgresReviewStore
+from service.toolchain.paths import ztml_home
 from service.toolchain.sqlite import connect_shared, create_private
 
 Status = Literal["open", "resolved"]
@@ -61,6 +67,19 @@ CREATE TABLE IF NOT EXISTS review_items (
 );
 CREATE INDEX IF NOT EXISTS review_items_status ON review_items (status, id);
 """
+
+
+#: The environment variable naming the store shared by replicas (monitors and review queue).
+SHARED_STORE_ENV = "ZTML_MONITOR_URL"
+
+
+def default_location() -> str | Path:
+    """The queue the environment names: ``$ZTML_MONITOR_URL``, else ``$ZTML_HOME/review.db``."""
+    return os.environ.get(SHARED_STORE_ENV) or ztml_home() / "review.db"
+
+
+def _is_postgres(location: Path | str) -> bool:
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
 
 
 def _now() -> str:
@@ -175,16 +194,22 @@ def _secure_file(path: Path) -> None:
 
 
 class ReviewQueue:
-    """Flagged requests for human review, in SQLite.
+    """Flagged requests for human review, in SQLite or in a shared PostgreSQL database.
 
     Args:
-        path: The database file; created ``0600`` (and its directory ``0700``) if missing.
+        path: The database file, created ``0600`` (and its directory ``0700``) if
+            missing; or a ``postgresql://`` URL (the table is created on first use).
 
     Raises:
         ReviewStoreError: If the file has loose permissions or is not a usable database.
     """
 
     def __init__(self, path: Path | str) -> None:
+        self._shared: PostgresReviewStore | None = None
+        if _is_postgres(path):
+            self._shared = PostgresReviewStore(str(path))
+            self.path = Path(self._shared.display_url)  # for messages only
+            return
         self.path = Path(path)
         _secure_file(self.path)
         self._lock = threading.Lock()
@@ -204,6 +229,9 @@ class ReviewQueue:
 
     def close(self) -> None:
         """Close the database connection."""
+        if self._shared is not None:
+            self._shared.close()
+            return
         with self._lock:
             self._conn.close()
 
@@ -287,6 +315,8 @@ class ReviewQueue:
             json.dumps(_instances(instances)),
             _now(),
         )
+        if self._shared is not None:
+            return self._shared.insert(row)
         cursor = self._execute(
             "INSERT INTO review_items (request_id, subject, tenant, model_digest, reasons, "
             "suspicion, input_digest, instances, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -306,7 +336,9 @@ class ReviewQueue:
         """
         if status not in STATUS_FILTERS:
             raise ReviewInputError(f"unknown status {status!r}; choose one of {STATUS_FILTERS}")
-        if status == "all":
+        if self._shared is not None:
+            rows = self._shared.select(status=None if status == "all" else status)
+        elif status == "all":
             rows = self._fetch_all("SELECT * FROM review_items ORDER BY id")
         else:
             rows = self._fetch_all(
@@ -320,7 +352,10 @@ class ReviewQueue:
         Raises:
             ReviewNotFoundError: If no item has that id.
         """
-        rows = self._fetch_all("SELECT * FROM review_items WHERE id = ?", (int(item_id),))
+        if self._shared is not None:
+            rows = self._shared.select(item_id=int(item_id))
+        else:
+            rows = self._fetch_all("SELECT * FROM review_items WHERE id = ?", (int(item_id),))
         if not rows:
             raise ReviewNotFoundError(
                 f"no review item with id {item_id}; see `ztml review list --status all`"
@@ -349,13 +384,19 @@ class ReviewQueue:
         who = _text(reviewer, "reviewer", optional=False)
         if not isinstance(note, str) or len(note) > MAX_TEXT:
             raise ReviewInputError(f"note must be a string of at most {MAX_TEXT} characters")
-        cursor = self._execute(
-            "UPDATE review_items SET status = 'resolved', verdict = ?, reviewer = ?, note = ?, "
-            "resolved = ? WHERE id = ? AND status = 'open'",
-            (verdict, who, note, _now(), int(item_id)),
-        )
+        assert who is not None
+        if self._shared is not None:
+            changed = self._shared.resolve(
+                int(item_id), verdict=verdict, reviewer=who, note=note, when=_now()
+            )
+        else:
+            changed = self._execute(
+                "UPDATE review_items SET status = 'resolved', verdict = ?, reviewer = ?, "
+                "note = ?, resolved = ? WHERE id = ? AND status = 'open'",
+                (verdict, who, note, _now(), int(item_id)),
+            ).rowcount
         item = self.get(item_id)
-        if cursor.rowcount != 1:
+        if changed != 1:
             raise ReviewStateError(
                 f"review item {item_id} was already resolved as {item.verdict} by "
                 f"{item.reviewer} at {item.resolved}; it cannot be resolved twice"

@@ -6,6 +6,7 @@ imported only inside the commands (and BentoML only in the service process).
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 from types import FrameType
@@ -75,12 +76,16 @@ def _print_ready(home: Path, state: object) -> None:
     )
     console.print("Try it (token: role analyst, tenant demo, valid 8 h):\n")
     print(command, flush=True)
+    from service.ledger.storage.url import redact_url
+
+    shared = os.environ.get("ZTML_MONITOR_URL")  # the service inherits it (service_env)
+    review = redact_url(shared) if shared else home / "review.db"
     console.print(
         f"\nexample:  {example}\n"
         f"logs:     {state.service.log} and {state.opa.log}\n"
         f"audit:    {home / 'audit'} (verify with `ztml audit verify`)\n"
         f"ledger:   {home / 'ledger.db'} (verify with `ztml ledger verify`)\n"
-        f"review:   {home / 'review.db'} (`ztml review list`)",
+        f"review:   {review} (`ztml review list`)",
         highlight=False,
     )
 

@@ -8,6 +8,9 @@ and the ledger benchmark use it for a real PostgreSQL ledger::
 
     with postgres_server() as url:          # "postgresql://postgres@127.0.0.1:PORT/ztml"
         db_url = fresh_database(url, "t1")  # an empty database on the same server
+
+:func:`local_postgres` yields the server itself, which a test can stop and start again
+(an outage of the shared monitor store, say).
 """
 
 from __future__ import annotations
@@ -65,6 +68,142 @@ def _own(path: Path) -> None:
         shutil.chown(path, user=OS_USER, group=OS_USER)
 
 
+class LocalPostgres:
+    """A throwaway server in a temporary directory that a test may stop and start again.
+
+    Use :func:`local_postgres`; ``url`` stays the same across :meth:`stop` and
+    :meth:`start` (same port, same data).
+    """
+
+    def __init__(self, root: Path, bin_dir: Path, database: str) -> None:
+        self.root = root
+        self.bin_dir = bin_dir
+        self.database = database
+        self.data, self.sockets, self.log = root / "data", root / "s", root / "server.log"
+        self.port = 0
+        self.running = False
+
+    @property
+    def url(self) -> str:
+        """``postgresql://postgres@127.0.0.1:<port>/<database>``."""
+        return f"postgresql://{OS_USER}@127.0.0.1:{self.port}/{self.database}"
+
+    def init(self) -> None:
+        """Make the cluster (loopback-only trust authentication)."""
+        _as_postgres(
+            [
+                str(self.bin_dir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                OS_USER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]
+        )
+        (self.data / "pg_hba.conf").write_text(
+            "# loopback only, no password (a throwaway test server)\n"
+            "local all all trust\n"
+            "host all all 127.0.0.1/32 trust\n"
+        )
+        _own(self.data / "pg_hba.conf")
+
+    def _pg_ctl_start(self, port: int) -> subprocess.CompletedProcess[str]:
+        options = (
+            f"-k {self.sockets} -p {port} -c listen_addresses=127.0.0.1 "
+            "-c shared_buffers=32MB -c max_connections=50"
+        )
+        return _as_postgres(
+            [
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                options,
+                "start",
+            ],
+            check=False,
+        )
+
+    def start(self) -> None:
+        """Start the server (on a free port the first time, on the same port again after).
+
+        Raises:
+            PostgresServerError: the server does not start.
+        """
+        last_error = ""
+        for _attempt in range(1 if self.port else 3):
+            port = self.port or free_port()
+            result = self._pg_ctl_start(port)
+            if result.returncode == 0:
+                self.port, self.running = port, True
+                return
+            last_error = self.log.read_text() if self.log.exists() else result.stderr
+        raise PostgresServerError(f"PostgreSQL did not start: {last_error.strip()[-2000:]}")
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: open connections are closed)."""
+        if self.running:
+            _as_postgres(
+                [str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
+                check=False,
+            )
+            self.running = False
+
+    def create_database(self) -> None:
+        """Create :attr:`database` on the running server."""
+        _as_postgres(
+            [
+                str(self.bin_dir / "createdb"),
+                "-h",
+                str(self.sockets),
+                "-p",
+                str(self.port),
+                "-U",
+                OS_USER,
+                self.database,
+            ]
+        )
+
+
+@contextmanager
+def local_postgres(*, database: str = DATABASE) -> Iterator[LocalPostgres]:
+    """Run a throwaway PostgreSQL server for the duration of the block.
+
+    Args:
+        database: the name of the database created on it.
+
+    Yields:
+        The running server (its ``url``, ``stop()`` and ``start()``).
+
+    Raises:
+        ToolMissingError: the server binaries are not installed.
+        PostgresServerError: the server does not start.
+    """
+    bin_dir = _bin_dir()
+    root = Path(tempfile.mkdtemp(prefix="ztml-pg-"))
+    os.chmod(root, 0o700)
+    _own(root)
+    server = LocalPostgres(root, bin_dir, database)
+    server.sockets.mkdir()
+    _own(server.sockets)
+    try:
+        server.init()
+        server.start()
+        server.create_database()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @contextmanager
 def postgres_server(*, database: str = DATABASE) -> Iterator[str]:
     """Run a throwaway PostgreSQL server for the duration of the block; yield its URL.
@@ -79,83 +218,8 @@ def postgres_server(*, database: str = DATABASE) -> Iterator[str]:
         ToolMissingError: the server binaries are not installed.
         PostgresServerError: the server does not start.
     """
-    bin_dir = _bin_dir()
-    root = Path(tempfile.mkdtemp(prefix="ztml-pg-"))
-    os.chmod(root, 0o700)
-    _own(root)
-    data, sockets, log = root / "data", root / "s", root / "server.log"
-    sockets.mkdir()
-    _own(sockets)
-    started = False
-    try:
-        _as_postgres(
-            [
-                str(bin_dir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                OS_USER,
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-                "--no-sync",
-            ]
-        )
-        (data / "pg_hba.conf").write_text(
-            "# loopback only, no password (a throwaway test server)\n"
-            "local all all trust\n"
-            "host all all 127.0.0.1/32 trust\n"
-        )
-        _own(data / "pg_hba.conf")
-        last_error = ""
-        for _attempt in range(3):
-            port = free_port()
-            options = (
-                f"-k {sockets} -p {port} -c listen_addresses=127.0.0.1 "
-                "-c shared_buffers=32MB -c max_connections=50"
-            )
-            result = _as_postgres(
-                [
-                    str(bin_dir / "pg_ctl"),
-                    "-D",
-                    str(data),
-                    "-l",
-                    str(log),
-                    "-w",
-                    "-t",
-                    "60",
-                    "-o",
-                    options,
-                    "start",
-                ],
-                check=False,
-            )
-            if result.returncode == 0:
-                started = True
-                break
-            last_error = log.read_text() if log.exists() else result.stderr
-        if not started:
-            raise PostgresServerError(f"PostgreSQL did not start: {last_error.strip()[-2000:]}")
-        _as_postgres(
-            [
-                str(bin_dir / "createdb"),
-                "-h",
-                str(sockets),
-                "-p",
-                str(port),
-                "-U",
-                OS_USER,
-                database,
-            ]
-        )
-        yield f"postgresql://{OS_USER}@127.0.0.1:{port}/{database}"
-    finally:
-        if started:
-            _as_postgres(
-                [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                check=False,
-            )
-        shutil.rmtree(root, ignore_errors=True)
+    with local_postgres(database=database) as server:
+        yield server.url
 
 
 def fresh_database(url: str, name: str) -> str:

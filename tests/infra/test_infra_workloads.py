@@ -283,6 +283,30 @@ def test_scaled_service_reads_the_postgres_url_from_a_file(scaled_run: Any) -> N
     assert template["spec"]["storageClassName"] == "fast-ssd", pg_urn
 
 
+def test_scaled_replicas_share_monitor_state_and_reviews_in_the_ledger_database(
+    scaled_run: Any,
+) -> None:
+    urn, manifest = _model(scaled_run)
+    model = next(c for c in containers_of(manifest) if c["name"] == "model")
+    env = {v["name"]: v.get("value") for v in model["env"]}
+    # The same libpq service as the ledger: host, user and password stay in the file.
+    assert env["ZTML_MONITOR_URL"] == env["ZTML_LEDGER_URL"] == "postgresql://?service=ztml", urn
+    mounts = {m["name"]: m for m in model["volumeMounts"]}
+    assert env["PGSERVICEFILE"].startswith(mounts["ledger-db"]["mountPath"] + "/"), urn
+    assert mounts["ledger-db"]["readOnly"] is True, urn
+    secrets = {u.rsplit("::", 1)[1]: m for u, m in scaled_run.of_kind("Secret").items()}
+    service_file = secrets["ztml-records-ledger-db"]["stringData"]["pg_service.conf"]
+    (pg_service,) = (m for u, m in scaled_run.of_kind("Service").items() if "postgres" in u)
+    assert f"host={pg_service['metadata']['name']}." in service_file, urn
+
+
+def test_single_replica_keeps_monitor_state_in_its_home(single_run: Any) -> None:
+    urn, manifest = _model(single_run)
+    model = next(c for c in containers_of(manifest) if c["name"] == "model")
+    env = {v["name"]: v.get("value") for v in model["env"]}
+    assert "ZTML_MONITOR_URL" not in env, f"{urn}: one replica keeps its SQLite files"
+
+
 def test_service_is_cluster_ip_with_pdb_and_hpa(any_run: Any) -> None:
     services = {u: m for u, m in any_run.of_kind("Service").items() if "ztml-model" in u}
     ((urn, service),) = services.items()

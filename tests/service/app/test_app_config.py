@@ -18,6 +18,25 @@ def test_defaults_are_safe(tmp_path: Path) -> None:
     assert config.workers == 1 and config.max_body_bytes > 0
 
 
+def test_monitor_state_stays_in_sqlite_files_unless_a_shared_store_is_named(
+    tmp_path: Path,
+) -> None:
+    config = load_config({"ZTML_HOME": str(tmp_path)})
+    assert config.monitor_url is None
+    assert config.monitor_store == tmp_path / "run" / "monitor.db"
+    assert config.review_store == tmp_path / "review.db"
+    shared = "postgresql://?service=ztml"
+    config = load_config({"ZTML_HOME": str(tmp_path), "ZTML_MONITOR_URL": shared})
+    assert config.monitor_store == config.review_store == shared
+
+
+def test_a_shared_store_of_another_kind_is_refused_without_its_password(tmp_path: Path) -> None:
+    env = {"ZTML_HOME": str(tmp_path), "ZTML_MONITOR_URL": "redis://:hunter2@cache:6379/0"}
+    with pytest.raises(ConfigError, match="ZTML_MONITOR_URL") as caught:
+        load_config(env)
+    assert "hunter2" not in str(caught.value)
+
+
 def test_oms_signers_follow_the_trust_directory_unless_named(tmp_path: Path) -> None:
     trust = tmp_path / "trust"
     config = load_config({"ZTML_HOME": str(tmp_path), "ZTML_TRUST_DIR": str(trust)})

@@ -18,6 +18,7 @@ runner = CliRunner()
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ZTML_HOME", str(tmp_path / "ztml"))
+    monkeypatch.delenv("ZTML_MONITOR_URL", raising=False)
     return tmp_path / "ztml"
 
 
