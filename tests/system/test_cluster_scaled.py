@@ -1,9 +1,12 @@
-"""The scaled-out stack on the local cluster: two model pods, one PostgreSQL ledger.
+"""The scaled-out stack on the local cluster: model pods sharing one PostgreSQL.
 
 ``ztml cluster config --replicas 2`` and ``up`` under the real engine, after the
 one-replica stack is destroyed (the ``scaled_stack`` marker runs these tests after
 ``stack_destroy``). The ledger moves to a hardened PostgreSQL StatefulSet; each pod keeps
-its own home (audit log, keys) in a sub-directory of a ReadWriteMany volume.
+its own home (audit log, keys) in a sub-directory of a ReadWriteMany volume. Scaled up
+to three replicas, the monitors' state and the review queue are shared in the same
+PostgreSQL: one limit per caller, one extraction history, one queue, and an outage of
+the store refused (503, audited) until it is back.
 """
 
 from __future__ import annotations
@@ -15,14 +18,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from infra.network import POSTGRES_PORT
 from infra.records import POSTGRES_LABELS, POSTGRES_UID
 from infra.secrets import TRUST_DIR
+from tests.service.app.harness import digit_rows
 from tests.service.cluster.fixtures import Cluster
 from tests.system.cluster_clients import (
     CONNECTOR,
+    SERVICE_URL,
     audit_events,
     client_pod,
     copy_audit_log,
@@ -191,6 +197,149 @@ def test_a_scale_up_adds_a_pod_that_joins_the_same_ledger(scaled_stack: ClusterS
     for pod in pods:
         logs = cluster.kubectl("-n", NAMESPACE, "logs", pod, "-c", "model").stdout
         assert f"({digest}) verified" in logs, logs[-2000:]
+
+
+def _in_model_pod(stack: ClusterStack, pod: str, *command: str) -> str:
+    proc = stack.cluster.kubectl("-n", NAMESPACE, "exec", pod, "-c", "model", "--", *command)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _served_by(stack: ClusterStack, subject: str) -> dict[str, int]:
+    """How many of ``subject``'s requests each model pod audited."""
+    return {
+        pod: sum(
+            1
+            for e in audit_events(stack.cluster, pod)
+            if e.get("kind") == "request" and e.get("subject") == subject
+        )
+        for pod in stack.model_pods()
+    }
+
+
+def test_every_replica_keeps_its_monitor_state_in_the_shared_store(
+    scaled_stack: ClusterStack,
+) -> None:
+    for pod in scaled_stack.model_pods():
+        env = _in_model_pod(scaled_stack, pod, "printenv", "ZTML_MONITOR_URL")
+        assert env.strip() == "postgresql://?service=ztml", pod
+
+
+def test_the_replicas_together_admit_one_callers_limit(
+    scaled_stack: ClusterStack, client: str
+) -> None:
+    """A viewer's requests, spread over every replica, are limited as if by one replica."""
+    token = scaled_stack.token("shared-burst", roles=("viewer",))
+    plan = [
+        {"url": f"{SERVICE_URL}/metadata", "headers": {"Authorization": f"Bearer {token}"}}
+    ] * 120
+    statuses = [a["status"] for a in send(scaled_stack, client, plan)]
+    admitted = statuses.count(200)
+    # One bucket: the burst (30) plus what refills during the run at the viewer's 60 per
+    # minute (1 a second). A bucket per replica would admit about REPLICAS times the burst.
+    assert set(statuses) <= {200, 429}, statuses
+    assert 30 <= admitted <= 30 + 10, (admitted, statuses)
+    served = _served_by(scaled_stack, "shared-burst")
+    assert len(served) == SCALED_UP and all(n > 0 for n in served.values()), served
+
+
+def test_an_extraction_sequence_spread_over_the_replicas_is_refused(
+    scaled_stack: ClusterStack, client: str
+) -> None:
+    rng = np.random.default_rng(12)
+    seeds = np.asarray(digit_rows(3, start=80))
+    rows = [np.clip(seeds[i % 3] + rng.normal(0, 0.02, 64), 0, 1).tolist() for i in range(45)]
+    token = scaled_stack.token("cluster-shared-extractor", roles=("predictor",))
+    plan = [{**predict(token, [row]), "pause": 0.35} for row in rows]
+    statuses = [a["status"] for a in send(scaled_stack, client, plan)]
+    # The detector needs 30 distances of one caller. A history per replica would see about
+    # 45 / REPLICAS = 15 of them and never flag this sequence; the shared one does.
+    first = next((i for i, s in enumerate(statuses) if s == 403), None)
+    assert first is not None, f"the sequence was never refused: {statuses}"
+    assert all(s == 403 for s in statuses[first:]), statuses
+    served = _served_by(scaled_stack, "cluster-shared-extractor")
+    assert sum(1 for n in served.values() if n > 0) >= 2, served
+    print(f"extraction refused from request {first} on; served per pod: {served}")
+
+
+def test_ztml_review_in_any_replica_lists_the_one_queue(scaled_stack: ClusterStack) -> None:
+    listings = [
+        json.loads(
+            _in_model_pod(scaled_stack, pod, "ztml", "review", "list", "--status", "all", "--json")
+        )
+        for pod in scaled_stack.model_pods()
+    ]
+    ids = [[item["id"] for item in listing] for listing in listings]
+    assert ids[0] and all(seen == ids[0] for seen in ids), ids
+    # The documented path: kubectl exec into the Deployment, any of its pods.
+    through_deployment = _in_model_pod(
+        scaled_stack, "deploy/ztml-model", "ztml", "review", "list", "--status", "all", "--json"
+    )
+    assert [item["id"] for item in json.loads(through_deployment)] == ids[0]
+
+
+def _scale_postgres(cluster: Cluster, replicas: int) -> None:
+    proc = cluster.kubectl(
+        "-n", NAMESPACE, "scale", "statefulset", "-l", POSTGRES_SELECTOR, f"--replicas={replicas}"
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_shared_store_stopped_gives_503_audited_and_recovers_without_a_restart(
+    scaled_stack: ClusterStack, client: str
+) -> None:
+    cluster = scaled_stack.cluster
+    token = scaled_stack.token("store-outage", roles=("analyst",))
+    (first,) = send(scaled_stack, client, [predict(token)])
+    assert first["status"] == 200, first
+    restarts = {p: _restarts(cluster, p) for p in scaled_stack.model_pods()}
+    _scale_postgres(cluster, 0)
+    try:
+        deadline = time.monotonic() + 90
+        while _postgres_pods(cluster) and time.monotonic() < deadline:
+            time.sleep(1)
+        outage = send(scaled_stack, client, [predict(token)] * 9)
+    finally:
+        _scale_postgres(cluster, 1)
+    assert [a["status"] for a in outage] == [503] * 9, outage
+    codes = {json.loads(a["body"])["error"]["code"] for a in outage}
+    assert codes == {"monitor_unavailable"}, codes
+    deadline = time.monotonic() + 180
+    recovered = False
+    while time.monotonic() < deadline and not recovered:
+        (answer,) = send(scaled_stack, client, [predict(token)])
+        recovered = answer["status"] == 200
+        if not recovered:
+            assert answer["status"] == 503, answer
+            time.sleep(2)
+    assert recovered, "the service did not recover once PostgreSQL was back"
+    # Recovered by the same processes, and every refused request was audited.
+    assert {p: _restarts(cluster, p) for p in scaled_stack.model_pods()} == restarts
+    refused = [
+        e
+        for pod in scaled_stack.model_pods()
+        for e in audit_events(cluster, pod)
+        if e.get("subject") == "store-outage" and e.get("status") == 503
+    ]
+    assert len(refused) >= 9, len(refused)
+
+
+def _postgres_pods(cluster: Cluster) -> list[str]:
+    proc = cluster.kubectl("-n", NAMESPACE, "get", "pods", "-l", POSTGRES_SELECTOR, "-o", "name")
+    return proc.stdout.split()
+
+
+def _restarts(cluster: Cluster, pod: str) -> int:
+    proc = cluster.kubectl(
+        "-n",
+        NAMESPACE,
+        "get",
+        "pod",
+        pod,
+        "-o",
+        "jsonpath={.status.containerStatuses[*].restartCount}",
+    )
+    return sum(int(n) for n in proc.stdout.split())
 
 
 def test_destroy_removes_the_scaled_out_stack_with_its_volumes(
