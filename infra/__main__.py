@@ -17,6 +17,7 @@ if str(_HERE.parent) not in sys.path:
 import pulumi
 import pulumi_kubernetes as k8s
 
+from infra.admission import AdmissionWebhook, AdmissionWebhookArgs
 from infra.config import StackConfig, read_stack_config
 from infra.errors import InfraError
 from infra.gate import enforce_deploy_gate
@@ -45,8 +46,28 @@ def main(config: StackConfig | None = None) -> None:
     provider = k8s.Provider("ztml-k8s", context=cfg.kube_context)
     opts = pulumi.ResourceOptions(providers={"kubernetes": provider})
 
+    bundle = load_policy_bundle(POLICIES_DIR)
+    # The admission webhook first: the stack's namespace (and so everything in it) is
+    # created after the webhook configuration, so the stack passes its own webhook.
+    webhook = (
+        AdmissionWebhook(
+            "ztml-admission",
+            AdmissionWebhookArgs(settings=cfg.admission, image=cfg.opa_image, bundle=bundle),
+            opts=opts,
+        )
+        if cfg.admission is not None
+        else None
+    )
     namespace = Namespace(
-        "ztml", NamespaceArgs(name=cfg.namespace, max_pods=cfg.max_replicas), opts=opts
+        "ztml",
+        NamespaceArgs(
+            name=cfg.namespace,
+            max_pods=cfg.max_replicas,
+            labels=webhook.protected_labels if webhook else {},
+        ),
+        opts=pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(depends_on=[webhook.configuration] if webhook else [])
+        ),
     )
     ns = namespace.name
     Network(
@@ -78,7 +99,7 @@ def main(config: StackConfig | None = None) -> None:
         PolicyEngineArgs(
             namespace=ns,
             image=cfg.opa_image,
-            bundle=load_policy_bundle(POLICIES_DIR),
+            bundle=bundle,
         ),
         opts=opts,
     )
@@ -116,6 +137,9 @@ def main(config: StackConfig | None = None) -> None:
     pulumi.export("servicePort", model.service_port)
     pulumi.export("deploymentName", model.deployment_name)
     pulumi.export("ledgerBackend", records.backend)
+    if webhook is not None:
+        pulumi.export("admissionNamespace", webhook.namespace)
+        pulumi.export("admissionWebhookConfiguration", webhook.configuration_name)
 
 
 if __name__ == "__main__":

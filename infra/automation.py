@@ -32,7 +32,13 @@ from service.toolchain.pulumi import PULUMI_CLI, engine_path
 
 PROJECT = "ztml"
 SECRET_KEYS = frozenset(
-    {"ztml:trustedIssuers", "ztml:ledgerTrustKeys", "ztml:omsSignerKeys", "ztml:postgresPassword"}
+    {
+        "ztml:trustedIssuers",
+        "ztml:ledgerTrustKeys",
+        "ztml:omsSignerKeys",
+        "ztml:postgresPassword",
+        "ztml:admissionTlsKey",
+    }
 )
 ACTIONS = ("preview", "up", "destroy")
 

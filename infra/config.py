@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from infra.errors import ConfigError
+from infra.tls import TlsIdentity, TlsKeys, parse_tls_identity
 from service.digests import DIGEST_FORM, DIGEST_PATTERN, DIGEST_RE, KEY_ID_RE
 from service.gate import Requirements, load_requirements
+from service.toolchain.paths import POLICIES_DIR
 
 PROJECT = "ztml"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -65,8 +67,18 @@ CONFIG_KEYS: tuple[str, ...] = (
     "clientNamespaces",
     "jwtAudience",
     "postgresPassword",
+    "admissionWebhook",
+    "apiServerCidrs",
+    "admissionTlsCert",
+    "admissionTlsKey",
+    "admissionCaBundle",
+    "admissionParameters",
     *REMOVED_KEYS,
 )
+# The admission webhook's Service, in its own namespace ``<namespace>-admission``; its
+# serving certificate must name ``<service>.<namespace>-admission.svc``.
+ADMISSION_SERVICE = "ztml-admission"
+ADMISSION_NAMESPACE_SUFFIX = "-admission"
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,31 @@ class TrustKey:
 
 
 @dataclass(frozen=True)
+class AdmissionConfig:
+    """The admission webhook's settings (``ztml:admissionWebhook`` on).
+
+    Attributes:
+        namespace: The webhook's own namespace (``<namespace>-admission``).
+        service: The webhook's Service name.
+        api_server_cidrs: Where the API server connects from; the only ingress allowed.
+        tls: The webhook's serving certificate, key and the CA the API server trusts.
+        parameters: Admission settings for the webhook only, overriding
+            policies/data/admission.json (Gatekeeper-style parameters).
+    """
+
+    namespace: str
+    service: str
+    api_server_cidrs: tuple[str, ...]
+    tls: TlsIdentity
+    parameters: dict[str, Any]
+
+    @property
+    def host(self) -> str:
+        """The name the API server dials (and the certificate names)."""
+        return admission_host(self.namespace)
+
+
+@dataclass(frozen=True)
 class StackConfig:
     """Everything the program needs, validated.
 
@@ -128,6 +165,8 @@ class StackConfig:
         client_namespaces: Extra namespaces (e.g. an ingress controller's) allowed to
             reach the model service port.
         postgres_password: PostgreSQL password (secret), set when replicas > 1.
+        admission: The admission webhook's settings; None when ``ztml:admissionWebhook``
+            is false.
     """
 
     target: str
@@ -151,6 +190,7 @@ class StackConfig:
     storage_size: str
     client_namespaces: tuple[str, ...]
     postgres_password: str | None
+    admission: AdmissionConfig | None = None
 
     @property
     def kube_context(self) -> str:
@@ -483,6 +523,139 @@ def parse_config(raw: Mapping[str, str]) -> StackConfig:
         ),
         client_namespaces=_client_namespaces(reader),
         postgres_password=postgres_password,
+        admission=_admission(reader),
+    )
+
+
+def admission_namespace(namespace: str) -> str:
+    """Return the admission webhook's namespace for the stack namespace ``namespace``."""
+    return f"{namespace}{ADMISSION_NAMESPACE_SUFFIX}"
+
+
+def admission_host(webhook_namespace: str) -> str:
+    """Return the DNS name the API server dials for the webhook in ``webhook_namespace``."""
+    return f"{ADMISSION_SERVICE}.{webhook_namespace}.svc"
+
+
+def _switch(reader: _Reader, key: str, *, default: bool) -> bool:
+    value = reader.text(key, "true" if default else "false").lower()
+    if value not in ("true", "false"):
+        raise ConfigError(f"Invalid config {_key(key)}={value!r}: accepted values: true, false.")
+    return value == "true"
+
+
+def _api_server_cidrs(reader: _Reader) -> tuple[str, ...]:
+    import ipaddress
+
+    items = reader.json_list("apiServerCidrs", required=False)
+    if not items:
+        raise ConfigError(
+            f"Missing config {_key('apiServerCidrs')}: with {_key('admissionWebhook')} on, list "
+            "the addresses the API server connects to the webhook from, as CIDRs (e.g. the "
+            "control plane's or node's address /32); set it with "
+            "`pulumi config set --path 'apiServerCidrs[0]' 10.0.0.1/32`, or turn the webhook "
+            f"off with `pulumi config set {_key('admissionWebhook')} false`."
+        )
+    cidrs: list[str] = []
+    for index, item in enumerate(items):
+        try:
+            network = (
+                ipaddress.ip_network(item, strict=True)
+                if isinstance(item, str) and "/" in item
+                else None
+            )
+        except ValueError:
+            network = None
+        if network is None or network.prefixlen == 0:
+            raise ConfigError(
+                f"Invalid config {_key('apiServerCidrs')}[{index}]={item!r}: accepted values: "
+                "a CIDR with its host bits clear and a prefix longer than /0 (e.g. 10.0.0.1/32)."
+            )
+        cidrs.append(str(network))
+    return tuple(cidrs)
+
+
+def _admission_parameters(reader: _Reader) -> dict[str, Any]:
+    key = "admissionParameters"
+    value = reader.optional(key)
+    if value is None:
+        return {}
+    settings = json.loads((POLICIES_DIR / "data" / "admission.json").read_text(encoding="utf-8"))
+    known = settings["admission"]
+    accepted = (
+        f"an object whose keys are settings of policies/data/admission.json "
+        f"({', '.join(sorted(known))}), each of that setting's type"
+    )
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"Invalid config {_key(key)}: accepted values: {accepted}.")
+    for name, setting in parsed.items():
+        default = known.get(name)
+        if isinstance(default, bool):
+            fits = isinstance(setting, bool)
+        else:
+            fits = (
+                isinstance(default, list)
+                and isinstance(setting, list)
+                and all(isinstance(s, str) and s for s in setting)
+            )
+        if name == "allowed_registries" and fits:
+            fits = all(s.endswith("/") for s in setting)
+        if not fits:
+            raise ConfigError(
+                f"Invalid config {_key(key)}.{name}={setting!r}: accepted values: {accepted}"
+                + ("; registries end with '/'" if name == "allowed_registries" else "")
+                + "."
+            )
+    return parsed
+
+
+def _admission(reader: _Reader) -> AdmissionConfig | None:
+    if not _switch(reader, "admissionWebhook", default=True):
+        return None
+    namespace = reader.matching("namespace", DNS_LABEL_RE, "a DNS label", default="ztml")
+    webhook_namespace = admission_namespace(namespace)
+    if not DNS_LABEL_RE.fullmatch(webhook_namespace):
+        raise ConfigError(
+            f"Invalid config {_key('namespace')}={namespace!r}: with {_key('admissionWebhook')} "
+            f"on, '{webhook_namespace}' (the webhook's namespace) must be a DNS label too; "
+            f"accepted values: up to {63 - len(ADMISSION_NAMESPACE_SUFFIX)} characters."
+        )
+    cidrs = _api_server_cidrs(reader)
+    keys = TlsKeys(
+        cert=_key("admissionTlsCert"),
+        key=_key("admissionTlsKey"),
+        ca_bundle=_key("admissionCaBundle"),
+    )
+    host = admission_host(webhook_namespace)
+    values: dict[str, str] = {}
+    for name in ("admissionTlsCert", "admissionTlsKey", "admissionCaBundle"):
+        value = reader.optional(name)
+        if value is None:
+            how = "pulumi config set --secret" if name == "admissionTlsKey" else "pulumi config set"
+            raise ConfigError(
+                f"Missing config {_key(name)}: with {_key('admissionWebhook')} on, the webhook "
+                f'serves TLS for {host}; set it with `{how} {name} -- "$(cat FILE)"` '
+                "(`ztml cluster config` makes them for the local cluster; infra/README.md says "
+                f"how), or turn the webhook off with `pulumi config set admissionWebhook false`."
+            )
+        values[name] = value
+    tls = parse_tls_identity(
+        keys=keys,
+        cert_pem=values["admissionTlsCert"],
+        key_pem=values["admissionTlsKey"],
+        ca_bundle_pem=values["admissionCaBundle"],
+        hosts=(host,),
+    )
+    return AdmissionConfig(
+        namespace=webhook_namespace,
+        service=ADMISSION_SERVICE,
+        api_server_cidrs=cidrs,
+        tls=tls,
+        parameters=_admission_parameters(reader),
     )
 
 

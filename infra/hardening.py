@@ -47,13 +47,14 @@ class Resources:
 
 @dataclass(frozen=True)
 class HttpProbe:
-    """An HTTP GET probe on a container port."""
+    """An HTTP GET probe on a container port (``https``: the kubelet speaks TLS, unverified)."""
 
     path: str
     port: int
     period_seconds: int = 10
     initial_delay_seconds: int = 5
     failure_threshold: int = 3
+    https: bool = False
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,9 @@ def _probe(probe: Probe | None) -> k8s.core.v1.ProbeArgs | None:
         return None
     if isinstance(probe, HttpProbe):
         return k8s.core.v1.ProbeArgs(
-            http_get=k8s.core.v1.HTTPGetActionArgs(path=probe.path, port=probe.port),
+            http_get=k8s.core.v1.HTTPGetActionArgs(
+                path=probe.path, port=probe.port, scheme="HTTPS" if probe.https else None
+            ),
             period_seconds=probe.period_seconds,
             initial_delay_seconds=probe.initial_delay_seconds,
             failure_threshold=probe.failure_threshold,

@@ -1,8 +1,15 @@
-"""The namespace: Pod Security Admission at ``restricted``, a ResourceQuota, a LimitRange."""
+"""The namespace: Pod Security Admission at ``restricted``, a ResourceQuota, a LimitRange.
+
+With the admission webhook on, the namespace carries the label that puts it under the
+webhook (:data:`ADMISSION_LABEL`), and it is created only after the resources given in
+the component's ``depends_on`` (the webhook configuration), so every resource of the
+stack passes the webhook when it is created.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -14,6 +21,8 @@ PSA_LABELS = {
     for mode in ("enforce", "audit", "warn")
     for suffix, value in (("", PSA_LEVEL), ("-version", PSA_VERSION))
 }
+# Value: the admission webhook's namespace, whose configuration selects namespaces by it.
+ADMISSION_LABEL = "ztml.dev/admission"
 
 
 @dataclass(frozen=True)
@@ -25,10 +34,12 @@ class NamespaceArgs:
             refer to it by name).
         max_pods: The most model pods the autoscaler may run; the quota leaves room for
             them (and a rolling update's surge pod and PostgreSQL) and no more.
+        labels: Extra labels, e.g. the admission webhook's :data:`ADMISSION_LABEL`.
     """
 
     name: pulumi.Input[str]
     max_pods: int = 1
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 def quota_for(max_pods: int) -> dict[str, str]:
@@ -67,12 +78,14 @@ class Namespace(pulumi.ComponentResource):
         self, name: str, args: NamespaceArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("ztml:namespace:Namespace", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        # Children do not inherit depends_on; the namespace must wait for what the
+        # component waits for, and every namespaced resource waits for the namespace.
+        child = pulumi.ResourceOptions(parent=self, depends_on=opts.depends_on if opts else None)
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata=k8s.meta.v1.ObjectMetaArgs(
                 name=args.name,
-                labels={**PSA_LABELS, "app.kubernetes.io/part-of": "ztml"},
+                labels={**PSA_LABELS, **args.labels, "app.kubernetes.io/part-of": "ztml"},
             ),
             opts=child,
         )

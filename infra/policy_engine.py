@@ -36,6 +36,7 @@ from infra.hardening import (
     Mount,
     PodParts,
     Resources,
+    Volume,
 )
 from service.authz.provenance import policy_load_args
 from service.toolchain.opa import OPA_SERVER_ENV, OPA_STORE_FLAG
@@ -68,9 +69,32 @@ class PolicyBundle:
     opa_config: str
     digest: str
 
+    def with_file(self, relative: str, text: str) -> PolicyBundle:
+        """Return the bundle with one more file (e.g. a stack's data), digest included.
+
+        Raises:
+            PolicyBundleError: the bundle already has a file at ``relative``.
+        """
+        key = _config_map_key(relative)
+        if key in self.files:
+            raise PolicyBundleError(f"The policy bundle already has {relative}.")
+        files = {**self.files, key: (relative, text)}
+        return PolicyBundle(
+            files=files, opa_config=self.opa_config, digest=_digest(files, self.opa_config)
+        )
+
 
 def _config_map_key(relative: str) -> str:
     return relative.replace("/", "__")
+
+
+def _digest(files: dict[str, tuple[str, str]], opa_config: str) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(files):
+        relative, text = files[key]
+        digest.update(relative.encode() + b"\0" + text.encode() + b"\0")
+    digest.update(opa_config.encode())
+    return f"sha256:{digest.hexdigest()}"
 
 
 def load_policy_bundle(policies_dir: Path) -> PolicyBundle:
@@ -102,12 +126,78 @@ def load_policy_bundle(policies_dir: Path) -> PolicyBundle:
     opa_config = (
         config_file.read_text(encoding="utf-8") if config_file.is_file() else DEFAULT_OPA_CONFIG
     )
-    digest = hashlib.sha256()
-    for key in sorted(files):
-        relative, text = files[key]
-        digest.update(relative.encode() + b"\0" + text.encode() + b"\0")
-    digest.update(opa_config.encode())
-    return PolicyBundle(files=files, opa_config=opa_config, digest=f"sha256:{digest.hexdigest()}")
+    return PolicyBundle(files=files, opa_config=opa_config, digest=_digest(files, opa_config))
+
+
+def opa_server_args(*listen: str) -> tuple[str, ...]:
+    """Return ``opa run --server`` arguments: ``listen`` (addresses, TLS, ...), then ztml's.
+
+    The rest is the same for every OPA the program runs: the diagnostic listener for
+    the kubelet's probes, the configuration file (console decision logs, masked), JSON
+    logs, no version check (there is no egress to check against), the read-optimized
+    store, and the local stack's load rules on the mounted policies.
+    """
+    return (
+        "run",
+        "--server",
+        *listen,
+        f"--diagnostic-addr=0.0.0.0:{OPA_DIAGNOSTIC_PORT}",
+        f"--config-file={CONFIG_MOUNT}/opa-config.yaml",
+        "--log-format=json",
+        "--log-level=info",
+        "--skip-version-check",
+        OPA_STORE_FLAG,
+        # The local stack's load rules; ".*" also skips the kubelet's "..data" and
+        # timestamped directories of a ConfigMap volume, which hold every file twice.
+        *policy_load_args(Path(POLICY_MOUNT)),
+    )
+
+
+def policy_config_maps(
+    name: str,
+    *,
+    namespace: pulumi.Input[str],
+    bundle: PolicyBundle,
+    labels: dict[str, str],
+    opts: pulumi.ResourceOptions,
+) -> tuple[k8s.core.v1.ConfigMap, k8s.core.v1.ConfigMap]:
+    """Declare the ConfigMaps of ``bundle``: ``<name>-policies`` and ``<name>-config``."""
+    policies = k8s.core.v1.ConfigMap(
+        f"{name}-policies",
+        metadata=k8s.meta.v1.ObjectMetaArgs(
+            namespace=namespace,
+            labels=labels,
+            annotations={"ztml.dev/policy-digest": bundle.digest},
+        ),
+        data={key: text for key, (_, text) in bundle.files.items()},
+        opts=opts,
+    )
+    opa_config = k8s.core.v1.ConfigMap(
+        f"{name}-config",
+        metadata=k8s.meta.v1.ObjectMetaArgs(namespace=namespace, labels=labels),
+        data={"opa-config.yaml": bundle.opa_config},
+        opts=opts,
+    )
+    return policies, opa_config
+
+
+def policy_volumes(
+    bundle: PolicyBundle,
+    *,
+    policies_config_map: pulumi.Input[str],
+    opa_config_map: pulumi.Input[str],
+) -> tuple[tuple[ConfigMapVolume, ...], tuple[Mount, ...]]:
+    """Return the volumes and OPA's mounts that lay ``bundle`` out as the repository does."""
+    volumes = (
+        ConfigMapVolume(
+            "opa-policies",
+            policies_config_map,
+            items=tuple((key, rel) for key, (rel, _) in sorted(bundle.files.items())),
+        ),
+        ConfigMapVolume("opa-config", opa_config_map),
+    )
+    mounts = (Mount("opa-policies", POLICY_MOUNT), Mount("opa-config", CONFIG_MOUNT))
+    return volumes, mounts
 
 
 @dataclass(frozen=True)
@@ -146,21 +236,8 @@ class PolicyEngine(pulumi.ComponentResource):
         super().__init__("ztml:policy:PolicyEngine", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         labels = {"app.kubernetes.io/part-of": "ztml", "app.kubernetes.io/component": "opa"}
-        policies = k8s.core.v1.ConfigMap(
-            f"{name}-policies",
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                namespace=args.namespace,
-                labels=labels,
-                annotations={"ztml.dev/policy-digest": args.bundle.digest},
-            ),
-            data={key: text for key, (_, text) in args.bundle.files.items()},
-            opts=child,
-        )
-        opa_config = k8s.core.v1.ConfigMap(
-            f"{name}-config",
-            metadata=k8s.meta.v1.ObjectMetaArgs(namespace=args.namespace, labels=labels),
-            data={"opa-config.yaml": args.bundle.opa_config},
-            opts=child,
+        policies, opa_config = policy_config_maps(
+            name, namespace=args.namespace, bundle=args.bundle, labels=labels, opts=child
         )
         self.policies_config_map_name = policies.metadata.name
         self.opa_config_map_name = opa_config.metadata.name
@@ -175,35 +252,14 @@ class PolicyEngine(pulumi.ComponentResource):
         )
 
     def _pod_parts(self, args: PolicyEngineArgs) -> PodParts:
-        opa_args = (
-            "run",
-            "--server",
-            f"--addr=unix://{SOCKET_PATH}",
-            "--unix-socket-perm=600",
-            f"--diagnostic-addr=0.0.0.0:{OPA_DIAGNOSTIC_PORT}",
-            f"--config-file={CONFIG_MOUNT}/opa-config.yaml",
-            "--log-format=json",
-            "--log-level=info",
-            "--skip-version-check",  # no egress to check against anyway
-            OPA_STORE_FLAG,
-            # The local stack's load rules; ".*" also skips the kubelet's "..data" and
-            # timestamped directories of a ConfigMap volume, which hold every file twice.
-            *policy_load_args(Path(POLICY_MOUNT)),
+        opa_args = opa_server_args(f"--addr=unix://{SOCKET_PATH}", "--unix-socket-perm=600")
+        policy_vols, policy_mounts = policy_volumes(
+            args.bundle,
+            policies_config_map=self.policies_config_map_name,
+            opa_config_map=self.opa_config_map_name,
         )
-        volumes = (
-            ConfigMapVolume(
-                "opa-policies",
-                self.policies_config_map_name,
-                items=tuple((key, rel) for key, (rel, _) in sorted(args.bundle.files.items())),
-            ),
-            ConfigMapVolume("opa-config", self.opa_config_map_name),
-            MemoryVolume("opa-socket"),
-        )
-        mounts = (
-            Mount("opa-policies", POLICY_MOUNT),
-            Mount("opa-config", CONFIG_MOUNT),
-            Mount("opa-socket", SOCKET_DIR, read_only=False),
-        )
+        volumes: tuple[Volume, ...] = (*policy_vols, MemoryVolume("opa-socket"))
+        mounts = (*policy_mounts, Mount("opa-socket", SOCKET_DIR, read_only=False))
         health = HttpProbe(path="/health", port=OPA_DIAGNOSTIC_PORT)
         sidecar = ContainerSpec(
             name="opa",

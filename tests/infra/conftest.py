@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,21 @@ class ZtmlMocks(pulumi.runtime.Mocks):
         return {}, None
 
 
+class RecordingMonitor(MockMonitor):
+    """The mock monitor, also recording each resource's dependencies (URNs)."""
+
+    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
+        super().__init__(mocks)
+        self.dependencies: dict[str, set[str]] = {}
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)
+        self.dependencies[response.urn] = set(request.dependencies)
+        return response
+
+
 MOCKS = ZtmlMocks()
-MONITOR = MockMonitor(MOCKS)
+MONITOR = RecordingMonitor(MOCKS)
 pulumi.runtime.set_mocks(MOCKS, project="ztml", stack="test", preview=False, monitor=MONITOR)
 
 import infra.__main__ as program  # noqa: E402 - the mocks must be set before the program loads
@@ -55,6 +68,27 @@ UNREGISTERED = "sha256:" + "5" * 64
 WORKLOAD_KINDS = frozenset(
     {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
 )
+ADMISSION_COMPONENT = "ztml:admission:AdmissionWebhook"
+API_SERVER_CIDRS = ["10.0.0.1/32", "192.168.49.0/24"]
+
+
+@dataclass(frozen=True)
+class WebhookTls:
+    """The admission webhook's serving certificate, key and CA, issued for the test stack."""
+
+    cert_pem: str
+    key_pem: str
+    ca_pem: str
+
+
+def issue_webhook_tls(directory: Path, host: str) -> WebhookTls:
+    """Issue a serving certificate for ``host`` from a CA made in ``directory``."""
+    from service.cluster.pki import Authority, Identity
+
+    authority = Authority(directory, "ca")
+    authority.ensure()
+    cert, key = authority.issue(Identity("webhook", host, server=True, hosts=(host,)))
+    return WebhookTls(cert.read_text(), key.read_text(), authority.cert_path.read_text())
 
 
 @dataclass(frozen=True)
@@ -67,6 +101,7 @@ class Ledger:
     trust_keys: list[dict[str, str]]
     issuer_pem: str
     oms_signer_pem: str
+    webhook_tls: WebhookTls
 
 
 @dataclass(frozen=True)
@@ -76,6 +111,21 @@ class Run:
     config: StackConfig
     manifests: dict[str, dict[str, Any]]
     states: dict[str, dict[str, Any]]
+    dependencies: dict[str, set[str]] = field(default_factory=dict)
+
+    def depends_on(self, urn: str, other: str) -> bool:
+        """Whether ``urn`` waits for ``other``, directly or through its dependencies."""
+        seen: set[str] = set()
+        pending = [urn]
+        while pending:
+            current = pending.pop()
+            for dependency in self.dependencies.get(current, set()):
+                if dependency == other:
+                    return True
+                if dependency not in seen:
+                    seen.add(dependency)
+                    pending.append(dependency)
+        return False
 
     def of_kind(self, kind: str) -> dict[str, dict[str, Any]]:
         """Manifests of one kind, by URN."""
@@ -84,6 +134,28 @@ class Run:
     def workloads(self) -> dict[str, dict[str, Any]]:
         """Manifests that run pods, by URN."""
         return {u: m for u, m in self.manifests.items() if m.get("kind") in WORKLOAD_KINDS}
+
+    def stack(self) -> Run:
+        """The run without the admission webhook's resources: the stack's namespace only."""
+        return Run(
+            config=self.config,
+            manifests={u: m for u, m in self.manifests.items() if ADMISSION_COMPONENT not in u},
+            states={u: s for u, s in self.states.items() if ADMISSION_COMPONENT not in u},
+            dependencies=self.dependencies,
+        )
+
+    def admission(self) -> dict[str, dict[str, Any]]:
+        """The admission webhook's manifests, by URN."""
+        return {u: m for u, m in self.manifests.items() if ADMISSION_COMPONENT in u}
+
+    def model_deployment(self) -> tuple[str, dict[str, Any]]:
+        """The model service's Deployment and its URN."""
+        ((urn, manifest),) = (
+            (u, m)
+            for u, m in self.of_kind("Deployment").items()
+            if m["metadata"]["name"] == "ztml-model"
+        )
+        return urn, manifest
 
 
 def _evaluation(accuracy: float) -> dict[str, Any]:
@@ -146,6 +218,7 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Ledger:
         ],
         issuer_pem=_public_pem(issuer),
         oms_signer_pem=_oms_signer_pem(),
+        webhook_tls=issue_webhook_tls(home / "webhook-tls", "ztml-admission.ztml-admission.svc"),
     )
 
 
@@ -176,6 +249,10 @@ def raw_config(ledger: Ledger, **overrides: Any) -> dict[str, str]:
         "approverKeyIds": [ledger.approver_key_id],
         "ledgerTrustKeys": ledger.trust_keys,
         "omsSignerKeys": [ledger.oms_signer_pem],
+        "apiServerCidrs": API_SERVER_CIDRS,
+        "admissionTlsCert": ledger.webhook_tls.cert_pem,
+        "admissionTlsKey": ledger.webhook_tls.key_pem,
+        "admissionCaBundle": ledger.webhook_tls.ca_pem,
     }
     values.update(overrides)
     return {
@@ -198,6 +275,7 @@ def make_config(ledger: Ledger) -> Callable[..., StackConfig]:
 def run_program(config: StackConfig) -> Run:
     """Run the Pulumi program under the mocks and collect what it registered."""
     MONITOR.resources.clear()
+    MONITOR.dependencies.clear()
 
     @pulumi.runtime.test
     def _run() -> None:
@@ -210,7 +288,8 @@ def run_program(config: StackConfig) -> Run:
         for urn, state in states.items()
         if urn.split("::")[2].split("$")[-1].startswith("kubernetes:") and "apiVersion" in state
     }
-    return Run(config=config, manifests=manifests, states=states)
+    dependencies = {urn: set(deps) for urn, deps in MONITOR.dependencies.items()}
+    return Run(config=config, manifests=manifests, states=states, dependencies=dependencies)
 
 
 @pytest.fixture(scope="session")
@@ -230,6 +309,20 @@ def scaled_run(make_config: Callable[..., StackConfig]) -> Run:
             postgresPassword="correct-horse-battery-staple",
             storageClass="fast-ssd",
             clientNamespaces=["ingress-nginx"],
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def no_webhook_run(make_config: Callable[..., StackConfig]) -> Run:
+    """The one-replica stack with ``ztml:admissionWebhook`` false."""
+    return run_program(
+        make_config(
+            admissionWebhook="false",
+            apiServerCidrs=None,
+            admissionTlsCert=None,
+            admissionTlsKey=None,
+            admissionCaBundle=None,
         )
     )
 

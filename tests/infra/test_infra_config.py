@@ -127,7 +127,16 @@ def test_several_replicas_need_postgres_image_and_password(raw: dict[str, str]) 
 def _stack_raw(name: str, raw: dict[str, str]) -> dict[str, str]:
     stack = yaml.safe_load((REPO / f"Pulumi.{name}.yaml").read_text())["config"]
     values = {k: v if isinstance(v, str) else json.dumps(v) for k, v in stack.items()}
-    keys = ("ztml:trustedIssuers", "ztml:ledgerTrustKeys", "ztml:omsSignerKeys")
+    # Set with `pulumi config set` as infra/README.md shows, not kept in the example file.
+    keys = (
+        "ztml:trustedIssuers",
+        "ztml:ledgerTrustKeys",
+        "ztml:omsSignerKeys",
+        "ztml:apiServerCidrs",
+        "ztml:admissionTlsCert",
+        "ztml:admissionTlsKey",
+        "ztml:admissionCaBundle",
+    )
     secrets = {k: raw[k] for k in keys}
     return {**values, **secrets, "ztml:postgresPassword": "a-long-enough-password"}
 

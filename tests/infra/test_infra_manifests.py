@@ -51,7 +51,7 @@ def test_every_manifest_matches_the_kubernetes_schema(any_run: Any) -> None:
 
 
 def test_schema_check_catches_a_misspelled_field(single_run: Any) -> None:
-    (deployment,) = single_run.of_kind("Deployment").values()
+    _, deployment = single_run.model_deployment()
     bad = copy.deepcopy(deployment)
     pod_spec_of(bad)["securityContext"]["runAsNonroot"] = True
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -67,7 +67,9 @@ def test_admission_policy_admits_every_manifest(any_run: Any) -> None:
 
 def _seeded(run: Any, mutate: Any) -> tuple[list[dict[str, Any]], str]:
     manifests = copy.deepcopy(list(run.manifests.values()))
-    deployment = next(m for m in manifests if m["kind"] == "Deployment")
+    deployment = next(
+        m for m in manifests if m["kind"] == "Deployment" and m["metadata"]["name"] == "ztml-model"
+    )
     mutate(manifests, deployment)
     return manifests, deployment["metadata"]["name"]
 

@@ -20,7 +20,7 @@ def _by_role(run: Any, role: str) -> tuple[str, dict[str, Any]]:
 
 
 def test_namespace_enforces_restricted_pod_security(any_run: Any) -> None:
-    ((urn, namespace),) = any_run.of_kind("Namespace").items()
+    ((urn, namespace),) = any_run.stack().of_kind("Namespace").items()
     labels = namespace["metadata"]["labels"]
     for mode in ("enforce", "audit", "warn"):
         assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted", f"{urn}: {mode}"
@@ -29,7 +29,7 @@ def test_namespace_enforces_restricted_pod_security(any_run: Any) -> None:
 
 def test_namespace_has_quota_and_limit_range(any_run: Any) -> None:
     ns = any_run.config.namespace
-    ((q_urn, quota),) = any_run.of_kind("ResourceQuota").items()
+    ((q_urn, quota),) = any_run.stack().of_kind("ResourceQuota").items()
     assert quota["metadata"]["namespace"] == ns, q_urn
     assert quota["spec"]["hard"]["services.loadbalancers"] == "0", q_urn
     assert quota["spec"]["hard"]["services.nodeports"] == "0", q_urn
@@ -38,7 +38,7 @@ def test_namespace_has_quota_and_limit_range(any_run: Any) -> None:
 
 
 def test_every_namespaced_resource_lives_in_the_stack_namespace(any_run: Any) -> None:
-    for urn, manifest in any_run.manifests.items():
+    for urn, manifest in any_run.stack().manifests.items():
         if manifest["kind"] != "Namespace":
             assert manifest["metadata"].get("namespace") == any_run.config.namespace, urn
 
@@ -78,7 +78,8 @@ def test_clients_reach_only_the_service_port(any_run: Any) -> None:
 
 
 def test_nothing_else_is_allowed(any_run: Any) -> None:
-    roles = {u.rsplit("::", 1)[1] for u in any_run.of_kind("NetworkPolicy")}
+    stack = any_run.stack()
+    roles = {u.rsplit("::", 1)[1] for u in stack.of_kind("NetworkPolicy")}
     expected = {
         "ztml-default-deny",
         "ztml-allow-dns",
@@ -88,7 +89,7 @@ def test_nothing_else_is_allowed(any_run: Any) -> None:
     if any_run.config.uses_postgres:
         expected |= {"ztml-allow-model-to-postgres", "ztml-allow-postgres-from-model"}
     assert roles == expected
-    for urn, policy in any_run.of_kind("NetworkPolicy").items():
+    for urn, policy in stack.of_kind("NetworkPolicy").items():
         for rule in policy["spec"].get("ingress", []) + policy["spec"].get("egress", []):
             peers = rule.get("from", []) + rule.get("to", [])
             assert peers, f"{urn}: a rule without peers allows everyone"
@@ -146,10 +147,11 @@ def _quantity(value: str) -> float:
 
 
 def test_quota_leaves_room_for_every_autoscaled_pod_plus_a_surge(any_run: Any) -> None:
-    ((q_urn, quota),) = any_run.of_kind("ResourceQuota").items()
+    stack = any_run.stack()
+    ((q_urn, quota),) = stack.of_kind("ResourceQuota").items()
     hard = quota["spec"]["hard"]
     totals = {"limits.cpu": 0.0, "limits.memory": 0.0, "requests.cpu": 0.0, "requests.memory": 0.0}
-    for manifest in any_run.workloads().values():
+    for manifest in stack.workloads().values():
         spec = manifest["spec"]["template"]["spec"]
         pods = any_run.config.max_replicas + 1 if manifest["kind"] == "Deployment" else 1
         for key in totals:

@@ -58,7 +58,7 @@ def test_sidecar_config_is_the_repository_opa_config() -> None:
 
 
 def test_every_opa_flag_the_sidecar_uses_exists(scaled_run: Any) -> None:
-    (deployment,) = scaled_run.of_kind("Deployment").values()
+    _, deployment = scaled_run.model_deployment()
     opa = next(c for c in containers_of(deployment) if c["name"] == "opa")
     assert opa["args"][:2] == ["run", "--server"]
     help_text = subprocess.run(

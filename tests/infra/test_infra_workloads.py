@@ -132,7 +132,9 @@ def test_secrets_are_mounted_as_files(any_run: Any) -> None:
 
 
 def _model(run: Any) -> tuple[str, dict[str, Any]]:
-    ((urn, manifest),) = run.of_kind("Deployment").items()
+    urn: str
+    manifest: dict[str, Any]
+    urn, manifest = run.model_deployment()
     return urn, manifest
 
 
@@ -312,7 +314,7 @@ def test_service_is_cluster_ip_with_pdb_and_hpa(any_run: Any) -> None:
     ((urn, service),) = services.items()
     assert service["spec"]["type"] == "ClusterIP", urn
     assert service["spec"]["ports"][0]["port"] == SERVICE_PORT, urn
-    ((pdb_urn, pdb),) = any_run.of_kind("PodDisruptionBudget").items()
+    ((pdb_urn, pdb),) = any_run.stack().of_kind("PodDisruptionBudget").items()
     assert pdb["spec"]["maxUnavailable"] == 1, pdb_urn
     ((hpa_urn, hpa),) = any_run.of_kind("HorizontalPodAutoscaler").items()
     assert hpa["apiVersion"] == "autoscaling/v2", hpa_urn
