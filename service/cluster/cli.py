@@ -114,8 +114,10 @@ def stack_config(
     """Write the stack configuration that deploys ztml onto this cluster.
 
     It is Pulumi.k3d.yaml with every placeholder filled: the images `ztml cluster images`
-    imported, the model digest, the public keys of $ZTML_HOME/keys, and a verified ledger
-    export written beside it (ledger-export.json). Deploy it with
+    imported, the model digest, the public keys of $ZTML_HOME/keys, a verified ledger
+    export written beside it (ledger-export.json), and the admission webhook's settings
+    (this node's addresses, a serving certificate from the local CA in
+    $ZTML_HOME/cluster-ca; the file is 0600, it holds that certificate's key). Deploy it with
     `python -m infra.automation up --stack local --backend .ztml/pulumi --config FILE`.
     """
     if model is not None and model_digest is None:

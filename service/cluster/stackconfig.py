@@ -4,25 +4,38 @@
 placeholder filled from what this machine has: the images ``ztml cluster images``
 imported (digest references), the approved model's digest, the trainer, approver,
 issuer and OMS signer public keys of ``$ZTML_HOME/keys``, and a verified ledger export
-written beside the configuration. Only public keys leave the home; nothing secret is
-written.
+written beside the configuration.
+
+The admission webhook's settings too: the addresses the API server (a process on this
+machine) connects from, the registry of the locally built images as an admission
+parameter, and a serving certificate for the webhook's Service issued by a local CA
+kept in ``$ZTML_HOME/cluster-ca`` (made once; keys ``0600``). That certificate's
+private key is the one secret the configuration holds (the file is written ``0600``,
+and ``python -m infra.automation`` stores the key as a Pulumi secret); every other key
+that leaves the home is public.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from service.cluster.errors import ClusterError
-from service.cluster.layout import CONTEXT
-from service.toolchain.paths import PROJECT_ROOT
+from service.cluster.layout import CONTEXT, NODE_POD_SUBNET, node_ip
+from service.toolchain.paths import POLICIES_DIR, PROJECT_ROOT
 
 EXAMPLE_STACK = PROJECT_ROOT / "Pulumi.k3d.yaml"
 IMAGE_KEYS = {"image": "model-service", "opaImage": "opa", "postgresImage": "postgres"}
+CA_DIR = "cluster-ca"
+# Reissue what expires sooner than this (the local CA and certificates last a year).
+RENEW_BEFORE = dt.timedelta(days=30)
 
 
 class StackConfigError(ClusterError):
@@ -106,6 +119,7 @@ def local_stack_config(
             }
         ],
     }
+    values |= admission_values(home, namespace=str(values["namespace"]), images=images)
     if replicas == 1:
         values.pop("postgresImage", None)
     else:
@@ -115,6 +129,98 @@ def local_stack_config(
         # `infra.automation` as a Pulumi secret (the file itself is written 0600).
         values["postgresPassword"] = secrets.token_urlsafe(24)
     return {f"ztml:{key}": value for key, value in values.items()}
+
+
+@dataclass(frozen=True)
+class ServingCertificate:
+    """A serving certificate (PEM), its private key (PEM) and the CA that issued it."""
+
+    cert_pem: str
+    key_pem: str
+    ca_pem: str
+
+
+def _expires_soon(path: Path, now: dt.datetime) -> bool:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    return cert.not_valid_after_utc - RENEW_BEFORE <= now
+
+
+def serving_certificate(home: Path, host: str) -> ServingCertificate:
+    """Return a certificate for ``host`` from the home's local CA, made once and reused.
+
+    The CA (``$ZTML_HOME/cluster-ca/ca.crt``, ``ca.key``) is made on first use; each host
+    gets its own certificate file, reused until it is due for renewal. A CA due for
+    renewal is replaced together with every certificate it issued.
+    """
+    from service.cluster.pki import Authority, Identity
+
+    directory = home / CA_DIR
+    authority = Authority(directory, "ca")
+    now = dt.datetime.now(dt.UTC)
+    if authority.cert_path.exists() and _expires_soon(authority.cert_path, now):
+        for stale in (*directory.glob("*.crt"), *directory.glob("*.key")):
+            stale.unlink()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    authority.ensure()
+    name = "server-" + host.replace(".", "_")
+    cert_path = directory / f"{name}.crt"
+    if cert_path.exists() and _expires_soon(cert_path, now):
+        cert_path.unlink()
+        (directory / f"{name}.key").unlink(missing_ok=True)
+    crt, key = authority.issue(Identity(name, host, server=True, hosts=(host,)))
+    return ServingCertificate(
+        cert_pem=crt.read_text(encoding="utf-8"),
+        key_pem=key.read_text(encoding="utf-8"),
+        ca_pem=authority.cert_path.read_text(encoding="utf-8"),
+    )
+
+
+def api_server_cidrs() -> list[str]:
+    """Return where the local cluster's API server connects to a pod from.
+
+    The API server is a process on this machine. It reaches a webhook's Service through
+    kube-proxy, which masquerades traffic from outside the pod network to a Service, so
+    the pod sees the pod bridge's own address (the subnet's gateway); a connection
+    straight to a pod would come from the node's address. Both, as /32s.
+    """
+    gateway = ipaddress.ip_network(NODE_POD_SUBNET)[1]
+    return [f"{node_ip()}/32", f"{gateway}/32"]
+
+
+def _registries(images: Mapping[str, str]) -> list[str]:
+    """The registry prefixes (``ztml.local/``) of the images, in order, without repeats."""
+    prefixes: list[str] = []
+    for reference in images.values():
+        prefix = reference.split("/", 1)[0] + "/"
+        if "/" in reference and prefix not in prefixes:
+            prefixes.append(prefix)
+    return prefixes
+
+
+def admission_values(home: Path, *, namespace: str, images: Mapping[str, str]) -> dict[str, Any]:
+    """Return the admission webhook's ``ztml:*`` values (without the prefix) for this cluster.
+
+    The local images' registry is allowed by the webhook only (``admissionParameters``
+    adds it to the registries of policies/data/admission.json), since no other cluster
+    can pull ``ztml.local/`` images.
+    """
+    from infra.config import admission_host, admission_namespace
+
+    certificate = serving_certificate(home, admission_host(admission_namespace(namespace)))
+    settings = json.loads((POLICIES_DIR / "data" / "admission.json").read_text(encoding="utf-8"))
+    allowed: list[str] = list(settings["admission"]["allowed_registries"])
+    allowed += [r for r in _registries(images) if r not in allowed]
+    return {
+        "admissionWebhook": "true",
+        "apiServerCidrs": api_server_cidrs(),
+        "admissionTlsCert": certificate.cert_pem,
+        "admissionTlsKey": certificate.key_pem,
+        "admissionCaBundle": certificate.ca_pem,
+        "admissionParameters": {"allowed_registries": allowed},
+    }
 
 
 def write_ledger_export(home: Path, out: Path) -> None:

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
-from infra.config import parse_config
+from infra.config import StackConfig, parse_config
 from service.cluster.layout import CONTEXT
 from service.cluster.stackconfig import (
     StackConfigError,
     example_values,
     local_stack_config,
+    serving_certificate,
     write_ledger_export,
 )
+from service.toolchain.paths import POLICIES_DIR
 
 IMAGES = {
     "model-service": "ztml.local/model-service@sha256:" + "a" * 64,
@@ -25,14 +30,22 @@ IMAGES = {
 DIGEST = "sha256:" + "d" * 64
 
 
+NODE_IP = "192.0.2.10"
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from service.stack.provision import ensure_keys_and_issuer
 
     home = tmp_path / "home"
     monkeypatch.setenv("ZTML_HOME", str(home))
+    monkeypatch.setenv("ZTML_NODE_IP", NODE_IP)
     ensure_keys_and_issuer(home)
     return home
+
+
+def _parsed(values: dict[str, object]) -> StackConfig:
+    return parse_config({k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()})
 
 
 def test_the_config_fills_every_placeholder_and_the_program_accepts_it(
@@ -48,7 +61,8 @@ def test_the_config_fills_every_placeholder_and_the_program_accepts_it(
     assert config.model_digest == DIGEST
     assert config.storage_class == "local-path"
     assert len(config.trust_keys) == 2 and config.oms_signer_keys
-    assert not any("PRIVATE" in str(v) for v in values.values())
+    # The one private key: the admission webhook's serving key (a Pulumi secret in the stack).
+    assert [k for k, v in values.items() if "PRIVATE" in str(v)] == ["ztml:admissionTlsKey"]
 
 
 def test_every_other_value_is_the_k3d_examples(home: Path, tmp_path: Path) -> None:
@@ -94,3 +108,61 @@ def test_a_scaled_out_config_gets_its_own_postgres_password(home: Path, tmp_path
     )
     assert config.uses_postgres and config.postgres_image == IMAGES["postgres"]
     assert one["ztml:postgresPassword"] != two["ztml:postgresPassword"]
+
+
+def test_the_config_turns_the_admission_webhook_on_for_this_node(
+    home: Path, tmp_path: Path
+) -> None:
+    values = local_stack_config(home, IMAGES, model_digest=DIGEST, ledger_export=tmp_path / "x")
+    settings = _parsed(values).admission
+    assert settings is not None
+    assert settings.namespace == "ztml-admission"
+    # The API server is a process on this node: its own address, and the pod bridge's
+    # address that kube-proxy masquerades its Service traffic to.
+    assert settings.api_server_cidrs == (f"{NODE_IP}/32", "10.244.0.1/32")
+    assert settings.tls.hosts == ("ztml-admission.ztml-admission.svc",)
+
+
+def test_the_webhook_admits_the_local_images_registry_on_top_of_the_policy_data(
+    home: Path, tmp_path: Path
+) -> None:
+    values = local_stack_config(home, IMAGES, model_digest=DIGEST, ledger_export=tmp_path / "x")
+    settings = _parsed(values).admission
+    assert settings is not None
+    registries = settings.parameters["allowed_registries"]
+    repository = json.loads((POLICIES_DIR / "data" / "admission.json").read_text())
+    assert registries == [*repository["admission"]["allowed_registries"], "ztml.local/"]
+    assert set(settings.parameters) == {"allowed_registries"}
+
+
+def test_the_local_ca_is_made_once_with_private_keys_for_the_owner_only(home: Path) -> None:
+    first = serving_certificate(home, "ztml-admission.ztml-admission.svc")
+    again = serving_certificate(home, "ztml-admission.ztml-admission.svc")
+    assert again == first
+    directory = home / "cluster-ca"
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    keys = sorted(directory.glob("*.key"))
+    assert len(keys) == 2
+    assert all(stat.S_IMODE(k.stat().st_mode) == 0o600 for k in keys)
+
+
+def test_another_host_gets_its_own_certificate_from_the_same_ca(home: Path) -> None:
+    one = serving_certificate(home, "ztml-admission.ztml-admission.svc")
+    other = serving_certificate(home, "ztml-admission.prod-admission.svc")
+    assert other.ca_pem == one.ca_pem
+    assert other.cert_pem != one.cert_pem
+    cert = x509.load_pem_x509_certificate(other.cert_pem.encode())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["ztml-admission.prod-admission.svc"]
+
+
+def test_a_ca_due_for_renewal_is_replaced_with_its_certificates(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import service.cluster.stackconfig as stackconfig
+
+    first = serving_certificate(home, "ztml-admission.ztml-admission.svc")
+    monkeypatch.setattr(stackconfig, "RENEW_BEFORE", dt.timedelta(days=400))
+    renewed = serving_certificate(home, "ztml-admission.ztml-admission.svc")
+    assert renewed.ca_pem != first.ca_pem
+    assert renewed.key_pem != first.key_pem
