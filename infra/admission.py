@@ -243,9 +243,11 @@ class AdmissionWebhook(pulumi.ComponentResource):
             "services.loadbalancers": "0",
             "services.nodeports": "0",
             "persistentvolumeclaims": "0",
-            "secrets": "2",
-            # Two of ours and the kube-root-ca.crt ConfigMap every namespace gets.
-            "configmaps": "3",
+            # Ours, and room for each to be replaced: an update creates the new object
+            # before it deletes the old one (seen on a live `up` that changed a policy).
+            "secrets": "4",
+            # Two of ours, their replacements, and the kube-root-ca.crt every namespace gets.
+            "configmaps": "5",
         }
 
     @staticmethod
