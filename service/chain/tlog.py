@@ -98,7 +98,9 @@ class TreeCheckpoint:
         if size < 0 or len(root) != HASH_SIZE:
             raise NoteError(f"cannot sign a checkpoint of size {size} with a malformed root")
         text = cls.body(origin, size, root)
-        signature = sign(text, name=origin, private_key=signer.private_key)
+        signature = sign(
+            text, name=origin, private_key=signer.private_key, public_key=signer.public_bytes
+        )
         return cls(origin, size, root, SignedNote(text, (signature,)))
 
     @classmethod

@@ -89,8 +89,9 @@ def next_checkpoint(
             frontier = Frontier.from_text(latest.frontier)
         except ProofError as err:
             raise LedgerIntegrityError(f"checkpoint of size {latest.size}", str(err)) from None
-    for row in view.rows_between(frontier.size, size):
-        frontier = frontier.append(leaf_hash(record_leaf(_stored(row))))
+    if frontier.size < size:
+        for row in view.rows_between(frontier.size, size):
+            frontier = frontier.append(leaf_hash(record_leaf(_stored(row))))
     if frontier.size != size:
         raise LedgerIntegrityError(f"seq {frontier.size}", "missing from the ledger's storage")
     if origin is None:
