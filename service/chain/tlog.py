@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,6 +146,21 @@ class TreeCheckpoint:
         verified = self.note.verify([*log_keys, *witnesses])
         if not any(v in verified for v in log_keys):
             raise NoteError(f"checkpoint of {self.origin} carries no signature by a trusted key")
+        self._require_witnesses(witnesses, verified)
+
+    def verify_witnesses(self, witnesses: Sequence[Verifier]) -> None:
+        """Check every witness's cosignature (the log's own signature is not checked here).
+
+        Raises:
+            NoteError: a cosignature by a witness's key fails, or a witness did not cosign.
+        """
+        signed = {(s.name, s.key_id) for s in self.note.signatures}
+        present = [w for w in witnesses if (w.name, w.key_id) in signed]
+        self._require_witnesses(witnesses, self.note.verify(present) if present else {})
+
+    def _require_witnesses(
+        self, witnesses: Sequence[Verifier], verified: Mapping[Verifier, int | None]
+    ) -> None:
         missing = [w.name for w in witnesses if w not in verified]
         if missing:
             raise NoteError(
@@ -170,6 +185,22 @@ class TreeCheckpoint:
 def witness_verifier(name: str, key: Ed25519PublicKey) -> Verifier:
     """The ``cosignature/v1`` verifier of witness ``name`` with public key ``key``."""
     return Verifier(check_key_name(name), COSIGNATURE_V1, key)
+
+
+def parse_witness_keys(vkeys: Iterable[str]) -> list[Verifier]:
+    """Parse witness verifier keys (``cosignature/v1`` vkeys, as ``ztml ledger cosign`` prints).
+
+    Raises:
+        NoteError: a vkey is malformed or of another type (named).
+    """
+    witnesses = [Verifier.parse(vkey) for vkey in vkeys]
+    for witness in witnesses:
+        if witness.signature_type != COSIGNATURE_V1:
+            raise NoteError(
+                f"vkey of {witness.name} is not a witness key: a cosignature/v1 vkey (type "
+                "0x04) is needed, as `ztml ledger cosign` prints"
+            )
+    return witnesses
 
 
 @dataclass(frozen=True)

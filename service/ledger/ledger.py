@@ -481,15 +481,31 @@ class Ledger:
         ]
 
     def newest_checkpoint(self, *, witnesses: Sequence[Verifier] = ()) -> str | None:
-        """The newest stored checkpoint note (with ``witnesses``: cosigned by them all)."""
+        """The newest stored checkpoint note (with ``witnesses``: validly cosigned by them all).
+
+        Only the witnesses' cosignatures are checked here; whoever relies on the note
+        verifies it whole.
+        """
         if not witnesses:
             latest = self.backend.latest_checkpoint()
             return None if latest is None else latest.note
         for row in reversed(self.backend.checkpoints()):
-            names = {line.split(" ")[1] for line in row.note.splitlines() if line[:2] == "— "}
-            if all(w.name in names for w in witnesses):
-                return row.note
+            if not all(f"\n— {w.name} " in row.note for w in witnesses):
+                continue
+            try:
+                parse_checkpoint(row.note, "checkpoint").verify_witnesses(witnesses)
+            except (LedgerIntegrityError, NoteError):
+                continue
+            return row.note
         return None
+
+    def _relied_upon(self, witnesses: Sequence[Verifier]) -> str | None:
+        """The newest checkpoint every witness cosigned, else the newest one.
+
+        When no checkpoint carries all the cosignatures, verifying the newest one names
+        the witnesses that are missing.
+        """
+        return self.newest_checkpoint(witnesses=witnesses) or self.newest_checkpoint()
 
     def checkpoint_at(self, size: int | None = None) -> TreeCheckpoint:
         """The stored checkpoint of tree ``size`` (default: the newest).
@@ -630,7 +646,7 @@ class Ledger:
         seen: SeenCheckpoints | None = None,
         witnesses: Sequence[Verifier] = (),
     ) -> tuple[VerifyReport, list[Record]]:
-        claimed = self.newest_checkpoint(witnesses=witnesses)
+        claimed = self._relied_upon(witnesses)
         origin = self.origin()
         try:
             remembered = None if seen is None or origin is None else seen.get(origin)
@@ -710,13 +726,15 @@ class Ledger:
         expect: Checkpoint | TreeCheckpoint | ExpectedHead | None = None,
         progress: Callable[[int], None] | None = None,
         seen: SeenCheckpoints | None = None,
+        witnesses: Sequence[Verifier] = (),
     ) -> dict[str, Any]:
         """Return ``{"verified", "records", "checkpoint"}`` (records in exported form).
 
         ``verified`` is true only when ``trust`` was given and every exported record was
         verified in the same pass that read it. ``checkpoint`` is the ledger's newest
-        signed checkpoint note (verified against the records when ``trust`` is given),
-        so whoever reads the export can require it to cover what they rely on.
+        signed checkpoint note (with ``witnesses``: the newest cosigned by them all, if
+        any is; verified against the records when ``trust`` is given), so whoever reads
+        the export can require it to cover what they rely on.
 
         Raises:
             LedgerIntegrityError: ``trust`` was given and verification failed.
@@ -725,10 +743,16 @@ class Ledger:
             return {
                 "verified": False,
                 "records": [r.to_dict() for r in self.records()],
-                "checkpoint": self.newest_checkpoint(),
+                "checkpoint": self._relied_upon(witnesses),
             }
         report, records = self._verified_records(
-            trust, expect=expect, cache=None, progress=progress, keep=True, seen=seen
+            trust,
+            expect=expect,
+            cache=None,
+            progress=progress,
+            keep=True,
+            seen=seen,
+            witnesses=witnesses,
         )
         newest = report.tree.checkpoint
         return {
