@@ -29,8 +29,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from service.chain.core import Checkpoint
-from service.chain.errors import NoteError
-from service.chain.merkle import HASH_SIZE
+from service.chain.errors import CheckpointMismatchError, NoteError
+from service.chain.merkle import EMPTY_ROOT, HASH_SIZE
 from service.chain.note import (
     COSIGNATURE_V1,
     SignedNote,
@@ -127,6 +127,53 @@ class TreeCheckpoint:
         if len(root) != HASH_SIZE or base64.b64encode(root).decode() != root_b64:
             raise NoteError("checkpoint root hash is not 32 bytes in canonical base64")
         return cls(origin, int(size_text), root, note)
+
+    def require_held(
+        self,
+        *,
+        size: int,
+        root: bytes | None,
+        what: str,
+        log: str = "ledger",
+        entries: str = "records",
+    ) -> None:
+        """Require a log of ``size`` entries to hold this checkpoint's tree.
+
+        Args:
+            size: how many entries the log holds.
+            root: the root of the log's first ``self.size`` entries (None when it has
+                fewer).
+            what: what this checkpoint is, for the message (e.g. "a checkpoint this
+                verifier saw earlier").
+            log: what the log is called in the message ("ledger", "log").
+            entries: what its entries are called ("records", "events").
+
+        Raises:
+            CheckpointMismatchError: the log ends before this checkpoint's last entry (cut
+                off, or rolled back; at the first missing entry), or its tree at this size
+                has another root (rewritten).
+        """
+        if self.size > size:
+            first, last = size, self.size - 1
+            missing = (
+                f"{entries[:-1]} seq {first} was"
+                if first == last
+                else f"{entries} seq {first}..{last} were"
+            )
+            raise CheckpointMismatchError(
+                f"seq {size}",
+                f"missing: the {log} ends at seq {size - 1} but {what} (size {self.size}) "
+                f"vouches for seq {last}: {missing} truncated (cut off), or the {log} was "
+                "rolled back",
+                seq=size,
+            )
+        if (EMPTY_ROOT if self.size == 0 else root) != self.root:
+            raise CheckpointMismatchError(
+                f"checkpoint of size {self.size}",
+                f"the {entries} seq 0..{self.size - 1} do not have the root {what} signed: "
+                f"the {log} was rewritten before it",
+                seq=self.size - 1,
+            )
 
     def log_verifiers(self, keys: Iterable[Ed25519PublicKey]) -> list[Verifier]:
         """Ed25519 verifiers named after this checkpoint's origin, one per key."""

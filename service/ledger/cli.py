@@ -29,6 +29,7 @@ from service.chain.note import Verifier
 from service.chain.seen import SeenCheckpoints, default_seen_path
 from service.chain.tlog import TreeCheckpoint, parse_witness_keys
 from service.console import err_console, fail, work_progress
+from service.console.state import NoStateOpt, StateOpt, kept_checkpoints
 from service.keys.canonical import canonical_json
 from service.keys.errors import KeyError_
 from service.keys.store import Signer, TrustStore
@@ -72,19 +73,6 @@ CheckpointOpt = Annotated[
     typer.Option(
         "--checkpoint",
         help="A signed checkpoint (note, or the JSON of earlier versions) the ledger must reach.",
-    ),
-]
-StateOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--state",
-        help="This verifier's kept checkpoints (default $ZTML_HOME/seen-checkpoints.json).",
-    ),
-]
-NoStateOpt = Annotated[
-    bool,
-    typer.Option(
-        "--no-state", help="Neither read nor keep checkpoints (a rollback goes unnoticed)."
     ),
 ]
 WitnessOpt = Annotated[
@@ -138,14 +126,6 @@ def _expectation(checkpoint: Path | None, expect_head: str | None) -> Any:
             raise fail(f"--expect-head {expect_head!r} must be SEQ:HASH (64 hex digits).")
         return ExpectedHead(int(seq), head.lower(), f"expected head {expect_head}")
     return None
-
-
-def _seen(state: Path | None, no_state: bool) -> SeenCheckpoints | None:
-    if no_state:
-        if state is not None:
-            raise fail("Give either --state or --no-state, not both.")
-        return None
-    return SeenCheckpoints(state or default_seen_path())
 
 
 def _witnesses(vkeys: list[str] | None) -> list[Verifier]:
@@ -317,7 +297,7 @@ def verify(
     with _errors():
         store = _trust(trust)
     expect = _expectation(checkpoint, expect_head)
-    seen = _seen(state, no_state)
+    seen = kept_checkpoints(state, no_state)
     witnesses = _witnesses(witness)
     with _errors(), _open(ledger) as opened:
         report = _with_progress(
