@@ -6,9 +6,11 @@ Each figure is printed beside a baseline measured in the same run:
    cannot avoid on the same records: one SHA-256 link hash and one Ed25519 verification
    per record over precomputed bytes (target >= 0.5x);
 2. ``hash_artifact`` on a 1 GiB file (``--quick``: 128 MiB) vs ``sha256sum`` (>= 0.8x);
-3. ledger appends/s (hash chain, signature, rules, serialized transaction) on SQLite and
-   on a PostgreSQL server started for the run vs plain INSERTs of the same rows, one
-   transaction each.
+3. ledger appends/s (hash chain, signature, rules, a signed checkpoint, serialized
+   transaction) on SQLite and on a PostgreSQL server started for the run vs plain INSERTs
+   of the same rows, one transaction each, with the same durability (SQLite: WAL,
+   synchronous=FULL; PostgreSQL: its default synchronous commit) (target >= 0.5x). Each
+   append is followed by the INSERT of the row it stored, so both see the same load.
 
 Run: ``.venv/bin/python -m benchmarks.ledger_bench [--quick]``.
 """
@@ -39,7 +41,7 @@ from rich.table import Table  # noqa: E402
 
 from service.keys.canonical import canonical_json  # noqa: E402
 from service.keys.store import Signer, TrustStore  # noqa: E402
-from service.ledger import Ledger, open_ledger, verify_export_text  # noqa: E402
+from service.ledger import Ledger, Record, open_ledger, verify_export_text  # noqa: E402
 from service.ledger.artifact import hash_artifact  # noqa: E402
 from service.ledger.records import record_from_dict  # noqa: E402
 from service.model.metrics import evaluation_document, robust_entry  # noqa: E402
@@ -174,28 +176,46 @@ def bench_hash(tmp: Path, size_mib: int, rows: list[list[str]]) -> None:
     path.unlink()
 
 
-def _appends(ledger: Ledger, count: int) -> tuple[float, list[tuple[int, str, str | None, str]]]:
-    trainer = Signer("trainer@bench", Ed25519PrivateKey.generate())
-    start = time.perf_counter()
+StoredRow = tuple[int, str, str | None, str]
+
+
+def register_model(ledger: Ledger, signer: Signer, n: int) -> Record:
+    """Register model ``n`` (the record every append benchmark writes)."""
+    return ledger.register(
+        signer=signer,
+        name="digits-mlp",
+        version=f"1.{n}",
+        artifact={"digest": _digest(n), "format": "safetensors", "size": 70_000},
+        training_data_digest=_digest(10**9),
+        code_revision="4f1c2ab",
+        hyperparameters={"lr": 0.001, "epochs": 30},
+        evaluation=EVALUATION,
+    )
+
+
+def paired_appends(
+    ledger: Ledger, insert: Callable[[StoredRow], None], count: int
+) -> tuple[float, float]:
+    """Ledger appends and plain INSERTs of the same rows, taken in turn; (rec/s, rec/s).
+
+    Each append is followed by the plain INSERT of the row it stored, so the load of
+    the shared machine (CPU, disk flushes) hits both measures alike.
+    """
+    signer = Signer("trainer@bench", Ed25519PrivateKey.generate())
+    ours = plain = 0.0
     for n in range(count):
-        ledger.register(
-            signer=trainer,
-            name="digits-mlp",
-            version=f"1.{n}",
-            artifact={"digest": _digest(n), "format": "safetensors", "size": 70_000},
-            training_data_digest=_digest(10**9),
-            code_revision="4f1c2ab",
-            hyperparameters={"lr": 0.001, "epochs": 30},
-            evaluation=EVALUATION,
-        )
-    elapsed = time.perf_counter() - start
-    stored = [(r.seq, r.type, r.model_digest, r.to_json()) for r in ledger.records()]
-    return count / elapsed, stored
+        start = time.perf_counter()
+        record = register_model(ledger, signer, n)
+        ours += time.perf_counter() - start
+        row = (record.seq, record.type, record.model_digest, record.to_json())
+        start = time.perf_counter()
+        insert(row)
+        plain += time.perf_counter() - start
+    return count / ours, count / plain
 
 
-def bench_sqlite_appends(tmp: Path, count: int, rows: list[list[str]]) -> None:
-    with open_ledger(tmp / "append.db") as ledger:
-        rate, stored = _appends(ledger, count)
+def sqlite_append_rates(tmp: Path, count: int) -> tuple[float, float]:
+    """Appends/s to a SQLite ledger and plain INSERTs/s (same WAL mode and FULL sync)."""
     conn = sqlite3.connect(tmp / "plain.db", isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
@@ -204,45 +224,55 @@ def bench_sqlite_appends(tmp: Path, count: int, rows: list[list[str]]) -> None:
         "subject TEXT, record TEXT NOT NULL)"
     )
     conn.execute("CREATE INDEX ledger_subject ON ledger (subject)")
-    start = time.perf_counter()
-    for row in stored:
+
+    def insert(row: StoredRow) -> None:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("INSERT INTO ledger VALUES (?, ?, ?, ?)", row)
         conn.execute("COMMIT")
-    plain = len(stored) / (time.perf_counter() - start)
-    conn.close()
+
+    try:
+        with open_ledger(tmp / "append.db") as ledger:
+            return paired_appends(ledger, insert, count)
+    finally:
+        conn.close()
+
+
+def bench_sqlite_appends(tmp: Path, count: int, rows: list[list[str]]) -> None:
+    rate, plain = sqlite_append_rates(tmp, count)
     rows.append(
         [
             "append (SQLite, WAL, FULL sync)",
             f"{rate:,.0f} rec/s",
             f"{plain:,.0f} rec/s (plain INSERT)",
             f"{rate / plain:.2f}x",
-            "-",
+            ">= 0.5x",
         ]
     )
 
 
 def bench_postgres_appends(count: int, rows: list[list[str]]) -> None:
-    with postgres_server() as server:
-        with open_ledger(fresh_database(server, "bench_ledger")) as ledger:
-            rate, stored = _appends(ledger, count)
-        with psycopg.connect(fresh_database(server, "bench_plain"), autocommit=True) as conn:
-            conn.execute(
-                "CREATE TABLE plain (seq BIGINT PRIMARY KEY, type TEXT NOT NULL, "
-                "subject TEXT, record TEXT NOT NULL)"
-            )
-            conn.execute("CREATE INDEX plain_subject ON plain (subject)")
-            start = time.perf_counter()
-            for row in stored:
-                conn.execute("INSERT INTO plain VALUES (%s, %s, %s, %s)", row)
-            plain = len(stored) / (time.perf_counter() - start)
+    with (
+        postgres_server() as server,
+        psycopg.connect(fresh_database(server, "bench_plain"), autocommit=True) as conn,
+        open_ledger(fresh_database(server, "bench_ledger")) as ledger,
+    ):
+        conn.execute(
+            "CREATE TABLE plain (seq BIGINT PRIMARY KEY, type TEXT NOT NULL, "
+            "subject TEXT, record TEXT NOT NULL)"
+        )
+        conn.execute("CREATE INDEX plain_subject ON plain (subject)")
+
+        def insert(row: StoredRow) -> None:
+            conn.execute("INSERT INTO plain VALUES (%s, %s, %s, %s)", row)
+
+        rate, plain = paired_appends(ledger, insert, count)
     rows.append(
         [
             "append (PostgreSQL 15, advisory lock)",
             f"{rate:,.0f} rec/s",
             f"{plain:,.0f} rec/s (plain INSERT)",
             f"{rate / plain:.2f}x",
-            "-",
+            ">= 0.5x",
         ]
     )
 

@@ -23,7 +23,6 @@ import importlib.machinery
 import importlib.util
 import os
 import random
-import sqlite3
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from benchmarks.audit_bench import audit_append, make_events, plain_append  # noqa: E402
-from benchmarks.ledger_bench import EVALUATION, _digest  # noqa: E402
+from benchmarks.ledger_bench import register_model, sqlite_append_rates  # noqa: E402
 from service.chain.merkle import Frontier, leaf_hash, verify_consistency, verify_inclusion  # noqa: E402
 from service.chain.tlog import TreeCheckpoint  # noqa: E402
 from service.keys.store import Signer  # noqa: E402
@@ -73,16 +72,7 @@ def _tlog_verify() -> ModuleType:
 
 def _fill(ledger: Ledger, signer: Signer, count: int) -> None:
     for n in range(count):
-        ledger.register(
-            signer=signer,
-            name="digits-mlp",
-            version=f"1.{n}",
-            artifact={"digest": _digest(n), "format": "safetensors", "size": 70_000},
-            training_data_digest=_digest(10**9),
-            code_revision="4f1c2ab",
-            hyperparameters={"lr": 0.001, "epochs": 30},
-            evaluation=EVALUATION,
-        )
+        register_model(ledger, signer, n)
 
 
 def _bare_hashes(nodes: int) -> Callable[[], None]:
@@ -190,25 +180,7 @@ def bench_checkpoint_cost(count: int, rows: list[list[str]]) -> None:
 
 
 def bench_ledger_appends(tmp: Path, count: int, rows: list[list[str]]) -> None:
-    signer = Signer("trainer@bench", Ed25519PrivateKey.generate())
-    with open_ledger(tmp / "append.db") as ledger:
-        rate = _rate(count, lambda: _fill(ledger, signer, count))
-        stored = [(r.seq, r.type, r.model_digest, r.to_json()) for r in ledger.records()]
-    conn = sqlite3.connect(tmp / "plain.db", isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = FULL")
-    conn.execute(
-        "CREATE TABLE ledger (seq INTEGER PRIMARY KEY, type TEXT, subject TEXT, record TEXT)"
-    )
-
-    def plain() -> None:
-        for row in stored:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT INTO ledger VALUES (?, ?, ?, ?)", row)
-            conn.execute("COMMIT")
-
-    base = _rate(len(stored), plain)
-    conn.close()
+    rate, base = sqlite_append_rates(tmp, count)
     rows.append(
         [
             "ledger append + checkpoint (SQLite, FULL)",

@@ -62,6 +62,7 @@ CONFIG_KEYS: tuple[str, ...] = (
     "ledgerTrustKeys",
     "omsSignerKeys",
     "ledgerExport",
+    "ledgerWitnessKeys",
     "storageClass",
     "storageSize",
     "clientNamespaces",
@@ -160,6 +161,9 @@ class StackConfig:
         oms_signer_keys: PEM public keys (EC) trusted to sign the model's OMS bundle,
             mounted for the pod's init step and the service's start.
         ledger_export: The ``ztml ledger export`` file the deploy gate reads.
+        ledger_witness_keys: ``cosignature/v1`` vkeys of the witnesses that must all have
+            cosigned the export's checkpoint (the program's gate, the pod's init step and
+            the service's start require it); empty: no cosignature is required.
         storage_class: StorageClass for the records volume; None uses the cluster default.
         storage_size: Size of the records volume.
         client_namespaces: Extra namespaces (e.g. an ingress controller's) allowed to
@@ -186,6 +190,7 @@ class StackConfig:
     trust_keys: tuple[TrustKey, ...]
     oms_signer_keys: tuple[str, ...]
     ledger_export: Path
+    ledger_witness_keys: tuple[str, ...]
     storage_class: str | None
     storage_size: str
     client_namespaces: tuple[str, ...]
@@ -363,6 +368,32 @@ def _trust_keys(reader: _Reader) -> tuple[TrustKey, ...]:
     return tuple(keys)
 
 
+def _witness_keys(reader: _Reader) -> tuple[str, ...]:
+    from service.chain.errors import NoteError
+    from service.chain.tlog import parse_witness_keys
+
+    accepted = (
+        "accepted values: a witness's cosignature/v1 vkey <name>+<8 hex>+<base64 key> "
+        "(printed by `ztml ledger cosign`)"
+    )
+    keys: list[str] = []
+    for index, item in enumerate(reader.json_list("ledgerWitnessKeys", required=False)):
+        where = f"{_key('ledgerWitnessKeys')}[{index}]"
+        if not isinstance(item, str):
+            raise ConfigError(f"Invalid config {where}={item!r}: {accepted}.")
+        try:
+            parse_witness_keys([item])
+        except NoteError as exc:
+            raise ConfigError(f"Invalid config {where}: {exc}; {accepted}.") from exc
+        keys.append(item.strip())
+    if len(set(keys)) != len(keys):
+        raise ConfigError(
+            f"Invalid config {_key('ledgerWitnessKeys')}: a witness key is listed twice; "
+            "accepted values: distinct vkeys."
+        )
+    return tuple(keys)
+
+
 def _oms_signer_keys(reader: _Reader) -> tuple[str, ...]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -517,6 +548,7 @@ def parse_config(raw: Mapping[str, str]) -> StackConfig:
         ledger_export=ledger_export
         if ledger_export.is_absolute()
         else PROJECT_ROOT / ledger_export,
+        ledger_witness_keys=_witness_keys(reader),
         storage_class=storage_class,
         storage_size=reader.matching(
             "storageSize", QUANTITY_RE, "a size such as 1Gi or 512Mi", default="1Gi"

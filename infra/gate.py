@@ -5,7 +5,8 @@ Before the program declares the model service it runs the service's deploy gate
 configured digest and the ledger export named by ``ztml:ledgerExport`` (written by
 ``ztml ledger export``), with the ledger trust keys, trainer and approver key ids and
 requirements of the stack configuration; the export's signed checkpoint must cover the
-model's records, and the newest checkpoint the program accepted is kept
+model's records (and, with ``ztml:ledgerWitnessKeys``, carry a valid cosignature by every
+witness listed), and the newest checkpoint the program accepted is kept
 (:func:`service.chain.seen.verifier_state`) so a ledger rolled back since is refused.
 This module only maps the configuration onto
 that call and the gate's errors onto the program's: a denial raises
@@ -31,6 +32,7 @@ from infra.errors import (
     PolicyEvaluationError,
 )
 from service.chain.seen import verifier_state
+from service.chain.tlog import parse_witness_keys
 from service.gate import (
     ApprovedModel,
     GateError,
@@ -120,6 +122,7 @@ def enforce_deploy_gate(config: StackConfig, *, opa: Path | None = None) -> Gate
             requirements=config.requirements,
             opa=opa,
             seen=verifier_state(),
+            witnesses=parse_witness_keys(config.ledger_witness_keys),
         )
     except GateError as err:
         raise _infra_error(err, config.model_digest) from err

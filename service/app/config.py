@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Literal
 
 from service.app.errors import ConfigError
+from service.chain.errors import NoteError
+from service.chain.note import Verifier
+from service.chain.tlog import parse_witness_keys
 from service.digests import DIGEST_FORM, DIGEST_RE
 from service.toolchain.paths import ztml_home
 
@@ -38,6 +41,9 @@ class AppConfig:
             review queue: a ``postgresql://`` URL (``ZTML_MONITOR_URL``); None (unset)
             keeps them in SQLite files under ``home``, shared by this host's workers only.
         trust_dir: directory of trusted ``*.pub`` keys (``ZTML_TRUST_DIR``).
+        ledger_witnesses: witnesses that must all have cosigned the ledger checkpoint the
+            start-up gate relies on (``ZTML_LEDGER_WITNESS_KEYS``: their
+            ``cosignature/v1`` vkeys, separated by white space; default none).
         oms_signers_dir: directory of the ``*.pub`` keys trusted to sign the model's OMS
             bundle (``ZTML_OMS_SIGNERS_DIR``, default ``<trust_dir>/oms_signers``).
         opa_url: the OPA server (``ZTML_OPA_URL``): ``unix:///path/to/opa.sock`` or
@@ -76,6 +82,7 @@ class AppConfig:
     ledger_url: str
     monitor_url: str | None
     trust_dir: Path
+    ledger_witnesses: tuple[Verifier, ...]
     oms_signers_dir: Path
     opa_url: str
     opa_timeout_seconds: float
@@ -216,6 +223,12 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
         ca, cert, key = (Path(v).expanduser() for v in tls_values)
         tls_files = (ca, cert, key)
     trust_dir = Path(env.get("ZTML_TRUST_DIR") or home / "keys").expanduser()
+    try:
+        witnesses = parse_witness_keys((env.get("ZTML_LEDGER_WITNESS_KEYS") or "").split())
+    except NoteError as err:
+        raise ConfigError(
+            f"ZTML_LEDGER_WITNESS_KEYS: {err}; give the witnesses' vkeys, separated by spaces."
+        ) from None
     oms_signers = env.get("ZTML_OMS_SIGNERS_DIR")
     monitor_url = env.get("ZTML_MONITOR_URL") or None
     if monitor_url is not None and not monitor_url.startswith(("postgresql://", "postgres://")):
@@ -235,6 +248,7 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
         ledger_url=env.get("ZTML_LEDGER_URL") or str(home / "ledger.db"),
         monitor_url=monitor_url,
         trust_dir=trust_dir,
+        ledger_witnesses=tuple(witnesses),
         oms_signers_dir=(
             Path(oms_signers).expanduser() if oms_signers else trust_dir / "oms_signers"
         ),

@@ -3,8 +3,9 @@
 :func:`verify_model` runs the one deploy gate (:func:`service.gate.check_deploy`) on
 ``ZTML_MODEL_PATH`` against ``ZTML_LEDGER_URL`` and the keys of ``ZTML_TRUST_DIR``
 (pinned to ``ZTML_MODEL_DIGEST`` when set), and on the model's OMS bundle against the
-signer keys of ``ZTML_OMS_SIGNERS_DIR``, remembering the newest ledger checkpoint it
-accepted (:func:`service.chain.seen.verifier_state`); any refusal raises
+signer keys of ``ZTML_OMS_SIGNERS_DIR``, requiring the cosignature of every witness of
+``ZTML_LEDGER_WITNESS_KEYS`` on the checkpoint it relies on, remembering the newest
+ledger checkpoint it accepted (:func:`service.chain.seen.verifier_state`); any refusal raises
 :class:`~service.app.errors.ModelRefusedError` naming every reason.
 """
 
@@ -79,6 +80,7 @@ def verify_model(config: AppConfig) -> VerifiedModel:
             digest=config.model_digest,
             ledger_url=config.ledger_url,
             seen=verifier_state(config.home),
+            witnesses=config.ledger_witnesses,
         )
     except GateError as err:
         raise ModelRefusedError(str(err), err.reasons) from None

@@ -26,6 +26,7 @@ from service.chain.errors import ChainError
 from service.chain.note import ED25519, Verifier
 from service.chain.tlog import audit_origin
 from service.console import err_console, fail, work_progress
+from service.console.state import NoStateOpt, StateOpt, kept_checkpoints
 from service.keys.errors import KeyError_
 from service.keys.store import Signer, TrustStore
 from service.toolchain.paths import ztml_home
@@ -108,16 +109,21 @@ def verify(
     strict: Annotated[
         bool, typer.Option("--strict", help="Also fail on events after a log's last checkpoint.")
     ] = False,
+    state: StateOpt = None,
+    no_state: NoStateOpt = False,
 ) -> None:
     """Check every hash, link, sequence number, checkpoint signature and anchor.
 
     Exits 0 only for an intact log; otherwise names the first bad record (file, line,
     seq and what is wrong). An incomplete last line (a crash mid-write) is reported, never
-    repaired: see `ztml audit recover`.
+    repaired: see `ztml audit recover`. Each log must still hold the newest checkpoint
+    this verifier accepted for it before (--state), so a log cut back to an older
+    consistent state is refused even when its later anchors were removed too.
     """
     audit_dir = directory or ztml_home() / "audit"
     if sum([anchors is not None, ledger is not None, no_anchors]) > 1:
         raise fail("Use at most one of --anchors, --ledger and --no-anchors.")
+    seen = kept_checkpoints(state, no_state)
     opened: Any = None
     try:
         check_audit_dir(audit_dir)
@@ -143,6 +149,7 @@ def verify(
                 anchors=sink,
                 strict=strict,
                 progress=lambda n: progress.advance(task, n),
+                seen=seen,
             )
     except AuditVerificationError as err:
         err_console.print("[bold red]audit log verification FAILED[/bold red]", highlight=False)

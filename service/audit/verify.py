@@ -19,7 +19,12 @@ For each log (chain) in the directory, segment by segment and line by line:
   records before it, and anchored ones are compared by root. Checkpoints of the JSON form
   of earlier versions are still checked against the chain head;
 * event times never go back more than the clock skew (300 s, whole seconds) before the
-  newest earlier event time of the log (:mod:`service.audit.times`).
+  newest earlier event time of the log (:mod:`service.audit.times`);
+* against this verifier's kept checkpoints (when given, see
+  :mod:`service.chain.seen`): the log still holds the tree of the newest checkpoint this
+  verifier accepted for it before, so a log cut back to an older consistent state is
+  refused even when its later checkpoints and anchors were removed with it; after an
+  intact run, each log's newest tree checkpoint is kept for next time.
 
 Events after a log's last checkpoint (a process that was killed) are accepted with a
 warning unless ``strict``, as long as no anchor claims more.
@@ -40,9 +45,16 @@ from service.audit.errors import AuditDirError, AuditTrustError, AuditVerificati
 from service.audit.segments import list_logs, list_segments, segment_name
 from service.audit.times import TimeFloor, event_time
 from service.chain.core import GENESIS_HASH, Checkpoint, link_hash
-from service.chain.errors import NoteError
+from service.chain.errors import CheckpointMismatchError, NoteError, ProofError
 from service.chain.merkle import Frontier
-from service.chain.tlog import AnyCheckpoint, LogCheckpoint, checkpoint_from_dict
+from service.chain.seen import SeenCheckpoints
+from service.chain.tlog import (
+    AnyCheckpoint,
+    LogCheckpoint,
+    TreeCheckpoint,
+    audit_origin,
+    checkpoint_from_dict,
+)
 from service.keys.errors import KeyError_
 from service.keys.store import TrustStore
 
@@ -115,6 +127,7 @@ class _LogVerifier:
         *,
         anchored: list[AnyCheckpoint],
         progress: Progress | None,
+        remembered: TreeCheckpoint | None = None,
     ) -> None:
         self.log_dir = log_dir
         self.log_id = log_dir.name
@@ -122,6 +135,8 @@ class _LogVerifier:
         self.progress = progress
         self.summary = LogSummary(self.log_id)
         self.wanted = {cp.seq for cp in anchored}
+        if remembered is not None:
+            self.wanted.add(remembered.seq)
         self.heads: dict[int, str] = {}
         self.roots: dict[int, bytes] = {}
         self.checkpoints: dict[int, Checkpoint] = {}
@@ -381,6 +396,45 @@ def _check_anchors(
         summary.anchored_seq = max(summary.anchored_seq, cp.seq)
 
 
+def _check_seen(verifier: _LogVerifier, remembered: TreeCheckpoint | None) -> None:
+    """Require the log to hold the tree of the checkpoint this verifier kept for it."""
+    if remembered is None:
+        return
+    summary = verifier.summary
+    try:
+        remembered.require_held(
+            size=summary.last_seq + 1,
+            root=verifier.roots.get(remembered.seq),
+            what="a checkpoint this verifier saw earlier",
+            log="log",
+            entries="events",
+        )
+    except CheckpointMismatchError as err:
+        raise AuditVerificationError(err.reason, log=summary.log_id, seq=err.seq) from None
+
+
+def _kept(seen: SeenCheckpoints | None, log_id: str) -> TreeCheckpoint | None:
+    if seen is None:
+        return None
+    try:
+        return seen.get(audit_origin(log_id))
+    except NoteError as err:
+        raise AuditVerificationError(f"verifier state: {err}", log=log_id) from None
+
+
+def _keep(seen: SeenCheckpoints, verifiers: list[_LogVerifier]) -> None:
+    """Keep each log's newest tree checkpoint, once the whole directory verified."""
+    for verifier in verifiers:
+        if verifier.tree_checkpoints:
+            newest = verifier.tree_checkpoints[max(verifier.tree_checkpoints)]
+            try:
+                seen.remember(newest.checkpoint)
+            except (NoteError, ProofError) as err:
+                raise AuditVerificationError(
+                    f"verifier state: {err}", log=verifier.log_id, seq=newest.seq
+                ) from None
+
+
 def verify_audit_dir(
     path: Path,
     trust: TrustStore,
@@ -388,6 +442,7 @@ def verify_audit_dir(
     anchors: AnchorSink | None = None,
     strict: bool = False,
     progress: Progress | None = None,
+    seen: SeenCheckpoints | None = None,
 ) -> AuditReport:
     """Verify every log in an audit directory (see the module docs).
 
@@ -397,6 +452,9 @@ def verify_audit_dir(
         anchors: the anchor sink the logs anchored to (None: cut-off tails go unnoticed).
         strict: also fail when events follow a log's last checkpoint.
         progress: called with the number of bytes of each verified segment.
+        seen: this verifier's kept checkpoints: each log must still hold the one kept
+            for it (else it was cut off, rolled back or rewritten), and each log's
+            newest tree checkpoint is kept after an intact run.
 
     Returns:
         The report of an intact directory.
@@ -416,11 +474,17 @@ def verify_audit_dir(
     report = AuditReport(Path(path))
     source = getattr(anchors, "path", None)
     log_dirs = list_logs(path)
+    verified: list[_LogVerifier] = []
     for log_dir in log_dirs:
         anchored = anchors.anchors(log_dir.name) if anchors is not None else []
-        verifier = _LogVerifier(log_dir, trust, anchored=anchored, progress=progress)
+        remembered = _kept(seen, log_dir.name)
+        verifier = _LogVerifier(
+            log_dir, trust, anchored=anchored, progress=progress, remembered=remembered
+        )
         summary = verifier.run()
         _check_anchors(verifier, anchored, trust, source if isinstance(source, Path) else None)
+        _check_seen(verifier, remembered)
+        verified.append(verifier)
         if summary.segments == 0:
             report.warnings.append(f"log {summary.log_id} has no segment files")
         if summary.unsigned_events > 0:
@@ -446,4 +510,6 @@ def verify_audit_dir(
                     "log was deleted)",
                     log=log_id,
                 )
+    if seen is not None:
+        _keep(seen, verified)
     return report

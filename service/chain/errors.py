@@ -27,3 +27,16 @@ class ProofError(ChainError):
 
 class NoteError(ChainError):
     """A signed note or checkpoint is malformed, or no trusted signature on it verifies."""
+
+
+class CheckpointMismatchError(ChainVerificationError):
+    """A log does not hold the tree of a checkpoint it should: cut off, rolled back or rewritten.
+
+    Attributes:
+        seq: the record it concerns: the first one missing, or the last one of a tree
+            whose root differs.
+    """
+
+    def __init__(self, position: str, reason: str, *, seq: int) -> None:
+        super().__init__(position, reason)
+        self.seq = seq

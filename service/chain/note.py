@@ -231,14 +231,18 @@ class SignedNote:
         return SignedNote(self.text, (*kept, signature))
 
 
-def sign(text: str, *, name: str, private_key: Ed25519PrivateKey) -> NoteSignature:
+def sign(
+    text: str, *, name: str, private_key: Ed25519PrivateKey, public_key: bytes | None = None
+) -> NoteSignature:
     """Sign a note text with an Ed25519 (0x01) key named ``name``.
+
+    ``public_key`` is the key's raw public half, when the caller has it already.
 
     Raises:
         NoteError: the name or text is not allowed in a note.
     """
     _check_text(text)
-    public = raw_public_key(private_key.public_key())
+    public = raw_public_key(private_key.public_key()) if public_key is None else public_key
     return NoteSignature(
         check_key_name(name), key_id(name, ED25519, public), private_key.sign(text.encode())
     )

@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from service.chain.core import Checkpoint
-from service.chain.errors import NoteError
-from service.chain.merkle import HASH_SIZE
+from service.chain.errors import CheckpointMismatchError, NoteError
+from service.chain.merkle import EMPTY_ROOT, HASH_SIZE
 from service.chain.note import (
     COSIGNATURE_V1,
     SignedNote,
@@ -98,7 +98,9 @@ class TreeCheckpoint:
         if size < 0 or len(root) != HASH_SIZE:
             raise NoteError(f"cannot sign a checkpoint of size {size} with a malformed root")
         text = cls.body(origin, size, root)
-        signature = sign(text, name=origin, private_key=signer.private_key)
+        signature = sign(
+            text, name=origin, private_key=signer.private_key, public_key=signer.public_bytes
+        )
         return cls(origin, size, root, SignedNote(text, (signature,)))
 
     @classmethod
@@ -126,6 +128,53 @@ class TreeCheckpoint:
             raise NoteError("checkpoint root hash is not 32 bytes in canonical base64")
         return cls(origin, int(size_text), root, note)
 
+    def require_held(
+        self,
+        *,
+        size: int,
+        root: bytes | None,
+        what: str,
+        log: str = "ledger",
+        entries: str = "records",
+    ) -> None:
+        """Require a log of ``size`` entries to hold this checkpoint's tree.
+
+        Args:
+            size: how many entries the log holds.
+            root: the root of the log's first ``self.size`` entries (None when it has
+                fewer).
+            what: what this checkpoint is, for the message (e.g. "a checkpoint this
+                verifier saw earlier").
+            log: what the log is called in the message ("ledger", "log").
+            entries: what its entries are called ("records", "events").
+
+        Raises:
+            CheckpointMismatchError: the log ends before this checkpoint's last entry (cut
+                off, or rolled back; at the first missing entry), or its tree at this size
+                has another root (rewritten).
+        """
+        if self.size > size:
+            first, last = size, self.size - 1
+            missing = (
+                f"{entries[:-1]} seq {first} was"
+                if first == last
+                else f"{entries} seq {first}..{last} were"
+            )
+            raise CheckpointMismatchError(
+                f"seq {size}",
+                f"missing: the {log} ends at seq {size - 1} but {what} (size {self.size}) "
+                f"vouches for seq {last}: {missing} truncated (cut off), or the {log} was "
+                "rolled back",
+                seq=size,
+            )
+        if (EMPTY_ROOT if self.size == 0 else root) != self.root:
+            raise CheckpointMismatchError(
+                f"checkpoint of size {self.size}",
+                f"the {entries} seq 0..{self.size - 1} do not have the root {what} signed: "
+                f"the {log} was rewritten before it",
+                seq=self.size - 1,
+            )
+
     def log_verifiers(self, keys: Iterable[Ed25519PublicKey]) -> list[Verifier]:
         """Ed25519 verifiers named after this checkpoint's origin, one per key."""
         return verifiers_for(self.origin, list(keys))
@@ -144,6 +193,21 @@ class TreeCheckpoint:
         verified = self.note.verify([*log_keys, *witnesses])
         if not any(v in verified for v in log_keys):
             raise NoteError(f"checkpoint of {self.origin} carries no signature by a trusted key")
+        self._require_witnesses(witnesses, verified)
+
+    def verify_witnesses(self, witnesses: Sequence[Verifier]) -> None:
+        """Check every witness's cosignature (the log's own signature is not checked here).
+
+        Raises:
+            NoteError: a cosignature by a witness's key fails, or a witness did not cosign.
+        """
+        signed = {(s.name, s.key_id) for s in self.note.signatures}
+        present = [w for w in witnesses if (w.name, w.key_id) in signed]
+        self._require_witnesses(witnesses, self.note.verify(present) if present else {})
+
+    def _require_witnesses(
+        self, witnesses: Sequence[Verifier], verified: Mapping[Verifier, int | None]
+    ) -> None:
         missing = [w.name for w in witnesses if w not in verified]
         if missing:
             raise NoteError(
@@ -168,6 +232,22 @@ class TreeCheckpoint:
 def witness_verifier(name: str, key: Ed25519PublicKey) -> Verifier:
     """The ``cosignature/v1`` verifier of witness ``name`` with public key ``key``."""
     return Verifier(check_key_name(name), COSIGNATURE_V1, key)
+
+
+def parse_witness_keys(vkeys: Iterable[str]) -> list[Verifier]:
+    """Parse witness verifier keys (``cosignature/v1`` vkeys, as ``ztml ledger cosign`` prints).
+
+    Raises:
+        NoteError: a vkey is malformed or of another type (named).
+    """
+    witnesses = [Verifier.parse(vkey) for vkey in vkeys]
+    for witness in witnesses:
+        if witness.signature_type != COSIGNATURE_V1:
+            raise NoteError(
+                f"vkey of {witness.name} is not a witness key: a cosignature/v1 vkey (type "
+                "0x04) is needed, as `ztml ledger cosign` prints"
+            )
+    return witnesses
 
 
 @dataclass(frozen=True)

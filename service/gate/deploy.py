@@ -17,16 +17,24 @@ No completeness without proof: the digest's records (its registration, evaluatio
 approvals and any revocation) must be covered by the ledger's newest signed checkpoint,
 and, given the verifier's kept checkpoints (``seen``), the ledger must not have been cut
 back or rolled back since this verifier last saw it.
+
+Witnesses: given witness keys (``cosignature/v1`` verifiers), the checkpoint relied upon
+must carry a valid cosignature by every one of them; from a ledger that is the newest
+checkpoint they all cosigned, from an export the export's checkpoint. A missing
+cosignature, one by another key, or one that does not verify over that checkpoint
+refuses the model, naming the witness. With no witness keys none is required.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from service.authz.errors import ProvenanceGateError
 from service.authz.provenance import evaluate_provenance
+from service.chain.note import Verifier
 from service.chain.seen import SeenCheckpoints
 from service.gate.errors import (
     GateArtifactError,
@@ -139,6 +147,7 @@ def check_deploy(
     requirements: Requirements | None = None,
     opa: Path | None = None,
     seen: SeenCheckpoints | None = None,
+    witnesses: Sequence[Verifier] = (),
 ) -> ApprovedModel:
     """Return the approved model, or raise with every reason it may not be deployed.
 
@@ -153,6 +162,8 @@ def check_deploy(
         opa: The ``opa`` binary (default: the project's, see ``service.toolchain.opa``).
         seen: This verifier's kept checkpoints: the ledger must be consistent with the
             one kept for it, and the newest one verified here is kept.
+        witnesses: Witnesses that must all have cosigned the checkpoint relied upon
+            (none: no cosignature is required).
 
     Raises:
         ModelDeniedError: the artifact does not match the pinned digest, its OMS bundle
@@ -187,14 +198,16 @@ def check_deploy(
         export = _parse_export(ledger_export, export_text)
         where, failed = f"ledger export {ledger_export}", "is not verified: verification failed at"
     elif ledger_url is not None:
-        export = _ledger_export(ledger_url)
+        export = _ledger_export(ledger_url, witnesses)
         where, failed = f"ledger {ledger_url}", "cannot be verified:"
     else:
         raise ValueError("check_deploy needs a ledger_url or a ledger_export")
-    report = _verify(f"{where} {failed}", export, trust.store, seen)
+    if witnesses and export.checkpoint is None:
+        raise ModelDeniedError(f"{where}: {_uncosigned(witnesses)}")
+    report = _verify(f"{where} {failed}", export, trust.store, seen, witnesses)
     records = [dict(r) for r in export.records]
     mine = [r for r in records if r.get("model_digest") == digest]
-    _require_checkpoint(where, report, mine, digest)
+    _require_checkpoint(where, report, mine, digest, witnesses)
     policy_input = {
         "digest": digest,
         "ledger": {"verified": True, "records": mine},
@@ -264,33 +277,59 @@ def _hash(artifact: Path) -> tuple[str, int]:
         raise GateArtifactError(str(err)) from None
 
 
-def _ledger_export(url: str) -> Export:
+def _ledger_export(url: str, witnesses: Sequence[Verifier]) -> Export:
     try:
         with open_ledger(url, create=False) as ledger:
-            document = ledger.export()
+            document = ledger.export(witnesses=witnesses)
     except LedgerError as err:
         raise GateEvidenceError(f"ledger {url} cannot be read: {err}") from None
     return Export(list(document["records"]), document["checkpoint"])
 
 
+def _uncosigned(witnesses: Sequence[Verifier]) -> str:
+    names = ", ".join(w.name for w in witnesses)
+    return (
+        f"no signed checkpoint cosigned by the witness(es) {names}; each witness cosigns "
+        "the newest with `ztml ledger cosign`, and `ztml ledger export --witness VKEY` "
+        "exports the newest they all cosigned"
+    )
+
+
 def _verify(
-    where: str, export: Export, trust: TrustStore, seen: SeenCheckpoints | None
+    where: str,
+    export: Export,
+    trust: TrustStore,
+    seen: SeenCheckpoints | None,
+    witnesses: Sequence[Verifier],
 ) -> VerifyReport:
     try:
         return verify_export(
-            {"records": export.records, "checkpoint": export.checkpoint}, trust, seen=seen
+            {"records": export.records, "checkpoint": export.checkpoint},
+            trust,
+            seen=seen,
+            witnesses=witnesses,
         )
     except LedgerIntegrityError as err:
         raise ModelDeniedError(f"{where} {err}") from None
 
 
 def _require_checkpoint(
-    where: str, report: VerifyReport, mine: list[dict[str, Any]], digest: str
+    where: str,
+    report: VerifyReport,
+    mine: list[dict[str, Any]],
+    digest: str,
+    witnesses: Sequence[Verifier],
 ) -> None:
     try:
         require_coverage(report.tree, [int(r["seq"]) for r in mine], f"model {digest}'s record")
     except LedgerIntegrityError as err:
-        raise ModelDeniedError(f"{where}: {err}") from None
+        cosigned = (
+            f" (the checkpoint relied upon is the newest cosigned by the witness(es) "
+            f"{', '.join(w.name for w in witnesses)}: have them cosign a newer one)"
+            if witnesses
+            else ""
+        )
+        raise ModelDeniedError(f"{where}: {err}{cosigned}") from None
 
 
 def _read_export(path: Path) -> str:

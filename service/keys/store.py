@@ -10,6 +10,7 @@ digits of the SHA-256 of the raw public key.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 import socket
@@ -189,20 +190,30 @@ def init_keys(directory: Path, names: Sequence[str] = STANDARD_KEYS) -> list[Key
 
 @dataclass(frozen=True)
 class Signer:
-    """Signs bytes with an Ed25519 private key on behalf of a named identity."""
+    """Signs bytes with an Ed25519 private key on behalf of a named identity.
+
+    The public key and its ids are derived once (every ledger append names them).
+    """
 
     identity: str
     private_key: Ed25519PrivateKey = field(repr=False)
 
-    @property
+    @functools.cached_property
     def key_id(self) -> str:
         """The key id of the signing key."""
-        return key_id(self.private_key.public_key())
+        return key_id(self.public_key)
 
-    @property
+    @functools.cached_property
     def public_key(self) -> Ed25519PublicKey:
         """The public half of the signing key."""
         return self.private_key.public_key()
+
+    @functools.cached_property
+    def public_bytes(self) -> bytes:
+        """The 32 raw bytes of the public key."""
+        return self.public_key.public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
 
     @classmethod
     def from_file(cls, path: Path, identity: str) -> Signer:

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.chain.errors import NoteError, ProofError
-from service.chain.merkle import EMPTY_ROOT, Frontier, leaf_hash
+from service.chain.errors import CheckpointMismatchError, NoteError, ProofError
+from service.chain.merkle import Frontier, leaf_hash
 from service.chain.note import Verifier
 from service.chain.proofs import TreeProver
 from service.chain.tlog import TreeCheckpoint, ledger_origin
@@ -89,8 +89,9 @@ def next_checkpoint(
             frontier = Frontier.from_text(latest.frontier)
         except ProofError as err:
             raise LedgerIntegrityError(f"checkpoint of size {latest.size}", str(err)) from None
-    for row in view.rows_between(frontier.size, size):
-        frontier = frontier.append(leaf_hash(record_leaf(_stored(row))))
+    if frontier.size < size:
+        for row in view.rows_between(frontier.size, size):
+            frontier = frontier.append(leaf_hash(record_leaf(_stored(row))))
     if frontier.size != size:
         raise LedgerIntegrityError(f"seq {frontier.size}", "missing from the ledger's storage")
     if origin is None:
@@ -103,10 +104,6 @@ def next_checkpoint(
         origin=origin, size=frontier.size, root=frontier.root(), signer=signer
     )
     return CheckpointRow(signed.size, signed.text, frontier.to_text())
-
-
-def _span(first: int, last: int) -> str:
-    return f"record seq {first} was" if first == last else f"records seq {first}..{last} were"
 
 
 @dataclass
@@ -195,21 +192,12 @@ class TreeCheck:
         ):
             if checkpoint is None:
                 continue
-            if checkpoint.size > count:
-                missing = _span(count, checkpoint.size - 1)
-                raise LedgerIntegrityError(
-                    f"seq {count}",
-                    f"missing: the ledger ends at seq {count - 1} but {what} (size "
-                    f"{checkpoint.size}) vouches for seq {checkpoint.size - 1}: {missing} "
-                    "truncated (cut off), or the ledger was rolled back",
+            try:
+                checkpoint.require_held(
+                    size=count, root=self._roots.get(checkpoint.size), what=what
                 )
-            root = EMPTY_ROOT if checkpoint.size == 0 else self._roots.get(checkpoint.size)
-            if root != checkpoint.root:
-                raise LedgerIntegrityError(
-                    f"checkpoint of size {checkpoint.size}",
-                    f"the records seq 0..{checkpoint.size - 1} do not have the root {what} "
-                    "signed: the ledger was rewritten before it",
-                )
+            except CheckpointMismatchError as err:
+                raise LedgerIntegrityError(err.position, err.reason) from None
         return TreeReport(origin=self.origin, checkpoint=self.claimed, seen=self.seen)
 
 

@@ -27,8 +27,9 @@ from service.chain.core import Checkpoint
 from service.chain.errors import ChainError, NoteError
 from service.chain.note import Verifier
 from service.chain.seen import SeenCheckpoints, default_seen_path
-from service.chain.tlog import TreeCheckpoint
+from service.chain.tlog import TreeCheckpoint, parse_witness_keys
 from service.console import err_console, fail, work_progress
+from service.console.state import NoStateOpt, StateOpt, kept_checkpoints
 from service.keys.canonical import canonical_json
 from service.keys.errors import KeyError_
 from service.keys.store import Signer, TrustStore
@@ -72,19 +73,6 @@ CheckpointOpt = Annotated[
     typer.Option(
         "--checkpoint",
         help="A signed checkpoint (note, or the JSON of earlier versions) the ledger must reach.",
-    ),
-]
-StateOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--state",
-        help="This verifier's kept checkpoints (default $ZTML_HOME/seen-checkpoints.json).",
-    ),
-]
-NoStateOpt = Annotated[
-    bool,
-    typer.Option(
-        "--no-state", help="Neither read nor keep checkpoints (a rollback goes unnoticed)."
     ),
 ]
 WitnessOpt = Annotated[
@@ -140,22 +128,11 @@ def _expectation(checkpoint: Path | None, expect_head: str | None) -> Any:
     return None
 
 
-def _seen(state: Path | None, no_state: bool) -> SeenCheckpoints | None:
-    if no_state:
-        if state is not None:
-            raise fail("Give either --state or --no-state, not both.")
-        return None
-    return SeenCheckpoints(state or default_seen_path())
-
-
 def _witnesses(vkeys: list[str] | None) -> list[Verifier]:
     try:
-        parsed = [Verifier.parse(v) for v in vkeys or []]
+        return parse_witness_keys(vkeys or [])
     except NoteError as err:
         raise fail(f"--witness: {err}") from None
-    if any(v.signature_type != 0x04 for v in parsed):
-        raise fail("--witness takes cosignature/v1 vkeys (type 0x04; see `ztml ledger cosign`).")
-    return parsed
 
 
 def _open(url: str | None, *, create: bool = False) -> Ledger:
@@ -320,7 +297,7 @@ def verify(
     with _errors():
         store = _trust(trust)
     expect = _expectation(checkpoint, expect_head)
-    seen = _seen(state, no_state)
+    seen = kept_checkpoints(state, no_state)
     witnesses = _witnesses(witness)
     with _errors(), _open(ledger) as opened:
         report = _with_progress(
@@ -356,22 +333,25 @@ def export(
     ] = False,
     checkpoint: CheckpointOpt = None,
     expect_head: ExpectHeadOpt = None,
+    witness: WitnessOpt = None,
     ledger: LedgerOpt = None,
 ) -> None:
     """Export {"verified", "records", "checkpoint"} as canonical JSON.
 
     "verified" is true only after verifying; "checkpoint" is the newest signed
-    checkpoint note, which the deploy gate and the Pulumi program require to cover the
-    records they rely on. Nothing is written when verification fails.
+    checkpoint note (with --witness: the newest cosigned by every witness given), which
+    the deploy gate and the Pulumi program require to cover the records they rely on.
+    Nothing is written when verification fails.
     """
     with _errors():
         store = None if no_verify else _trust(trust)
     expect = _expectation(checkpoint, expect_head)
+    witnesses = _witnesses(witness)
     with _errors(), _open(ledger) as opened:
         document = _with_progress(
             opened.count(),
             "exporting",
-            lambda step: opened.export(store, expect=expect, progress=step),
+            lambda step: opened.export(store, expect=expect, progress=step, witnesses=witnesses),
         )
     data = canonical_json(document) + b"\n"
     if out is None:

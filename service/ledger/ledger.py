@@ -8,7 +8,6 @@ tree with the new record in the same transaction (:mod:`service.ledger.checkpoin
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -20,7 +19,6 @@ from service.chain.merkle import Frontier, leaf_hash
 from service.chain.note import Verifier
 from service.chain.seen import SeenCheckpoints
 from service.chain.tlog import LogCheckpoint, TreeCheckpoint, checkpoint_from_dict, ledger_origin
-from service.keys.canonical import canonical_json
 from service.keys.store import Signer, TrustStore
 from service.ledger.checkpoints import (
     Prover,
@@ -35,7 +33,13 @@ from service.ledger.errors import (
     NotRegisteredError,
     RecordSchemaError,
 )
-from service.ledger.records import Record, build_record, record_from_json
+from service.ledger.records import (
+    Record,
+    create_record,
+    encode_payload,
+    parse_json,
+    record_from_json,
+)
 from service.ledger.rules import (
     ModelState,
     anchor_subject,
@@ -58,7 +62,7 @@ Clock = Callable[[], datetime]
 
 def format_time(moment: datetime) -> str:
     """RFC 3339 UTC with a ``Z`` suffix, to the second."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def _parse_row(row: Row) -> Record:
@@ -126,6 +130,7 @@ class Ledger:
     def __init__(self, backend: Backend, *, clock: Clock | None = None) -> None:
         self.backend = backend
         self._clock: Clock = clock or (lambda: datetime.now(UTC))
+        self._head: tuple[str, Record] | None = None
 
     def __enter__(self) -> Ledger:
         return self
@@ -157,26 +162,23 @@ class Ledger:
         payload: dict[str, Any],
         signer: Signer,
     ) -> Record:
-        payload = copy.deepcopy(payload)
         check_payload(record_type, model_digest, payload)
-        try:
-            canonical_json(payload)
-        except (ValueError, TypeError) as err:
-            raise RecordSchemaError(
-                f"payload is not canonical JSON ({err}): use strings, finite numbers "
-                "(integers within ±2**53), booleans, null, lists and objects."
-            ) from None
+        encoded = encode_payload(payload)
+        # The record holds the payload as it is read back from the stored text, never
+        # the caller's object.
+        payload = parse_json(encoded.decode())
         subject = subject_of(record_type, model_digest, payload)
         time = format_time(self._clock())
+        built: list[tuple[Record, str]] = []
 
         def build(view: AppendView) -> tuple[Row, CheckpointRow]:
             head = view.head()
             seq, prev = (0, GENESIS_HASH)
             if head is not None:
-                head_record = _parse_row(head)
+                head_record = self._parse_head(head)
                 seq, prev = head_record.seq + 1, head_record.hash
                 _check_clock(head_record, time)
-            record = build_record(
+            record, text = create_record(
                 seq=seq,
                 prev_hash=prev,
                 record_type=record_type,
@@ -184,13 +186,27 @@ class Ledger:
                 model_digest=model_digest,
                 payload=payload,
                 signer=signer,
+                encoded_payload=encoded,
             )
             _check_rules(view, subject, record)
-            text = record.to_json()
             checkpoint = next_checkpoint(view, record, signer, leaf=text.encode())
+            built.append((record, text))
             return Row(seq=seq, type=record_type, subject=subject, record=text), checkpoint
 
-        return _parse_row(self.backend.append(build))
+        self.backend.append(build, subject=subject)
+        record, text = built[-1]
+        self._head = (text, record)
+        return record
+
+    def _parse_head(self, row: Row) -> Record:
+        """Parse the head row, or take the record this ledger wrote there if it is that one.
+
+        The stored text is compared whole, so the record is exactly the text's parse.
+        """
+        last = self._head
+        if last is not None and row.seq == last[1].seq and row.record == last[0]:
+            return last[1]
+        return _parse_row(row)
 
     def import_records(
         self, records: Sequence[Record], trust: TrustStore, *, checkpoint: str | None = None
@@ -465,15 +481,31 @@ class Ledger:
         ]
 
     def newest_checkpoint(self, *, witnesses: Sequence[Verifier] = ()) -> str | None:
-        """The newest stored checkpoint note (with ``witnesses``: cosigned by them all)."""
+        """The newest stored checkpoint note (with ``witnesses``: validly cosigned by them all).
+
+        Only the witnesses' cosignatures are checked here; whoever relies on the note
+        verifies it whole.
+        """
         if not witnesses:
             latest = self.backend.latest_checkpoint()
             return None if latest is None else latest.note
         for row in reversed(self.backend.checkpoints()):
-            names = {line.split(" ")[1] for line in row.note.splitlines() if line[:2] == "— "}
-            if all(w.name in names for w in witnesses):
-                return row.note
+            if not all(f"\n— {w.name} " in row.note for w in witnesses):
+                continue
+            try:
+                parse_checkpoint(row.note, "checkpoint").verify_witnesses(witnesses)
+            except (LedgerIntegrityError, NoteError):
+                continue
+            return row.note
         return None
+
+    def _relied_upon(self, witnesses: Sequence[Verifier]) -> str | None:
+        """The newest checkpoint every witness cosigned, else the newest one.
+
+        When no checkpoint carries all the cosignatures, verifying the newest one names
+        the witnesses that are missing.
+        """
+        return self.newest_checkpoint(witnesses=witnesses) or self.newest_checkpoint()
 
     def checkpoint_at(self, size: int | None = None) -> TreeCheckpoint:
         """The stored checkpoint of tree ``size`` (default: the newest).
@@ -614,7 +646,7 @@ class Ledger:
         seen: SeenCheckpoints | None = None,
         witnesses: Sequence[Verifier] = (),
     ) -> tuple[VerifyReport, list[Record]]:
-        claimed = self.newest_checkpoint(witnesses=witnesses)
+        claimed = self._relied_upon(witnesses)
         origin = self.origin()
         try:
             remembered = None if seen is None or origin is None else seen.get(origin)
@@ -694,13 +726,15 @@ class Ledger:
         expect: Checkpoint | TreeCheckpoint | ExpectedHead | None = None,
         progress: Callable[[int], None] | None = None,
         seen: SeenCheckpoints | None = None,
+        witnesses: Sequence[Verifier] = (),
     ) -> dict[str, Any]:
         """Return ``{"verified", "records", "checkpoint"}`` (records in exported form).
 
         ``verified`` is true only when ``trust`` was given and every exported record was
         verified in the same pass that read it. ``checkpoint`` is the ledger's newest
-        signed checkpoint note (verified against the records when ``trust`` is given),
-        so whoever reads the export can require it to cover what they rely on.
+        signed checkpoint note (with ``witnesses``: the newest cosigned by them all, if
+        any is; verified against the records when ``trust`` is given), so whoever reads
+        the export can require it to cover what they rely on.
 
         Raises:
             LedgerIntegrityError: ``trust`` was given and verification failed.
@@ -709,10 +743,16 @@ class Ledger:
             return {
                 "verified": False,
                 "records": [r.to_dict() for r in self.records()],
-                "checkpoint": self.newest_checkpoint(),
+                "checkpoint": self._relied_upon(witnesses),
             }
         report, records = self._verified_records(
-            trust, expect=expect, cache=None, progress=progress, keep=True, seen=seen
+            trust,
+            expect=expect,
+            cache=None,
+            progress=progress,
+            keep=True,
+            seen=seen,
+            witnesses=witnesses,
         )
         newest = report.tree.checkpoint
         return {

@@ -6,8 +6,9 @@ A record is ``{"seq", "type", "time", "model_digest", "signer", "payload", "prev
 ``signature`` is Ed25519 over the RFC 8785 bytes of the record without ``signature``
 (so the signature covers ``seq``, ``prev_hash`` and ``hash`` too).
 
-Both byte strings embed the canonical payload, so it is encoded once and spliced into the
-two fixed-key envelopes (RFC 8785 is compositional: an object is its sorted members).
+Both byte strings, and the stored text (the record's canonical JSON), embed the canonical
+payload, so it is encoded once and spliced into the fixed-key envelopes (RFC 8785 is
+compositional: an object is its sorted members).
 The payload is first encoded by the C ``json`` encoder with sorted keys; that output is
 used only when it provably equals RFC 8785 (ASCII only, so key order agrees, and no
 number whose Python form differs from ECMAScript's: no exponent, no integral float, no
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,6 +182,95 @@ def canonical_bytes(value: Any) -> bytes:
     return canonical_json(_as_doubles(value) if _BIG_INT.search(text) else value)
 
 
+@dataclass(frozen=True)
+class _Fields:
+    """The RFC 8785 bytes of a record's fields, each encoded once and spliced."""
+
+    seq: bytes
+    type: bytes
+    time: bytes
+    model_digest: bytes
+    signer: bytes
+    payload: bytes
+    prev_hash: bytes
+
+    def link(self) -> bytes:
+        """The bytes the link hash covers: ``{"body", "prev", "seq"}``."""
+        body = b"".join(
+            (
+                b'{"model_digest":',
+                self.model_digest,
+                b',"payload":',
+                self.payload,
+                b',"signer":',
+                self.signer,
+                b',"time":',
+                self.time,
+                b',"type":',
+                self.type,
+                b"}",
+            )
+        )
+        return b"".join(
+            (b'{"body":', body, b',"prev":', self.prev_hash, b',"seq":', self.seq, b"}")
+        )
+
+    def record(self, record_hash: bytes, signature: bytes | None = None) -> bytes:
+        """The record's bytes: without ``signature`` those it signs, with it as stored."""
+        signed = b"" if signature is None else b',"signature":' + signature
+        return b"".join(
+            (
+                b'{"hash":',
+                record_hash,
+                b',"model_digest":',
+                self.model_digest,
+                b',"payload":',
+                self.payload,
+                b',"prev_hash":',
+                self.prev_hash,
+                b',"seq":',
+                self.seq,
+                signed,
+                b',"signer":',
+                self.signer,
+                b',"time":',
+                self.time,
+                b',"type":',
+                self.type,
+                b"}",
+            )
+        )
+
+
+def _fields(
+    *,
+    seq: int,
+    record_type: str,
+    time: str,
+    model_digest: str | None,
+    signer: dict[str, str],
+    payload: dict[str, Any] | bytes,
+    prev_hash: str,
+) -> _Fields:
+    """Encode a record's fields (``payload`` may be given already encoded).
+
+    Raises:
+        RecordSchemaError: a value cannot be canonically encoded.
+    """
+    try:
+        return _Fields(
+            seq=str(seq).encode(),
+            type=_str(record_type),
+            time=_str(time),
+            model_digest=_str(model_digest),
+            signer=_signer_bytes(signer),
+            payload=payload if isinstance(payload, bytes) else canonical_bytes(payload),
+            prev_hash=_str(prev_hash),
+        )
+    except (ValueError, TypeError, UnicodeError) as err:
+        raise RecordSchemaError(f"record cannot be canonically encoded: {err}") from None
+
+
 def encode_record(
     *,
     seq: int,
@@ -197,54 +288,69 @@ def encode_record(
         RecordSchemaError: a value cannot be canonically encoded (e.g. a lone surrogate,
             an integer beyond 2**53, a non-finite number).
     """
+    fields = _fields(
+        seq=seq,
+        record_type=record_type,
+        time=time,
+        model_digest=model_digest,
+        signer=signer,
+        payload=payload,
+        prev_hash=prev_hash,
+    )
     try:
-        payload_b = canonical_bytes(payload)
-        signer_b = _signer_bytes(signer)
-        type_b, time_b, digest_b = _str(record_type), _str(time), _str(model_digest)
-        prev_b, seq_b = _str(prev_hash), str(seq).encode()
-        body = b"".join(
-            (
-                b'{"model_digest":',
-                digest_b,
-                b',"payload":',
-                payload_b,
-                b',"signer":',
-                signer_b,
-                b',"time":',
-                time_b,
-                b',"type":',
-                type_b,
-                b"}",
-            )
-        )
-        link = b"".join((b'{"body":', body, b',"prev":', prev_b, b',"seq":', seq_b, b"}"))
-        signed = b"".join(
-            (
-                b'{"hash":',
-                _str(record_hash),
-                b',"model_digest":',
-                digest_b,
-                b',"payload":',
-                payload_b,
-                b',"prev_hash":',
-                prev_b,
-                b',"seq":',
-                seq_b,
-                b',"signer":',
-                signer_b,
-                b',"time":',
-                time_b,
-                b',"type":',
-                type_b,
-                b"}",
-            )
-        )
+        hash_b = _str(record_hash)
     except (ValueError, TypeError, UnicodeError) as err:
         raise RecordSchemaError(f"record cannot be canonically encoded: {err}") from None
-    return EncodedRecord(hash=hashlib.sha256(link).hexdigest(), signed_bytes=signed)
+    return EncodedRecord(
+        hash=hashlib.sha256(fields.link()).hexdigest(), signed_bytes=fields.record(hash_b)
+    )
 
 
-def build_record(
+_CONTAINERS = (dict, list, tuple)
+
+
+def _check_keys(value: dict[str, Any] | list[Any] | tuple[Any, ...]) -> None:
+    """Refuse an object key that is not a string, at any depth (JSON has no other)."""
+    items: Iterable[Any] = value
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise TypeError(f"object keys must be strings, not {type(key).__name__}")
+        items = value.values()
+    for item in items:
+        if isinstance(item, _CONTAINERS):
+            _check_keys(item)
+
+
+def encode_payload(payload: dict[str, Any]) -> bytes:
+    """Return the RFC 8785 bytes of a new record's payload, refusing what JSON cannot hold.
+
+    As strict as ``rfc8785`` itself: object keys must be strings, integers within
+    ±(2**53 - 1), numbers finite, strings valid Unicode. The C encoder's output is used
+    where it provably equals RFC 8785 (see :func:`canonical_bytes`); any number it
+    cannot vouch for is left to ``rfc8785``, which refuses an integer beyond 2**53
+    instead of writing it as a double.
+
+    Raises:
+        RecordSchemaError: the payload cannot be canonically encoded.
+    """
+    try:
+        _check_keys(payload)
+        try:
+            text = _ENCODER.encode(payload)
+        except (TypeError, ValueError):
+            return canonical_json(payload)
+        if text.isascii() and not _RISKY_NUMBER.search(text):
+            return text.encode()
+        return canonical_json(payload)
+    except (ValueError, TypeError) as err:  # rfc8785's errors are ValueErrors
+        raise RecordSchemaError(
+            f"payload is not canonical JSON ({err}): use strings, finite numbers "
+            "(integers within ±2**53), booleans, null, lists and objects."
+        ) from None
+
+
+def create_record(
     *,
     seq: int,
     prev_hash: str,
@@ -253,21 +359,40 @@ def build_record(
     model_digest: str | None,
     payload: dict[str, Any],
     signer: Signer,
-) -> Record:
-    """Create a record: link it to ``prev_hash`` at ``seq`` and sign it with ``signer``."""
+    encoded_payload: bytes | None = None,
+) -> tuple[Record, str]:
+    """Create a record and its stored text: link it at ``seq``, sign it with ``signer``.
+
+    Every field is encoded once: the link hash, the signed bytes and the stored text
+    (the record's canonical JSON) are spliced from the same bytes.
+
+    Args:
+        seq: The record's position.
+        prev_hash: The hash of the record before it.
+        record_type: The record's type.
+        time: The record's time (RFC 3339 UTC).
+        model_digest: The model digest, or None for an anchor.
+        payload: The payload, as it will be read back from the stored text.
+        signer: Who signs the record.
+        encoded_payload: ``payload``'s canonical bytes, when the caller has them.
+
+    Raises:
+        RecordSchemaError: a value cannot be canonically encoded.
+    """
     signer_ref = {"identity": signer.identity, "key_id": signer.key_id}
-    fields: dict[str, Any] = {
-        "seq": seq,
-        "record_type": record_type,
-        "time": time,
-        "model_digest": model_digest,
-        "signer": signer_ref,
-        "payload": payload,
-        "prev_hash": prev_hash,
-    }
-    record_hash = encode_record(**fields, record_hash="").hash
-    signed = encode_record(**fields, record_hash=record_hash).signed_bytes
-    return Record(
+    fields = _fields(
+        seq=seq,
+        record_type=record_type,
+        time=time,
+        model_digest=model_digest,
+        signer=signer_ref,
+        payload=payload if encoded_payload is None else encoded_payload,
+        prev_hash=prev_hash,
+    )
+    record_hash = hashlib.sha256(fields.link()).hexdigest()
+    hash_b = b'"' + record_hash.encode() + b'"'
+    signature = signer.sign_b64(fields.record(hash_b))
+    record = Record(
         seq=seq,
         type=record_type,
         time=time,
@@ -276,12 +401,16 @@ def build_record(
         payload=payload,
         prev_hash=prev_hash,
         hash=record_hash,
-        signature=signer.sign_b64(signed),
+        signature=signature,
     )
+    return record, fields.record(hash_b, b'"' + signature.encode() + b'"').decode()
 
 
 def _parse_constant(token: str) -> Any:
     raise ValueError(f"{token} is not valid JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_parse_constant)
 
 
 def parse_json(text: str) -> Any:
@@ -290,7 +419,7 @@ def parse_json(text: str) -> Any:
     Raises:
         ValueError: the text is not valid JSON.
     """
-    return json.loads(text, parse_constant=_parse_constant)
+    return _DECODER.decode(text)
 
 
 def record_from_dict(data: Any) -> Record:

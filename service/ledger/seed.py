@@ -16,7 +16,9 @@ the pod's ``ZTML_MODEL_DIGEST``) and its model file (``--model-path``, or
 ``ZTML_MODEL_PATH``), whose OMS bundle must verify against the trusted OMS signers
 (``--oms-signers``, or ``ZTML_OMS_SIGNERS_DIR``, or the trust directory's
 ``oms_signers/``): a pod never seeds a ledger that does not approve the model it is
-about to serve, and the command refuses to run without a digest and a model file.
+about to serve, and the command refuses to run without a digest and a model file. Given
+witness keys (``--witness``, or ``ZTML_LEDGER_WITNESS_KEYS``), the export's checkpoint
+must be cosigned by every one of them.
 
 With ``--audit-keys DIR`` it also creates the pod's audit signing key there when it is
 missing (mode 0600 in a 0700 directory on the pod's volume) and prints its key id, so
@@ -32,6 +34,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from service.chain.errors import NoteError
+from service.chain.note import Verifier
+from service.chain.tlog import parse_witness_keys
 from service.gate import GateError, GateTrust, check_deploy
 from service.keys.errors import KeyError_
 from service.keys.store import TrustStore
@@ -48,6 +53,7 @@ def seed_ledger(
     model_digest: str | None = None,
     model_path: Path | None = None,
     oms_signers: Path | None = None,
+    witnesses: Sequence[Verifier] = (),
 ) -> int:
     """Append the export's records missing from the ledger at ``ledger_url``.
 
@@ -60,6 +66,8 @@ def seed_ledger(
         model_path: When given, the gate also checks this model file and its OMS bundle
             (and pins it to ``model_digest``).
         oms_signers: The trusted OMS signer keys' directory (default: the gate's).
+        witnesses: Witnesses that must all have cosigned the export's checkpoint (the
+            gate's requirement; none by default).
 
     Returns:
         How many records were appended.
@@ -93,6 +101,7 @@ def seed_ledger(
                 artifact=model_path,
                 digest=model_digest,
                 ledger_export=export_path,
+                witnesses=witnesses,
             )
         except GateError as exc:
             raise SeedError(f"The deploy gate refuses to seed: {exc}") from exc
@@ -167,7 +176,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=os.environ.get("ZTML_OMS_SIGNERS_DIR") or None,
         help="trusted OMS signer keys (default: $ZTML_OMS_SIGNERS_DIR or TRUST_DIR/oms_signers)",
     )
+    parser.add_argument(
+        "--witness",
+        action="append",
+        default=None,
+        help="a witness vkey (cosignature/v1) that must have cosigned the export's "
+        "checkpoint; repeatable (default: $ZTML_LEDGER_WITNESS_KEYS, separated by spaces)",
+    )
     args = parser.parse_args(argv)
+    vkeys = args.witness or (os.environ.get("ZTML_LEDGER_WITNESS_KEYS") or "").split()
+    try:
+        witnesses = parse_witness_keys(vkeys)
+    except NoteError as exc:
+        print(f"ledger seed failed: witness key: {exc}", file=sys.stderr)
+        return 1
     if args.home is not None:
         try:
             make_private_home(args.home)
@@ -196,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             model_digest=args.model_digest,
             model_path=args.model_path,
             oms_signers=args.oms_signers,
+            witnesses=witnesses,
         )
     except SeedError as exc:
         print(f"ledger seed failed: {exc}", file=sys.stderr)

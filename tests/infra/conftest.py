@@ -96,6 +96,8 @@ class Ledger:
     """A signed ledger export on disk and the keys that signed it."""
 
     export_path: Path
+    cosigned_export_path: Path
+    witness_vkey: str
     trainer_key_id: str
     approver_key_id: str
     trust_keys: list[dict[str, str]]
@@ -188,6 +190,8 @@ def _public_pem(key: Ed25519PrivateKey) -> str:
 @pytest.fixture(scope="session")
 def ledger(tmp_path_factory: pytest.TempPathFactory) -> Ledger:
     """A real ledger (service.ledger) with approved, unapproved, revoked, weak models."""
+    from service.chain.seen import SeenCheckpoints
+    from service.chain.tlog import witness_verifier
     from service.keys.store import Signer, TrustStore
     from service.ledger import open_ledger
 
@@ -206,10 +210,23 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Ledger:
         book.approve(WEAK, signer=approver)
         trust = TrustStore.from_public_keys([trainer.public_key, approver.public_key])
         export = book.export(trust)
+        witness = Signer("w.example/1", Ed25519PrivateKey.generate())
+        book.cosign(
+            name=witness.identity,
+            signer=witness,
+            trust=trust,
+            seen=SeenCheckpoints(home / "witness.json"),
+            timestamp=1_800_000_000,
+        )
+        cosigned = book.export(trust)
     path = home / "ledger-export.json"
     path.write_text(json.dumps(export, indent=1), encoding="utf-8")
+    cosigned_path = home / "ledger-export-cosigned.json"
+    cosigned_path.write_text(json.dumps(cosigned, indent=1), encoding="utf-8")
     return Ledger(
         export_path=path,
+        cosigned_export_path=cosigned_path,
+        witness_vkey=witness_verifier(witness.identity, witness.public_key).vkey(),
         trainer_key_id=trainer.key_id,
         approver_key_id=approver.key_id,
         trust_keys=[

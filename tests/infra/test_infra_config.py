@@ -193,3 +193,22 @@ def test_gate_requirements_default_to_the_policy_data(raw: dict[str, str]) -> No
     overridden = parse_config(_with(raw, minSteps="40")).requirements
     assert overridden.min_steps == 40
     assert overridden.min_robust_accuracy == load_requirements().min_robust_accuracy
+
+
+def test_witness_keys_default_to_none_required(raw: dict[str, str]) -> None:
+    assert parse_config(raw).ledger_witness_keys == ()
+
+
+def test_witness_keys_are_cosignature_vkeys(raw: dict[str, str]) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from service.chain.note import ED25519, Verifier
+    from service.chain.tlog import witness_verifier
+
+    public = Ed25519PrivateKey.generate().public_key()
+    vkey = witness_verifier("w.example/1", public).vkey()
+    assert parse_config(_with(raw, ledgerWitnessKeys=[vkey])).ledger_witness_keys == (vkey,)
+    log_key = Verifier("w.example/1", ED25519, public).vkey()
+    for bad in (["not-a-vkey"], [log_key], [7], [vkey, vkey]):
+        with pytest.raises(ConfigError, match=r"ztml:ledgerWitnessKeys.*accepted values"):
+            parse_config(_with(raw, ledgerWitnessKeys=bad))

@@ -185,3 +185,21 @@ def test_trust_key_with_a_wrong_key_id_is_a_config_error(
     wrong = (TrustKey("ed25519:" + "0" * 16, config.trust_keys[0].public_key_pem),)
     with pytest.raises(ConfigError, match="does not match"):
         enforce_deploy_gate(dataclasses.replace(config, trust_keys=wrong))
+
+
+def test_a_configured_witness_that_did_not_cosign_is_named(
+    make_config: Callable[..., StackConfig], ledger: Any
+) -> None:
+    config = make_config(ledgerWitnessKeys=[ledger.witness_vkey])
+    with pytest.raises(DeployDeniedError) as info:
+        enforce_deploy_gate(config)
+    assert any("not cosigned by the witness(es) w.example/1" in r for r in info.value.reasons)
+
+
+def test_an_export_the_configured_witness_cosigned_passes(
+    make_config: Callable[..., StackConfig], ledger: Any
+) -> None:
+    config = make_config(
+        ledgerWitnessKeys=[ledger.witness_vkey], ledgerExport=str(ledger.cosigned_export_path)
+    )
+    assert enforce_deploy_gate(config).digest == config.model_digest

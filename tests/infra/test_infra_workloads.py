@@ -361,3 +361,27 @@ def test_workload_pod_templates_come_from_the_builder_only(scaled_run: Any, kind
         spec = pod_spec_of(manifest)
         assert spec.get("enableServiceLinks") is False, f"{urn}: service links"
         assert spec.get("hostNetwork") is False, f"{urn}: host network"
+
+
+def test_witness_keys_reach_the_init_step_and_the_service(
+    make_config: Any, program_runner: Any, ledger: Any
+) -> None:
+    run = program_runner(
+        make_config(
+            ledgerWitnessKeys=[ledger.witness_vkey], ledgerExport=str(ledger.cosigned_export_path)
+        )
+    )
+    urn, manifest = _model(run)
+    envs = {
+        c["name"]: {v["name"]: v.get("value") for v in c.get("env", [])}
+        for c in containers_of(manifest)
+    }
+    assert envs["model"]["ZTML_LEDGER_WITNESS_KEYS"] == ledger.witness_vkey, urn
+    assert envs["ledger-seed"]["ZTML_LEDGER_WITNESS_KEYS"] == ledger.witness_vkey, urn
+
+
+def test_no_witness_key_sets_no_witness_variable(single_run: Any) -> None:
+    urn, manifest = _model(single_run)
+    for container in containers_of(manifest):
+        names = {v["name"] for v in container.get("env", [])}
+        assert "ZTML_LEDGER_WITNESS_KEYS" not in names, urn

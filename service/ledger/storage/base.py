@@ -95,6 +95,81 @@ class AppendView(Protocol):
 AppendBuilder = Callable[[AppendView], tuple[Row, CheckpointRow | None]]
 
 
+def append_reads_query(*, table: str, checkpoints: str, placeholder: str) -> str:
+    """One statement for the reads of an append: head, newest checkpoint, subject's rows.
+
+    Each result row is tagged by its first column: 0 the head, 1 the newest checkpoint
+    (size, note, frontier, NULL), 2 a row of the subject bound to ``placeholder``, in
+    ``seq`` order. Run under the append lock, it saves the round trips (or statements)
+    of reading them one by one.
+    """
+    columns = "seq, type, subject, record"
+    return (
+        f"SELECT 0, {columns} FROM (SELECT {columns} FROM {table} "  # noqa: S608
+        "ORDER BY seq DESC LIMIT 1) h "
+        "UNION ALL SELECT 1, size, note, frontier, NULL FROM (SELECT size, note, frontier "
+        f"FROM {checkpoints} ORDER BY size DESC LIMIT 1) c "
+        f"UNION ALL SELECT 2, {columns} FROM {table} WHERE subject = {placeholder} "
+        "ORDER BY 1, 2"
+    )
+
+
+class ReadAhead:
+    """An :class:`AppendView` whose usual reads came from :func:`append_reads_query`.
+
+    Args:
+        view: the backend's view, for any other read.
+        subject: the subject whose rows were read.
+        tagged: the query's result rows.
+        to_row: turns ``(seq, type, subject, record)`` values into a :class:`Row`.
+        to_checkpoint: turns ``(size, note, frontier)`` values into a checkpoint row.
+    """
+
+    def __init__(
+        self,
+        view: AppendView,
+        subject: str | None,
+        tagged: Sequence[Sequence[Any]],
+        *,
+        to_row: Callable[[Sequence[Any]], Row],
+        to_checkpoint: Callable[[Sequence[Any]], CheckpointRow],
+    ) -> None:
+        self._view = view
+        self._subject = subject
+        self._head: Row | None = None
+        self._latest: CheckpointRow | None = None
+        self._subject_rows: list[Row] = []
+        for tag, *values in tagged:
+            if tag == 0:
+                self._head = to_row(values)
+            elif tag == 1:
+                self._latest = to_checkpoint(values[:3])
+            else:
+                self._subject_rows.append(to_row(values))
+
+    def head(self) -> Row | None:
+        """The row with the highest ``seq``, or None for an empty ledger."""
+        return self._head
+
+    def subject_rows(self, subject: str) -> list[Row]:
+        """All rows indexed under ``subject``, in ``seq`` order."""
+        if subject != self._subject:
+            return self._view.subject_rows(subject)
+        return list(self._subject_rows)
+
+    def row(self, seq: int) -> Row | None:
+        """The row at ``seq``, or None."""
+        return self._view.row(seq)
+
+    def rows_between(self, start: int, end: int) -> list[Row]:
+        """The rows with ``start <= seq < end``, in ``seq`` order."""
+        return self._view.rows_between(start, end)
+
+    def latest_checkpoint(self) -> CheckpointRow | None:
+        """The stored checkpoint of the largest tree size, or None."""
+        return self._latest
+
+
 class Backend(Protocol):
     """A ledger storage backend."""
 
@@ -111,8 +186,12 @@ class Backend(Protocol):
         """The row with the highest ``seq``, or None for an empty ledger."""
         ...
 
-    def append(self, build: AppendBuilder) -> Row:
-        """Atomically: lock, call ``build`` with a view, insert its row (and checkpoint)."""
+    def append(self, build: AppendBuilder, *, subject: str | None = None) -> Row:
+        """Atomically: lock, call ``build`` with a view, insert its row (and checkpoint).
+
+        ``subject`` names the subject whose rows ``build`` reads; the backend reads them
+        with the head and the newest checkpoint (:func:`append_reads_query`).
+        """
         ...
 
     def latest_checkpoint(self) -> CheckpointRow | None:

@@ -15,7 +15,15 @@ from typing import Any
 import psycopg
 
 from service.ledger.errors import BackendError, LedgerNotFoundError
-from service.ledger.storage.base import PAGE_SIZE, AppendBuilder, CheckpointRow, Row, paged_rows
+from service.ledger.storage.base import (
+    PAGE_SIZE,
+    AppendBuilder,
+    CheckpointRow,
+    ReadAhead,
+    Row,
+    append_reads_query,
+    paged_rows,
+)
 from service.ledger.storage.url import redact_url
 
 TABLE = "ztml_ledger"
@@ -39,6 +47,9 @@ CHECKPOINT_SCHEMA = (
 _COLUMNS = "seq, type, subject, record"
 _SELECT = f"SELECT {_COLUMNS} FROM {TABLE}"  # noqa: S608
 _CP_SELECT = f"SELECT size, note, frontier FROM {CHECKPOINTS}"  # noqa: S608
+_APPEND_READS = append_reads_query(table=TABLE, checkpoints=CHECKPOINTS, placeholder="%s")
+_INSERT_ROW = f"INSERT INTO {TABLE} (seq, type, subject, record) VALUES (%s, %s, %s, %s)"  # noqa: S608
+_INSERT_CHECKPOINT = f"INSERT INTO {CHECKPOINTS} (size, note, frontier) VALUES (%s, %s, %s)"  # noqa: S608
 
 
 def _checkpoint(values: Any) -> CheckpointRow:
@@ -136,24 +147,29 @@ class PostgresBackend:
         except psycopg.Error as err:
             raise self._fail("read", err) from None
 
-    def append(self, build: AppendBuilder) -> Row:
-        """Lock (advisory xact lock), build the next row from the head, insert, commit."""
+    def append(self, build: AppendBuilder, *, subject: str | None = None) -> Row:
+        """Lock (advisory xact lock), build the next row from the head, insert, commit.
+
+        Five round trips: begin, lock, the reads (head, newest checkpoint and
+        ``subject``'s rows in one statement), the inserts (one statement), commit.
+        """
         try:
             with self._conn.transaction(), self._conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
                 if not self._has_checkpoints:
                     cur.execute(CHECKPOINT_SCHEMA)  # a ledger of an earlier version
-                row, checkpoint = build(_View(cur))
-                cur.execute(
-                    f"INSERT INTO {TABLE} (seq, type, subject, record) "  # noqa: S608
-                    "VALUES (%s, %s, %s, %s)",
-                    (row.seq, row.type, row.subject, row.record),
+                tagged = cur.execute(_APPEND_READS, (subject,)).fetchall()
+                view = ReadAhead(
+                    _View(cur), subject, tagged, to_row=_row, to_checkpoint=_checkpoint
                 )
-                if checkpoint is not None:
+                row, checkpoint = build(view)
+                values = (row.seq, row.type, row.subject, row.record)
+                if checkpoint is None:
+                    cur.execute(_INSERT_ROW, values)
+                else:
                     cur.execute(
-                        f"INSERT INTO {CHECKPOINTS} (size, note, frontier) "  # noqa: S608
-                        "VALUES (%s, %s, %s)",
-                        (checkpoint.size, checkpoint.note, checkpoint.frontier),
+                        f"WITH r AS ({_INSERT_ROW}) {_INSERT_CHECKPOINT}",
+                        (*values, checkpoint.size, checkpoint.note, checkpoint.frontier),
                     )
         except psycopg.Error as err:
             raise self._fail("append to", err) from None

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from service.ledger.errors import BackendError, LedgerNotFoundError
-from service.ledger.storage.base import PAGE_SIZE, AppendBuilder, CheckpointRow, Row, paged_rows
+from service.ledger.storage.base import (
+    PAGE_SIZE,
+    AppendBuilder,
+    CheckpointRow,
+    ReadAhead,
+    Row,
+    append_reads_query,
+    paged_rows,
+)
 from service.toolchain.sqlite import connect_shared
 
 BUSY_TIMEOUT_S = 60.0
@@ -35,6 +43,9 @@ CHECKPOINT_SCHEMA = (
 )
 _COLUMNS = "seq, type, subject, record"
 _CP_SELECT = "SELECT size, note, frontier FROM ledger_checkpoints"
+_APPEND_READS = append_reads_query(
+    table="ledger", checkpoints="ledger_checkpoints", placeholder="?"
+)
 
 
 def _text(value: Any) -> str:
@@ -169,8 +180,11 @@ class SqliteBackend:
         except sqlite3.Error as err:
             raise BackendError(f"Cannot read ledger {self.path}: {err}.") from None
 
-    def append(self, build: AppendBuilder) -> Row:
-        """Lock (BEGIN IMMEDIATE), build the next row from the head, insert, commit."""
+    def append(self, build: AppendBuilder, *, subject: str | None = None) -> Row:
+        """Lock (BEGIN IMMEDIATE), build the next row from the head, insert, commit.
+
+        The head, the newest checkpoint and ``subject``'s rows are read by one statement.
+        """
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -178,7 +192,11 @@ class SqliteBackend:
                 if not self._has_checkpoints:
                     conn.execute(CHECKPOINT_SCHEMA)  # a ledger of an earlier version
                     self._has_checkpoints = True
-                row, checkpoint = build(_View(conn))
+                view = _View(conn)
+                tagged = conn.execute(_APPEND_READS, (subject,)).fetchall()
+                row, checkpoint = build(
+                    ReadAhead(view, subject, tagged, to_row=_row, to_checkpoint=_checkpoint)
+                )
                 conn.execute(
                     "INSERT INTO ledger (seq, type, subject, record) VALUES (?, ?, ?, ?)",
                     (row.seq, row.type, row.subject, row.record),

@@ -59,6 +59,7 @@ def test_oms_signers_follow_the_trust_directory_unless_named(tmp_path: Path) -> 
         ("ZTML_SQUEEZE_FPR", "nan"),
         ("ZTML_TENANT", "../etc"),
         ("ZTML_REQUEST_TIMEOUT_MS", "30000"),  # not below BentoML's own 30 s timeout
+        ("ZTML_LEDGER_WITNESS_KEYS", "w.example/1+00000000+AAAA"),
     ],
 )
 def test_bad_value_is_named(tmp_path: Path, name: str, value: str) -> None:
@@ -105,3 +106,20 @@ def test_opa_tls_needs_an_https_url(tmp_path: Path) -> None:
         {"ZTML_HOME": str(tmp_path), "ZTML_OPA_URL": "https://127.0.0.1:1", **files}
     )
     assert config.opa_tls_files == (Path("ca.crt"), Path("tls.crt"), Path("tls.key"))
+
+
+def test_witness_keys_are_read_and_default_to_none(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from service.chain.tlog import witness_verifier
+
+    assert load_config({"ZTML_HOME": str(tmp_path)}).ledger_witnesses == ()
+    witnesses = [
+        witness_verifier(f"w.example/{n}", Ed25519PrivateKey.generate().public_key())
+        for n in (1, 2)
+    ]
+    env = {
+        "ZTML_HOME": str(tmp_path),
+        "ZTML_LEDGER_WITNESS_KEYS": " ".join(w.vkey() for w in witnesses),
+    }
+    assert load_config(env).ledger_witnesses == tuple(witnesses)

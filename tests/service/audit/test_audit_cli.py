@@ -178,3 +178,22 @@ def test_mirrored_lines_are_json(write_log: WriteLog, capsys: pytest.CaptureFixt
     write_log(2, mirror_stdout=True)
     lines = capsys.readouterr().out.splitlines()
     assert [json.loads(line)["seq"] for line in lines] == [0, 1]
+
+
+def test_verify_keeps_its_checkpoints_and_names_a_rolled_back_log(
+    write_log: WriteLog, ztml_home: Path
+):
+    log = write_log(30, checkpoint_every=10)
+    assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+    assert (ztml_home / "seen-checkpoints.json").is_file()
+    path = log.log_dir / "segment-000001.jsonl"
+    lines = path.read_bytes().split(b"\n")[:-1]
+    path.write_bytes(b"".join(line + b"\n" for line in lines[:22]))  # seq 0..19, 2 checkpoints
+    anchors = ztml_home / "audit-anchors.jsonl"
+    kept = anchors.read_bytes().split(b"\n")[:2]
+    anchors.write_bytes(b"".join(line + b"\n" for line in kept))
+    assert runner.invoke(app, ["audit", "verify", "--no-state"]).exit_code == 0
+    result = runner.invoke(app, ["audit", "verify"])
+    assert result.exit_code == 1
+    out = _flat(result.output)
+    assert f"log: {log.log_id}" in out and "seq: 20" in out and "rolled back" in out

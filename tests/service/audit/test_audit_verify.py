@@ -21,7 +21,8 @@ from service.audit import (
 from service.audit.times import TimeFloor
 from service.chain.core import Checkpoint
 from service.chain.errors import ChainVerificationError
-from service.chain.tlog import LogCheckpoint, TreeCheckpoint
+from service.chain.seen import SeenCheckpoints
+from service.chain.tlog import LogCheckpoint, TreeCheckpoint, audit_origin, checkpoint_from_dict
 from service.keys.store import Signer, TrustStore
 from tests.service.audit.conftest import resigned
 
@@ -318,3 +319,81 @@ def test_a_tree_checkpoint_with_another_root_is_detected(
     with pytest.raises(AuditVerificationError, match="root does not match") as info:
         verify_audit_dir(audit_dir, trust)
     assert info.value.line == index + 1
+
+
+def _keep_anchors(anchors: FileAnchorSink, last_seq: int) -> None:
+    """Drop the anchors of checkpoints after ``last_seq`` (as an attacker would)."""
+    _rewrite(
+        anchors.path,
+        lambda lines: [
+            line
+            for line in lines
+            if checkpoint_from_dict(json.loads(line)["checkpoint"]).seq <= last_seq
+        ],
+    )
+
+
+def test_a_cut_tail_with_its_checkpoints_and_anchors_removed_is_named(
+    write_log: WriteLog,
+    audit_dir: Path,
+    trust: TrustStore,
+    anchors: FileAnchorSink,
+    tmp_path: Path,
+):
+    seen = SeenCheckpoints(tmp_path / "seen.json")
+    log = write_log(30, checkpoint_every=10)
+    verify_audit_dir(audit_dir, trust, anchors=anchors, seen=seen)
+    path = _segment(log)
+    cut = _line_of(path, "checkpoint", 1)  # the checkpoint after seq 19 stays, the rest goes
+    _rewrite(path, lambda lines: lines[: cut + 1])
+    _keep_anchors(anchors, 19)
+    verify_audit_dir(audit_dir, trust, anchors=anchors)  # consistent on its own
+    with pytest.raises(AuditVerificationError, match=r"events seq 20\.\.29 were truncated") as info:
+        verify_audit_dir(audit_dir, trust, anchors=anchors, seen=seen)
+    assert (info.value.log, info.value.seq) == (log.log_id, 20)
+
+
+def test_a_rollback_to_an_older_consistent_state_is_detected(
+    write_log: WriteLog,
+    audit_dir: Path,
+    trust: TrustStore,
+    anchors: FileAnchorSink,
+    tmp_path: Path,
+    make_event: Any,
+):
+    seen = SeenCheckpoints(tmp_path / "seen.json")
+    log = write_log(20, close=False, checkpoint_every=10)
+    old_dir, old_anchors = tmp_path / "old-audit", tmp_path / "old-anchors.jsonl"
+    shutil.copytree(audit_dir, old_dir)
+    shutil.copyfile(anchors.path, old_anchors)
+    for _ in range(7):
+        log.append(make_event())
+    log.close()
+    verify_audit_dir(audit_dir, trust, anchors=anchors, seen=seen)
+    shutil.rmtree(audit_dir)
+    shutil.copytree(old_dir, audit_dir)
+    shutil.copyfile(old_anchors, anchors.path)
+    verify_audit_dir(audit_dir, trust, anchors=FileAnchorSink(anchors.path))
+    with pytest.raises(AuditVerificationError, match="rolled back") as info:
+        verify_audit_dir(audit_dir, trust, anchors=FileAnchorSink(anchors.path), seen=seen)
+    assert (info.value.log, info.value.seq) == (log.log_id, 20)
+
+
+def test_a_normal_append_between_runs_passes_and_moves_the_kept_checkpoint(
+    write_log: WriteLog,
+    audit_dir: Path,
+    trust: TrustStore,
+    anchors: FileAnchorSink,
+    tmp_path: Path,
+    make_event: Any,
+):
+    seen = SeenCheckpoints(tmp_path / "seen.json")
+    log = write_log(10, close=False, checkpoint_every=5)
+    verify_audit_dir(audit_dir, trust, anchors=anchors, seen=seen)
+    origin = audit_origin(log.log_id)
+    assert (kept := seen.get(origin)) is not None and kept.size == 10
+    for _ in range(12):
+        log.append(make_event())
+    log.close()
+    verify_audit_dir(audit_dir, trust, anchors=anchors, seen=seen)
+    assert (kept := seen.get(origin)) is not None and kept.size == 22

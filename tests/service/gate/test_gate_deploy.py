@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,62 +19,9 @@ from service.gate import (
     Requirements,
     check_deploy,
 )
-from service.keys.store import Signer, TrustStore, public_pem
-from service.ledger import hash_artifact, open_ledger
-from service.model.metrics import evaluation_document, robust_entry
-from service.oms import TrustedSigners, sign_model
-from tests.service.oms.tampering import ATTACKS, REFUSALS, attack, make_keys
-
-
-@dataclass(frozen=True)
-class Evidence:
-    artifact: Path
-    digest: str
-    ledger_url: str
-    export: Path
-    trust: GateTrust
-
-
-@pytest.fixture(scope="module")
-def evidence(tmp_path_factory: pytest.TempPathFactory) -> Evidence:
-    """An OMS-signed artifact registered (robust accuracy 0.85) and approved in a real ledger."""
-    home = tmp_path_factory.mktemp("gate")
-    oms = make_keys(home)
-    model_dir = home / "model"
-    model_dir.mkdir()
-    artifact = model_dir / "model.safetensors"
-    artifact.write_bytes(os.urandom(4096))
-    (model_dir / "metrics.json").write_text(json.dumps({"model": {"version": "3"}}))
-    bundle = sign_model(model_dir, key=oms.key)
-    digest, size = hash_artifact(artifact)
-    trainer = Signer("trainer@example", Ed25519PrivateKey.generate())
-    approver = Signer("approver@example", Ed25519PrivateKey.generate())
-    store = TrustStore.from_public_keys([trainer.public_key, approver.public_key])
-    url = str(home / "ledger.db")
-    with open_ledger(url) as ledger:
-        ledger.register(
-            signer=trainer,
-            name="digits-mlp",
-            version="3",
-            artifact={"digest": digest, "format": "safetensors", "size": size},
-            training_data_digest="sha256:" + "d" * 64,
-            code_revision="abc1234",
-            hyperparameters={},
-            evaluation=evaluation_document(
-                dataset="sklearn-digits/test",
-                clean_accuracy=0.97,
-                robust=[
-                    robust_entry(attack="pgd", epsilon=0.1, steps=20, restarts=1, accuracy=0.85)
-                ],
-            ),
-            oms_bundle=bundle.ledger_entry(),
-        )
-        ledger.approve(digest, signer=approver, comment="ok")
-        export = home / "ledger-export.json"
-        export.write_text(json.dumps(ledger.export(store)))
-    signers = TrustedSigners.from_directory(oms.signers)
-    trust = GateTrust(store, (trainer.key_id,), (approver.key_id,), signers)
-    return Evidence(artifact, digest, url, export, trust)
+from service.keys.store import TrustStore, public_pem
+from tests.service.gate.conftest import Evidence
+from tests.service.oms.tampering import ATTACKS, REFUSALS, attack
 
 
 @pytest.fixture

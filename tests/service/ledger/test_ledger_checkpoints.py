@@ -202,9 +202,9 @@ def test_time_going_back_beyond_the_skew_is_named(
         register_model(ledger, trainer, 0)
         register_model(ledger, trainer, 1)
         records = [r.to_dict() for r in ledger.records()]
-    from service.ledger.records import build_record
+    from service.ledger.records import create_record
 
-    back = build_record(
+    back = create_record(
         seq=2,
         prev_hash=records[1]["hash"],
         record_type="evaluate",
@@ -212,7 +212,7 @@ def test_time_going_back_beyond_the_skew_is_named(
         model_digest=digest_of(0),
         payload={"evaluation": records[0]["payload"]["evaluation"]},
         signer=trainer,
-    )
+    )[0]
     with pytest.raises(LedgerIntegrityError, match="goes back") as caught:
         verify_export([*records, back.to_dict()], trust)
     assert caught.value.position == "seq 2"

@@ -36,7 +36,7 @@ from service.ledger import (
     verify_export_text,
     verify_records,
 )
-from service.ledger.records import Record, build_record, record_from_dict
+from service.ledger.records import Record, create_record, record_from_dict
 from service.model.metrics import evaluation_document, robust_entry
 
 pytestmark = pytest.mark.slow
@@ -221,7 +221,7 @@ def test_every_insertion_of_a_forged_record_is_detected(corpus: Corpus) -> None:
         records = list(corpus.records)
         at = rng.randrange(1, len(records))
         victim = records[at - 1]
-        forged = build_record(
+        forged = create_record(
             seq=at,
             prev_hash=victim["hash"],
             record_type="approve",
@@ -229,7 +229,7 @@ def test_every_insertion_of_a_forged_record_is_detected(corpus: Corpus) -> None:
             model_digest=records[0]["model_digest"],
             payload={"comment": "forged"},
             signer=corpus.stranger,
-        ).to_dict()
+        )[0].to_dict()
         if rng.random() < 0.5:  # claim a trusted key id
             forged["signer"] = dict(records[at]["signer"])
         records.insert(at, forged)
@@ -262,7 +262,7 @@ def test_every_rechained_suffix_by_an_unknown_key_is_detected(corpus: Corpus) ->
         for at in range(start, len(records)):
             old = records[at]
             signer = Signer(old["signer"]["identity"], corpus.stranger.private_key)
-            new = build_record(
+            new = create_record(
                 seq=at,
                 prev_hash=prev,
                 record_type=old["type"],
@@ -270,7 +270,7 @@ def test_every_rechained_suffix_by_an_unknown_key_is_detected(corpus: Corpus) ->
                 model_digest=old["model_digest"],
                 payload=old["payload"],
                 signer=signer,
-            )
+            )[0]
             records[at], prev = new.to_dict(), new.hash
         with pytest.raises(LedgerIntegrityError, match="unknown key") as caught:
             verify_export(records, corpus.trust, cache=corpus.cache)
@@ -334,7 +334,7 @@ def test_sqlite_deletions_swaps_insertions_and_truncations_are_detected(
 def test_sqlite_tail_record_by_an_unknown_key_is_detected(corpus: Corpus, tmp_path: Path) -> None:
     db = _sqlite_copy(corpus, tmp_path, "unknown.db")
     head = corpus.records[-1]
-    forged = build_record(
+    forged = create_record(
         seq=head["seq"] + 1,
         prev_hash=head["hash"],
         record_type="register",
@@ -345,7 +345,7 @@ def test_sqlite_tail_record_by_an_unknown_key_is_detected(corpus: Corpus, tmp_pa
             "artifact": {"digest": "sha256:" + "e" * 64, "format": "x", "size": 1},
         },
         signer=corpus.stranger,
-    )
+    )[0]
     with sqlite3.connect(db) as conn:
         conn.execute(
             "INSERT INTO ledger (seq, type, subject, record) VALUES (?, ?, ?, ?)",
@@ -429,7 +429,7 @@ def test_every_timestamp_regression_is_detected_and_named(
         newest = max(newest, parse_utc(records[k - 1].time))
         old = records[k]
         back = newest - timedelta(seconds=MAX_CLOCK_SKEW_S + 1)
-        regressed = build_record(
+        regressed = create_record(
             seq=k,
             prev_hash=old.prev_hash,
             record_type=old.type,
@@ -437,7 +437,7 @@ def test_every_timestamp_regression_is_detected_and_named(
             model_digest=old.model_digest,
             payload=old.payload,
             signer=Signer(old.identity, signers[old.key_id].private_key),
-        )
+        )[0]
         mutated = [*records[:k], regressed, *records[k + 1 :]]
         if not _named(
             f"seq {k}", lambda m=mutated: verify_records(m, corpus.trust, cache=corpus.cache)

@@ -14,7 +14,13 @@ from service.keys.canonical import canonical_json
 from service.keys.store import Signer, TrustStore
 from service.ledger import Ledger, verify_export_text
 from service.ledger.errors import RecordSchemaError
-from service.ledger.records import canonical_bytes, encode_record, parse_json, record_from_json
+from service.ledger.records import (
+    canonical_bytes,
+    create_record,
+    encode_record,
+    parse_json,
+    record_from_json,
+)
 
 
 def test_hash_equals_chain_link_hash(ledger: Ledger, register: Any) -> None:
@@ -145,3 +151,49 @@ def test_string_encoding_equals_rfc8785(text: str) -> None:
         "hash": text,
     }
     assert encode_record(**fields, payload=payload).signed_bytes == canonical_json(unsigned)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    payload=st.dictionaries(st.text(max_size=6), _json, max_size=5), identity=st.text(min_size=1)
+)
+def test_created_record_text_is_its_canonical_json(
+    payload: dict[str, Any], identity: str, trainer: Signer
+) -> None:
+    signer = Signer(identity, trainer.private_key)
+    record, text = create_record(
+        seq=7,
+        prev_hash="b" * 64,
+        record_type="approve",
+        time="2026-11-22T10:00:00Z",
+        model_digest="sha256:" + "a" * 64,
+        payload=payload,
+        signer=signer,
+    )
+    assert text.encode() == canonical_json(record.to_dict())
+    assert record_from_json(text) == record_from_json(record.to_json())
+
+
+def test_appended_record_is_the_stored_record(ledger: Ledger, register: Any) -> None:
+    record = register(1, hyperparameters={"whole": 2.0, "neg": -0.0, "seed": (1, 2)})
+    assert record == ledger.head()
+    assert record.payload["hyperparameters"] == {"whole": 2, "neg": 0, "seed": [1, 2]}
+
+
+def test_appended_record_does_not_share_the_callers_payload(ledger: Ledger, register: Any) -> None:
+    hyperparameters: dict[str, Any] = {"lr": 0.001}
+    record = register(1, hyperparameters=hyperparameters)
+    hyperparameters["lr"] = 0.5
+    assert record.payload["hyperparameters"] == {"lr": 0.001}
+
+
+@pytest.mark.parametrize(
+    "hyperparameters",
+    [{1: "one"}, {"nested": [{"ok": {None: 1}}]}, {"nan": float("nan")}, {"big": -(2**53)}],
+)
+def test_payload_json_cannot_hold_exactly_is_refused(
+    ledger: Ledger, register: Any, hyperparameters: dict[Any, Any]
+) -> None:
+    with pytest.raises(RecordSchemaError, match="not canonical JSON"):
+        register(1, hyperparameters=hyperparameters)
+    assert ledger.count() == 0

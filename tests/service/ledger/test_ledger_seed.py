@@ -348,3 +348,25 @@ def test_a_home_of_another_user_is_refused(tmp_path: Path) -> None:
     os.chown(home, 65534, 65534)
     with pytest.raises(SeedError, match="belongs to uid 65534"):
         make_private_home(home)
+
+
+def test_an_export_the_required_witness_did_not_cosign_is_not_seeded(
+    export_path: Path,
+    trust_dir: Path,
+    tmp_path: Path,
+    pod_model: PodModel,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from service.chain.tlog import witness_verifier
+
+    vkey = witness_verifier("w.example/1", Ed25519PrivateKey.generate().public_key()).vkey()
+    url = tmp_path / "l.db"
+    command = ["--export", str(export_path), "--ledger", str(url), "--trust-dir", str(trust_dir)]
+    command += ["--model-digest", pod_model.digest, "--model-path", str(pod_model.path)]
+    assert main([*command, "--witness", vkey]) == 1
+    assert "not cosigned by the witness(es) w.example/1" in capsys.readouterr().err
+    monkeypatch.setenv("ZTML_LEDGER_WITNESS_KEYS", vkey)
+    assert main(command) == 1
+    assert "w.example/1" in capsys.readouterr().err
+    assert not url.exists()

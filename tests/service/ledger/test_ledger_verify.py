@@ -18,7 +18,7 @@ from service.ledger import (
     LedgerIntegrityError,
     verify_export,
 )
-from service.ledger.records import build_record
+from service.ledger.records import create_record
 
 
 def _populate(ledger: Ledger, register: Any, approver: Signer, digest_of: Any) -> None:
@@ -84,7 +84,7 @@ def test_rehashed_record_fails_its_signature(
     ledger: Ledger, register: Any, trust: TrustStore, trainer: Signer
 ) -> None:
     record = register(0)
-    forged = build_record(
+    forged = create_record(
         seq=0,
         prev_hash=record.prev_hash,
         record_type="register",
@@ -92,7 +92,7 @@ def test_rehashed_record_fails_its_signature(
         model_digest=record.model_digest,
         payload={**record.payload, "code_revision": "evil"},
         signer=Signer(trainer.identity, trainer.private_key),
-    )
+    )[0]
     document = forged.to_dict()
     document["signature"] = record.signature
     with pytest.raises(LedgerIntegrityError, match="does not verify"):
@@ -115,7 +115,7 @@ def test_non_canonical_signature_encoding_is_rejected(
 
 
 def test_rule_breaking_chain_is_rejected(trainer: Signer, trust: TrustStore) -> None:
-    approve = build_record(
+    approve = create_record(
         seq=0,
         prev_hash="0" * 64,
         record_type="approve",
@@ -123,7 +123,7 @@ def test_rule_breaking_chain_is_rejected(trainer: Signer, trust: TrustStore) -> 
         model_digest="sha256:" + "e" * 64,
         payload={"comment": ""},
         signer=trainer,
-    )
+    )[0]
     with pytest.raises(LedgerIntegrityError, match=r"breaks a ledger rule.*not registered"):
         verify_export([approve.to_dict()], trust)
 
@@ -240,7 +240,7 @@ def test_signed_record_with_a_malformed_payload_is_rejected(
     trainer: Signer, trust: TrustStore
 ) -> None:
     digest = "sha256:" + "e" * 64
-    bad = build_record(
+    bad = create_record(
         seq=0,
         prev_hash="0" * 64,
         record_type="register",
@@ -248,7 +248,7 @@ def test_signed_record_with_a_malformed_payload_is_rejected(
         model_digest=digest,
         payload={"name": "m", "version": "1"},
         signer=trainer,
-    )
+    )[0]
     with pytest.raises(LedgerIntegrityError, match=r"invalid register record.*missing"):
         verify_export([bad.to_dict()], trust)
 
