@@ -1,10 +1,16 @@
 """Start and stop the local stack: the OPA server and the BentoML model service.
 
-Both listen on 127.0.0.1 only. OPA loads ``policies/`` (without tests, examples and its
-configuration) with ``policies/config/opa-config.yaml`` (decision logs with masking);
-the service is ``bentoml serve service.app.service:ZtmlModelService`` (through
-:mod:`service.app.serve`, see :func:`service_command`) configured by
-environment variables (see :mod:`service.app.config`), pinned to the demo model's digest.
+The service listens on 127.0.0.1 only, with TLS (:func:`service_tls`): a server
+certificate from the stack's local CA in ``$ZTML_HOME/tls`` (made at the first start), or
+the operator's own pair; plain HTTP only when asked for by name. OPA's API is a Unix
+domain socket, ``$ZTML_HOME/run/opa/opa.sock`` (0600, in a 0700 directory, both owned by
+the user the servers run as), so only the service's user can ask it for decisions; its
+read-only diagnostics (``/health``, ``/metrics``) stay on a loopback port for the
+readiness check. OPA loads ``policies/`` (without tests, examples and its configuration)
+with ``policies/config/opa-config.yaml`` (decision logs with masking); the service is
+``bentoml serve service.app.service:ZtmlModelService`` (through :mod:`service.app.serve`,
+see :func:`service_command`) configured by environment variables (see
+:mod:`service.app.config`), pinned to the demo model's digest.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from service.authn.tls import DevCertificates, make_dev_ca
-from service.stack.errors import StackRunningError, StackStartError
+from service.stack.errors import StackError, StackRunningError, StackStartError
 from service.stack.privileges import RunAs, check_reachable, hand_over, service_account
 from service.stack.processes import (
     LOOPBACK,
@@ -34,11 +41,26 @@ from service.toolchain.opa import OPA_SERVER_ENV, OPA_STORE_FLAG
 from service.toolchain.paths import POLICIES_DIR, PROJECT_ROOT
 
 SERVICE_TARGET = "service.app.service:ZtmlModelService"
+ClientAuth = Literal["off", "optional", "required"]
+#: Settings the stack sets for the service itself; inherited values would contradict them.
+_STACK_SETTINGS = ("ZTML_TLS_", "ZTML_INSECURE_PLAIN_HTTP", "ZTML_OPA_")
+#: The longest path a Unix domain socket may have (sun_path holds 108 bytes with the NUL).
+MAX_SOCKET_PATH = 107
 
 
 @dataclass(frozen=True)
 class StackOptions:
-    """How to run the stack."""
+    """How to run the stack.
+
+    Attributes:
+        tls_cert: The operator's server certificate (PEM) for the service port, with
+            ``tls_key``; by default the stack's local CA issues one.
+        tls_key: Its private key (PEM).
+        client_ca: CA certificates that may sign callers' client certificates.
+        client_auth: Whether callers must present a client certificate (``off``,
+            ``optional``, ``required``).
+        insecure_plain_http: Serve plain HTTP instead of TLS (tokens in the clear).
+    """
 
     home: Path
     model_path: Path
@@ -49,11 +71,142 @@ class StackOptions:
     detached: bool = False
     ready_timeout: float = 180.0
     extra_env: Mapping[str, str] | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+    client_auth: ClientAuth = "off"
+    insecure_plain_http: bool = False
+
+
+@dataclass(frozen=True)
+class ServiceTls:
+    """The TLS files the service reads, and what a local caller needs to reach it.
+
+    Attributes:
+        cert: The server certificate the service presents.
+        key: Its private key.
+        ca: The stack's CA certificate (callers verify the service with it), or None
+            for an operator's certificate (the caller must trust its issuer).
+        client_ca: The CA bundle that signs accepted client certificates, or None.
+        client_auth: ``off``, ``optional`` or ``required``.
+        own: The stack's own client certificate and key (signed by its CA).
+    """
+
+    cert: Path
+    key: Path
+    ca: Path | None
+    client_ca: Path | None
+    client_auth: ClientAuth
+    own: DevCertificates
 
 
 def tls_dir(home: Path) -> Path:
-    """Where the stack keeps the CA and the OPA server / service client certificates."""
+    """Where the stack keeps its local CA, the service's certificate and its own client's."""
     return home / "tls"
+
+
+def opa_socket(home: Path) -> Path:
+    """Where OPA's API listens: a Unix domain socket in a directory only its user may open."""
+    return home / "run" / "opa" / "opa.sock"
+
+
+def _copy_private(source: Path, target: Path) -> None:
+    target.unlink(missing_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(source.read_bytes())
+
+
+def service_tls(options: StackOptions) -> ServiceTls | None:
+    """Prepare the service's TLS files in ``$ZTML_HOME/tls``; None for plain HTTP.
+
+    The local CA (``ca.pem``, its key kept from the servers), the service's certificate
+    for 127.0.0.1 and localhost (``server.pem``) and the stack's own client certificate
+    (``client.pem``, CN ``ztml-client``) are made at the first start and renewed a day
+    before they expire. An operator's pair is checked and copied there
+    (``operator.pem``/``operator.key``), so the servers' user can read it. With client
+    certificates on, ``client-ca.pem`` holds the accepted issuers: the stack's CA (its
+    readiness check presents ``client.pem``) and the operator's ``client_ca``, if any.
+
+    Raises:
+        StackError: the options contradict each other, or a file is unusable.
+    """
+    tls_options = (options.tls_cert, options.tls_key, options.client_ca)
+    if options.insecure_plain_http:
+        if any(tls_options) or options.client_auth != "off":
+            raise StackError("--insecure-plain-http turns TLS off; drop the TLS options.")
+        return None
+    if (options.tls_cert is None) != (options.tls_key is None):
+        raise StackError("--tls-cert and --tls-key go together: give both or neither.")
+    if options.client_ca is not None and options.client_auth == "off":
+        raise StackError("--client-ca needs --client-auth optional or required.")
+    from service.authn.errors import TLSSetupError
+
+    directory = tls_dir(options.home)
+    try:
+        own = make_dev_ca(directory)
+    except TLSSetupError as err:
+        raise StackError(str(err)) from None
+    cert, key = own.server_cert, own.server_key
+    ca: Path | None = own.ca_cert
+    if options.tls_cert is not None and options.tls_key is not None:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+                str(options.tls_cert), str(options.tls_key)
+            )
+        except (OSError, ssl.SSLError) as err:
+            raise StackError(
+                f"--tls-cert {options.tls_cert} and --tls-key {options.tls_key} are not a "
+                f"usable PEM certificate and matching key ({type(err).__name__}: {err})."
+            ) from None
+        cert, key, ca = directory / "operator.pem", directory / "operator.key", None
+        cert.write_bytes(options.tls_cert.read_bytes())
+        _copy_private(options.tls_key, key)
+    client_ca = None
+    if options.client_auth != "off":
+        bundle = own.ca_cert.read_bytes()
+        if options.client_ca is not None:
+            try:
+                extra = options.client_ca.read_bytes()
+                ssl.create_default_context(cadata=extra.decode("ascii"))
+            except (OSError, ValueError, ssl.SSLError) as err:
+                raise StackError(
+                    f"--client-ca {options.client_ca} is not a PEM CA certificate file "
+                    f"({type(err).__name__})."
+                ) from None
+            bundle += b"\n" + extra
+        client_ca = directory / "client-ca.pem"
+        client_ca.write_bytes(bundle)
+        os.chmod(client_ca, 0o644)
+    return ServiceTls(cert, key, ca, client_ca, options.client_auth, own)
+
+
+def service_tls_env(tls: ServiceTls | None) -> dict[str, str]:
+    """The service's ``ZTML_TLS_*`` settings (or the plain-HTTP opt-out)."""
+    if tls is None:
+        return {"ZTML_INSECURE_PLAIN_HTTP": "true"}
+    env = {"ZTML_TLS_CERT": str(tls.cert), "ZTML_TLS_KEY": str(tls.key)}
+    if tls.client_ca is not None:
+        env["ZTML_TLS_CLIENT_CA"] = str(tls.client_ca)
+        env["ZTML_TLS_CLIENT_AUTH"] = tls.client_auth
+    return env
+
+
+def caller_context(tls: ServiceTls) -> ssl.SSLContext:
+    """A client context for the stack's own checks: trusts the service, presents a cert.
+
+    An operator's certificate is not verified here (the stack does not know its issuer;
+    the check only asks its own child process on loopback whether it is ready).
+    """
+    if tls.ca is not None:
+        context = ssl.create_default_context(cafile=str(tls.ca))
+    else:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if tls.client_auth != "off":
+        context.load_cert_chain(str(tls.own.client_cert), str(tls.own.client_key))
+    return context
 
 
 def opa_command(
@@ -118,23 +271,6 @@ def opa_env(base: Mapping[str, str]) -> dict[str, str]:
     return {**base, **OPA_SERVER_ENV}
 
 
-def opa_client_env(certs: DevCertificates, port: int) -> dict[str, str]:
-    """The service settings for mutual TLS to the stack's OPA."""
-    return {
-        "ZTML_OPA_URL": f"https://{LOOPBACK}:{port}",
-        "ZTML_OPA_CA_FILE": str(certs.ca_cert),
-        "ZTML_OPA_CERT_FILE": str(certs.client_cert),
-        "ZTML_OPA_KEY_FILE": str(certs.client_key),
-    }
-
-
-def opa_client_context(certs: DevCertificates) -> ssl.SSLContext:
-    """A TLS context that trusts the stack's CA and presents the service's certificate."""
-    from service.authz.tls import OpaTls
-
-    return OpaTls(certs.ca_cert, certs.client_cert, certs.client_key).context()
-
-
 def service_command(port: int) -> list[str]:
     """Return the ``bentoml serve`` command line (via :mod:`service.app.serve`).
 
@@ -154,15 +290,17 @@ def service_command(port: int) -> list[str]:
     ]
 
 
-def service_env(options: StackOptions, opa_port: int, certs: DevCertificates) -> dict[str, str]:
+def service_env(options: StackOptions, tls: ServiceTls | None) -> dict[str, str]:
     """Return the model service's environment (the configuration it reads at start)."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(_STACK_SETTINGS)}
     env = {
-        **os.environ,
+        **inherited,
         "ZTML_HOME": str(options.home),
         "ZTML_MODEL_PATH": str(options.model_path),
         "ZTML_MODEL_DIGEST": options.model_digest,
         "ZTML_LEDGER_URL": str(options.home / "ledger.db"),
-        **opa_client_env(certs, opa_port),
+        "ZTML_OPA_URL": f"unix://{opa_socket(options.home)}",
+        **service_tls_env(tls),
         "ZTML_WORKERS": str(options.workers),
         "BENTOML_HOME": str(options.home / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "True",
@@ -216,6 +354,24 @@ def _unprivileged_account(home: Path, opa: Path) -> RunAs | None:
     return account
 
 
+def _prepare_socket_dir(home: Path) -> Path:
+    """Create OPA's socket directory (0700) with no stale socket in it; return the path.
+
+    Raises:
+        StackStartError: the socket's path is too long for a Unix domain socket.
+    """
+    sock = opa_socket(home)
+    if len(os.fsencode(sock)) > MAX_SOCKET_PATH:
+        raise StackStartError(
+            f"OPA's socket path {sock} is longer than {MAX_SOCKET_PATH} bytes, the limit of a "
+            "Unix domain socket: choose a shorter ZTML_HOME."
+        )
+    sock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(sock.parent, 0o700)
+    sock.unlink(missing_ok=True)  # left by an OPA that was killed; none runs now
+    return sock
+
+
 def _as(run_as: RunAs | None, env: dict[str, str], home: Path) -> dict[str, str]:
     """A server's environment; one run as the service account gets ZTML_HOME as HOME."""
     return env if run_as is None else {**env, "HOME": str(home), "USER": run_as.name}
@@ -240,10 +396,11 @@ def start_stack(options: StackOptions) -> StackState:
     ensure_port_free(port, "the model service")
     logs = logs_dir(home)
     opa_log, service_log = logs / "opa.log", logs / "service.log"
-    certs = make_dev_ca(tls_dir(home))
+    tls = service_tls(options)
+    sock = _prepare_socket_dir(home)
     run_as = _unprivileged_account(home, opa)
     opa_proc = start_process(
-        opa_command(opa, opa_port, certs=certs),
+        opa_command(opa, opa_port, socket=sock),
         log_path=opa_log,
         env=_as(run_as, opa_env(os.environ), home),
         cwd=PROJECT_ROOT,
@@ -251,8 +408,7 @@ def start_stack(options: StackOptions) -> StackState:
     )
     try:
         wait_ready(
-            f"https://{LOOPBACK}:{opa_port}/health",
-            verify=opa_client_context(certs),
+            f"http://{LOOPBACK}:{opa_port}/health",
             process=opa_proc,
             what="OPA",
             log_path=opa_log,
@@ -261,16 +417,18 @@ def start_stack(options: StackOptions) -> StackState:
         service_proc = start_process(
             service_command(port),
             log_path=service_log,
-            env=_as(run_as, service_env(options, opa_port, certs), home),
+            env=_as(run_as, service_env(options, tls), home),
             cwd=PROJECT_ROOT,
             run_as=run_as,
         )
     except BaseException:
         stop_group(opa_proc.pid)
         raise
+    scheme = "http" if tls is None else "https"
     try:
         wait_ready(
-            f"http://{LOOPBACK}:{port}/readyz",
+            f"{scheme}://{LOOPBACK}:{port}/readyz",
+            verify=True if tls is None else caller_context(tls),
             process=service_proc,
             what="The model service",
             log_path=service_log,
@@ -287,6 +445,10 @@ def start_stack(options: StackOptions) -> StackState:
         home=str(home),
         started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         detached=options.detached,
+        opa_socket=str(sock),
+        scheme=scheme,
+        ca_file=str(tls.ca) if tls is not None and tls.ca is not None else None,
+        client_auth=tls.client_auth if tls is not None else "off",
     )
     write_state(home, state)
     return state
