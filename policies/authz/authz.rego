@@ -54,31 +54,26 @@ known_roles contains role if {
 
 # METADATA
 # title: Granting roles
-# description: >-
-#   The subject's known roles that permit the requested action (a role that
-#   requires a client certificate only over mutual TLS with one naming the subject).
+# description: The subject's known roles that permit the requested action and need no client certificate.
 granting_roles contains role if {
 	some role in input.subject.roles
 	def := data.data.roles[role]
 	input.action in def.actions
-	certificate_permits(def)
+	not def.requires_client_certificate
 }
 
 # METADATA
-# title: Certificate permits role
-# description: A role that does not require a client certificate needs none.
-certificate_permits(def) if not def.requires_client_certificate
-
-# METADATA
-# title: Certificate permits role (bound)
+# title: Granting roles (client certificate)
 # description: >-
-#   A role with requires_client_certificate is granted only when the caller's
+#   A role with requires_client_certificate grants only when the caller's
 #   verified TLS client certificate (input.client_cert, set by the service from the
 #   handshake) names the token's subject among its identities (SAN URIs, SAN DNS
 #   names, CN): a stolen token is useless without the caller's private key.
-certificate_permits(def) if {
-	def.requires_client_certificate == true
+granting_roles contains role if {
 	input.subject.sub in input.client_cert.identities
+	some role in input.subject.roles
+	data.data.roles[role].requires_client_certificate == true
+	input.action in data.data.roles[role].actions
 }
 
 # METADATA
