@@ -43,7 +43,14 @@ from service.toolchain.paths import POLICIES_DIR, PROJECT_ROOT
 SERVICE_TARGET = "service.app.service:ZtmlModelService"
 ClientAuth = Literal["off", "optional", "required"]
 #: Settings the stack sets for the service itself; inherited values would contradict them.
-_STACK_SETTINGS = ("ZTML_TLS_", "ZTML_INSECURE_PLAIN_HTTP", "ZTML_OPA_")
+_STACK_SETTINGS = (
+    "ZTML_TLS_",
+    "ZTML_INSECURE_PLAIN_HTTP",
+    "ZTML_OPA_URL",
+    "ZTML_OPA_CA_FILE",
+    "ZTML_OPA_CERT_FILE",
+    "ZTML_OPA_KEY_FILE",
+)
 #: The longest path a Unix domain socket may have (sun_path holds 108 bytes with the NUL).
 MAX_SOCKET_PATH = 107
 

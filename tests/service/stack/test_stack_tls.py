@@ -171,3 +171,19 @@ def test_plain_http_only_behind_the_named_opt_out_which_is_loud_and_recorded(
         assert "start_insecure_plain_http" in starts
     finally:
         assert ztml(up_home, "down").returncode == 0
+
+
+def test_the_service_env_replaces_inherited_transport_settings_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.stack.runner import service_env
+
+    monkeypatch.setenv("ZTML_INSECURE_PLAIN_HTTP", "true")
+    monkeypatch.setenv("ZTML_OPA_URL", "http://127.0.0.1:8181")
+    monkeypatch.setenv("ZTML_OPA_TIMEOUT_MS", "1000")
+    tls = service_tls(options(tmp_path))
+    env = service_env(options(tmp_path), tls)
+    assert "ZTML_INSECURE_PLAIN_HTTP" not in env
+    assert env["ZTML_OPA_URL"] == f"unix://{opa_socket(tmp_path)}"
+    assert env["ZTML_OPA_TIMEOUT_MS"] == "1000"
+    assert env["ZTML_TLS_CERT"] == str(tmp_path / "tls" / "server.pem")
