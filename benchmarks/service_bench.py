@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     total = args.requests or (400 if args.quick else 2000)
     layer_calls = 300 if args.quick else 2000
 
-    from service.stack.runner import StackOptions, start_stack, stop_stack, tls_dir
+    from service.stack.runner import StackOptions, start_stack, stop_stack
+    from service.stack.tls import tls_dir
 
     home = Path(tempfile.mkdtemp(prefix="ztml-bench-"))
     os.environ["ZTML_HOME"] = str(home)

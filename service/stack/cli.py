@@ -76,8 +76,8 @@ def _warn_plain_http() -> None:
 
 def _print_ready(home: Path, state: object) -> None:
     from service.stack.example import demo_token, example_command, write_example
-    from service.stack.runner import tls_dir
     from service.stack.state import StackState
+    from service.stack.tls import tls_dir
 
     assert isinstance(state, StackState)
     own = None

@@ -16,16 +16,14 @@ see :func:`service_command`) configured by environment variables (see
 from __future__ import annotations
 
 import os
-import ssl
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-from service.authn.tls import DevCertificates, make_dev_ca
-from service.stack.errors import StackError, StackRunningError, StackStartError
+from service.authn.tls import DevCertificates
+from service.stack.errors import StackRunningError, StackStartError
 from service.stack.privileges import RunAs, check_reachable, hand_over, service_account
 from service.stack.processes import (
     LOOPBACK,
@@ -37,11 +35,11 @@ from service.stack.processes import (
     wait_ready,
 )
 from service.stack.state import ServerInfo, StackState, clear_state, read_state, write_state
+from service.stack.tls import ClientAuth, ServiceTls, caller_context, service_tls, service_tls_env
 from service.toolchain.opa import OPA_SERVER_ENV, OPA_STORE_FLAG
 from service.toolchain.paths import POLICIES_DIR, PROJECT_ROOT
 
 SERVICE_TARGET = "service.app.service:ZtmlModelService"
-ClientAuth = Literal["off", "optional", "required"]
 #: Settings the stack sets for the service itself; inherited values would contradict them.
 _STACK_SETTINGS = (
     "ZTML_TLS_",
@@ -85,135 +83,9 @@ class StackOptions:
     insecure_plain_http: bool = False
 
 
-@dataclass(frozen=True)
-class ServiceTls:
-    """The TLS files the service reads, and what a local caller needs to reach it.
-
-    Attributes:
-        cert: The server certificate the service presents.
-        key: Its private key.
-        ca: The stack's CA certificate (callers verify the service with it), or None
-            for an operator's certificate (the caller must trust its issuer).
-        client_ca: The CA bundle that signs accepted client certificates, or None.
-        client_auth: ``off``, ``optional`` or ``required``.
-        own: The stack's own client certificate and key (signed by its CA).
-    """
-
-    cert: Path
-    key: Path
-    ca: Path | None
-    client_ca: Path | None
-    client_auth: ClientAuth
-    own: DevCertificates
-
-
-def tls_dir(home: Path) -> Path:
-    """Where the stack keeps its local CA, the service's certificate and its own client's."""
-    return home / "tls"
-
-
 def opa_socket(home: Path) -> Path:
     """Where OPA's API listens: a Unix domain socket in a directory only its user may open."""
     return home / "run" / "opa" / "opa.sock"
-
-
-def _copy_private(source: Path, target: Path) -> None:
-    target.unlink(missing_ok=True)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(source.read_bytes())
-
-
-def service_tls(options: StackOptions) -> ServiceTls | None:
-    """Prepare the service's TLS files in ``$ZTML_HOME/tls``; None for plain HTTP.
-
-    The local CA (``ca.pem``, its key kept from the servers), the service's certificate
-    for 127.0.0.1 and localhost (``server.pem``) and the stack's own client certificate
-    (``client.pem``, CN ``ztml-client``) are made at the first start and renewed a day
-    before they expire. An operator's pair is checked and copied there
-    (``operator.pem``/``operator.key``), so the servers' user can read it. With client
-    certificates on, ``client-ca.pem`` holds the accepted issuers: the stack's CA (its
-    readiness check presents ``client.pem``) and the operator's ``client_ca``, if any.
-
-    Raises:
-        StackError: the options contradict each other, or a file is unusable.
-    """
-    tls_options = (options.tls_cert, options.tls_key, options.client_ca)
-    if options.insecure_plain_http:
-        if any(tls_options) or options.client_auth != "off":
-            raise StackError("--insecure-plain-http turns TLS off; drop the TLS options.")
-        return None
-    if (options.tls_cert is None) != (options.tls_key is None):
-        raise StackError("--tls-cert and --tls-key go together: give both or neither.")
-    if options.client_ca is not None and options.client_auth == "off":
-        raise StackError("--client-ca needs --client-auth optional or required.")
-    from service.authn.errors import TLSSetupError
-
-    directory = tls_dir(options.home)
-    try:
-        own = make_dev_ca(directory)
-    except TLSSetupError as err:
-        raise StackError(str(err)) from None
-    cert, key = own.server_cert, own.server_key
-    ca: Path | None = own.ca_cert
-    if options.tls_cert is not None and options.tls_key is not None:
-        try:
-            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
-                str(options.tls_cert), str(options.tls_key)
-            )
-        except (OSError, ssl.SSLError) as err:
-            raise StackError(
-                f"--tls-cert {options.tls_cert} and --tls-key {options.tls_key} are not a "
-                f"usable PEM certificate and matching key ({type(err).__name__}: {err})."
-            ) from None
-        cert, key, ca = directory / "operator.pem", directory / "operator.key", None
-        cert.write_bytes(options.tls_cert.read_bytes())
-        _copy_private(options.tls_key, key)
-    client_ca = None
-    if options.client_auth != "off":
-        bundle = own.ca_cert.read_bytes()
-        if options.client_ca is not None:
-            try:
-                extra = options.client_ca.read_bytes()
-                ssl.create_default_context(cadata=extra.decode("ascii"))
-            except (OSError, ValueError, ssl.SSLError) as err:
-                raise StackError(
-                    f"--client-ca {options.client_ca} is not a PEM CA certificate file "
-                    f"({type(err).__name__})."
-                ) from None
-            bundle += b"\n" + extra
-        client_ca = directory / "client-ca.pem"
-        client_ca.write_bytes(bundle)
-        os.chmod(client_ca, 0o644)
-    return ServiceTls(cert, key, ca, client_ca, options.client_auth, own)
-
-
-def service_tls_env(tls: ServiceTls | None) -> dict[str, str]:
-    """The service's ``ZTML_TLS_*`` settings (or the plain-HTTP opt-out)."""
-    if tls is None:
-        return {"ZTML_INSECURE_PLAIN_HTTP": "true"}
-    env = {"ZTML_TLS_CERT": str(tls.cert), "ZTML_TLS_KEY": str(tls.key)}
-    if tls.client_ca is not None:
-        env["ZTML_TLS_CLIENT_CA"] = str(tls.client_ca)
-        env["ZTML_TLS_CLIENT_AUTH"] = tls.client_auth
-    return env
-
-
-def caller_context(tls: ServiceTls) -> ssl.SSLContext:
-    """A client context for the stack's own checks: trusts the service, presents a cert.
-
-    An operator's certificate is not verified here (the stack does not know its issuer;
-    the check only asks its own child process on loopback whether it is ready).
-    """
-    if tls.ca is not None:
-        context = ssl.create_default_context(cafile=str(tls.ca))
-    else:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if tls.client_auth != "off":
-        context.load_cert_chain(str(tls.own.client_cert), str(tls.own.client_key))
-    return context
 
 
 def opa_command(
@@ -403,7 +275,14 @@ def start_stack(options: StackOptions) -> StackState:
     ensure_port_free(port, "the model service")
     logs = logs_dir(home)
     opa_log, service_log = logs / "opa.log", logs / "service.log"
-    tls = service_tls(options)
+    tls = service_tls(
+        options.home,
+        tls_cert=options.tls_cert,
+        tls_key=options.tls_key,
+        client_ca=options.client_ca,
+        client_auth=options.client_auth,
+        insecure_plain_http=options.insecure_plain_http,
+    )
     sock = _prepare_socket_dir(home)
     run_as = _unprivileged_account(home, opa)
     opa_proc = start_process(

@@ -14,18 +14,17 @@ import pytest
 
 from service.authn.tls import DevCertificates, make_dev_ca
 from service.stack.errors import StackError
-from service.stack.runner import StackOptions, opa_socket, service_tls
+from service.stack.runner import StackOptions, opa_socket, service_env
 from service.stack.state import StackState, read_state
+from service.stack.tls import service_tls
 from tests.service.app.harness import audit_events, token
 from tests.service.stack.test_stack_up import ztml
 
 # -- options ------------------------------------------------------------------------------
 
 
-def options(home: Path, **kwargs: object) -> StackOptions:
-    return StackOptions(
-        home=home, model_path=home / "m", model_digest="sha256:" + "0" * 64, **kwargs
-    )  # type: ignore[arg-type]
+def options(home: Path) -> StackOptions:
+    return StackOptions(home=home, model_path=home / "m", model_digest="sha256:" + "0" * 64)
 
 
 @pytest.mark.parametrize(
@@ -40,18 +39,18 @@ def test_contradicting_tls_options_are_refused(
     tmp_path: Path, kwargs: dict[str, object], fragment: str
 ) -> None:
     with pytest.raises(StackError, match=fragment):
-        service_tls(options(tmp_path, **kwargs))
+        service_tls(tmp_path, **kwargs)  # type: ignore[arg-type]
 
 
 def test_a_key_that_does_not_match_the_certificate_is_refused(tmp_path: Path) -> None:
     theirs = make_dev_ca(tmp_path / "theirs")
     with pytest.raises(StackError, match="matching key"):
-        service_tls(options(tmp_path, tls_cert=theirs.server_cert, tls_key=theirs.client_key))
+        service_tls(tmp_path, tls_cert=theirs.server_cert, tls_key=theirs.client_key)
 
 
 def test_the_stacks_ca_is_always_an_accepted_client_issuer(tmp_path: Path) -> None:
     partner = make_dev_ca(tmp_path / "partner")
-    tls = service_tls(options(tmp_path, client_ca=partner.ca_cert, client_auth="required"))
+    tls = service_tls(tmp_path, client_ca=partner.ca_cert, client_auth="required")
     assert tls is not None and tls.client_ca is not None
     bundle = tls.client_ca.read_text()
     assert partner.ca_cert.read_text().strip() in bundle
@@ -176,13 +175,10 @@ def test_plain_http_only_behind_the_named_opt_out_which_is_loud_and_recorded(
 def test_the_service_env_replaces_inherited_transport_settings_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from service.stack.runner import service_env
-
     monkeypatch.setenv("ZTML_INSECURE_PLAIN_HTTP", "true")
     monkeypatch.setenv("ZTML_OPA_URL", "http://127.0.0.1:8181")
     monkeypatch.setenv("ZTML_OPA_TIMEOUT_MS", "1000")
-    tls = service_tls(options(tmp_path))
-    env = service_env(options(tmp_path), tls)
+    env = service_env(options(tmp_path), service_tls(tmp_path))
     assert "ZTML_INSECURE_PLAIN_HTTP" not in env
     assert env["ZTML_OPA_URL"] == f"unix://{opa_socket(tmp_path)}"
     assert env["ZTML_OPA_TIMEOUT_MS"] == "1000"
