@@ -209,6 +209,19 @@ class _TlsScope:
         await self.app(scope, receive, send)
 
 
+def _hook_connection_made(http_protocol: Any) -> None:
+    """Make each TLS connection of ``http_protocol`` carry its TLS facts (:class:`_TlsScope`)."""
+    made = http_protocol.connection_made
+
+    def connection_made(self: Any, transport: Any) -> None:
+        made(self, transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.app = _TlsScope(self.app, *connection_facts(ssl_object))
+
+    http_protocol.connection_made = connection_made
+
+
 def install() -> None:
     """Install the three hooks in this process (once; see the module's description).
 
@@ -237,15 +250,15 @@ def install() -> None:
     create_ssl_context.ztml_hook = True  # type: ignore[attr-defined]
     uvicorn.config.create_ssl_context = create_ssl_context
 
-    made = h11_impl.H11Protocol.connection_made
-
-    def connection_made(self: Any, transport: Any) -> None:
-        made(self, transport)
-        ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is not None:
-            self.app = _TlsScope(self.app, *connection_facts(ssl_object))
-
-    h11_impl.H11Protocol.connection_made = connection_made  # type: ignore[method-assign]
+    protocols: list[Any] = [h11_impl.H11Protocol]
+    try:  # uvicorn prefers httptools' parser when it is installed
+        from uvicorn.protocols.http import httptools_impl
+    except ImportError:
+        pass
+    else:
+        protocols.append(httptools_impl.HttpToolsProtocol)
+    for http_protocol in protocols:
+        _hook_connection_made(http_protocol)
 
     complete = protocol._on_handshake_complete
 
