@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import os
 import random
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -106,6 +107,7 @@ async def run_load(
     subjects: int = 200,
     warmup: int = 50,
     seed: int = 0,
+    verify: ssl.SSLContext | bool = True,
 ) -> LoadResult:
     """Send mixed traffic until ``requests`` are sent or ``seconds`` have passed."""
     rng = random.Random(seed)
@@ -139,7 +141,9 @@ async def run_load(
             result.statuses.setdefault(kind, Counter())[reply.status_code] += 1
 
     limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=30, limits=limits, verify=verify
+    ) as client:
         saved = budget["left"]
         budget["left"] = warmup
         await asyncio.gather(*(worker(client, False) for _ in range(concurrency)))
@@ -223,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 seconds=args.minutes * 60,
                 concurrency=args.concurrency,
                 subjects=args.subjects,
+                verify=state.caller_context(),
             )
         )
         time.sleep(1.0)

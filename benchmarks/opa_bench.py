@@ -13,6 +13,11 @@ query again with OPA's defaults (Go's thread count and collector, the plain stor
 the settings' share is visible, and the medians of the allowed and the denied examples
 apart (a denial evaluates every reason rule, since it lists every reason).
 
+Then the round trip the service pays per decision, through its own client
+(``service.authz.OpaAuthorizer``, one keep-alive connection): two OPA servers with the same
+policies and settings, one on a Unix domain socket (as ``ztml up`` and the pod run it), one
+on loopback TCP with mutual TLS (the baseline), asked in alternating rounds of the same run.
+
     .venv/bin/python -m benchmarks.opa_bench            # every authz example
     .venv/bin/python -m benchmarks.opa_bench --quick    # three examples
 """
@@ -25,6 +30,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +39,7 @@ from rich.table import Table
 
 from service.stack.runner import opa_env
 from service.toolchain.opa import OPA_STORE_FLAG, OPA_VERSION, find_opa
-from service.toolchain.paths import POLICIES_DIR
+from service.toolchain.paths import POLICIES_DIR, PROJECT_ROOT
 
 DECISION_QUERY = "data.ztml.authz.decision"
 BASELINE_QUERY = "is_object(input)"
@@ -99,12 +105,95 @@ def bench(opa: Path, query: str, input_path: Path, *, count: int, deployed: bool
     return Timing(p50_us=p50, p99_us=p99, iterations=sum(run["N"] for run in runs))
 
 
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def round_trips(opa: Path, count: int) -> dict[str, list[float]]:
+    """Time ``count`` decisions per transport through the service's client (µs each)."""
+    import asyncio
+    import tempfile
+
+    from service.authn.tls import make_dev_ca
+    from service.authz import OpaAuthorizer
+    from service.authz.tls import OpaTls
+    from service.stack.processes import free_port, start_process, stop_group, wait_ready
+    from service.stack.runner import opa_command
+
+    example = json.loads((POLICIES_DIR / "examples/authz/allow-predict/input.json").read_text())
+    with tempfile.TemporaryDirectory(prefix="ztml-opa-bench-") as scratch:
+        base = Path(scratch)
+        certs = make_dev_ca(base / "tls")
+        sock = base / "opa.sock"
+        socket_port, tls_port = free_port(), free_port()
+        servers = {
+            "unix": opa_command(opa, socket_port, socket=sock),
+            "tls": opa_command(opa, tls_port, certs=certs),
+        }
+        procs = {}
+        try:
+            for name, command in servers.items():
+                log = base / f"opa-{name}.log"
+                procs[name] = start_process(
+                    command, log_path=log, env=opa_env(os.environ), cwd=PROJECT_ROOT
+                )
+            tls_context = OpaTls(certs.ca_cert, certs.client_cert, certs.client_key).context()
+            wait_ready(
+                f"http://127.0.0.1:{socket_port}/health",
+                process=procs["unix"],
+                what="OPA (socket)",
+                log_path=base / "opa-unix.log",
+                timeout=30,
+            )
+            wait_ready(
+                f"https://127.0.0.1:{tls_port}/health",
+                verify=tls_context,
+                process=procs["tls"],
+                what="OPA (TLS)",
+                log_path=base / "opa-tls.log",
+                timeout=30,
+            )
+            clients = {
+                "unix": OpaAuthorizer(f"unix://{sock}", timeout_seconds=2.0),
+                "tls": OpaAuthorizer(
+                    f"https://127.0.0.1:{tls_port}", timeout_seconds=2.0, ssl_context=tls_context
+                ),
+            }
+
+            async def measure() -> dict[str, list[float]]:
+                samples: dict[str, list[float]] = {name: [] for name in clients}
+                for client in clients.values():
+                    for _ in range(50):  # warm-up: connection, first-call costs
+                        await client.decide(example)
+                rounds = 10
+                for _ in range(rounds):
+                    for name, client in clients.items():
+                        for _ in range(max(1, count // rounds)):
+                            start = time.perf_counter()
+                            decision = await client.decide(example)
+                            samples[name].append((time.perf_counter() - start) * 1e6)
+                            assert decision.allow
+                for client in clients.values():
+                    await client.close()
+                return samples
+
+            return asyncio.run(measure())
+        finally:
+            for proc in procs.values():
+                stop_group(proc.pid)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="benchmark three examples only")
     parser.add_argument("--count", type=int, default=1, help="opa bench runs per query")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--round-trips", type=int, default=None, help="decisions per transport (default 3000)"
+    )
     args = parser.parse_args(argv)
+    trips = args.round_trips or (500 if args.quick else 3000)
 
     opa = find_opa()
     inputs = sorted((POLICIES_DIR / "examples" / "authz").glob("*/input.json"))
@@ -192,6 +281,30 @@ def main(argv: list[str] | None = None) -> int:
     met = overall_p50 < TARGET_P50_US
     verdict = "[green]met[/green]" if met else "[red]missed[/red]"
     console.print(f"target p50 < {TARGET_P50_US:.0f} µs: {verdict} ({overall_p50:.1f} µs)")
+
+    with console.status("timing decision round trips …"):
+        trip_samples = round_trips(opa, trips)
+    trip_table = Table(
+        title=f"decision round trip through the service's OPA client (allow-predict, "
+        f"{len(trip_samples['unix'])} decisions each, alternating rounds, one keep-alive "
+        "connection)"
+    )
+    for column in ("transport", "p50 µs", "p99 µs", "mean µs", "p50 ratio"):
+        trip_table.add_column(column, justify="left" if column == "transport" else "right")
+    tls_p50 = percentile(trip_samples["tls"], 0.5)
+    for name, label in (
+        ("tls", "loopback TCP + mutual TLS (baseline)"),
+        ("unix", "Unix domain socket (ztml up, pod)"),
+    ):
+        values = trip_samples[name]
+        trip_table.add_row(
+            label,
+            f"{percentile(values, 0.5):.0f}",
+            f"{percentile(values, 0.99):.0f}",
+            f"{statistics.fmean(values):.0f}",
+            f"{percentile(values, 0.5) / tls_p50:.2f}×",
+        )
+    console.print(trip_table)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         figures: dict[str, dict[str, object]] = {
@@ -206,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
         figures["all_opa_defaults"] = {
             "decision": {"p50_us": default_p50},
             "baseline": {"p50_us": default_base},
+        }
+        figures["round_trip"] = {
+            name: {"p50_us": percentile(v, 0.5), "p99_us": percentile(v, 0.99)}
+            for name, v in trip_samples.items()
         }
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0

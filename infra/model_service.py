@@ -102,6 +102,9 @@ class ModelService(pulumi.ComponentResource):
             "BENTOML_HOME": f"{CACHE_DIR}/bentoml",
             "PYTHONUNBUFFERED": "1",
             "BENTOML_DO_NOT_TRACK": "True",
+            # The service refuses to start without TLS unless told by name; the pod has no
+            # certificate Secret yet (ZTML_TLS_CERT/ZTML_TLS_KEY), and its probes are HTTP.
+            "ZTML_INSECURE_PLAIN_HTTP": "true",
         }
         mounts: list[Mount] = []
         for part in args.parts:

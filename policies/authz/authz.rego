@@ -54,9 +54,34 @@ known_roles contains role if {
 
 # METADATA
 # title: Granting roles
-# description: The subject's known roles that permit the requested action.
+# description: The subject's known roles that permit the requested action and need no client certificate.
 granting_roles contains role if {
 	some role in input.subject.roles
+	def := data.data.roles[role]
+	input.action in def.actions
+	not def.requires_client_certificate
+}
+
+# METADATA
+# title: Granting roles (client certificate)
+# description: >-
+#   A role with requires_client_certificate grants only when the caller's
+#   verified TLS client certificate (input.client_cert, set by the service from the
+#   handshake) names the token's subject among its identities (SAN URIs, SAN DNS
+#   names, CN): a stolen token is useless without the caller's private key.
+granting_roles contains role if {
+	input.subject.sub in input.client_cert.identities
+	some role in input.subject.roles
+	data.data.roles[role].requires_client_certificate == true
+	input.action in data.data.roles[role].actions
+}
+
+# METADATA
+# title: Certificate-bound roles
+# description: The subject's roles that would permit the action with a client certificate.
+certificate_roles contains role if {
+	some role in input.subject.roles
+	data.data.roles[role].requires_client_certificate == true
 	input.action in data.data.roles[role].actions
 }
 
@@ -223,7 +248,19 @@ reasons contains sprintf("roles %v may not perform action %q", [sort(known_roles
 	count(granting_roles) == 0
 	count(known_roles) > 0
 	not input.action in {"admin", "explain"}
+	count(certificate_roles) == 0
 	valid
+}
+
+# METADATA
+# title: Client certificate missing
+# description: >-
+#   A role that requires a client certificate grants nothing without a verified one
+#   naming the subject.
+reasons contains sprintf("role %q requires a TLS client certificate naming subject %q (client certificate identities: %v)", [role, input.subject.sub, object.get(input_object, ["client_cert", "identities"], [])]) if {
+	count(granting_roles) == 0
+	valid
+	some role in certificate_roles
 }
 
 # METADATA

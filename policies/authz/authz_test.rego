@@ -332,6 +332,10 @@ invariant_inputs := [
 	request({"request": {"batch_size": 65}}),
 	request({"request": {"batch_size": 64}}),
 	request({"request": {"time": "later"}}),
+	as_roles(["service"], {"subject": {"sub": "svc-batch"}, "client_cert": certificate(["svc-batch"])}),
+	as_roles(["service"], {"subject": {"sub": "svc-batch"}}),
+	as_roles(["service"], {"subject": {"sub": "svc-batch"}, "client_cert": certificate(["svc-other"])}),
+	as_roles(["service", "predictor"], {"subject": {"sub": "svc-batch"}}),
 ]
 
 # The policy's allow for inp.
@@ -364,4 +368,53 @@ test_allow_holds_exactly_when_no_reason_applies if {
 test_deny_invariant_inputs_include_denials_and_allows if {
 	results := {allowed(inp) | some inp in invariant_inputs}
 	results == {true, false}
+}
+
+# --- client certificates (mutual TLS) -------------------------------------------
+
+# The client_cert fact the service sets for a verified certificate naming identities.
+certificate(identities) := {
+	"subject": "CN=svc-batch,O=acme",
+	"issuer": "CN=acme services CA",
+	"common_name": "svc-batch",
+	"uris": [],
+	"dns_names": [],
+	"identities": identities,
+	"fingerprint": "sha256:00",
+}
+
+as_service(overrides) := as_roles(["service"], object.union({"subject": {"sub": "svc-batch"}}, overrides))
+
+test_allow_service_role_with_a_certificate_naming_the_subject if {
+	d := decide(as_service({"client_cert": certificate(["spiffe://acme/batch", "svc-batch"])}))
+	d.allow == true
+	d.obligations.max_batch_size == 128
+}
+
+test_deny_service_role_without_a_client_certificate if {
+	d := decide(as_service({}))
+	denied(d, `role "service" requires a TLS client certificate naming subject "svc-batch"`)
+	count(d.reasons) == 1
+}
+
+test_deny_service_role_with_a_null_client_certificate if {
+	denied(decide(as_service({"client_cert": null})), "requires a TLS client certificate")
+}
+
+test_deny_service_role_with_a_certificate_naming_someone_else if {
+	d := decide(as_service({"client_cert": certificate(["svc-other"])}))
+	denied(d, `client certificate identities: ["svc-other"]`)
+}
+
+test_deny_service_role_with_a_malformed_client_certificate if {
+	denied(decide(as_service({"client_cert": {"identities": "svc-batch"}})), "requires a TLS client certificate")
+}
+
+test_allow_other_roles_need_no_client_certificate if {
+	decide(as_roles(["service", "predictor"], {"subject": {"sub": "svc-batch"}})).allow == true
+}
+
+test_deny_service_role_may_not_explain_even_with_a_certificate if {
+	d := decide(as_service({"action": "explain", "client_cert": certificate(["svc-batch"])}))
+	denied(d, "explanations leak model information")
 }

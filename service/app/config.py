@@ -21,10 +21,35 @@ from service.digests import DIGEST_FORM, DIGEST_RE
 from service.toolchain.paths import ztml_home
 
 RiskTier = Literal["low", "medium", "high"]
+#: Whether the service asks callers for a TLS client certificate (``ZTML_TLS_CLIENT_AUTH``).
+ClientAuth = Literal["off", "optional", "required"]
+CLIENT_AUTH_MODES: tuple[ClientAuth, ...] = ("off", "optional", "required")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 # BentoML's own request timeout (the service's ``traffic`` setting). The service's deadline
 # must end first, so a slow request still gets the service's error shape and its audit event.
 BENTOML_TIMEOUT_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """TLS on the service port (see :mod:`service.app.tls`).
+
+    Attributes:
+        cert_file: The server certificate, PEM, leaf first, any intermediates after it
+            (``ZTML_TLS_CERT``; ``tls.crt`` of a ``kubernetes.io/tls`` Secret).
+        key_file: Its private key, PEM (``ZTML_TLS_KEY``; ``tls.key``).
+        client_ca_file: The CA certificates that may sign callers' client certificates,
+            PEM (``ZTML_TLS_CLIENT_CA``; ``ca.crt``); None without client certificates.
+        client_auth: ``off`` (no client certificate asked for), ``optional`` (a caller
+            may present one; one that does not verify ends the handshake) or ``required``
+            (a caller without a verified one cannot complete the handshake)
+            (``ZTML_TLS_CLIENT_AUTH``; default ``required`` with a client CA, else ``off``).
+    """
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+    client_auth: ClientAuth = "off"
 
 
 @dataclass(frozen=True)
@@ -74,6 +99,11 @@ class AppConfig:
         request_timeout_seconds: the deadline for one request, body upload included; a
             slower request gets 504 (``ZTML_REQUEST_TIMEOUT_MS``, below BentoML's own
             30 s).
+        tls: TLS on the service port (``ZTML_TLS_*``); None when none is configured, and
+            then the service starts only with ``insecure_plain_http``.
+        insecure_plain_http: serve plain HTTP, without TLS, on the service port
+            (``ZTML_INSECURE_PLAIN_HTTP``; default false). Bearer tokens then cross the
+            network in the clear; the start is logged and audited as such.
     """
 
     home: Path
@@ -103,6 +133,8 @@ class AppConfig:
     drift_window: int
     drift_alpha: float
     request_timeout_seconds: float
+    tls: TlsSettings | None = None
+    insecure_plain_http: bool = False
 
     @property
     def monitor_db(self) -> Path:
@@ -183,6 +215,54 @@ def _name(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
+def _tls(env: Mapping[str, str]) -> tuple[TlsSettings | None, bool]:
+    """Read the ``ZTML_TLS_*`` settings and the plain-HTTP opt-out.
+
+    Raises:
+        ConfigError: the settings contradict each other or are incomplete.
+    """
+    plain = _bool(env, "ZTML_INSECURE_PLAIN_HTTP", False)
+    cert, key = env.get("ZTML_TLS_CERT") or "", env.get("ZTML_TLS_KEY") or ""
+    client_ca = env.get("ZTML_TLS_CLIENT_CA") or ""
+    mode = env.get("ZTML_TLS_CLIENT_AUTH") or ("required" if client_ca else "off")
+    if mode not in CLIENT_AUTH_MODES:
+        raise ConfigError(
+            f"ZTML_TLS_CLIENT_AUTH={mode!r} must be one of {', '.join(CLIENT_AUTH_MODES)}."
+        )
+    if plain:
+        given = [n for n in ("ZTML_TLS_CERT", "ZTML_TLS_KEY", "ZTML_TLS_CLIENT_CA") if env.get(n)]
+        if given:
+            raise ConfigError(
+                f"ZTML_INSECURE_PLAIN_HTTP=true turns TLS off, yet {', '.join(given)} "
+                "set: unset one or the other."
+            )
+        return None, True
+    if not cert and not key and not client_ca:
+        return None, False  # the start-up check refuses to serve without TLS
+    if not cert or not key:
+        missing = "ZTML_TLS_CERT" if not cert else "ZTML_TLS_KEY"
+        raise ConfigError(
+            f"TLS needs both ZTML_TLS_CERT and ZTML_TLS_KEY (PEM files); {missing} is unset."
+        )
+    if mode == "off" and client_ca:
+        raise ConfigError(
+            "ZTML_TLS_CLIENT_CA is set but ZTML_TLS_CLIENT_AUTH=off: set it to optional or "
+            "required, or unset ZTML_TLS_CLIENT_CA."
+        )
+    if mode != "off" and not client_ca:
+        raise ConfigError(
+            f"ZTML_TLS_CLIENT_AUTH={mode} needs ZTML_TLS_CLIENT_CA, the CA certificates "
+            "that sign callers' client certificates."
+        )
+    settings = TlsSettings(
+        cert_file=Path(cert).expanduser(),
+        key_file=Path(key).expanduser(),
+        client_ca_file=Path(client_ca).expanduser() if client_ca else None,
+        client_auth=mode,  # checked above
+    )
+    return settings, False
+
+
 def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
     """Read the service configuration from the environment.
 
@@ -238,6 +318,7 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
             "postgresql://user@host:port/db or postgresql://?service=NAME, or unset it to keep "
             "the monitors' state in SQLite under ZTML_HOME."
         )
+    tls, insecure_plain_http = _tls(env)
     tier = env.get("ZTML_RISK_TIER") or "low"
     if tier not in ("low", "medium", "high"):
         raise ConfigError(f"ZTML_RISK_TIER={tier!r} must be low, medium or high.")
@@ -282,4 +363,6 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
             high=(BENTOML_TIMEOUT_SECONDS - 2) * 1000,
         )
         / 1000,
+        tls=tls,
+        insecure_plain_http=insecure_plain_http,
     )

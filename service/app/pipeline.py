@@ -67,6 +67,7 @@ from service.app.responses import (
     unauthenticated,
 )
 from service.app.screening import Screening, Withheld, screen_input
+from service.app.tls import CLIENT_CERT_SCOPE_KEY
 from service.audit import AuditError, EventKind, build_event, digest_input
 from service.authn import AuthenticationError, Claims
 from service.authz import Decision, PolicyUnavailableError
@@ -105,6 +106,7 @@ class Call:
     tenant: str | None = None
     roles: tuple[str, ...] = ()
     input_digest: str | None = None
+    client_cert: Mapping[str, object] | None = None
 
 
 class Pipeline:
@@ -133,6 +135,7 @@ class Pipeline:
             action=action,
             client=request.client.host if request.client else "unknown",
             started=time.perf_counter(),
+            client_cert=request.scope.get(CLIENT_CERT_SCOPE_KEY),
         )
         deadline = asyncio.timeout(self.config.request_timeout_seconds)
         try:
@@ -250,6 +253,25 @@ class Pipeline:
             )
         )
 
+    def record_tls_refusal(self, client: str, status: int, reason: str) -> None:
+        """Audit a TLS handshake the service refused (see :mod:`service.app.tls`).
+
+        No request was read (no or untrusted client certificate, plain HTTP sent to the
+        TLS port), so the event names no route or subject; its reason says what failed.
+        """
+        self.layers.audit.append(
+            build_event(
+                kind="service",
+                request_id=f"tls-{uuid.uuid4().hex}",
+                action="tls_handshake",
+                client=client,
+                status=status,
+                model_digest=self.layers.model_info.digest,
+                decision={"allow": False, "reasons": [reason], "decision_id": None},
+                check=False,
+            )
+        )
+
     # -- stages ----------------------------------------------------------------------------
 
     def _authenticate(self, request: Request, call: Call) -> Claims:
@@ -344,6 +366,8 @@ class Pipeline:
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             },
             "monitor": signals.facts(),
+            # The caller's verified TLS client certificate (null without one).
+            "client_cert": call.client_cert,
         }
 
     async def _ask(

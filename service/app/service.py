@@ -24,16 +24,19 @@ from typing import Any, cast
 
 import bentoml
 
-from service.app.config import BENTOML_TIMEOUT_SECONDS, load_config
+from service.app.config import BENTOML_TIMEOUT_SECONDS, AppConfig, load_config
 from service.app.errors import AppError
 from service.app.gate import preflight, verify_model
 from service.app.header_limit import raise_parser_limit
 from service.app.http import HardeningMiddleware, create_api
 from service.app.openapi import build_spec
+from service.app.tls import bentoml_ssl, check_transport, install, report_refusals_to
 
 _log = logging.getLogger("ztml.service")
-# Before any worker accepts a connection: heads over the header limit reach the middleware.
+# Before any worker accepts a connection: heads over the header limit reach the middleware,
+# and TLS connections get the protocol floor, the caller's certificate and refusal reports.
 raise_parser_limit()
+install()
 
 
 def _setting(name: str, default: int) -> int:
@@ -41,6 +44,13 @@ def _setting(name: str, default: int) -> int:
         return int(getattr(load_config(), name))
     except AppError:
         return default  # the gate reports the bad value and stops the server
+
+
+def _ssl_setting() -> dict[str, Any]:
+    try:
+        return bentoml_ssl(load_config())
+    except AppError:
+        return {"enabled": False}  # the gate reports the bad value and stops the server
 
 
 def _refusal_marker(server_pid: int) -> Path:
@@ -71,6 +81,20 @@ def _stop_server_after_refusal() -> None:
     os.kill(server, signal.SIGTERM)
 
 
+def _transport(config: AppConfig) -> str:
+    """One line saying how callers reach the service."""
+    tls = config.tls
+    if tls is None:
+        return (
+            "serving plain HTTP without TLS (ZTML_INSECURE_PLAIN_HTTP=true): bearer tokens "
+            "and inputs cross the network in the clear"
+        )
+    clients = "no client certificates"
+    if tls.client_auth != "off":
+        clients = f"client certificates {tls.client_auth}, issuers in {tls.client_ca_file}"
+    return f"serving TLS 1.2+ with {tls.cert_file}; {clients}"
+
+
 def _refuse(err: Exception) -> None:
     reasons = getattr(err, "reasons", ()) or (str(err),)
     line = "ztml: refusing to start: " + "; ".join(str(r) for r in reasons)
@@ -96,6 +120,7 @@ def _settle_heap() -> None:
     name="ztml-model",
     workers=_setting("workers", 1),
     traffic={"timeout": BENTOML_TIMEOUT_SECONDS},
+    ssl=_ssl_setting(),
 )
 @bentoml.asgi_app(create_api(), path="/")
 class ZtmlModelService:
@@ -106,12 +131,14 @@ class ZtmlModelService:
         """Run the deploy gate once before any worker starts; exit non-zero on refusal."""
         try:
             config = load_config()
+            check_transport(config)
             preflight(config)
             info = verify_model(config)
         except AppError as err:
             _refuse(err)
             raise SystemExit(3) from None
         print(f"ztml: model {info.name} {info.version} ({info.digest}) verified", file=sys.stderr)
+        print(f"ztml: {_transport(config)}", file=sys.stderr)
         atexit.register(_exit_non_zero_if_a_worker_refused)
 
     def __init__(self) -> None:
@@ -127,16 +154,21 @@ class ZtmlModelService:
             _stop_server_after_refusal()
             raise
         self.pipeline = Pipeline(layers)
+        plain = config.tls is None
+        if plain:
+            _log.warning("ztml: WARNING: %s", _transport(config))
         layers.audit.append(
             {
                 "kind": "service",
                 "request_id": f"start-{os.getpid()}",
-                "action": "start",
+                # A start without TLS is recorded as such: tokens cross in the clear.
+                "action": "start_insecure_plain_http" if plain else "start",
                 "status": 0,
                 "client": "local",
                 "model_digest": info.digest,
             }
         )
+        report_refusals_to(self.pipeline.record_tls_refusal)
         _settle_heap()
 
     def __is_ready__(self) -> bool:

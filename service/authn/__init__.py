@@ -1,4 +1,4 @@
-"""Request authentication: EdDSA/ES256 bearer JWTs and mutual TLS for the local stack."""
+"""Request authentication: bearer JWTs (EdDSA/ES256), the local CA, callers' client certificates."""
 
 from service.authn.errors import (
     AuthenticationError,

@@ -1,17 +1,18 @@
-"""A development certificate authority for mutual TLS between the local stack's parts.
+"""The local stack's certificate authority: TLS for the service port, mutual TLS for callers.
 
-:func:`make_dev_ca` writes, into one ``0700`` directory:
+:func:`make_dev_ca` writes, into one ``0700`` directory (``$ZTML_HOME/tls`` for
+``ztml up``):
 
-* ``ca.pem`` / ``ca.key``: a self-signed CA (ECDSA P-256, path length 0);
-* ``server.pem`` / ``server.key``: a server certificate for ``localhost`` and
+* ``ca.pem`` / ``ca.key``: a self-signed CA (ECDSA P-256, path length 0); callers trust
+  ``ca.pem`` (``curl --cacert``);
+* ``server.pem`` / ``server.key``: the service's certificate for ``localhost`` and
   ``127.0.0.1`` (extended key usage serverAuth);
-* ``client.pem`` / ``client.key``: a client certificate (clientAuth) for the components
-  that call the service.
+* ``client.pem`` / ``client.key``: a client certificate (clientAuth, CN and DNS name
+  ``ztml-client``): the stack's own caller identity, for its readiness check when client
+  certificates are required and as a ready-made mutual-TLS caller.
 
-Private keys are PKCS#8 PEM files with mode ``0600``. :func:`bentoml_ssl_settings` returns
-the keyword arguments BentoML's ``serve`` takes (the same names as ``bentoml serve
---ssl-*``), with ``ssl_cert_reqs=2`` (``ssl.CERT_REQUIRED``) so a client without a
-certificate signed by the CA cannot even complete the handshake.
+Private keys are PKCS#8 PEM files with mode ``0600``. The same layout serves any pair of
+TLS endpoints in the tests and benchmarks (OPA over loopback TCP with mutual TLS).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -234,40 +234,3 @@ def make_dev_ca(directory: Path, *, force: bool = False) -> DevCertificates:
             "Choose a directory you own (default: $ZTML_HOME/tls)."
         ) from None
     return paths
-
-
-def bentoml_ssl_settings(directory: Path) -> dict[str, Any]:
-    """Return BentoML's SSL settings for a server that requires client certificates.
-
-    The keys are the keyword arguments of ``bentoml.serve`` (and the ``--ssl-*`` options
-    of ``bentoml serve``): ``ssl_certfile``, ``ssl_keyfile``, ``ssl_ca_certs`` and
-    ``ssl_cert_reqs`` (``2``, ``ssl.CERT_REQUIRED``).
-
-    Raises:
-        TLSSetupError: the certificates have not been created in ``directory``.
-    """
-    paths = DevCertificates.in_directory(directory)
-    missing = [p.name for p in paths.files() if not p.exists()]
-    if missing:
-        raise TLSSetupError(
-            f"{directory} lacks {', '.join(missing)}; create the development CA with "
-            "service.authn.tls.make_dev_ca first."
-        )
-    return {
-        "ssl_certfile": str(paths.server_cert),
-        "ssl_keyfile": str(paths.server_key),
-        "ssl_ca_certs": str(paths.ca_cert),
-        "ssl_cert_reqs": int(ssl.CERT_REQUIRED),
-    }
-
-
-def bentoml_service_ssl_config(directory: Path) -> dict[str, Any]:
-    """Return the same settings in the form of ``@bentoml.service(ssl={...})``."""
-    settings = bentoml_ssl_settings(directory)
-    return {
-        "enabled": True,
-        "certfile": settings["ssl_certfile"],
-        "keyfile": settings["ssl_keyfile"],
-        "ca_certs": settings["ssl_ca_certs"],
-        "cert_reqs": settings["ssl_cert_reqs"],
-    }

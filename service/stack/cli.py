@@ -64,16 +64,45 @@ def _provision(home: Path, *, retrain: bool) -> tuple[Path, str]:
     return model.path, model.digest
 
 
+def _warn_plain_http() -> None:
+    err_console.print(
+        "[bold red]WARNING: --insecure-plain-http: the model service serves plain HTTP. "
+        "Bearer tokens and inputs cross the network in the clear; anyone who can read "
+        "the traffic can replay the tokens. The service logs and audits this start.[/bold red]",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def _print_ready(home: Path, state: object) -> None:
     from service.stack.example import demo_token, example_command, write_example
     from service.stack.state import StackState
+    from service.stack.tls import tls_dir
 
     assert isinstance(state, StackState)
-    command = example_command(state.service_url, demo_token(home))
+    own = None
+    if state.client_auth != "off":
+        own = (tls_dir(home) / "client.pem", tls_dir(home) / "client.key")
+    command = example_command(
+        state.service_url, demo_token(home), ca_file=state.ca_file, client_cert=own
+    )
     example = write_example(home, command)
     console.print(
         f"\n[green]ztml is up[/green]: model service {state.service_url}, OPA {state.opa_url}"
     )
+    if state.scheme == "http":
+        _warn_plain_http()
+    else:
+        trust = state.ca_file or "the issuer of your --tls-cert"
+        clients = (
+            "no client certificates"
+            if own is None
+            else f"client certificates {state.client_auth} (issuers: {tls_dir(home)}/client-ca.pem;"
+            f" the stack's own: {own[0]})"
+        )
+        console.print(
+            f"TLS 1.2+ (1.3 preferred); callers trust {trust}; {clients}", highlight=False
+        )
     console.print("Try it (token: role analyst, tenant demo, valid 8 h):\n")
     print(command, flush=True)
     from service.ledger.storage.url import redact_url
@@ -82,6 +111,7 @@ def _print_ready(home: Path, state: object) -> None:
     review = redact_url(shared) if shared else home / "review.db"
     console.print(
         f"\nexample:  {example}\n"
+        f"health:   {state.service_url}/readyz, /livez, /metrics (same port and TLS)\n"
         f"logs:     {state.service.log} and {state.opa.log}\n"
         f"audit:    {home / 'audit'} (verify with `ztml audit verify`)\n"
         f"ledger:   {home / 'ledger.db'} (verify with `ztml ledger verify`)\n"
@@ -104,6 +134,42 @@ def up(
     detach: Annotated[
         bool, typer.Option(help="Start in the background and return (stop with `ztml down`).")
     ] = False,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your server certificate (PEM) for the service port, with --tls-key "
+            "(default: one from the stack's local CA in $ZTML_HOME/tls).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(help="The private key (PEM) of --tls-cert.", exists=True, dir_okay=False),
+    ] = None,
+    client_ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="CA certificates (PEM) that sign callers' client certificates (mutual TLS; "
+            "implies --client-auth required unless given).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    client_auth: Annotated[
+        str | None,
+        typer.Option(
+            help="Client certificates: off, optional (verified when presented) or required "
+            "(no handshake without one). The stack's own CA is always an accepted issuer.",
+        ),
+    ] = None,
+    insecure_plain_http: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-plain-http",
+            help="Serve plain HTTP instead of TLS: tokens cross in the clear (logged, audited).",
+        ),
+    ] = False,
 ) -> None:
     """Start the local zero-trust stack: OPA and the hardened model service on 127.0.0.1."""
     from service.stack.errors import StackError
@@ -112,7 +178,12 @@ def up(
     from service.toolchain.opa import find_opa
     from service.toolchain.paths import ztml_home
 
+    mode = client_auth or ("required" if client_ca is not None else "off")
+    if mode not in ("off", "optional", "required"):
+        raise _fail(f"--client-auth {mode!r} must be off, optional or required.")
     home = ztml_home()
+    if insecure_plain_http:
+        _warn_plain_http()
     # Ctrl-C or SIGTERM at any point from here stops whatever was started, in order.
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     state = None
@@ -131,6 +202,11 @@ def up(
                 opa_port=opa_port,
                 workers=workers,
                 detached=detach,
+                tls_cert=tls_cert,
+                tls_key=tls_key,
+                client_ca=client_ca,
+                client_auth=mode,  # type: ignore[arg-type]  # checked above
+                insecure_plain_http=insecure_plain_http,
             )
         )
         _print_ready(home, state)

@@ -35,11 +35,28 @@ def demo_instance() -> list[float]:
     return [round(float(v), 4) for v in load_splits().x_test[0]]
 
 
-def example_command(url: str, token: str) -> str:
-    """Return a curl command that asks the service for one prediction."""
+def example_command(
+    url: str,
+    token: str,
+    *,
+    ca_file: str | None = None,
+    client_cert: tuple[Path, Path] | None = None,
+) -> str:
+    """Return a curl command that asks the service for one prediction.
+
+    Args:
+        url: The service's base URL.
+        token: A bearer token.
+        ca_file: The CA certificate that verifies the service (``--cacert``).
+        client_cert: A client certificate and its key to present (``--cert``, ``--key``).
+    """
     body = json.dumps({"instances": [demo_instance()]}, separators=(",", ":"))
+    tls = f"--cacert {shlex.quote(ca_file)} " if ca_file else ""
+    if client_cert is not None:
+        cert, key = client_cert
+        tls += f"--cert {shlex.quote(str(cert))} --key {shlex.quote(str(key))} "
     return (
-        f"curl -sS -X POST {url}/predict "
+        f"curl -sS {tls}-X POST {url}/predict "
         f"-H {shlex.quote('Authorization: Bearer ' + token)} "
         f"-H 'Content-Type: application/json' "
         f"-d {shlex.quote(body)}"

@@ -21,13 +21,14 @@ from pathlib import Path
 from service.stack.errors import StackError
 
 SERVICE_USER = "ztml"
-#: Private keys that stay with root: they vouch for models or mint client certificates,
-#: and must not be in a server.
+#: Private keys that stay with root: they vouch for models, mint certificates or are a
+#: caller's (the stack's own client certificate), and must not be in a server.
 KEPT_FROM_SERVERS = (
     "keys/trainer.key",
     "keys/approver.key",
     "keys/oms-signer.key",
     "tls/ca.key",
+    "tls/client.key",
 )
 
 

@@ -1,23 +1,28 @@
 """Start and stop the local stack: the OPA server and the BentoML model service.
 
-Both listen on 127.0.0.1 only. OPA loads ``policies/`` (without tests, examples and its
-configuration) with ``policies/config/opa-config.yaml`` (decision logs with masking);
-the service is ``bentoml serve service.app.service:ZtmlModelService`` (through
-:mod:`service.app.serve`, see :func:`service_command`) configured by
-environment variables (see :mod:`service.app.config`), pinned to the demo model's digest.
+The service listens on 127.0.0.1 only, with TLS (:func:`service_tls`): a server
+certificate from the stack's local CA in ``$ZTML_HOME/tls`` (made at the first start), or
+the operator's own pair; plain HTTP only when asked for by name. OPA's API is a Unix
+domain socket, ``$ZTML_HOME/run/opa/opa.sock`` (0600, in a 0700 directory, both owned by
+the user the servers run as), so only the service's user can ask it for decisions; its
+read-only diagnostics (``/health``, ``/metrics``) stay on a loopback port for the
+readiness check. OPA loads ``policies/`` (without tests, examples and its configuration)
+with ``policies/config/opa-config.yaml`` (decision logs with masking); the service is
+``bentoml serve service.app.service:ZtmlModelService`` (through :mod:`service.app.serve`,
+see :func:`service_command`) configured by environment variables (see
+:mod:`service.app.config`), pinned to the demo model's digest.
 """
 
 from __future__ import annotations
 
 import os
-import ssl
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.authn.tls import DevCertificates, make_dev_ca
+from service.authn.tls import DevCertificates
 from service.stack.errors import StackRunningError, StackStartError
 from service.stack.privileges import RunAs, check_reachable, hand_over, service_account
 from service.stack.processes import (
@@ -30,15 +35,37 @@ from service.stack.processes import (
     wait_ready,
 )
 from service.stack.state import ServerInfo, StackState, clear_state, read_state, write_state
+from service.stack.tls import ClientAuth, ServiceTls, caller_context, service_tls, service_tls_env
 from service.toolchain.opa import OPA_SERVER_ENV, OPA_STORE_FLAG
 from service.toolchain.paths import POLICIES_DIR, PROJECT_ROOT
 
 SERVICE_TARGET = "service.app.service:ZtmlModelService"
+#: Settings the stack sets for the service itself; inherited values would contradict them.
+_STACK_SETTINGS = (
+    "ZTML_TLS_",
+    "ZTML_INSECURE_PLAIN_HTTP",
+    "ZTML_OPA_URL",
+    "ZTML_OPA_CA_FILE",
+    "ZTML_OPA_CERT_FILE",
+    "ZTML_OPA_KEY_FILE",
+)
+#: The longest path a Unix domain socket may have (sun_path holds 108 bytes with the NUL).
+MAX_SOCKET_PATH = 107
 
 
 @dataclass(frozen=True)
 class StackOptions:
-    """How to run the stack."""
+    """How to run the stack.
+
+    Attributes:
+        tls_cert: The operator's server certificate (PEM) for the service port, with
+            ``tls_key``; by default the stack's local CA issues one.
+        tls_key: Its private key (PEM).
+        client_ca: CA certificates that may sign callers' client certificates.
+        client_auth: Whether callers must present a client certificate (``off``,
+            ``optional``, ``required``).
+        insecure_plain_http: Serve plain HTTP instead of TLS (tokens in the clear).
+    """
 
     home: Path
     model_path: Path
@@ -49,11 +76,16 @@ class StackOptions:
     detached: bool = False
     ready_timeout: float = 180.0
     extra_env: Mapping[str, str] | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+    client_auth: ClientAuth = "off"
+    insecure_plain_http: bool = False
 
 
-def tls_dir(home: Path) -> Path:
-    """Where the stack keeps the CA and the OPA server / service client certificates."""
-    return home / "tls"
+def opa_socket(home: Path) -> Path:
+    """Where OPA's API listens: a Unix domain socket in a directory only its user may open."""
+    return home / "run" / "opa" / "opa.sock"
 
 
 def opa_command(
@@ -118,23 +150,6 @@ def opa_env(base: Mapping[str, str]) -> dict[str, str]:
     return {**base, **OPA_SERVER_ENV}
 
 
-def opa_client_env(certs: DevCertificates, port: int) -> dict[str, str]:
-    """The service settings for mutual TLS to the stack's OPA."""
-    return {
-        "ZTML_OPA_URL": f"https://{LOOPBACK}:{port}",
-        "ZTML_OPA_CA_FILE": str(certs.ca_cert),
-        "ZTML_OPA_CERT_FILE": str(certs.client_cert),
-        "ZTML_OPA_KEY_FILE": str(certs.client_key),
-    }
-
-
-def opa_client_context(certs: DevCertificates) -> ssl.SSLContext:
-    """A TLS context that trusts the stack's CA and presents the service's certificate."""
-    from service.authz.tls import OpaTls
-
-    return OpaTls(certs.ca_cert, certs.client_cert, certs.client_key).context()
-
-
 def service_command(port: int) -> list[str]:
     """Return the ``bentoml serve`` command line (via :mod:`service.app.serve`).
 
@@ -154,15 +169,17 @@ def service_command(port: int) -> list[str]:
     ]
 
 
-def service_env(options: StackOptions, opa_port: int, certs: DevCertificates) -> dict[str, str]:
+def service_env(options: StackOptions, tls: ServiceTls | None) -> dict[str, str]:
     """Return the model service's environment (the configuration it reads at start)."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(_STACK_SETTINGS)}
     env = {
-        **os.environ,
+        **inherited,
         "ZTML_HOME": str(options.home),
         "ZTML_MODEL_PATH": str(options.model_path),
         "ZTML_MODEL_DIGEST": options.model_digest,
         "ZTML_LEDGER_URL": str(options.home / "ledger.db"),
-        **opa_client_env(certs, opa_port),
+        "ZTML_OPA_URL": f"unix://{opa_socket(options.home)}",
+        **service_tls_env(tls),
         "ZTML_WORKERS": str(options.workers),
         "BENTOML_HOME": str(options.home / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "True",
@@ -216,6 +233,24 @@ def _unprivileged_account(home: Path, opa: Path) -> RunAs | None:
     return account
 
 
+def _prepare_socket_dir(home: Path) -> Path:
+    """Create OPA's socket directory (0700) with no stale socket in it; return the path.
+
+    Raises:
+        StackStartError: the socket's path is too long for a Unix domain socket.
+    """
+    sock = opa_socket(home)
+    if len(os.fsencode(sock)) > MAX_SOCKET_PATH:
+        raise StackStartError(
+            f"OPA's socket path {sock} is longer than {MAX_SOCKET_PATH} bytes, the limit of a "
+            "Unix domain socket: choose a shorter ZTML_HOME."
+        )
+    sock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(sock.parent, 0o700)
+    sock.unlink(missing_ok=True)  # left by an OPA that was killed; none runs now
+    return sock
+
+
 def _as(run_as: RunAs | None, env: dict[str, str], home: Path) -> dict[str, str]:
     """A server's environment; one run as the service account gets ZTML_HOME as HOME."""
     return env if run_as is None else {**env, "HOME": str(home), "USER": run_as.name}
@@ -240,10 +275,18 @@ def start_stack(options: StackOptions) -> StackState:
     ensure_port_free(port, "the model service")
     logs = logs_dir(home)
     opa_log, service_log = logs / "opa.log", logs / "service.log"
-    certs = make_dev_ca(tls_dir(home))
+    tls = service_tls(
+        options.home,
+        tls_cert=options.tls_cert,
+        tls_key=options.tls_key,
+        client_ca=options.client_ca,
+        client_auth=options.client_auth,
+        insecure_plain_http=options.insecure_plain_http,
+    )
+    sock = _prepare_socket_dir(home)
     run_as = _unprivileged_account(home, opa)
     opa_proc = start_process(
-        opa_command(opa, opa_port, certs=certs),
+        opa_command(opa, opa_port, socket=sock),
         log_path=opa_log,
         env=_as(run_as, opa_env(os.environ), home),
         cwd=PROJECT_ROOT,
@@ -251,8 +294,7 @@ def start_stack(options: StackOptions) -> StackState:
     )
     try:
         wait_ready(
-            f"https://{LOOPBACK}:{opa_port}/health",
-            verify=opa_client_context(certs),
+            f"http://{LOOPBACK}:{opa_port}/health",
             process=opa_proc,
             what="OPA",
             log_path=opa_log,
@@ -261,16 +303,18 @@ def start_stack(options: StackOptions) -> StackState:
         service_proc = start_process(
             service_command(port),
             log_path=service_log,
-            env=_as(run_as, service_env(options, opa_port, certs), home),
+            env=_as(run_as, service_env(options, tls), home),
             cwd=PROJECT_ROOT,
             run_as=run_as,
         )
     except BaseException:
         stop_group(opa_proc.pid)
         raise
+    scheme = "http" if tls is None else "https"
     try:
         wait_ready(
-            f"http://{LOOPBACK}:{port}/readyz",
+            f"{scheme}://{LOOPBACK}:{port}/readyz",
+            verify=True if tls is None else caller_context(tls),
             process=service_proc,
             what="The model service",
             log_path=service_log,
@@ -287,6 +331,10 @@ def start_stack(options: StackOptions) -> StackState:
         home=str(home),
         started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         detached=options.detached,
+        opa_socket=str(sock),
+        scheme=scheme,
+        ca_file=str(tls.ca) if tls is not None and tls.ca is not None else None,
+        client_auth=tls.client_auth if tls is not None else "off",
     )
     write_state(home, state)
     return state

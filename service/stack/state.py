@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,7 +22,16 @@ class ServerInfo:
 
 @dataclass(frozen=True)
 class StackState:
-    """A running stack: both servers, the model it serves and where its state lives."""
+    """A running stack: both servers, the model it serves and where its state lives.
+
+    Attributes:
+        opa: OPA's process group, its diagnostic port (``/health``) and log.
+        opa_socket: OPA's API socket.
+        scheme: ``https``, or ``http`` when plain HTTP was asked for.
+        ca_file: The CA certificate that verifies the service (None: an operator's
+            certificate, or plain HTTP).
+        client_auth: Whether callers need a client certificate.
+    """
 
     opa: ServerInfo
     service: ServerInfo
@@ -29,16 +39,35 @@ class StackState:
     home: str
     started: str
     detached: bool
+    opa_socket: str = ""
+    scheme: str = "https"
+    ca_file: str | None = None
+    client_auth: str = "off"
 
     @property
     def service_url(self) -> str:
         """The model service's base URL."""
-        return f"http://127.0.0.1:{self.service.port}"
+        return f"{self.scheme}://127.0.0.1:{self.service.port}"
 
     @property
     def opa_url(self) -> str:
-        """The OPA server's base URL."""
-        return f"https://127.0.0.1:{self.opa.port}"
+        """OPA's API (a Unix domain socket)."""
+        return f"unix://{self.opa_socket}"
+
+    def caller_context(self) -> ssl.SSLContext | bool:
+        """How a local client verifies the service (an ``httpx`` ``verify`` value).
+
+        A context trusting the stack's CA, presenting the stack's own client certificate
+        when the service requires one; ``True`` (the system's CAs) for an operator's
+        certificate or plain HTTP.
+        """
+        if self.ca_file is None:
+            return True
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.client_auth == "required":
+            tls = Path(self.ca_file).parent
+            context.load_cert_chain(str(tls / "client.pem"), str(tls / "client.key"))
+        return context
 
 
 def state_path(home: Path) -> Path:
@@ -74,6 +103,10 @@ def read_state(home: Path) -> StackState | None:
             home=str(data["home"]),
             started=str(data["started"]),
             detached=bool(data["detached"]),
+            opa_socket=str(data.get("opa_socket", "")),
+            scheme=str(data.get("scheme", "https")),
+            ca_file=data.get("ca_file"),
+            client_auth=str(data.get("client_auth", "off")),
         )
     except FileNotFoundError:
         return None

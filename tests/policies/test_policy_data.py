@@ -21,8 +21,15 @@ def test_roles_match_the_contract() -> None:
         "predictor": ["metadata", "predict"],
         "analyst": ["explain", "metadata", "predict"],
         "model-owner": ["explain", "metadata", "predict"],
+        "service": ["metadata", "predict"],
         "admin": ["admin", "explain", "metadata", "predict"],
     }
+
+
+def test_only_the_service_role_requires_a_client_certificate() -> None:
+    roles = load("roles.json")["roles"]
+    bound = [name for name, role in roles.items() if role.get("requires_client_certificate")]
+    assert bound == ["service"]
 
 
 def test_only_model_owner_and_admin_use_high_risk_models() -> None:

@@ -13,6 +13,7 @@ The suite checks one target per ``--hosts`` entry (testinfra):
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -33,6 +34,11 @@ class LocalStack:
     home: Path
     state: StackState
     env: dict[str, str]
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """How a caller verifies the service: the stack's CA (``curl --cacert``)."""
+        return self.state.caller_context()
 
     def ztml(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run a ``ztml`` command against this stack's home."""

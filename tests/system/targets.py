@@ -69,6 +69,7 @@ class Target:
     service_url: str
     python: str
     local: LocalStack | None = None
+    ca_file: str | None = None
 
 
 def _stack_pids(host, leaders: tuple[int, ...]) -> frozenset[int]:
@@ -113,6 +114,7 @@ def target(host, request: pytest.FixtureRequest) -> Target:
         service_url=state.service_url,
         python=str(PROJECT_ROOT / ".venv" / "bin" / "python"),
         local=stack,
+        ca_file=state.ca_file,
     )
 
 
@@ -144,10 +146,12 @@ def listening(host, target: Target) -> set[tuple[str, int]]:
 
 
 def http_status(host, target: Target, url: str, *extra: str) -> int:
+    """The status ``url`` answers on the target (0 when no answer), trusting the stack's CA."""
     code = (
-        "import sys, urllib.request, urllib.error\n"
+        "import ssl, sys, urllib.request, urllib.error\n"
+        f"context = ssl.create_default_context(cafile={target.ca_file!r})\n"
         "try:\n"
-        f"    r = urllib.request.urlopen({url!r}, timeout=5); print(r.status)\n"
+        f"    r = urllib.request.urlopen({url!r}, timeout=5, context=context); print(r.status)\n"
         "except urllib.error.HTTPError as e: print(e.code)\n"
         "except Exception as e: print(0)\n"
     )

@@ -18,7 +18,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.service.app.harness import audit_events, digit_rows, token, wait_for
+from service.toolchain.opa import OPA_SERVER_ENV
+from tests.service.app.harness import audit_events, digit_rows, restart_opa, token, wait_for
 from tests.system.conftest import LocalStack
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
@@ -38,7 +39,7 @@ PACE_SECONDS = 0.35  # under the predictor role's 120/min once its burst is spen
 def _paced_predictions(stack: LocalStack, sub: str, rows: list[list[float]]) -> list[int]:
     headers = _headers(stack, sub, roles=("predictor",))
     statuses = []
-    with httpx.Client(base_url=stack.state.service_url, timeout=10) as client:
+    with httpx.Client(base_url=stack.state.service_url, timeout=10, verify=stack.verify) as client:
         for row in rows:
             reply = client.post("/predict", json={"instances": [row]}, headers=headers)
             statuses.append(reply.status_code)
@@ -77,7 +78,9 @@ def test_benign_traffic_of_the_same_volume_is_not_flagged(local_stack: LocalStac
 
 def test_tampered_audit_log_is_named_by_verify(local_stack: LocalStack, tmp_path: Path):
     """Flip one recorded status in a copy of the live audit log: verify names that record."""
-    with httpx.Client(base_url=local_stack.state.service_url, timeout=10) as client:
+    with httpx.Client(
+        base_url=local_stack.state.service_url, timeout=10, verify=local_stack.verify
+    ) as client:
         for _ in range(5):
             client.get("/metadata", headers=_headers(local_stack, "auditee"))
     copy = tmp_path / "audit"
@@ -105,9 +108,13 @@ def _opa_cmdline(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
 
 
-def _restart_opa(stack: LocalStack, argv: list[str]) -> subprocess.Popen[bytes]:
-    log = open(stack.home / "logs" / "opa-restarted.log", "ab")  # noqa: SIM115 - lives with OPA
-    return subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True, env=stack.env)
+def _restart_opa(stack: LocalStack, argv: list[str]) -> int:
+    return restart_opa(
+        argv,
+        socket_path=Path(stack.state.opa_socket),
+        log=stack.home / "logs" / "opa-restarted.log",
+        env={**stack.env, **OPA_SERVER_ENV},
+    )
 
 
 @pytest.mark.disruptive
@@ -118,7 +125,7 @@ def test_opa_killed_during_traffic_denies_everything_and_recovers(local_stack: L
     body = {"instances": digit_rows(1, start=300)}
     argv = _opa_cmdline(local_stack.state.opa.pid)
     before = _requests_audited(local_stack.home)
-    with httpx.Client(base_url=url, timeout=10) as client:
+    with httpx.Client(base_url=url, timeout=10, verify=local_stack.verify) as client:
         assert client.post("/predict", json=body, headers=headers).status_code == 200
         os.killpg(local_stack.state.opa.pid, signal.SIGKILL)
         outage = [client.post("/predict", json=body, headers=headers) for _ in range(20)]
@@ -135,7 +142,7 @@ def test_opa_killed_during_traffic_denies_everything_and_recovers(local_stack: L
             # stops the original process group only, so stop this one at exit.
             import atexit
 
-            atexit.register(lambda: os.killpg(restarted.pid, signal.SIGTERM))
+            atexit.register(lambda: os.killpg(restarted, signal.SIGTERM))
     assert wait_for(lambda: _requests_audited(local_stack.home) >= before + 22, timeout=10)
     outage_events = [
         e

@@ -29,16 +29,20 @@ schema = schemathesis.openapi.from_dict(build_spec(max_batch=MAX_BATCH))
 
 
 @pytest.fixture(scope="session")
-def fuzz_target(local_stack: LocalStack) -> tuple[str, str]:
-    """The service's base URL and a valid analyst token (so bodies reach the sanitizer)."""
+def fuzz_target(local_stack: LocalStack) -> tuple[str, str, str | bool]:
+    """The service's base URL, a valid analyst token (so bodies reach the sanitizer) and
+    what verifies the service's TLS certificate (the stack's CA file)."""
     return (
         local_stack.state.service_url,
         token(local_stack.home, "fuzzer", roles=("analyst",), ttl_seconds=3600),
+        local_stack.state.ca_file or True,
     )
 
 
 def test_the_fuzzed_document_is_the_one_the_service_serves(local_stack: LocalStack):
-    served = httpx.get(f"{local_stack.state.service_url}/docs.json", timeout=10).json()
+    served = httpx.get(
+        f"{local_stack.state.service_url}/docs.json", timeout=10, verify=local_stack.verify
+    ).json()
     assert served == build_spec(max_batch=MAX_BATCH)
 
 
@@ -50,14 +54,14 @@ def test_the_fuzzed_document_is_the_one_the_service_serves(local_stack: LocalSta
     derandomize=True,
 )
 def test_no_server_error_and_every_answer_matches_the_schema(
-    case: schemathesis.Case, fuzz_target: tuple[str, str]
+    case: schemathesis.Case, fuzz_target: tuple[str, str, str | bool]
 ):
-    base_url, valid_token = fuzz_target
+    base_url, valid_token, verify = fuzz_target
     headers = dict(case.headers or {})
     if "authorization" not in {k.lower() for k in headers}:
         headers["Authorization"] = f"Bearer {valid_token}"
     CALLS["total"] += 1
-    case.call_and_validate(base_url=base_url, headers=headers)
+    case.call_and_validate(base_url=base_url, headers=headers, verify=verify)
 
 
 def test_the_fuzz_run_made_enough_calls():

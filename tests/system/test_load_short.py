@@ -30,6 +30,7 @@ def load_run(local_stack: LocalStack):
             requests=1500,
             concurrency=4,
             warmup=200,
+            verify=local_stack.verify,
         )
     )
     time.sleep(1.0)

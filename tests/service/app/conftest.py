@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.app.harness import Stack, cached_demo_model, install_demo_model
+from tests.service.app.harness import Stack, cached_demo_model, caller_tls, install_demo_model
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +18,11 @@ def demo_model_source(pytestconfig: pytest.Config) -> Path:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, demo_model_source: Path) -> Iterator[Stack]:
-    """Real OPA and `bentoml serve` with a real ledger and audit log in a tmp ZTML_HOME."""
+    """Real OPA and `bentoml serve` with a real ledger and audit log in a tmp ZTML_HOME.
+
+    The service serves TLS from the stack's CA and takes client certificates when offered
+    (``optional``: callers without one are served too).
+    """
     from service.stack.runner import StackOptions, start_stack
     from service.stack.state import clear_state
 
@@ -33,6 +37,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, demo_model_source: Path) -> 
                 model_digest=model.digest,
                 workers=1,
                 extra_env={"ZTML_RATE_BURST": "12", "ZTML_REQUEST_TIMEOUT_MS": "8000"},
+                client_auth="optional",
             )
         )
         running = Stack(
@@ -43,6 +48,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, demo_model_source: Path) -> 
             service_pid=state.service.pid,
             digest=model.digest,
             model_path=model.path,
+            tls=caller_tls(home),
+            opa_socket=Path(state.opa_socket),
         )
         try:
             yield running

@@ -6,16 +6,61 @@ import base64
 import contextlib
 import json
 import shutil
+import socket
+import ssl
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from service.stack.processes import stop_group
+
+
+def restart_opa(argv: Sequence[str], *, socket_path: Path, log: Path, env: dict[str, str]) -> int:
+    """Start OPA again with its original command line, as the user the stack runs as.
+
+    A killed OPA leaves its socket file behind: it is removed first. Started as root,
+    the stack's servers run as the unprivileged service user, whose service can only
+    open a socket that user owns. Returns the new process group.
+    """
+    import subprocess
+
+    from service.stack.privileges import service_account
+
+    socket_path.unlink(missing_ok=True)
+    account = service_account()
+    identity: dict[str, Any] = {}
+    if account is not None:
+        identity = {"user": account.uid, "group": account.gid, "extra_groups": []}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            **identity,
+        )
+    return proc.pid
+
+
+def caller_tls(home: Path, *, client: tuple[Path, Path] | None = None) -> ssl.SSLContext:
+    """A caller's TLS context: trusts the stack's CA in ``home``, presents ``client``."""
+    context = ssl.create_default_context(cafile=str(home / "tls" / "ca.pem"))
+    if client is not None:
+        context.load_cert_chain(str(client[0]), str(client[1]))
+    return context
+
+
+def own_client(home: Path) -> tuple[Path, Path]:
+    """The stack's own client certificate and key (CN ztml-client, signed by its CA)."""
+    return home / "tls" / "client.pem", home / "tls" / "client.key"
+
 
 #: The demo model of the tests: PGD-trained, tiny profile, evaluated at eps 0.1 (20 steps).
 TEST_PROFILE = "tiny"
@@ -112,7 +157,10 @@ def digit_rows(count: int, *, start: int = 0) -> list[list[float]]:
 
 @dataclass
 class Stack:
-    """A running stack of the tests (OPA may be restarted by a test)."""
+    """A running stack of the tests (OPA may be restarted by a test).
+
+    ``tls`` is a caller's context: it trusts the stack's CA and presents no certificate.
+    """
 
     home: Path
     url: str
@@ -121,7 +169,16 @@ class Stack:
     service_pid: int
     digest: str
     model_path: Path
+    tls: ssl.SSLContext
+    opa_socket: Path
     extra_pids: list[int] = field(default_factory=list)
+
+    def connect(self, *, timeout: float) -> ssl.SSLSocket:
+        """A raw TLS connection to the service (for requests no HTTP client would send)."""
+        url = urlsplit(self.url)
+        assert url.hostname and url.port
+        raw = socket.create_connection((url.hostname, url.port), timeout=timeout)
+        return self.tls.wrap_socket(raw, server_hostname=url.hostname)
 
     def headers(self, sub: str, **kwargs: Any) -> dict[str, str]:
         """Authorization header with a fresh token."""

@@ -157,6 +157,7 @@ def test_tampered_artifact_stops_bentoml_serve_with_a_clear_line(home: Path) -> 
         "ZTML_OPA_URL": "http://127.0.0.1:9",
         "BENTOML_HOME": str(home / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "True",
+        "ZTML_INSECURE_PLAIN_HTTP": "true",  # the model, not the transport, is at issue
     }
     result = subprocess.run(
         service_command(free_port()),
@@ -189,6 +190,7 @@ def test_worker_that_cannot_start_stops_the_server_non_zero(home: Path) -> None:
         "ZTML_MODEL_PATH": str(config.model_path),
         "BENTOML_HOME": str(home / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "True",
+        "ZTML_INSECURE_PLAIN_HTTP": "true",  # the model, not the transport, is at issue
     }
     proc = subprocess.Popen(
         service_command(free_port()),

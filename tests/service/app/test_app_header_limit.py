@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -78,11 +77,9 @@ def send_head(
     With ``pieces`` the head goes out 1 KiB at a time, so the parser sees it incomplete
     (the case where uvicorn's own 16 KiB limit used to answer 400 or reset the connection).
     """
-    url = urlsplit(stack.url)
-    assert url.hostname and url.port
     head = b"GET /metadata HTTP/1.1\r\n"
     head += b"".join(f"{name}: {value}\r\n".encode() for name, value in fields) + b"\r\n"
-    with socket.create_connection((url.hostname, url.port), timeout=20) as sock:
+    with stack.connect(timeout=20) as sock:
         if pieces:
             for start in range(0, len(head), 1024):
                 sock.sendall(head[start : start + 1024])

@@ -26,14 +26,12 @@ def client_for(stack: Stack, **env: str) -> Iterator[tuple[TestClient, Any]]:
     from service.app.gate import verify_model
     from service.app.layers import build_layers
     from service.app.pipeline import Pipeline
-    from service.authn.tls import DevCertificates
-    from service.stack.runner import opa_client_env, tls_dir
 
     config = load_config(
         {
             "ZTML_HOME": str(stack.home),
             "ZTML_MODEL_PATH": str(stack.model_path),
-            **opa_client_env(DevCertificates.in_directory(tls_dir(stack.home)), stack.opa_port),
+            "ZTML_OPA_URL": f"unix://{stack.opa_socket}",
             **env,
         }
     )

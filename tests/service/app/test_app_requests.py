@@ -21,7 +21,9 @@ SECURITY_HEADERS = {
 
 
 def predict(stack: Stack, body: object, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.post(f"{stack.url}/predict", json=body, headers=headers or {}, timeout=30)
+    return httpx.post(
+        f"{stack.url}/predict", json=body, headers=headers or {}, timeout=30, verify=stack.tls
+    )
 
 
 def raw_post(stack: Stack, path: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
@@ -30,6 +32,7 @@ def raw_post(stack: Stack, path: str, content: bytes, headers: dict[str, str]) -
         content=content,
         headers={"Content-Type": "application/json", **headers},
         timeout=30,
+        verify=stack.tls,
     )
 
 
@@ -152,6 +155,7 @@ def test_explain_by_a_predictor_is_forbidden(stack: Stack) -> None:
         json={"instances": digit_rows(1)},
         headers=stack.headers("pete", roles=("predictor",)),
         timeout=30,
+        verify=stack.tls,
     )
     error = assert_error(response, 403, "forbidden")
     assert error["reasons"]
@@ -164,6 +168,7 @@ def test_explain_by_an_analyst_returns_attributions(stack: Stack) -> None:
         json={"instances": digit_rows(2), "method": "saliency"},
         headers=stack.headers("ann", roles=("analyst",)),
         timeout=60,
+        verify=stack.tls,
     )
     assert response.status_code == 200, response.text
     explanations = response.json()["explanations"]
@@ -172,14 +177,16 @@ def test_explain_by_an_analyst_returns_attributions(stack: Stack) -> None:
 
 
 def test_metadata_names_the_verified_model(stack: Stack) -> None:
-    response = httpx.get(f"{stack.url}/metadata", headers=stack.headers("viv", roles=("viewer",)))
+    response = httpx.get(
+        f"{stack.url}/metadata", headers=stack.headers("viv", roles=("viewer",)), verify=stack.tls
+    )
     assert response.status_code == 200, response.text
     assert response.json()["model"]["digest"] == stack.digest
 
 
 def test_over_the_rate_gets_429_with_retry_after(stack: Stack) -> None:
     headers = stack.headers("rapid", roles=("viewer",))
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, verify=stack.tls) as client:
         responses = [client.get(f"{stack.url}/metadata", headers=headers) for _ in range(30)]
     limited = [r for r in responses if r.status_code == 429]
     assert limited, [r.status_code for r in responses]
@@ -233,18 +240,16 @@ def test_slow_body_upload_is_cut_off_with_504_and_audited(stack: Stack) -> None:
     # Slowloris: valid headers, then part of the body, then nothing. The service's own
     # deadline (8 s on the test stack) answers in its JSON shape and audits the request,
     # before BentoML's 30 s timeout would cut it off with neither.
-    import socket
     from urllib.parse import urlsplit
 
     url = urlsplit(stack.url)
-    assert url.hostname and url.port
     body = json.dumps({"instances": digit_rows(1)}).encode()
     head = (
         f"POST /predict HTTP/1.1\r\nHost: {url.netloc}\r\n"
         f"Authorization: {stack.headers('slow')['Authorization']}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
-    with socket.create_connection((url.hostname, url.port), timeout=25) as sock:
+    with stack.connect(timeout=25) as sock:
         sock.sendall(head + body[:20])
         started = time.monotonic()
         raw = b""
@@ -272,7 +277,7 @@ def test_errors_carry_security_headers_and_no_server_header(stack: Stack) -> Non
     for response in (
         predict(stack, {"instances": digit_rows(1)}),
         predict(stack, {"instances": digit_rows(1)}, stack.headers("hdr")),
-        httpx.get(f"{stack.url}/livez"),
+        httpx.get(f"{stack.url}/livez", verify=stack.tls),
     ):
         assert "server" not in response.headers
         for name, value in SECURITY_HEADERS.items():
@@ -282,23 +287,23 @@ def test_errors_carry_security_headers_and_no_server_header(stack: Stack) -> Non
 
 
 def test_unknown_route_and_method_get_json_errors(stack: Stack) -> None:
-    assert_error(httpx.get(f"{stack.url}/admin"), 404, "not_found")
-    wrong = httpx.get(f"{stack.url}/predict")
+    assert_error(httpx.get(f"{stack.url}/admin", verify=stack.tls), 404, "not_found")
+    wrong = httpx.get(f"{stack.url}/predict", verify=stack.tls)
     assert_error(wrong, 405, "method_not_allowed")
     assert wrong.headers["allow"] == "POST"
 
 
 def test_probes_and_metrics_are_public_and_reveal_nothing(stack: Stack) -> None:
     for path in ("/livez", "/readyz", "/metrics"):
-        response = httpx.get(f"{stack.url}{path}")
+        response = httpx.get(f"{stack.url}{path}", verify=stack.tls)
         assert response.status_code == 200, path
         text = response.text
         assert "eyJ" not in text and "PRIVATE KEY" not in text and str(stack.home) not in text
-    assert "ztml_" in httpx.get(f"{stack.url}/metrics").text
+    assert "ztml_" in httpx.get(f"{stack.url}/metrics", verify=stack.tls).text
 
 
 def test_openapi_describes_the_api_with_error_responses(stack: Stack) -> None:
-    spec = httpx.get(f"{stack.url}/docs.json").json()
+    spec = httpx.get(f"{stack.url}/docs.json", verify=stack.tls).json()
     predict_op = spec["paths"]["/predict"]["post"]
     assert "requestBody" in predict_op
     for status in ("200", "401", "403", "413", "422", "429", "431", "503"):
@@ -318,6 +323,7 @@ def test_body_that_is_not_an_object_is_rejected_with_422(stack: Stack) -> None:
         json=digit_rows(1),
         headers=stack.headers("listy", roles=("analyst",)),
         timeout=30,
+        verify=stack.tls,
     )
     error = assert_error(response, 422, "invalid_input")
     assert error["field"] == "body"
@@ -350,7 +356,7 @@ def _honour_retry_after(
     Each phase is (roles of the token, seconds): the same subject may change roles.
     """
     answers = []
-    with httpx.Client(base_url=stack.url, timeout=30) as client:
+    with httpx.Client(base_url=stack.url, timeout=30, verify=stack.tls) as client:
         for roles, seconds in phases:
             headers = stack.headers(sub, roles=roles)
             until = time.monotonic() + seconds

@@ -13,7 +13,15 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.service.app.harness import Stack, audit_events, digit_rows, events_for, wait_for
+from service.toolchain.opa import OPA_SERVER_ENV
+from tests.service.app.harness import (
+    Stack,
+    audit_events,
+    digit_rows,
+    events_for,
+    restart_opa,
+    wait_for,
+)
 
 pytestmark = pytest.mark.system
 
@@ -35,7 +43,11 @@ def pgd_rows(stack: Stack, count: int, *, eps: float) -> list[list[float]]:
 
 def flagged_rate(stack: Stack, rows: list[list[float]], sub: str) -> float:
     response = httpx.post(
-        f"{stack.url}/predict", json={"instances": rows}, headers=stack.headers(sub), timeout=60
+        f"{stack.url}/predict",
+        json={"instances": rows},
+        headers=stack.headers(sub),
+        timeout=60,
+        verify=stack.tls,
     )
     assert response.status_code == 200, response.text
     return float(np.mean([p["flagged"] for p in response.json()["predictions"]]))
@@ -57,6 +69,7 @@ def test_flagged_request_is_queued_for_review(stack: Stack) -> None:
         json={"instances": pgd_rows(stack, 20, eps=0.3)},
         headers=stack.headers("reviewed"),
         timeout=60,
+        verify=stack.tls,
     )
     assert response.status_code == 200
     body = response.json()
@@ -66,23 +79,15 @@ def test_flagged_request_is_queued_for_review(stack: Stack) -> None:
 
 
 def opa_command(stack: Stack) -> list[str]:
-    from service.authn.tls import DevCertificates
     from service.stack.runner import opa_command as command
-    from service.stack.runner import tls_dir
     from service.toolchain.opa import find_opa
 
-    certs = DevCertificates.in_directory(tls_dir(stack.home))
-    return command(find_opa(), stack.opa_port, certs=certs)
+    return command(find_opa(), stack.opa_port, socket=stack.opa_socket)
 
 
 def opa_healthy(stack: Stack) -> bool:
-    from service.authn.tls import DevCertificates
-    from service.stack.runner import opa_client_context, tls_dir
-
-    context = opa_client_context(DevCertificates.in_directory(tls_dir(stack.home)))
     try:
-        url = f"https://127.0.0.1:{stack.opa_port}/health"
-        return httpx.get(url, verify=context).status_code == 200
+        return httpx.get(f"http://127.0.0.1:{stack.opa_port}/health").status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -92,10 +97,16 @@ def test_opa_outage_denies_with_503_and_recovers_without_restart(stack: Stack) -
 
     headers = stack.headers("outage")
     body = {"instances": digit_rows(1)}
-    assert httpx.post(f"{stack.url}/predict", json=body, headers=headers).status_code == 200
+    assert (
+        httpx.post(f"{stack.url}/predict", json=body, headers=headers, verify=stack.tls).status_code
+        == 200
+    )
     stop_group(stack.opa_pid)
     try:
-        during = [httpx.post(f"{stack.url}/predict", json=body, headers=headers) for _ in range(4)]
+        during = [
+            httpx.post(f"{stack.url}/predict", json=body, headers=headers, verify=stack.tls)
+            for _ in range(4)
+        ]
         assert [r.status_code for r in during] == [503] * 4
         for response in during:
             assert response.json()["error"]["code"] == "policy_unavailable"
@@ -104,14 +115,14 @@ def test_opa_outage_denies_with_503_and_recovers_without_restart(stack: Stack) -
             decision = next(e for e in events if e["kind"] == "policy_decision")
             assert decision["decision"]["allow"] is False and decision["status"] == 503
     finally:
-        log = open(stack.home / "logs" / "opa-restarted.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen(
-            opa_command(stack), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        stack.opa_pid = restart_opa(
+            opa_command(stack),
+            socket_path=stack.opa_socket,
+            log=stack.home / "logs" / "opa-restarted.log",
+            env={**os.environ, **OPA_SERVER_ENV},
         )
-        log.close()
-        stack.opa_pid = proc.pid
     assert wait_for(lambda: opa_healthy(stack))
-    after = httpx.post(f"{stack.url}/predict", json=body, headers=headers)
+    after = httpx.post(f"{stack.url}/predict", json=body, headers=headers, verify=stack.tls)
     assert after.status_code == 200, after.text
     os.kill(stack.service_pid, 0)  # the same service process served throughout
 
@@ -119,7 +130,7 @@ def test_opa_outage_denies_with_503_and_recovers_without_restart(stack: Stack) -
 async def burst(stack: Stack, count: int) -> list[httpx.Response]:
     good = stack.headers("burst")
     bad_body = {"instances": [[2.0] * 64]}
-    async with httpx.AsyncClient(base_url=stack.url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=stack.url, timeout=60, verify=stack.tls) as client:
         calls = []
         for i in range(count):
             if i % 4 == 0:
@@ -146,7 +157,10 @@ def test_every_request_of_a_burst_is_audited_once(stack: Stack) -> None:
 
 def test_audit_log_verifies_after_the_traffic(stack: Stack) -> None:
     httpx.post(
-        f"{stack.url}/predict", json={"instances": digit_rows(1)}, headers=stack.headers("last")
+        f"{stack.url}/predict",
+        json={"instances": digit_rows(1)},
+        headers=stack.headers("last"),
+        verify=stack.tls,
     )
     result = subprocess.run(
         [str(Path(sys.executable).parent / "ztml"), "audit", "verify"],

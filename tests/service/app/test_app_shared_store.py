@@ -18,7 +18,14 @@ import pytest
 from typer.testing import CliRunner
 
 from service.toolchain.postgres import LocalPostgres, local_postgres
-from tests.service.app.harness import Stack, digit_rows, events_for, install_demo_model, wait_for
+from tests.service.app.harness import (
+    Stack,
+    caller_tls,
+    digit_rows,
+    events_for,
+    install_demo_model,
+    wait_for,
+)
 from tests.service.app.test_app_resilience import pgd_rows
 
 pytestmark = [pytest.mark.system, pytest.mark.postgres]
@@ -60,6 +67,8 @@ def shared(
             service_pid=state.service.pid,
             digest=model.digest,
             model_path=model.path,
+            tls=caller_tls(home),
+            opa_socket=Path(state.opa_socket),
         )
         try:
             yield SharedStack(running, store)
@@ -70,7 +79,11 @@ def shared(
 
 def predict(stack: Stack, sub: str, rows: list[list[float]]) -> httpx.Response:
     return httpx.post(
-        f"{stack.url}/predict", json={"instances": rows}, headers=stack.headers(sub), timeout=60
+        f"{stack.url}/predict",
+        json={"instances": rows},
+        headers=stack.headers(sub),
+        timeout=60,
+        verify=stack.tls,
     )
 
 

@@ -12,13 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from service.authn import TLSSetupError
-from service.authn.tls import (
-    DevCertificates,
-    bentoml_service_ssl_config,
-    bentoml_ssl_settings,
-    make_dev_ca,
-)
+from service.authn.tls import DevCertificates, make_dev_ca
 
 
 @pytest.fixture(scope="module")
@@ -109,22 +103,6 @@ def test_server_certificate_names_localhost_and_loopback(certs: DevCertificates)
 def test_existing_valid_certificates_are_kept(certs: DevCertificates) -> None:
     before = certs.server_cert.read_bytes()
     assert make_dev_ca(certs.directory).server_cert.read_bytes() == before
-
-
-def test_bentoml_settings_require_client_certificates(certs: DevCertificates) -> None:
-    settings = bentoml_ssl_settings(certs.directory)
-    assert settings == {
-        "ssl_certfile": str(certs.server_cert),
-        "ssl_keyfile": str(certs.server_key),
-        "ssl_ca_certs": str(certs.ca_cert),
-        "ssl_cert_reqs": 2,
-    }
-    assert bentoml_service_ssl_config(certs.directory)["cert_reqs"] == ssl.CERT_REQUIRED
-
-
-def test_bentoml_settings_without_certificates_name_the_fix(tmp_path: Path) -> None:
-    with pytest.raises(TLSSetupError, match="make_dev_ca"):
-        bentoml_ssl_settings(tmp_path)
 
 
 def test_default_directory_is_in_ztml_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -79,7 +79,8 @@ class CountingProxy:
 @pytest.fixture(scope="module")
 def mtls_opa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, ssl.SSLContext]]:
     from service.authn.tls import make_dev_ca
-    from service.stack.runner import opa_client_context, opa_command
+    from service.authz.tls import OpaTls
+    from service.stack.runner import opa_command
     from service.toolchain.opa import find_opa
     from service.toolchain.paths import PROJECT_ROOT
 
@@ -92,7 +93,7 @@ def mtls_opa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, ss
         env=dict(os.environ),
         cwd=PROJECT_ROOT,
     )
-    context = opa_client_context(certs)
+    context = OpaTls(certs.ca_cert, certs.client_cert, certs.client_key).context()
     try:
         wait_ready(
             f"https://127.0.0.1:{port}/health",
