@@ -126,6 +126,7 @@ def main(config: StackConfig | None = None) -> None:
             max_replicas=cfg.max_replicas,
             parts=(opa.pod_parts, records.pod_parts, trust.pod_parts),
             init_command=records.seed_command(trust_dir=TRUST_DIR),
+            tls=cfg.service_tls,
             env=(
                 {"ZTML_LEDGER_WITNESS_KEYS": " ".join(cfg.ledger_witness_keys)}
                 if cfg.ledger_witness_keys

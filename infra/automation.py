@@ -38,6 +38,7 @@ SECRET_KEYS = frozenset(
         "ztml:omsSignerKeys",
         "ztml:postgresPassword",
         "ztml:admissionTlsKey",
+        "ztml:serviceTlsKey",
     }
 )
 ACTIONS = ("preview", "up", "destroy")

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from infra.errors import ConfigError
 from infra.tls import TlsIdentity, TlsKeys, parse_tls_identity
@@ -74,11 +74,17 @@ CONFIG_KEYS: tuple[str, ...] = (
     "admissionTlsKey",
     "admissionCaBundle",
     "admissionParameters",
+    "serviceTlsCert",
+    "serviceTlsKey",
+    "serviceCaBundle",
+    "insecurePlainHttp",
     *REMOVED_KEYS,
 )
 # The admission webhook's Service, in its own namespace ``<namespace>-admission``; its
 # serving certificate must name ``<service>.<namespace>-admission.svc``.
 ADMISSION_SERVICE = "ztml-admission"
+# The model service's stable name (its Service and Deployment), which clients dial.
+MODEL_SERVICE = "ztml-model"
 ADMISSION_NAMESPACE_SUFFIX = "-admission"
 
 
@@ -171,6 +177,9 @@ class StackConfig:
         postgres_password: PostgreSQL password (secret), set when replicas > 1.
         admission: The admission webhook's settings; None when ``ztml:admissionWebhook``
             is false.
+        service_tls: The model service's serving certificate, its key and the CA clients
+            trust (``ztml:serviceTlsCert``, ``serviceTlsKey``, ``serviceCaBundle``); None
+            only with ``ztml:insecurePlainHttp`` true.
     """
 
     target: str
@@ -196,6 +205,7 @@ class StackConfig:
     client_namespaces: tuple[str, ...]
     postgres_password: str | None
     admission: AdmissionConfig | None = None
+    service_tls: TlsIdentity | None = None
 
     @property
     def kube_context(self) -> str:
@@ -556,6 +566,7 @@ def parse_config(raw: Mapping[str, str]) -> StackConfig:
         client_namespaces=_client_namespaces(reader),
         postgres_password=postgres_password,
         admission=_admission(reader),
+        service_tls=_service_tls(reader),
     )
 
 
@@ -643,6 +654,47 @@ def _admission_parameters(reader: _Reader) -> dict[str, Any]:
                 + "."
             )
     return parsed
+
+
+def service_hosts(namespace: str) -> tuple[str, str]:
+    """The names clients dial the model service by, which its certificate must name."""
+    return (f"{MODEL_SERVICE}.{namespace}.svc", f"{MODEL_SERVICE}.{namespace}.svc.cluster.local")
+
+
+def _service_tls(reader: _Reader) -> TlsIdentity | None:
+    """The model service's TLS identity; None only with ``insecurePlainHttp`` true."""
+    names = ("serviceTlsCert", "serviceTlsKey", "serviceCaBundle")
+    given = {name: reader.optional(name) for name in names}
+    if _switch(reader, "insecurePlainHttp", default=False):
+        if any(value is not None for value in given.values()):
+            set_ = ", ".join(_key(n) for n, v in given.items() if v is not None)
+            raise ConfigError(
+                f"Invalid config {_key('insecurePlainHttp')}=true: it turns TLS off, yet {set_} "
+                "set; remove one or the other."
+            )
+        return None
+    namespace = reader.matching("namespace", DNS_LABEL_RE, "a DNS label", default="ztml")
+    hosts = service_hosts(namespace)
+    for name, value in given.items():
+        if value is None:
+            how = "pulumi config set --secret" if name == "serviceTlsKey" else "pulumi config set"
+            raise ConfigError(
+                f"Missing config {_key(name)}: the model service serves TLS for {hosts[0]} "
+                f'(on by default); set it with `{how} {name} -- "$(cat FILE)"` (`ztml cluster '
+                "config` makes them for the local cluster; infra/README.md says how), or serve "
+                "bearer tokens in the clear with `pulumi config set insecurePlainHttp true`."
+            )
+    return parse_tls_identity(
+        keys=TlsKeys(
+            cert=_key("serviceTlsCert"),
+            key=_key("serviceTlsKey"),
+            ca_bundle=_key("serviceCaBundle"),
+        ),
+        cert_pem=cast(str, given["serviceTlsCert"]),
+        key_pem=cast(str, given["serviceTlsKey"]),
+        ca_bundle_pem=cast(str, given["serviceCaBundle"]),
+        hosts=hosts,
+    )
 
 
 def _admission(reader: _Reader) -> AdmissionConfig | None:

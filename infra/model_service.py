@@ -1,7 +1,9 @@
 """The model service: Deployment, ClusterIP Service, PodDisruptionBudget and autoscaler.
 
 The pod comes from the shared hardening builder. The service container runs
-``bentoml serve`` on port 3000 with probes on ``/livez`` and ``/readyz``; the approved
+``bentoml serve`` on port 3000, TLS by default (its certificate from
+``ztml:serviceTlsCert``/``serviceTlsKey`` as a ``kubernetes.io/tls`` Secret; plain HTTP
+only with ``ztml:insecurePlainHttp``), with HTTPS probes on ``/livez`` and ``/readyz``; the approved
 model digest is pinned twice (``ZTML_MODEL_DIGEST`` and the pod annotation
 ``ztml.dev/model-digest``), so a pod can only serve the digest the deploy gate passed.
 Only non-secret settings are environment variables; keys, certificates and the ledger
@@ -25,6 +27,7 @@ from infra.hardening import (
     hardened_pod_template,
     service_account,
 )
+from infra.tls import TlsIdentity, tls_secret
 
 SERVICE_PORT = 3000
 MODEL_LABELS = {"app.kubernetes.io/name": "ztml-model", "app.kubernetes.io/part-of": "ztml"}
@@ -45,6 +48,7 @@ SERVE_COMMAND = (
 WORKLOAD_NAME = "ztml-model"
 CACHE_DIR = "/var/cache/ztml"
 MODEL_PATH = "/opt/ztml/model/model.safetensors"
+TLS_DIR = "/etc/ztml/service-tls"
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,9 @@ class ModelServiceArgs:
         init_command: Command of an init container that runs with the service's image,
             env and mounts before the service starts (seeds the ledger); none if empty.
         env: Extra non-secret settings.
+        tls: The serving certificate of the service port (a ``kubernetes.io/tls``
+            Secret mounted at :data:`TLS_DIR`), or None for plain HTTP
+            (``ztml:insecurePlainHttp``).
     """
 
     namespace: pulumi.Input[str]
@@ -71,6 +78,7 @@ class ModelServiceArgs:
     parts: Sequence[PodParts] = field(default_factory=tuple)
     init_command: tuple[str, ...] = ()
     env: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+    tls: TlsIdentity | None = None
 
 
 class ModelService(pulumi.ComponentResource):
@@ -102,18 +110,41 @@ class ModelService(pulumi.ComponentResource):
             "BENTOML_HOME": f"{CACHE_DIR}/bentoml",
             "PYTHONUNBUFFERED": "1",
             "BENTOML_DO_NOT_TRACK": "True",
-            # The service refuses to start without TLS unless told by name; the pod has no
-            # certificate Secret yet (ZTML_TLS_CERT/ZTML_TLS_KEY), and its probes are HTTP.
-            "ZTML_INSECURE_PLAIN_HTTP": "true",
         }
+        parts = list(args.parts)
+        if args.tls is None:
+            # ztml:insecurePlainHttp: the service refuses plain HTTP unless told by name.
+            env["ZTML_INSECURE_PLAIN_HTTP"] = "true"
+        else:
+            _, tls_parts = tls_secret(
+                f"{name}-tls",
+                identity=args.tls,
+                namespace=args.namespace,
+                volume="service-tls",
+                mount_path=TLS_DIR,
+                opts=child,
+            )
+            parts.append(tls_parts)
+            # One directory, not a path per file: the pod spec stays free of variable
+            # names the admission policy reads as credentials (``*_KEY``).
+            env["ZTML_TLS_DIR"] = TLS_DIR
         mounts: list[Mount] = []
-        for part in args.parts:
+        for part in parts:
             env |= dict(part.env)
             mounts.extend(part.mounts)
         env |= args.env
-        probe_ready = HttpProbe(path="/readyz", port=SERVICE_PORT, initial_delay_seconds=10)
+        # With TLS the kubelet probes over HTTPS (it sends no client certificate and does
+        # not verify the server's, as Kubernetes documents for HTTPS probes).
+        https = args.tls is not None
+        probe_ready = HttpProbe(
+            path="/readyz", port=SERVICE_PORT, initial_delay_seconds=10, https=https
+        )
         probe_live = HttpProbe(
-            path="/livez", port=SERVICE_PORT, initial_delay_seconds=20, failure_threshold=5
+            path="/livez",
+            port=SERVICE_PORT,
+            initial_delay_seconds=20,
+            failure_threshold=5,
+            https=https,
         )
         service = ContainerSpec(
             name="model",
@@ -134,7 +165,7 @@ class ModelService(pulumi.ComponentResource):
             ),
             scratch_dirs=(CACHE_DIR,),
         )
-        replaced = {m.volume: m for part in args.parts for m in part.init_mounts}
+        replaced = {m.volume: m for part in parts for m in part.init_mounts}
         init = [
             ContainerSpec(
                 name="ledger-seed",
@@ -153,14 +184,14 @@ class ModelService(pulumi.ComponentResource):
             )
         ]
         annotations: dict[str, pulumi.Input[str]] = {"ztml.dev/model-digest": args.model_digest}
-        for part in args.parts:
+        for part in parts:
             annotations |= dict(part.annotations)
         template = hardened_pod_template(
             labels=MODEL_LABELS,
             annotations=annotations,
-            containers=[service, *(c for part in args.parts for c in part.containers)],
+            containers=[service, *(c for part in parts for c in part.containers)],
             init_containers=init if args.init_command else (),
-            volumes=[v for part in args.parts for v in part.volumes],
+            volumes=[v for part in parts for v in part.volumes],
             service_account_name=account.metadata.name,
         )
         single = args.replicas == 1

@@ -37,7 +37,9 @@ class TlsSettings:
     Attributes:
         cert_file: The server certificate, PEM, leaf first, any intermediates after it
             (``ZTML_TLS_CERT``; ``tls.crt`` of a ``kubernetes.io/tls`` Secret).
-        key_file: Its private key, PEM (``ZTML_TLS_KEY``; ``tls.key``).
+        key_file: Its private key, PEM (``ZTML_TLS_KEY``; ``tls.key``). ``ZTML_TLS_DIR``
+            names a directory holding both as ``tls.crt`` and ``tls.key`` instead (a
+            mounted ``kubernetes.io/tls`` Secret).
         client_ca_file: The CA certificates that may sign callers' client certificates,
             PEM (``ZTML_TLS_CLIENT_CA``; ``ca.crt``); None without client certificates.
         client_auth: ``off`` (no client certificate asked for), ``optional`` (a caller
@@ -223,6 +225,14 @@ def _tls(env: Mapping[str, str]) -> tuple[TlsSettings | None, bool]:
     """
     plain = _bool(env, "ZTML_INSECURE_PLAIN_HTTP", False)
     cert, key = env.get("ZTML_TLS_CERT") or "", env.get("ZTML_TLS_KEY") or ""
+    if tls_dir := env.get("ZTML_TLS_DIR") or "":
+        # A mounted kubernetes.io/tls Secret: tls.crt and tls.key in one directory.
+        if cert or key:
+            raise ConfigError(
+                "ZTML_TLS_DIR names the directory of tls.crt and tls.key; unset "
+                "ZTML_TLS_CERT and ZTML_TLS_KEY, or ZTML_TLS_DIR."
+            )
+        cert, key = f"{tls_dir}/tls.crt", f"{tls_dir}/tls.key"
     client_ca = env.get("ZTML_TLS_CLIENT_CA") or ""
     mode = env.get("ZTML_TLS_CLIENT_AUTH") or ("required" if client_ca else "off")
     if mode not in CLIENT_AUTH_MODES:
@@ -230,7 +240,11 @@ def _tls(env: Mapping[str, str]) -> tuple[TlsSettings | None, bool]:
             f"ZTML_TLS_CLIENT_AUTH={mode!r} must be one of {', '.join(CLIENT_AUTH_MODES)}."
         )
     if plain:
-        given = [n for n in ("ZTML_TLS_CERT", "ZTML_TLS_KEY", "ZTML_TLS_CLIENT_CA") if env.get(n)]
+        given = [
+            n
+            for n in ("ZTML_TLS_DIR", "ZTML_TLS_CERT", "ZTML_TLS_KEY", "ZTML_TLS_CLIENT_CA")
+            if env.get(n)
+        ]
         if given:
             raise ConfigError(
                 f"ZTML_INSECURE_PLAIN_HTTP=true turns TLS off, yet {', '.join(given)} "

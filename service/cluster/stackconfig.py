@@ -8,11 +8,12 @@ written beside the configuration.
 
 The admission webhook's settings too: the addresses the API server (a process on this
 machine) connects from, the registry of the locally built images as an admission
-parameter, and a serving certificate for the webhook's Service issued by a local CA
-kept in ``$ZTML_HOME/cluster-ca`` (made once; keys ``0600``). That certificate's
-private key is the one secret the configuration holds (the file is written ``0600``,
-and ``python -m infra.automation`` stores the key as a Pulumi secret); every other key
-that leaves the home is public.
+parameter, and serving certificates for the webhook's Service and for the model
+service's port, issued by a local CA kept in ``$ZTML_HOME/cluster-ca`` (made once; keys
+``0600``). Those certificates' private keys are the secrets the configuration holds (the
+file is written ``0600``, and ``python -m infra.automation`` stores them as Pulumi
+secrets), with the PostgreSQL password when scaled out; every other key that leaves the
+home is public.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ def local_stack_config(
         ],
     }
     values |= admission_values(home, namespace=str(values["namespace"]), images=images)
+    values |= service_tls_values(home, namespace=str(values["namespace"]))
     if replicas == 1:
         values.pop("postgresImage", None)
     else:
@@ -147,8 +149,10 @@ def _expires_soon(path: Path, now: dt.datetime) -> bool:
     return cert.not_valid_after_utc - RENEW_BEFORE <= now
 
 
-def serving_certificate(home: Path, host: str) -> ServingCertificate:
-    """Return a certificate for ``host`` from the home's local CA, made once and reused.
+def serving_certificate(home: Path, host: str, *aliases: str) -> ServingCertificate:
+    """Return a certificate for ``host`` (and ``aliases``) from the home's local CA.
+
+    Made once and reused.
 
     The CA (``$ZTML_HOME/cluster-ca/ca.crt``, ``ca.key``) is made on first use; each host
     gets its own certificate file, reused until it is due for renewal. A CA due for
@@ -170,7 +174,7 @@ def serving_certificate(home: Path, host: str) -> ServingCertificate:
     if cert_path.exists() and _expires_soon(cert_path, now):
         cert_path.unlink()
         (directory / f"{name}.key").unlink(missing_ok=True)
-    crt, key = authority.issue(Identity(name, host, server=True, hosts=(host,)))
+    crt, key = authority.issue(Identity(name, host, server=True, hosts=(host, *aliases)))
     return ServingCertificate(
         cert_pem=crt.read_text(encoding="utf-8"),
         key_pem=key.read_text(encoding="utf-8"),
@@ -198,6 +202,22 @@ def _registries(images: Mapping[str, str]) -> list[str]:
         if "/" in reference and prefix not in prefixes:
             prefixes.append(prefix)
     return prefixes
+
+
+def service_tls_values(home: Path, *, namespace: str) -> dict[str, Any]:
+    """Return the model service's TLS ``ztml:*`` values: a certificate for its DNS names.
+
+    Clients in the cluster verify it with the local CA (``serviceCaBundle``,
+    ``$ZTML_HOME/cluster-ca/ca.crt``).
+    """
+    from infra.config import service_hosts
+
+    certificate = serving_certificate(home, *service_hosts(namespace))
+    return {
+        "serviceTlsCert": certificate.cert_pem,
+        "serviceTlsKey": certificate.key_pem,
+        "serviceCaBundle": certificate.ca_pem,
+    }
 
 
 def admission_values(home: Path, *, namespace: str, images: Mapping[str, str]) -> dict[str, Any]:

@@ -53,7 +53,7 @@ MONITOR = RecordingMonitor(MOCKS)
 pulumi.runtime.set_mocks(MOCKS, project="ztml", stack="test", preview=False, monitor=MONITOR)
 
 import infra.__main__ as program  # noqa: E402 - the mocks must be set before the program loads
-from infra.config import StackConfig, parse_config  # noqa: E402
+from infra.config import StackConfig, parse_config, service_hosts  # noqa: E402
 from service.model.metrics import evaluation_document, robust_entry  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,13 +81,14 @@ class WebhookTls:
     ca_pem: str
 
 
-def issue_webhook_tls(directory: Path, host: str) -> WebhookTls:
-    """Issue a serving certificate for ``host`` from a CA made in ``directory``."""
+def issue_webhook_tls(directory: Path, host: str, *aliases: str) -> WebhookTls:
+    """Issue a serving certificate for ``host`` (and aliases) from a CA made in ``directory``."""
     from service.cluster.pki import Authority, Identity
 
     authority = Authority(directory, "ca")
     authority.ensure()
-    cert, key = authority.issue(Identity("webhook", host, server=True, hosts=(host,)))
+    name = host.split(".")[0]
+    cert, key = authority.issue(Identity(name, host, server=True, hosts=(host, *aliases)))
     return WebhookTls(cert.read_text(), key.read_text(), authority.cert_path.read_text())
 
 
@@ -104,6 +105,7 @@ class Ledger:
     issuer_pem: str
     oms_signer_pem: str
     webhook_tls: WebhookTls
+    service_tls: WebhookTls
 
 
 @dataclass(frozen=True)
@@ -236,6 +238,7 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Ledger:
         issuer_pem=_public_pem(issuer),
         oms_signer_pem=_oms_signer_pem(),
         webhook_tls=issue_webhook_tls(home / "webhook-tls", "ztml-admission.ztml-admission.svc"),
+        service_tls=issue_webhook_tls(home / "webhook-tls", *service_hosts("ztml")),
     )
 
 
@@ -270,6 +273,9 @@ def raw_config(ledger: Ledger, **overrides: Any) -> dict[str, str]:
         "admissionTlsCert": ledger.webhook_tls.cert_pem,
         "admissionTlsKey": ledger.webhook_tls.key_pem,
         "admissionCaBundle": ledger.webhook_tls.ca_pem,
+        "serviceTlsCert": ledger.service_tls.cert_pem,
+        "serviceTlsKey": ledger.service_tls.key_pem,
+        "serviceCaBundle": ledger.service_tls.ca_pem,
     }
     values.update(overrides)
     return {
@@ -340,6 +346,19 @@ def no_webhook_run(make_config: Callable[..., StackConfig]) -> Run:
             admissionTlsCert=None,
             admissionTlsKey=None,
             admissionCaBundle=None,
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def plain_http_run(make_config: Callable[..., StackConfig]) -> Run:
+    """The one-replica stack with ``ztml:insecurePlainHttp`` true (no service TLS)."""
+    return run_program(
+        make_config(
+            insecurePlainHttp="true",
+            serviceTlsCert=None,
+            serviceTlsKey=None,
+            serviceCaBundle=None,
         )
     )
 

@@ -51,11 +51,15 @@ def test_the_program_needs_no_provider_but_kubernetes(any_run: Any) -> None:
     assert foreign == [], foreign
 
 
-def test_no_private_key_is_declared_but_the_admission_webhooks_own(any_run: Any) -> None:
-    # The webhook's serving key comes from secret config (infra/tls.py); nothing else
-    # the stack declares holds a private key.
+def test_no_private_key_is_declared_but_the_two_serving_keys(any_run: Any) -> None:
+    # The webhook's and the model service's serving keys come from secret config
+    # (infra/tls.py); nothing else the stack declares holds a private key.
     for urn, manifest in any_run.stack().of_kind("Secret").items():
         data = manifest.get("stringData") or {}
+        if urn.endswith("::ztml-model-tls"):
+            assert manifest["type"] == "kubernetes.io/tls"
+            assert data["tls.key"] == any_run.config.service_tls.key_pem
+            continue
         assert not any("PRIVATE KEY" in str(v) for v in data.values()), urn
     keyed = {
         urn: manifest["stringData"]["tls.key"]

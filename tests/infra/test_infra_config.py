@@ -136,6 +136,9 @@ def _stack_raw(name: str, raw: dict[str, str]) -> dict[str, str]:
         "ztml:admissionTlsCert",
         "ztml:admissionTlsKey",
         "ztml:admissionCaBundle",
+        "ztml:serviceTlsCert",
+        "ztml:serviceTlsKey",
+        "ztml:serviceCaBundle",
     )
     secrets = {k: raw[k] for k in keys}
     return {**values, **secrets, "ztml:postgresPassword": "a-long-enough-password"}

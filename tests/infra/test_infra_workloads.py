@@ -148,8 +148,37 @@ def test_model_service_runs_bentoml_on_port_3000_with_health_probes(any_run: Any
         "service.app.service:ZtmlModelService",
     ], urn
     assert model["command"][-2:] == ["--port", str(SERVICE_PORT)], urn
-    assert model["livenessProbe"]["httpGet"] == {"path": "/livez", "port": SERVICE_PORT}, urn
-    assert model["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": SERVICE_PORT}, urn
+    https = {"port": SERVICE_PORT, "scheme": "HTTPS"}
+    assert model["livenessProbe"]["httpGet"] == {"path": "/livez", **https}, urn
+    assert model["readinessProbe"]["httpGet"] == {"path": "/readyz", **https}, urn
+
+
+def test_the_service_port_serves_tls_from_a_tls_secret_by_default(any_run: Any) -> None:
+    urn, manifest = _model(any_run)
+    model = next(c for c in containers_of(manifest) if c["name"] == "model")
+    env = {v["name"]: v.get("value") for v in model["env"]}
+    assert "ZTML_INSECURE_PLAIN_HTTP" not in env, urn
+    tls_dir = env["ZTML_TLS_DIR"]
+    (mount,) = [m for m in model["volumeMounts"] if m["mountPath"] == tls_dir]
+    assert mount["readOnly"] is True
+    volumes = {v["name"]: v for v in manifest["spec"]["template"]["spec"]["volumes"]}
+    secret_name = volumes[mount["name"]]["secret"]["secretName"]
+    secrets = {m["metadata"]["name"]: m for m in any_run.of_kind("Secret").values()}
+    assert secrets[secret_name]["type"] == "kubernetes.io/tls"
+
+
+def test_plain_http_needs_the_loudly_named_opt_out(make_config: Any, plain_http_run: Any) -> None:
+    from infra.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"ztml:serviceTlsCert.*insecurePlainHttp true"):
+        make_config(serviceTlsCert=None)
+    with pytest.raises(ConfigError, match=r"insecurePlainHttp.*serviceTlsCert"):
+        make_config(insecurePlainHttp="true")
+    _, manifest = _model(plain_http_run)
+    model = next(c for c in containers_of(manifest) if c["name"] == "model")
+    env = {v["name"]: v.get("value") for v in model["env"]}
+    assert env["ZTML_INSECURE_PLAIN_HTTP"] == "true" and "ZTML_TLS_DIR" not in env
+    assert "scheme" not in model["readinessProbe"]["httpGet"]
 
 
 def test_model_digest_is_pinned_in_env_and_annotation(any_run: Any) -> None:

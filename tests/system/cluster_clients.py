@@ -21,26 +21,34 @@ from tests.service.app.harness import digit_rows
 from tests.service.cluster.fixtures import Cluster
 from tests.system.cluster_stack import NAMESPACE, WORKLOAD, ClusterStack
 
-SERVICE_URL = f"http://{WORKLOAD}.{NAMESPACE}.svc.cluster.local:3000"
+SERVICE_URL = f"https://{WORKLOAD}.{NAMESPACE}.svc.cluster.local:3000"
 CLIENT_LABEL = "ztml.dev/client"
-# Run in a client pod: send each request of a JSON plan, print the statuses as JSON.
+# Run in a client pod: send each request of a JSON plan over TLS, verifying the service
+# with the CA given (a step may say "ca": null to use the system's CAs, which do not
+# include the stack's); print the statuses as JSON. A failure to connect or to complete
+# the handshake is status 0 with the error's name.
 REQUESTER = """
-import json, sys, time, urllib.error, urllib.request
-plan = json.loads(sys.argv[1])
+import json, ssl, sys, time, urllib.error, urllib.request
+given = json.loads(sys.argv[1])
 out = []
-for step in plan:
+for step in given["plan"]:
+    ca = step.get("ca", given["ca"])
+    context = ssl.create_default_context(cadata=ca) if ca else ssl.create_default_context()
     data = step.get("body")
     request = urllib.request.Request(
         step["url"], method=step.get("method", "GET"), headers=step.get("headers", {}),
         data=data.encode() if data is not None else None,
     )
     try:
-        with urllib.request.urlopen(request, timeout=step.get("timeout", 10)) as reply:
+        with urllib.request.urlopen(
+            request, timeout=step.get("timeout", 10), context=context
+        ) as reply:
             out.append({"status": reply.status, "body": reply.read().decode()[:400]})
     except urllib.error.HTTPError as err:
         out.append({"status": err.code, "body": err.read().decode()[:400]})
     except Exception as err:
-        out.append({"status": 0, "body": type(err).__name__})
+        cause = getattr(err, "reason", err)
+        out.append({"status": 0, "body": type(cause).__name__})
     time.sleep(step.get("pause", 0))
 print(json.dumps(out))
 """
@@ -123,7 +131,10 @@ def python_in(
 
 
 def send(stack: ClusterStack, pod: str, plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = python_in(stack.cluster, pod, REQUESTER, plan)
+    ca = stack.config()["ztml:serviceCaBundle"]
+    result: list[dict[str, Any]] = python_in(
+        stack.cluster, pod, REQUESTER, {"ca": ca, "plan": plan}
+    )
     return result
 
 

@@ -89,6 +89,29 @@ def test_a_labelled_client_gets_200_from_predict_through_the_service_dns_name(
     assert "predictions" in json.loads(answer["body"])
 
 
+def test_the_service_port_speaks_tls_to_clients_that_trust_the_stacks_ca_only(
+    cluster_stack: ClusterStack, client: str
+) -> None:
+    request = predict(cluster_stack.token("tls-client"))
+    plan = [
+        request,
+        {**request, "ca": None},  # the system's CAs only
+        {**request, "url": request["url"].replace("https://", "http://")},
+    ]
+    verified, unknown_ca, plain = send(cluster_stack, client, plan)
+    assert verified["status"] == 200, verified
+    assert unknown_ca == {"status": 0, "body": "SSLCertVerificationError"}, unknown_ca
+    assert plain["status"] in (0, 400), plain
+    # The plain-HTTP attempt is refused below HTTP and still audited (status 497).
+    refused = [
+        e
+        for pod in cluster_stack.model_pods()
+        for e in audit_events(cluster_stack.cluster, pod)
+        if e.get("action") == "tls_handshake" and e.get("status") == 497
+    ]
+    assert refused, "the plain-HTTP attempt was not audited"
+
+
 def test_a_pod_without_the_client_label_cannot_connect(
     cluster_stack: ClusterStack, stranger: str
 ) -> None:

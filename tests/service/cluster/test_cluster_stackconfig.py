@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from infra.config import StackConfig, parse_config
+from infra.config import StackConfig, parse_config, service_hosts
 from service.cluster.layout import CONTEXT
 from service.cluster.stackconfig import (
     StackConfigError,
@@ -61,8 +61,13 @@ def test_the_config_fills_every_placeholder_and_the_program_accepts_it(
     assert config.model_digest == DIGEST
     assert config.storage_class == "local-path"
     assert len(config.trust_keys) == 2 and config.oms_signer_keys
-    # The one private key: the admission webhook's serving key (a Pulumi secret in the stack).
-    assert [k for k, v in values.items() if "PRIVATE" in str(v)] == ["ztml:admissionTlsKey"]
+    # The only private keys: the webhook's and the service port's serving keys (Pulumi
+    # secrets in the stack), both issued by the home's local CA for the names clients dial.
+    private = sorted(k for k, v in values.items() if "PRIVATE" in str(v))
+    assert private == ["ztml:admissionTlsKey", "ztml:serviceTlsKey"]
+    assert config.service_tls is not None
+    assert config.service_tls.hosts == service_hosts("ztml")
+    assert config.service_tls.ca_bundle_pem == (home / "cluster-ca" / "ca.crt").read_text()
 
 
 def test_every_other_value_is_the_k3d_examples(home: Path, tmp_path: Path) -> None:
