@@ -40,8 +40,6 @@ which errs on the strict side.
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,12 +47,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from service.ledger.storage.url import redact_url
 from service.monitor.errors import MonitorStoreError
+from service.pgconn import ProcessConnection
 
 if TYPE_CHECKING:
     import psycopg
 
 T = TypeVar("T")
-CONNECT_TIMEOUT_SECONDS = 3
 #: A statement (or a wait for a subject's lock) longer than this fails: 503, not a hang.
 STATEMENT_TIMEOUT_MS = 2000
 #: Advisory-lock key of the schema set-up ("ztml" + "mon" in ASCII).
@@ -230,44 +228,23 @@ class PostgresMonitorStore:
     """
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.display_url = redact_url(url)
-        self._lock = threading.Lock()
-        self._conn: psycopg.Connection[Any] | None = None
-        self._pid = -1
-        self._inherited: psycopg.Connection[Any] | None = None
-        self._calls = 0
-        self._pruned = 0.0
-
-    # -- connection ------------------------------------------------------------------------
-
-    def _open(self) -> psycopg.Connection[Any]:
-        import psycopg  # a quarter of a second to import: only for a PostgreSQL store
-
-        conn = psycopg.connect(
-            self.url,
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        self._pg = ProcessConnection(
+            url,
             application_name="ztml-monitor",
             options=(
                 f"-c statement_timeout={STATEMENT_TIMEOUT_MS} "
                 f"-c lock_timeout={STATEMENT_TIMEOUT_MS} -c synchronous_commit=off"
             ),
+            schema=SCHEMA,
+            schema_lock_key=SCHEMA_LOCK_KEY,
+            failure=lambda why: MonitorStoreError(
+                f"Monitor store {redact_url(url)} unavailable: {why}."
+            ),
         )
-        try:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
-                for statement in SCHEMA:
-                    conn.execute(statement)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-        self._conn = None
+        self.url = url
+        self.display_url = self._pg.display_url
+        self._calls = 0
+        self._pruned = 0.0
 
     def run(self, operation: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run ``operation`` on this process's connection (opened or reopened as needed).
@@ -275,32 +252,7 @@ class PostgresMonitorStore:
         Raises:
             MonitorStoreError: the database cannot be reached or the operation failed.
         """
-        import psycopg
-
-        with self._lock:
-            for attempt in range(2):
-                if self._pid != os.getpid():  # forked: never share the parent's connection
-                    # Keep the parent's connection object alive and unused: closing or collecting
-                    # it here would end the parent's session on the socket they share.
-                    self._inherited, self._conn, self._pid = self._conn, None, os.getpid()
-                reused = self._conn is not None and not self._conn.closed
-                try:
-                    if not reused:
-                        self._drop()
-                        self._conn = self._open()
-                    assert self._conn is not None
-                    return operation(self._conn)
-                except psycopg.Error as err:
-                    broken = self._conn is None or self._conn.broken or self._conn.closed
-                    if broken:
-                        self._drop()
-                    if broken and reused and attempt == 0:
-                        continue  # the server closed it since its last use: once more
-                    raise MonitorStoreError(
-                        f"Monitor store {self.display_url} unavailable: "
-                        f"{str(err).strip() or type(err).__name__}."
-                    ) from None
-            raise AssertionError("unreachable")  # pragma: no cover
+        return self._pg.run(operation)
 
     def ready(self) -> None:
         """Open the connection (creating the schema) if not open yet.
@@ -312,10 +264,7 @@ class PostgresMonitorStore:
 
     def close(self) -> None:
         """Close this process's connection."""
-        with self._lock:
-            if self._pid == os.getpid():
-                self._drop()
-            self._conn = None
+        self._pg.close()
 
     # -- rate limits and flood counts ------------------------------------------------------
 

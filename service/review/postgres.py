@@ -13,12 +13,11 @@ recovers without a restart once the database is back.
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from service.ledger.storage.url import redact_url
+from service.pgconn import ProcessConnection
 from service.review.errors import ReviewStoreError
 
 if TYPE_CHECKING:
@@ -26,7 +25,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 TABLE = "ztml_review_items"
-CONNECT_TIMEOUT_SECONDS = 3
 STATEMENT_TIMEOUT_MS = 5000
 #: Advisory-lock key of the schema set-up ("ztml" + "rev" in ASCII).
 SCHEMA_LOCK_KEY = 0x7A746D6C_726576
@@ -66,52 +64,19 @@ class PostgresReviewStore:
     """
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.display_url = redact_url(url)
-        self._lock = threading.Lock()
-        self._conn: psycopg.Connection[Any] | None = None
-        self._pid = -1
-        self._inherited: psycopg.Connection[Any] | None = None
-
-    def _open(self) -> psycopg.Connection[Any]:
-        import psycopg  # a quarter of a second to import: only for a PostgreSQL queue
-
-        conn = psycopg.connect(
-            self.url,
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        self._pg = ProcessConnection(
+            url,
             application_name="ztml-review",
             options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            schema=SCHEMA,
+            schema_lock_key=SCHEMA_LOCK_KEY,
+            failure=lambda why: ReviewStoreError(f"review queue {redact_url(url)}: {why}"),
         )
-        try:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
-                for statement in SCHEMA:
-                    conn.execute(statement)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        self.url = url
+        self.display_url = self._pg.display_url
 
     def _run(self, operation: Callable[[psycopg.Connection[Any]], T]) -> T:
-        import psycopg
-
-        with self._lock:
-            if self._pid != os.getpid():  # forked: never share the parent's connection
-                # Keep the parent's connection object alive and unused: closing or collecting
-                # it here would end the parent's session on the socket they share.
-                self._inherited, self._conn, self._pid = self._conn, None, os.getpid()
-            try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = self._open()
-                return operation(self._conn)
-            except psycopg.Error as err:
-                if self._conn is not None and (self._conn.broken or self._conn.closed):
-                    self._conn.close()
-                    self._conn = None
-                raise ReviewStoreError(
-                    f"review queue {self.display_url}: {str(err).strip() or type(err).__name__}"
-                ) from None
+        return self._pg.run(operation)
 
     def insert(self, row: Sequence[object]) -> int:
         """Insert an item (the fields of ``ReviewQueue.add``, in column order); return its id."""
@@ -150,7 +115,4 @@ class PostgresReviewStore:
 
     def close(self) -> None:
         """Close this process's connection."""
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
+        self._pg.close()

@@ -17,6 +17,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tests.service.app.harness import digit_rows
 from tests.service.cluster.fixtures import Cluster
 from tests.system.cluster_stack import NAMESPACE, WORKLOAD, ClusterStack
@@ -225,3 +227,14 @@ def audit_events(cluster: Cluster, pod: str) -> list[dict[str, Any]]:
         if line.startswith('{"audit_log"'):
             events.append(json.loads(line)["event"])
     return events
+
+
+def extraction_plan(
+    stack: ClusterStack, subject: str, *, seed: int, start: int
+) -> list[dict[str, Any]]:
+    """An extraction-style sequence: 45 small perturbations of three digits, 0.35 s apart."""
+    rng = np.random.default_rng(seed)
+    seeds = np.asarray(digit_rows(3, start=start))
+    rows = [np.clip(seeds[i % 3] + rng.normal(0, 0.02, 64), 0, 1).tolist() for i in range(45)]
+    token = stack.token(subject, roles=("predictor",))
+    return [{**predict(token, [row]), "pause": 0.35} for row in rows]

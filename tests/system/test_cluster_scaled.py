@@ -18,13 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from infra.network import POSTGRES_PORT
 from infra.records import POSTGRES_LABELS, POSTGRES_UID
 from infra.secrets import TRUST_DIR
-from tests.service.app.harness import digit_rows
 from tests.service.cluster.fixtures import Cluster
 from tests.system.cluster_clients import (
     CONNECTOR,
@@ -33,6 +31,7 @@ from tests.system.cluster_clients import (
     client_pod,
     copy_audit_log,
     deployment,
+    extraction_plan,
     predict,
     python_in,
     send,
@@ -246,11 +245,7 @@ def test_the_replicas_together_admit_one_callers_limit(
 def test_an_extraction_sequence_spread_over_the_replicas_is_refused(
     scaled_stack: ClusterStack, client: str
 ) -> None:
-    rng = np.random.default_rng(12)
-    seeds = np.asarray(digit_rows(3, start=80))
-    rows = [np.clip(seeds[i % 3] + rng.normal(0, 0.02, 64), 0, 1).tolist() for i in range(45)]
-    token = scaled_stack.token("cluster-shared-extractor", roles=("predictor",))
-    plan = [{**predict(token, [row]), "pause": 0.35} for row in rows]
+    plan = extraction_plan(scaled_stack, "cluster-shared-extractor", seed=12, start=80)
     statuses = [a["status"] for a in send(scaled_stack, client, plan)]
     # The detector needs 30 distances of one caller. A history per replica would see about
     # 45 / REPLICAS = 15 of them and never flag this sequence; the shared one does.

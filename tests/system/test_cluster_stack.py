@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from service.cluster.layout import API_SERVICE_IP
-from tests.service.app.harness import b64url, digit_rows
+from tests.service.app.harness import b64url
 from tests.service.cluster.fixtures import Cluster
 from tests.system.cluster_clients import (
     CONNECTOR,
@@ -26,6 +25,7 @@ from tests.system.cluster_clients import (
     client_pod,
     copy_audit_log,
     deployment,
+    extraction_plan,
     pod_ip,
     predict,
     python_in,
@@ -208,11 +208,7 @@ def test_attacks_on_the_cluster_service_get_the_documented_answers(
 def test_an_extraction_style_sequence_is_flagged_and_refused(
     cluster_stack: ClusterStack, client: str
 ) -> None:
-    rng = np.random.default_rng(11)
-    seeds = np.asarray(digit_rows(3, start=40))
-    rows = [np.clip(seeds[i % 3] + rng.normal(0, 0.02, 64), 0, 1).tolist() for i in range(45)]
-    token = cluster_stack.token("cluster-extractor", roles=("predictor",))
-    plan = [{**predict(token, [row]), "pause": 0.35} for row in rows]
+    plan = extraction_plan(cluster_stack, "cluster-extractor", seed=11, start=40)
     statuses = [a["status"] for a in send(cluster_stack, client, plan)]
     assert statuses[0] == 200, statuses
     first = next((i for i, s in enumerate(statuses) if s == 403), None)

@@ -253,9 +253,9 @@ def test_threads_with_their_own_connections_share_one_window(url: str) -> None:
 
 
 def _admit_in_child(limiter: RateLimiter, flood: FloodDetector) -> None:
-    inherited = limiter.store._conn  # type: ignore[union-attr]
+    inherited = limiter.store._pg._conn  # type: ignore[union-attr]
     admit(limiter, flood, "kate", rate_per_minute=600, burst=50)
-    if limiter.store._conn is inherited:  # type: ignore[union-attr]
+    if limiter.store._pg._conn is inherited:  # type: ignore[union-attr]
         raise SystemExit(3)  # wrote through the parent's connection
 
 
