@@ -27,6 +27,7 @@ import argparse
 import copy
 import json
 import os
+import ssl
 import statistics
 import time
 from dataclasses import dataclass
@@ -72,12 +73,11 @@ def client_for(kubeconfig: Path) -> httpx.Client:
     context = next(c["context"] for c in document["contexts"] if c["name"] == context_name)
     cluster = next(c["cluster"] for c in document["clusters"] if c["name"] == context["cluster"])
     user = next(u["user"] for u in document["users"] if u["name"] == context["user"])
-    return httpx.Client(
-        base_url=cluster["server"],
-        verify=cluster["certificate-authority"],
-        cert=(user["client-certificate"], user["client-key"]),
-        timeout=30.0,
-    )
+    # One SSLContext with the CA and the client pair: httpx 0.28 ignores ``cert=`` beside a
+    # ``verify`` path, and the API server then answers 401.
+    context = ssl.create_default_context(cafile=cluster["certificate-authority"])
+    context.load_cert_chain(user["client-certificate"], user["client-key"])
+    return httpx.Client(base_url=cluster["server"], verify=context, timeout=30.0)
 
 
 def hardened_pod() -> dict[str, Any]:
