@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.app.harness import Stack, cached_demo_model, caller_tls, install_demo_model
+from tests.service.app.harness import Stack, cached_demo_model, install_demo_model
 
 
 @pytest.fixture(scope="session")
@@ -40,17 +40,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, demo_model_source: Path) -> 
                 client_auth="optional",
             )
         )
-        running = Stack(
-            home=home,
-            url=state.service_url,
-            opa_port=state.opa.port,
-            opa_pid=state.opa.pid,
-            service_pid=state.service.pid,
-            digest=model.digest,
-            model_path=model.path,
-            tls=caller_tls(home),
-            opa_socket=Path(state.opa_socket),
-        )
+        running = Stack.started(home, state, model)
         try:
             yield running
         finally:

@@ -173,6 +173,21 @@ class Stack:
     opa_socket: Path
     extra_pids: list[int] = field(default_factory=list)
 
+    @classmethod
+    def started(cls, home: Path, state: Any, model: Any) -> Stack:
+        """The stack ``start_stack`` started in ``home`` (its state) serving ``model``."""
+        return cls(
+            home=home,
+            url=state.service_url,
+            opa_port=state.opa.port,
+            opa_pid=state.opa.pid,
+            service_pid=state.service.pid,
+            digest=model.digest,
+            model_path=model.path,
+            tls=caller_tls(home),
+            opa_socket=Path(state.opa_socket),
+        )
+
     def connect(self, *, timeout: float) -> ssl.SSLSocket:
         """A raw TLS connection to the service (for requests no HTTP client would send)."""
         url = urlsplit(self.url)

@@ -20,7 +20,6 @@ from typer.testing import CliRunner
 from service.toolchain.postgres import LocalPostgres, local_postgres
 from tests.service.app.harness import (
     Stack,
-    caller_tls,
     digit_rows,
     events_for,
     install_demo_model,
@@ -59,17 +58,7 @@ def shared(
                 extra_env={"ZTML_MONITOR_URL": store.url, "ZTML_RATE_BURST": "12"},
             )
         )
-        running = Stack(
-            home=home,
-            url=state.service_url,
-            opa_port=state.opa.port,
-            opa_pid=state.opa.pid,
-            service_pid=state.service.pid,
-            digest=model.digest,
-            model_path=model.path,
-            tls=caller_tls(home),
-            opa_socket=Path(state.opa_socket),
-        )
+        running = Stack.started(home, state, model)
         try:
             yield SharedStack(running, store)
         finally:
