@@ -109,8 +109,7 @@ def _settle_heap() -> None:
     (about 0.13 s here) while the worker pauses; under load such a pause made OPA
     decisions in flight miss their 250 ms budget, denying those requests with 503.
     """
-    import aiohttp  # noqa: F401  (imported lazily by the first decision otherwise)
-    import opa_client  # noqa: F401
+    import service.authz.transport  # noqa: F401  (imported by the first decision otherwise)
 
     gc.collect()
     gc.freeze()

@@ -1,10 +1,9 @@
-"""Ask a real OPA server for each authorization decision (opa-python-client, async).
+"""Ask a real OPA server for each authorization decision (async).
 
-One :class:`OpaAuthorizer` per worker process keeps one opa-python-client
-``AsyncOpaClient`` (an aiohttp session with keep-alive connections to OPA, over a Unix
-domain socket or over mutual TLS) bound to the worker's event loop, so a decision is one
-request on an established connection. :meth:`OpaAuthorizer.submit` starts the query on
-the event loop and returns a :class:`PendingDecision` once the query is on its way; the
+One :class:`OpaAuthorizer` per worker process keeps keep-alive connections to OPA (over
+a Unix domain socket or over mutual TLS; :mod:`service.authz.transport`) bound to the
+worker's event loop, so a decision is one request on an established connection.
+:meth:`OpaAuthorizer.submit` writes the query and returns a :class:`PendingDecision`; the
 caller may compute while OPA evaluates, and must not act on anything before the decision
 allows. Every failure to get a usable answer (connection refused, timeout, HTTP error,
 undefined or malformed decision) raises
@@ -14,10 +13,11 @@ undefined or malformed decision) raises
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from service.authz.decision import Decision, parse_decision
 from service.authz.errors import PolicyUnavailableError
-from service.authz.tls import REQUEST_SENT
+from service.authz.transport import Exchange, HttpResponse, OpaHttp
 
 _log = logging.getLogger(__name__)
 DECISION_PACKAGE = "ztml/authz"
@@ -77,9 +77,9 @@ def parse_opa_url(url: str) -> OpaTarget:
 class PendingDecision:
     """A decision OPA was asked for; :meth:`decision` waits for (and checks) its answer."""
 
-    def __init__(self, authorizer: OpaAuthorizer, task: asyncio.Task[Any], spent: float) -> None:
+    def __init__(self, authorizer: OpaAuthorizer, exchange: Exchange, spent: float) -> None:
         self._authorizer = authorizer
-        self._task = task
+        self._exchange = exchange
         self._remaining = authorizer.timeout_seconds - spent
         self._discarded = False
 
@@ -96,19 +96,16 @@ class PendingDecision:
         authorizer = self._authorizer
         if self._discarded:
             raise PolicyUnavailableError("the decision was discarded before it was read")
+        answer = self._exchange.response
         try:
-            done, _ = await asyncio.wait((self._task,), timeout=max(self._remaining, 0.0))
+            done, _ = await asyncio.wait((answer,), timeout=max(self._remaining, 0.0))
         except BaseException:  # the caller was cancelled: the query goes with it
-            self._task.cancel()
+            self._exchange.cancel()
             raise
         if not done:
-            self._task.cancel()
+            self._exchange.cancel()
             raise authorizer.timed_out()
-        try:
-            response = self._task.result()
-        except Exception as err:  # aiohttp, JSON and HTTP errors: fail closed
-            raise authorizer.unavailable(err) from None
-        decision = parse_decision(response)
+        decision = parse_decision(authorizer.result_document(answer))
         if decision.decision_id is None:
             # Decision logging is off on this OPA: tie the audit event to a local id.
             decision = Decision(
@@ -122,7 +119,7 @@ class PendingDecision:
     def discard(self) -> None:
         """Give up on the answer (the query is cancelled; :meth:`decision` then denies)."""
         self._discarded = True
-        self._task.cancel()
+        self._exchange.cancel()
 
 
 class OpaAuthorizer:
@@ -152,20 +149,45 @@ class OpaAuthorizer:
         if ssl_context is not None and not self._target.https:
             raise PolicyUnavailableError(f"OPA URL {url!r} must be https:// with a TLS context.")
         self._ssl_context = ssl_context
-        self._client: Any = None
+        self._client: OpaHttp | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def _session(self) -> Any:
+    def _http(self) -> OpaHttp:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
-            from service.authz.tls import opa_client  # imports aiohttp
-
-            client = opa_client(
-                self._target, timeout=self.timeout_seconds, context=self._ssl_context
+            target = self._target
+            self._client = OpaHttp(
+                socket_path=target.socket_path,
+                host=target.host,
+                port=target.port,
+                ssl_context=self._tls(),
             )
-            await client._init_session()  # the client's own session set-up
-            self._client, self._loop = client, loop
+            self._loop = loop
         return self._client
+
+    def _tls(self) -> ssl.SSLContext | None:
+        if not self._target.https:
+            return None
+        # https without a context of ours: OPA verified against the system's CAs.
+        return self._ssl_context or ssl.create_default_context()
+
+    def result_document(self, answer: asyncio.Future[HttpResponse]) -> object:
+        """Return the JSON document of a finished query's answer.
+
+        Raises:
+            PolicyUnavailableError: the query failed, OPA answered with an error status,
+                or the body is not JSON.
+        """
+        try:
+            response = answer.result()
+        except Exception as err:  # connection and protocol errors: fail closed
+            raise self.unavailable(err) from None
+        if response.status != 200:
+            raise PolicyUnavailableError(f"OPA at {self.url} answered HTTP {response.status}")
+        try:
+            return json.loads(response.body)
+        except ValueError as err:
+            raise self.unavailable(err) from None
 
     def timed_out(self) -> PolicyUnavailableError:
         """The error for a decision that did not arrive in time."""
@@ -177,49 +199,34 @@ class OpaAuthorizer:
         """The error for a decision that could not be obtained."""
         return PolicyUnavailableError(f"OPA at {self.url} is unavailable ({type(err).__name__})")
 
-    async def _query(self, client: Any, input: dict[str, Any]) -> Any:
-        # The timeout is enforced by submit() and PendingDecision.decision().
-        return await client.query_rule(
-            input_data=input, package_path=DECISION_PACKAGE, rule_name=DECISION_RULE
-        )
+    async def _send(self, rule: str, input: Mapping[str, Any]) -> Exchange:
+        """Write the query of ``data.ztml.authz.<rule>`` for ``input`` to OPA."""
+        body = json.dumps({"input": input}, separators=(",", ":")).encode()
+        return await self._http().send("POST", f"/v1/data/{DECISION_PACKAGE}/{rule}", body)
 
-    async def submit(self, input: dict[str, Any]) -> PendingDecision:
+    async def submit(self, input: Mapping[str, Any]) -> PendingDecision:
         """Start the query for one call; read the decision later.
 
-        The query runs as a task on the event loop; this returns once the request body
-        has been written to OPA (or the query ended early), so the caller may compute
-        while OPA evaluates. The wait is bounded by the query's own timeout.
-        Nothing may be served, recorded as served or queued on the strength of the
-        query until :meth:`PendingDecision.decision` returned an allowing decision.
+        This returns once the whole request has been written to OPA (connecting first
+        if no idle connection is open), so the caller may compute while OPA evaluates.
+        Connecting is bounded by the query's own timeout. Nothing may be served,
+        recorded as served or queued on the strength of the query until
+        :meth:`PendingDecision.decision` returned an allowing decision.
 
         Raises:
-            PolicyUnavailableError: the client to OPA cannot be set up, or the query
-                could not be sent in time.
+            PolicyUnavailableError: OPA cannot be reached, or the query could not be
+                sent in time.
         """
-        try:
-            client = await self._session()
-        except Exception as err:  # TLS and session set-up errors: fail closed
-            raise self.unavailable(err) from None
         loop = asyncio.get_running_loop()
         started = loop.time()
-        sent: asyncio.Future[None] = loop.create_future()
-        token = REQUEST_SENT.set(sent)
         try:
-            task = asyncio.ensure_future(self._query(client, input))  # copies the context
-        finally:
-            REQUEST_SENT.reset(token)
-        # Return once OPA has the query (or the query already ended, e.g. failed).
-        try:
-            done, _ = await asyncio.wait(
-                (sent, task), timeout=self.timeout_seconds, return_when=asyncio.FIRST_COMPLETED
-            )
-        except BaseException:  # the caller was cancelled: the query goes with it
-            task.cancel()
-            raise
-        if not done:
-            task.cancel()
-            raise self.timed_out()
-        return PendingDecision(self, task, spent=loop.time() - started)
+            async with asyncio.timeout(self.timeout_seconds):
+                exchange = await self._send(DECISION_RULE, input)
+        except TimeoutError:
+            raise self.timed_out() from None
+        except Exception as err:  # connection and TLS errors: fail closed
+            raise self.unavailable(err) from None
+        return PendingDecision(self, exchange, spent=loop.time() - started)
 
     async def decide(self, input: dict[str, Any]) -> Decision:
         """Return OPA's decision for one call.
@@ -241,17 +248,18 @@ class OpaAuthorizer:
             PolicyUnavailableError: no usable answer could be obtained in time.
         """
         try:
-            client = await self._session()
             async with asyncio.timeout(self.timeout_seconds):
-                response = await client.query_rule(
-                    input_data={"subject": {"roles": list(roles)}},
-                    package_path=DECISION_PACKAGE,
-                    rule_name=RATE_LIMIT_RULE,
-                )
+                exchange = await self._send(RATE_LIMIT_RULE, {"subject": {"roles": list(roles)}})
+                try:
+                    await asyncio.wait((exchange.response,))
+                except BaseException:
+                    exchange.cancel()
+                    raise
         except TimeoutError:
             raise self.timed_out() from None
-        except Exception as err:  # aiohttp, TLS, JSON and HTTP errors: fail closed
+        except Exception as err:  # connection and TLS errors: fail closed
             raise self.unavailable(err) from None
+        response = self.result_document(exchange.response)
         limit = response.get("result") if isinstance(response, dict) else None
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
             raise PolicyUnavailableError(
@@ -263,17 +271,14 @@ class OpaAuthorizer:
     async def healthy(self) -> bool:
         """Return whether OPA reports healthy with its bundles/policies loaded."""
         try:
-            client = await self._session()
             async with asyncio.timeout(max(self.timeout_seconds, 1.0)):
-                return bool(await client.check_health())
+                response = await self._http().request("GET", "/health")
         except Exception:
             return False
+        return response.status == 200
 
     async def close(self) -> None:
-        """Close the HTTP session (safe to call twice)."""
+        """Close the connections to OPA (safe to call twice)."""
         client, self._client = self._client, None
         if client is not None:
-            try:
-                await client.close_connection()
-            except Exception:  # closing must never raise
-                _log.debug("closing the OPA session failed", exc_info=True)
+            client.close()

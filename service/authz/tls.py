@@ -7,22 +7,11 @@ process that can ask it for decisions, even on a shared host or in a shared pod.
 
 from __future__ import annotations
 
-import asyncio
 import ssl
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from service.authz.errors import PolicyUnavailableError
-
-if TYPE_CHECKING:
-    from service.authz.opa import OpaTarget
-
-# Set, in the context of one query's task, to a future resolved once its body is written.
-REQUEST_SENT: ContextVar[asyncio.Future[None] | None] = ContextVar(
-    "ztml_opa_request_sent", default=None
-)
 
 
 @dataclass(frozen=True)
@@ -56,50 +45,3 @@ class OpaTls:
                 "ZTML_OPA_CERT_FILE and ZTML_OPA_KEY_FILE"
             ) from None
         return context
-
-
-def opa_client(target: OpaTarget, *, timeout: float, context: ssl.SSLContext | None) -> Any:
-    """Return an opa-python-client ``AsyncOpaClient`` for the service's decisions.
-
-    For a Unix domain socket the session connects to the socket's path (no TCP, no TLS:
-    the socket's file permissions decide who may ask). Over TCP, the library builds its
-    TLS context from the system's CAs only; this subclass swaps in ours (the stack's CA
-    and the service's client certificate). Either way it trims the aiohttp
-    session for a hot, local, keep-alive connection: no cookie jar, no response
-    decompression, no retries (a failed decision is a denial, never retried). When the
-    request body has been written, the future in :data:`REQUEST_SENT` (as the query's
-    task sees it) is resolved, so the caller knows OPA has the query.
-    """
-    import aiohttp
-    from opa_client import AsyncOpaClient
-
-    async def chunk_sent(*_: Any) -> None:
-        sent = REQUEST_SENT.get()
-        if sent is not None and not sent.done():
-            sent.set_result(None)
-
-    class _ServiceOpaClient(AsyncOpaClient):
-        async def _init_session(self) -> None:
-            tracing = aiohttp.TraceConfig()
-            tracing.on_request_chunk_sent.append(chunk_sent)
-            connector: aiohttp.BaseConnector
-            if target.socket_path is not None:
-                connector = aiohttp.UnixConnector(path=target.socket_path, limit=0)
-            else:
-                tls: ssl.SSLContext | bool = context if context is not None else target.https
-                connector = aiohttp.TCPConnector(ssl=tls, limit=0, ttl_dns_cache=None)
-            self._connector = connector
-            self._session = aiohttp.ClientSession(
-                headers=self.headers,
-                connector=self._connector,
-                # The decision's deadline is enforced by OpaAuthorizer (it excludes the
-                # caller's own computation while the query is out); this bounds connecting.
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-                trace_configs=[tracing],
-            )
-
-    return _ServiceOpaClient(
-        host=target.host, port=target.port, ssl=target.https, retries=0, timeout=timeout
-    )

@@ -176,7 +176,6 @@ def collect() -> list[Check]:
         "scikit-learn": "bundled digits data set",
         "pulumi": "Pulumi program SDK",
         "pulumi-kubernetes": "Kubernetes resources for `pulumi up`",
-        "opa-python-client": "the service's client of the OPA server",
         "cryptography": "Ed25519 signatures of ledger and audit records",
         "rfc8785": "canonical JSON (JCS) for hashed and signed records",
         "model-signing": "OMS model signatures (`ztml model sign`, verified before serving)",

@@ -19,7 +19,7 @@ from tests.system.conftest import LocalStack
 
 NAMESPACE = "ztml"
 WORKLOAD = "ztml-model"
-LOCKED = ("torch", "bentoml", "cryptography", "pyjwt", "rfc8785", "opa-python-client", "numpy")
+LOCKED = ("torch", "bentoml", "cryptography", "pyjwt", "rfc8785", "model-signing", "numpy")
 
 
 def kube_host() -> str:

@@ -1,5 +1,5 @@
-"""The OPA client's connections (opa-python-client over aiohttp): reused, recovered when
-OPA drops them, and any unusable answer denies."""
+"""The OPA client's connections (service.authz.transport): reused, recovered when OPA
+drops them, and any unusable answer denies."""
 
 from __future__ import annotations
 
