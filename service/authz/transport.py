@@ -254,7 +254,12 @@ class Exchange:
         self.response = response
 
     def cancel(self) -> None:
-        """Give up on the answer: the connection is closed, so it never answers another."""
+        """Give up on an answer still due (its connection is closed, never to answer another).
+
+        Once the answer came, the connection may already serve another query: it is kept.
+        """
+        if self.response.done():
+            return
         self.response.cancel()
         self._connection.abort()
 

@@ -380,3 +380,44 @@ def test_a_cancelled_caller_takes_its_query_with_it() -> None:
             server.close()
 
     assert asyncio.run(run())
+
+
+def test_discarding_an_answered_query_leaves_its_connection_to_the_next_query() -> None:
+    """Once answered, a connection serves the next query: a late discard must not cut it."""
+    answer = http(json.dumps(ALLOW).encode(), f"Content-Length: {len(json.dumps(ALLOW))}")
+
+    async def run() -> tuple[bool, int]:
+        accepted = 0
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal accepted
+            accepted += 1
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = next(
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    )
+                    await reader.readexactly(length)
+                    writer.write(answer)
+                    await writer.drain()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        authorizer = OpaAuthorizer(f"http://127.0.0.1:{port}", timeout_seconds=2.0)
+        try:
+            first = await authorizer.submit(policy_input())
+            await asyncio.sleep(0.2)  # its answer arrives; the connection is idle again
+            second = await authorizer.submit(policy_input())  # on the same connection
+            first.discard()
+            allowed = (await second.decision()).allow
+            return allowed, accepted
+        finally:
+            await authorizer.close()
+            server.close()
+
+    allowed, accepted = asyncio.run(run())
+    assert allowed
+    assert accepted == 1
