@@ -10,7 +10,10 @@ Each figure is printed beside a baseline measured in the same run:
    transaction) on SQLite and on a PostgreSQL server started for the run vs plain INSERTs
    of the same rows, one transaction each, with the same durability (SQLite: WAL,
    synchronous=FULL; PostgreSQL: its default synchronous commit) (target >= 0.5x). Each
-   append is followed by the INSERT of the row it stored, so both see the same load.
+   append is followed by the INSERT of the row it stored, so both see the same load. On
+   PostgreSQL the benchmark's lone writer appends with one guarded statement, one round
+   trip like the INSERT (``service/ledger/storage/known.py``); with other writers an
+   append reads under the lock first.
 
 Run: ``.venv/bin/python -m benchmarks.ledger_bench [--quick]``.
 """
@@ -268,7 +271,7 @@ def bench_postgres_appends(count: int, rows: list[list[str]]) -> None:
         rate, plain = paired_appends(ledger, insert, count)
     rows.append(
         [
-            "append (PostgreSQL 15, advisory lock)",
+            "append (PostgreSQL 15, guarded statement)",
             f"{rate:,.0f} rec/s",
             f"{plain:,.0f} rec/s (plain INSERT)",
             f"{rate / plain:.2f}x",

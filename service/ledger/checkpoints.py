@@ -17,6 +17,7 @@ means it was rolled back.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,15 @@ def parse_checkpoint(note: str, where: str) -> TreeCheckpoint:
         raise LedgerIntegrityError(where, f"malformed checkpoint: {err}") from None
 
 
+@functools.lru_cache(maxsize=4)
+def _frontier(text: str) -> Frontier:
+    """Parse a stored frontier; the one an append wrote is parsed again by the next.
+
+    Frontiers are immutable, so the parsed one can be shared.
+    """
+    return Frontier.from_text(text)
+
+
 def next_checkpoint(
     view: AppendView, record: Record, signer: Signer, *, leaf: bytes | None = None
 ) -> CheckpointRow:
@@ -86,7 +96,7 @@ def next_checkpoint(
             )
         origin = latest.note.split("\n", 1)[0]  # verification checks the whole note
         try:
-            frontier = Frontier.from_text(latest.frontier)
+            frontier = _frontier(latest.frontier)
         except ProofError as err:
             raise LedgerIntegrityError(f"checkpoint of size {latest.size}", str(err)) from None
     if frontier.size < size:

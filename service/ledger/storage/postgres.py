@@ -5,6 +5,11 @@ Appends run in one transaction that first takes a transaction-scoped advisory lo
 lock is released at commit, so appends from any number of processes or hosts form one
 linear chain. ``seq`` is also the primary key: a fork could never be stored. A checkpoint
 built by an append is inserted in the same transaction (table ``ztml_ledger_checkpoints``).
+
+A writer that made the ledger's last append skips the read: it builds the next row from
+what it knows and one statement takes the lock and inserts the row only if the ledger is
+still as the writer left it (:mod:`service.ledger.storage.known`), so a lone writer
+appends in one round trip, as many as a plain INSERT.
 """
 
 from __future__ import annotations
@@ -23,6 +28,13 @@ from service.ledger.storage.base import (
     Row,
     append_reads_query,
     paged_rows,
+)
+from service.ledger.storage.known import (
+    Known,
+    KnownView,
+    checkpoint_digest,
+    row_digest,
+    subject_digest,
 )
 from service.ledger.storage.url import redact_url
 
@@ -50,6 +62,26 @@ _CP_SELECT = f"SELECT size, note, frontier FROM {CHECKPOINTS}"  # noqa: S608
 _APPEND_READS = append_reads_query(table=TABLE, checkpoints=CHECKPOINTS, placeholder="%s")
 _INSERT_ROW = f"INSERT INTO {TABLE} (seq, type, subject, record) VALUES (%s, %s, %s, %s)"  # noqa: S608
 _INSERT_CHECKPOINT = f"INSERT INTO {CHECKPOINTS} (size, note, frontier) VALUES (%s, %s, %s)"  # noqa: S608
+# The row is inserted only if the append lock is free now (never waiting for it, so no
+# lock is held while waiting: no deadlock with a writer that holds it and waits for a
+# table lock) and the stored head, newest checkpoint and subject rows hash as the writer
+# knows them (see storage/known.py).
+_GUARDED = (
+    "WITH lock AS (SELECT pg_try_advisory_xact_lock(%s) AS held), "  # noqa: S608
+    f"r AS (INSERT INTO {TABLE} (seq, type, subject, record) "
+    "SELECT %s, %s, %s, %s FROM lock WHERE held "
+    "AND (SELECT sha256(convert_to(seq || ' ' || record, 'UTF8')) "
+    f"FROM {TABLE} ORDER BY seq DESC LIMIT 1) IS NOT DISTINCT FROM %s "
+    "AND (SELECT sha256(convert_to(size || ' ' || frontier || ' ' || note, 'UTF8')) "
+    f"FROM {CHECKPOINTS} ORDER BY size DESC LIMIT 1) IS NOT DISTINCT FROM %s "
+    "AND (SELECT sha256(convert_to(string_agg(seq || ' ' || record, E'\\n' ORDER BY seq), "
+    f"'UTF8')) FROM {TABLE} WHERE subject = %s) IS NOT DISTINCT FROM %s "
+    "RETURNING seq)"
+)
+_GUARDED_INSERT = f"{_GUARDED} SELECT seq FROM r"  # noqa: S608
+_GUARDED_INSERT_WITH_CHECKPOINT = (
+    f"{_GUARDED} INSERT INTO {CHECKPOINTS} (size, note, frontier) SELECT %s, %s, %s FROM r"  # noqa: S608
+)
 
 
 def _checkpoint(values: Any) -> CheckpointRow:
@@ -117,6 +149,8 @@ class PostgresBackend:
                     )
             found = self._conn.execute("SELECT to_regclass(%s)", (CHECKPOINTS,)).fetchone()
             self._has_checkpoints = found is not None and found[0] is not None
+            self._known: Known | None = None
+            self._alone = False
         except psycopg.Error as err:
             raise BackendError(
                 f"Cannot open ledger {self._display}: {str(err).strip()}. Check that the "
@@ -150,9 +184,60 @@ class PostgresBackend:
     def append(self, build: AppendBuilder, *, subject: str | None = None) -> Row:
         """Lock (advisory xact lock), build the next row from the head, insert, commit.
 
-        Five round trips: begin, lock, the reads (head, newest checkpoint and
-        ``subject``'s rows in one statement), the inserts (one statement), commit.
+        When this writer's last append was the ledger's last one (seen under the lock),
+        the row is built from what it knows and stored by one guarded statement in one
+        round trip (:mod:`service.ledger.storage.known`). Otherwise, or when the guard
+        finds the ledger changed, five round trips: begin, lock, the reads (head, newest
+        checkpoint and ``subject``'s rows in one statement), the inserts, commit.
         """
+        known = self._known if self._alone and self._has_checkpoints else None
+        if known is not None:
+            stored = self._append_known(build, subject, known)
+            if stored is not None:
+                return stored
+        return self._append_locked(build, subject)
+
+    def _append_known(self, build: AppendBuilder, subject: str | None, known: Known) -> Row | None:
+        """Build from ``known`` and store it if the ledger is still as known; else None.
+
+        The statement inserts only while it holds the append lock, so no locked append
+        is between its read and its insert. Should another append have been committed
+        after the statement's snapshot, the row's ``seq`` is taken and the insert fails:
+        no fork can be stored either way.
+        """
+        self._alone = False
+        try:
+            row, checkpoint = build(KnownView(known, subject))
+        except Exception:
+            return None
+        if row.subject != subject or subject is None:
+            return None
+        guards = (
+            row_digest(known.head),
+            checkpoint_digest(known.latest),
+            subject,
+            subject_digest(known.subjects.get(subject, [])),
+        )
+        values = (LOCK_KEY, row.seq, row.type, row.subject, row.record, *guards)
+        try:
+            if checkpoint is None:
+                cur = self._conn.execute(_GUARDED_INSERT, values)
+            else:
+                cur = self._conn.execute(
+                    _GUARDED_INSERT_WITH_CHECKPOINT,
+                    (*values, checkpoint.size, checkpoint.note, checkpoint.frontier),
+                )
+        except psycopg.errors.UniqueViolation:
+            return None
+        except psycopg.Error as err:
+            raise self._fail("append to", err) from None
+        if cur.rowcount != 1:
+            return None
+        known.stored(row, checkpoint, known.subjects.get(subject, []))
+        self._alone = True
+        return row
+
+    def _append_locked(self, build: AppendBuilder, subject: str | None) -> Row:
         try:
             with self._conn.transaction(), self._conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
@@ -174,6 +259,15 @@ class PostgresBackend:
         except psycopg.Error as err:
             raise self._fail("append to", err) from None
         self._has_checkpoints = True
+        last = self._known
+        self._alone = last is not None and view.head() == last.head
+        known = last if self._alone and last is not None else None
+        if known is None:
+            known = self._known = Known(head=row, latest=view.latest_checkpoint())
+        read = (
+            view.subject_rows(subject) if subject is not None and row.subject == subject else None
+        )
+        known.stored(row, checkpoint, read)
         return row
 
     def latest_checkpoint(self) -> CheckpointRow | None:
@@ -211,6 +305,7 @@ class PostgresBackend:
         except psycopg.Error as err:
             raise self._fail("write to", err) from None
         self._has_checkpoints = True
+        self._alone = False  # the newest checkpoint may have changed
 
     def rows(self, *, start: int = 0, page_size: int = PAGE_SIZE) -> Iterator[Row]:
         """Rows from ``start`` on, in ``seq`` order, one page per query."""
