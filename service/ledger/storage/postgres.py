@@ -62,26 +62,46 @@ _CP_SELECT = f"SELECT size, note, frontier FROM {CHECKPOINTS}"  # noqa: S608
 _APPEND_READS = append_reads_query(table=TABLE, checkpoints=CHECKPOINTS, placeholder="%s")
 _INSERT_ROW = f"INSERT INTO {TABLE} (seq, type, subject, record) VALUES (%s, %s, %s, %s)"  # noqa: S608
 _INSERT_CHECKPOINT = f"INSERT INTO {CHECKPOINTS} (size, note, frontier) VALUES (%s, %s, %s)"  # noqa: S608
-# The row is inserted only if the append lock is free now (never waiting for it, so no
-# lock is held while waiting: no deadlock with a writer that holds it and waits for a
-# table lock) and the stored head, newest checkpoint and subject rows hash as the writer
-# knows them (see storage/known.py).
-_GUARDED = (
-    "WITH lock AS (SELECT pg_try_advisory_xact_lock(%s) AS held), "  # noqa: S608
-    f"r AS (INSERT INTO {TABLE} (seq, type, subject, record) "
-    "SELECT %s, %s, %s, %s FROM lock WHERE held "
-    "AND (SELECT sha256(convert_to(seq || ' ' || record, 'UTF8')) "
-    f"FROM {TABLE} ORDER BY seq DESC LIMIT 1) IS NOT DISTINCT FROM %s "
-    "AND (SELECT sha256(convert_to(size || ' ' || frontier || ' ' || note, 'UTF8')) "
-    f"FROM {CHECKPOINTS} ORDER BY size DESC LIMIT 1) IS NOT DISTINCT FROM %s "
-    "AND (SELECT sha256(convert_to(string_agg(seq || ' ' || record, E'\\n' ORDER BY seq), "
-    f"'UTF8')) FROM {TABLE} WHERE subject = %s) IS NOT DISTINCT FROM %s "
-    "RETURNING seq)"
-)
-_GUARDED_INSERT = f"{_GUARDED} SELECT seq FROM r"  # noqa: S608
-_GUARDED_INSERT_WITH_CHECKPOINT = (
-    f"{_GUARDED} INSERT INTO {CHECKPOINTS} (size, note, frontier) SELECT %s, %s, %s FROM r"  # noqa: S608
-)
+
+
+def _guarded_insert(*, subject_rows: bool, checkpoint: bool) -> str:
+    """The one statement of an append built from what the writer knows.
+
+    It inserts the row only if the append lock is free now (never waiting for it, so no
+    lock is held while waiting: no deadlock with a writer that holds it and waits for a
+    table lock) and the stored head, newest checkpoint and subject rows hash as the
+    writer knows them (:mod:`service.ledger.storage.known`); a subject known to have no
+    rows is checked by a probe of its index. It returns one row when it inserted.
+    """
+    subject_guard = (
+        "(SELECT sha256(convert_to(string_agg(seq || ' ' || record, E'\\n' ORDER BY seq), "  # noqa: S608
+        f"'UTF8')) FROM {TABLE} WHERE subject = %(subject)s) = %(subject_digest)s"
+        if subject_rows
+        else f"NOT EXISTS (SELECT FROM {TABLE} WHERE subject = %(subject)s)"
+    )
+    insert = (
+        f"WITH lock AS (SELECT pg_try_advisory_xact_lock({LOCK_KEY}) AS held), "  # noqa: S608
+        f"r AS (INSERT INTO {TABLE} (seq, type, subject, record) "
+        "SELECT %(seq)s, %(type)s, %(subject)s, %(record)s FROM lock WHERE held "
+        "AND (SELECT sha256(convert_to(seq || ' ' || record, 'UTF8')) "
+        f"FROM {TABLE} ORDER BY seq DESC LIMIT 1) = %(head_digest)s "
+        "AND (SELECT sha256(convert_to(size || ' ' || frontier || ' ' || note, 'UTF8')) "
+        f"FROM {CHECKPOINTS} ORDER BY size DESC LIMIT 1) IS NOT DISTINCT FROM "
+        f"%(checkpoint_digest)s AND {subject_guard} RETURNING seq) "
+    )
+    if not checkpoint:
+        return f"{insert}SELECT seq FROM r"  # noqa: S608
+    return (
+        f"{insert}INSERT INTO {CHECKPOINTS} (size, note, frontier) "  # noqa: S608
+        "SELECT %(size)s, %(note)s, %(frontier)s FROM r RETURNING size"
+    )
+
+
+_GUARDED_INSERTS = {
+    (rows, checkpoint): _guarded_insert(subject_rows=rows, checkpoint=checkpoint)
+    for rows in (False, True)
+    for checkpoint in (False, True)
+}
 
 
 def _checkpoint(values: Any) -> CheckpointRow:
@@ -212,28 +232,29 @@ class PostgresBackend:
             return None
         if row.subject != subject or subject is None:
             return None
-        guards = (
-            row_digest(known.head),
-            checkpoint_digest(known.latest),
-            subject,
-            subject_digest(known.subjects.get(subject, [])),
-        )
-        values = (LOCK_KEY, row.seq, row.type, row.subject, row.record, *guards)
+        rows = known.subjects.get(subject, [])
+        params: dict[str, Any] = {
+            "seq": row.seq,
+            "type": row.type,
+            "subject": subject,
+            "record": row.record,
+            "head_digest": row_digest(known.head),
+            "checkpoint_digest": checkpoint_digest(known.latest),
+        }
+        if rows:
+            params["subject_digest"] = subject_digest(rows)
+        if checkpoint is not None:
+            params.update(size=checkpoint.size, note=checkpoint.note, frontier=checkpoint.frontier)
+        query = _GUARDED_INSERTS[bool(rows), checkpoint is not None]
         try:
-            if checkpoint is None:
-                cur = self._conn.execute(_GUARDED_INSERT, values)
-            else:
-                cur = self._conn.execute(
-                    _GUARDED_INSERT_WITH_CHECKPOINT,
-                    (*values, checkpoint.size, checkpoint.note, checkpoint.frontier),
-                )
+            cur = self._conn.execute(query, params)
         except psycopg.errors.UniqueViolation:
             return None
         except psycopg.Error as err:
             raise self._fail("append to", err) from None
         if cur.rowcount != 1:
             return None
-        known.stored(row, checkpoint, known.subjects.get(subject, []))
+        known.stored(row, checkpoint, rows)
         self._alone = True
         return row
 
