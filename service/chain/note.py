@@ -20,6 +20,7 @@ rejected.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
@@ -56,8 +57,12 @@ def raw_public_key(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+@functools.lru_cache(maxsize=64)
 def key_id(name: str, signature_type: int, public_key: bytes) -> int:
-    """The 32-bit key id of a note key (signed-note's recommended derivation)."""
+    """The 32-bit key id of a note key (signed-note's recommended derivation).
+
+    Cached: a writer signs every checkpoint with the same few keys.
+    """
     digest = hashlib.sha256(name.encode() + b"\n" + bytes([signature_type]) + public_key).digest()
     return int.from_bytes(digest[:4], "big")
 

@@ -17,6 +17,8 @@ means it was rolled back.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +60,40 @@ def parse_checkpoint(note: str, where: str) -> TreeCheckpoint:
         raise LedgerIntegrityError(where, f"malformed checkpoint: {err}") from None
 
 
+class _Frontiers:
+    """The frontiers this process wrote lately, by their stored text.
+
+    The next append reads back the frontier the last one stored; taking the parsed one
+    saves parsing it again. Frontiers are immutable, so they can be shared.
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        self._size = size
+        self._known: OrderedDict[str, Frontier] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def parse(self, text: str) -> Frontier:
+        """The frontier stored as ``text``.
+
+        Raises:
+            ProofError: the text is not a frontier.
+        """
+        found = self._known.get(text)
+        return Frontier.from_text(text) if found is None else found
+
+    def text(self, frontier: Frontier) -> str:
+        """The stored text of ``frontier``, remembered for :meth:`parse`."""
+        text = frontier.to_text()
+        with self._lock:
+            self._known[text] = frontier
+            while len(self._known) > self._size:
+                self._known.popitem(last=False)
+        return text
+
+
+_FRONTIERS = _Frontiers()
+
+
 def next_checkpoint(
     view: AppendView, record: Record, signer: Signer, *, leaf: bytes | None = None
 ) -> CheckpointRow:
@@ -86,7 +122,7 @@ def next_checkpoint(
             )
         origin = latest.note.split("\n", 1)[0]  # verification checks the whole note
         try:
-            frontier = Frontier.from_text(latest.frontier)
+            frontier = _FRONTIERS.parse(latest.frontier)
         except ProofError as err:
             raise LedgerIntegrityError(f"checkpoint of size {latest.size}", str(err)) from None
     if frontier.size < size:
@@ -103,7 +139,7 @@ def next_checkpoint(
     signed = TreeCheckpoint.create(
         origin=origin, size=frontier.size, root=frontier.root(), signer=signer
     )
-    return CheckpointRow(signed.size, signed.text, frontier.to_text())
+    return CheckpointRow(signed.size, signed.text, _FRONTIERS.text(frontier))
 
 
 @dataclass

@@ -91,6 +91,8 @@ def _check_clock(head: Record, time: str) -> None:
     Raises:
         LedgerError: this writer's clock is behind (named, with both times).
     """
+    if head.time == time:
+        return
     behind = (parse_utc(head.time) - parse_utc(time)).total_seconds()
     if behind > MAX_CLOCK_SKEW_S:
         raise LedgerError(
