@@ -1,12 +1,12 @@
 """Robustness benchmark: every defense trained with the full profile, attacked with PGD.
 
 For each defense (standard training, PGD adversarial training, TRADES, defensive
-distillation) it trains on the digits train split, evaluates on the test split (FGSM,
-PGD-20 with restarts on cross-entropy and on the CW logit margin, worst case per
-example), and prints a table with the standard model, trained in the same run, as the
-baseline: each robust accuracy is followed by its ratio to the standard model's. It
-writes report.md and robustness.png, and the artifacts with their metrics.json, into
---out (default: a new temporary directory).
+distillation) it trains on the digits train split, evaluates on the test split (FGSM, PGD
+with 100 steps and 10 restarts on cross-entropy and on the CW logit margin, torchattacks'
+AutoAttack, and the worst case of all per example), and prints a table with the standard
+model, trained in the same run, as the baseline: each robust accuracy is followed by its
+ratio to the standard model's. It writes report.md and robustness.png, and the artifacts
+with their metrics.json, into --out (default: a new temporary directory).
 
 Run: ``.venv/bin/python -m benchmarks.robustness [--quick] [--out DIR]``
 (``--quick`` uses the tiny profile: seconds per model, no accuracy promise).

@@ -56,6 +56,7 @@ CONFIG_KEYS: tuple[str, ...] = (
     "epsilon",
     "attack",
     "minSteps",
+    "minRestarts",
     "trustedIssuers",
     "trainerKeyIds",
     "approverKeyIds",
@@ -454,8 +455,13 @@ def _requirements(reader: _Reader) -> Requirements:
             check=lambda x: 0.0 < x <= 1.0,
             accepted="a number in (0, 1]",
         ),
-        attack=reader.matching("attack", re.compile(r"^pgd$"), "pgd", default=defaults.attack),
+        attack=reader.matching(
+            "attack", re.compile(r"^worst-case$"), "worst-case", default=defaults.attack
+        ),
         min_steps=reader.integer("minSteps", default=defaults.min_steps, low=1, high=10_000),
+        min_restarts=reader.integer(
+            "minRestarts", default=defaults.min_restarts, low=1, high=1_000
+        ),
     )
 
 

@@ -72,6 +72,7 @@ requirements_ok if {
 	v.non_negative_number(requirements.epsilon)
 	v.non_empty_string(requirements.attack)
 	v.non_negative_int(requirements.min_steps)
+	v.non_negative_int(requirements.min_restarts)
 }
 
 # METADATA
@@ -133,11 +134,14 @@ robust_results contains [registration, result] if {
 
 # METADATA
 # title: Passing result
-# description: A result meets the requirement (same attack, epsilon and steps at least required, accuracy high enough).
+# description: >-
+#   A result meets the requirement: the required attack, at least the required epsilon,
+#   steps and restarts, and accuracy high enough.
 passes(result, required) if {
 	result.attack == required.attack
 	result.epsilon >= required.epsilon
 	result.steps >= required.min_steps
+	result.restarts >= required.min_restarts
 	result.accuracy >= required.min_robust_accuracy
 	norm_matches(result, required)
 }
@@ -159,6 +163,36 @@ robust_enough if {
 	some [_, result] in robust_results
 	passes(result, requirements)
 }
+
+# METADATA
+# title: Results of the required attack
+# description: Trusted robust results recorded under the attack the requirements name.
+results_of_attack contains result if {
+	some [_, result] in robust_results
+	result.attack == requirements.attack
+}
+
+# METADATA
+# title: Measured results
+# description: >-
+#   The results whose steps and restarts a denial reports: those of the required
+#   attack, or every trusted result when none used it (an older, weaker evaluation).
+measured := results_of_attack if count(results_of_attack) > 0
+
+# METADATA
+# title: Measured results (no result of the required attack)
+# description: Every trusted result.
+measured := {result | some [_, result] in robust_results} if count(results_of_attack) == 0
+
+# METADATA
+# title: Most steps measured
+# description: The most attack steps any measured result recorded.
+most_steps := max({result.steps | some result in measured; is_number(result.steps)})
+
+# METADATA
+# title: Most restarts measured
+# description: The most random restarts any measured result recorded.
+most_restarts := max({result.restarts | some result in measured; is_number(result.restarts)})
 
 # METADATA
 # title: Approval problems
@@ -229,7 +263,7 @@ reasons contains v.invalid_field("trust", "trainer_key_ids and approver_key_ids 
 # METADATA
 # title: Bad requirements
 # description: The requirements must be well typed.
-reasons contains v.invalid_field("requirements", "min_robust_accuracy in [0, 1], epsilon >= 0, attack name, integer min_steps") if {
+reasons contains v.invalid_field("requirements", "min_robust_accuracy in [0, 1], epsilon >= 0, attack name, integer min_steps and min_restarts") if {
 	not requirements_ok
 }
 
@@ -260,12 +294,38 @@ reasons contains sprintf("register record seq %v is signed by untrusted key %v",
 # title: Not robust enough
 # description: A trusted evaluation must meet the robustness requirement.
 reasons contains sprintf(
-	"no trusted evaluation reaches robust accuracy >= %v under %v at epsilon >= %v with >= %v steps (found: %v)",
-	[requirements.min_robust_accuracy, requirements.attack, requirements.epsilon, requirements.min_steps, found],
+	"no trusted evaluation reaches robust accuracy >= %v under %v at epsilon >= %v with >= %v steps and >= %v restarts (found: %v)",
+	[requirements.min_robust_accuracy, requirements.attack, requirements.epsilon, requirements.min_steps, requirements.min_restarts, found],
 ) if {
 	count(registrations) > 0
 	not robust_enough
-	found := sort([sprintf("%v eps=%v steps=%v acc=%v", [r.attack, r.epsilon, r.steps, r.accuracy]) | some [_, r] in robust_results])
+	found := sort([sprintf("%v eps=%v steps=%v restarts=%v acc=%v", [r.attack, r.epsilon, r.steps, r.restarts, r.accuracy]) | some [_, r] in robust_results])
+}
+
+# METADATA
+# title: Required attack not recorded
+# description: The trusted evaluations must record the required attack.
+reasons contains sprintf("no trusted evaluation recorded attack %v, the gate requires it (recorded: %v)", [requirements.attack, recorded]) if {
+	count(registrations) > 0
+	not robust_enough
+	count(results_of_attack) == 0
+	recorded := sort({r.attack | some [_, r] in robust_results})
+}
+
+# METADATA
+# title: Too few steps
+# description: The evaluation must have used at least the required attack steps.
+reasons contains sprintf("evaluation used %v PGD steps, the gate requires >= %v", [most_steps, requirements.min_steps]) if {
+	not robust_enough
+	most_steps < requirements.min_steps
+}
+
+# METADATA
+# title: Too few restarts
+# description: The evaluation must have used at least the required random restarts.
+reasons contains sprintf("evaluation used %v PGD restarts, the gate requires >= %v", [most_restarts, requirements.min_restarts]) if {
+	not robust_enough
+	most_restarts < requirements.min_restarts
 }
 
 # METADATA

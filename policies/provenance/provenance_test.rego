@@ -12,7 +12,10 @@ approver := {"identity": "approver@ztml", "key_id": "ed25519:bbbbbbbbbbbbbbbb"}
 
 stranger := {"identity": "mallory@evil", "key_id": "ed25519:cccccccccccccccc"}
 
-robust(accuracy) := {"attack": "pgd", "norm": "linf", "epsilon": 0.1, "steps": 20, "restarts": 2, "accuracy": accuracy}
+robust(accuracy) := {"attack": "worst-case", "norm": "linf", "epsilon": 0.1, "steps": 100, "restarts": 10, "accuracy": accuracy}
+
+# What ztml recorded before the gate asked for the worst case over PGD and AutoAttack.
+old_pgd(accuracy) := {"attack": "pgd", "norm": "linf", "epsilon": 0.1, "steps": 20, "restarts": 2, "accuracy": accuracy}
 
 evaluation(results) := {"dataset": "sklearn-digits/test", "clean_accuracy": 0.98, "robust": results}
 
@@ -48,6 +51,12 @@ denied(d, fragment) if {
 	contains(reason, fragment)
 }
 
+not_denied(d, fragment) if {
+	every reason in d.reasons {
+		not contains(reason, fragment)
+	}
+}
+
 test_allow_registered_evaluated_approved_model if {
 	decide(gate(good_records)) == {"allow": true, "reasons": []}
 }
@@ -58,7 +67,7 @@ test_allow_later_evaluate_record_by_trainer if {
 }
 
 test_allow_stronger_epsilon_counts if {
-	stronger := object.union(robust(0.82), {"epsilon": 0.2, "steps": 40})
+	stronger := object.union(robust(0.82), {"epsilon": 0.2, "steps": 200, "restarts": 20})
 	decide(gate([register(0, trainer, [stronger]), approve(1, approver)])).allow == true
 }
 
@@ -73,11 +82,11 @@ test_allow_input_requirements_override_defaults if {
 }
 
 test_allow_default_requirements_come_from_data if {
-	prov.requirements == {"min_robust_accuracy": 0.8, "epsilon": 0.1, "attack": "pgd", "min_steps": 20} with input as gate(good_records)
+	prov.requirements == {"min_robust_accuracy": 0.8, "epsilon": 0.1, "attack": "worst-case", "min_steps": 100, "min_restarts": 10} with input as gate(good_records)
 }
 
 test_allow_input_requirements_without_data if {
-	required := {"min_robust_accuracy": 0.8, "epsilon": 0.1, "attack": "pgd", "min_steps": 20}
+	required := {"min_robust_accuracy": 0.8, "epsilon": 0.1, "attack": "worst-case", "min_steps": 100, "min_restarts": 10}
 	inp := object.union(gate(good_records), {"requirements": required})
 	d := prov.decision with input as inp with data.data as {}
 	d == {"allow": true, "reasons": []}
@@ -115,6 +124,11 @@ test_deny_bad_requirements if {
 	denied(decide(inp), "input field requirements is missing or invalid")
 }
 
+test_deny_bad_min_restarts if {
+	inp := object.union(gate(good_records), {"requirements": {"min_restarts": 1.5}})
+	denied(decide(inp), "integer min_steps and min_restarts")
+}
+
 test_deny_unregistered_model if {
 	denied(decide(gate([approve(1, approver)])), "no register record for")
 }
@@ -126,7 +140,8 @@ test_deny_registration_by_untrusted_key if {
 
 test_deny_robust_accuracy_below_threshold if {
 	d := decide(gate([register(0, trainer, [robust(0.79)]), approve(1, approver)]))
-	denied(d, "no trusted evaluation reaches robust accuracy >= 0.8 under pgd at epsilon >= 0.1 with >= 20 steps (found: [\"pgd eps=0.1 steps=20 acc=0.79\"])")
+	denied(d, "no trusted evaluation reaches robust accuracy >= 0.8 under worst-case at epsilon >= 0.1 with >= 100 steps and >= 10 restarts (found: [\"worst-case eps=0.1 steps=100 restarts=10 acc=0.79\"])")
+	count(d.reasons) == 1
 }
 
 test_deny_weaker_epsilon if {
@@ -135,13 +150,45 @@ test_deny_weaker_epsilon if {
 }
 
 test_deny_too_few_steps if {
-	weak := object.union(robust(0.95), {"steps": 10})
+	weak := object.union(robust(0.95), {"steps": 20})
+	d := decide(gate([register(0, trainer, [weak]), approve(1, approver)]))
+	denied(d, "evaluation used 20 PGD steps, the gate requires >= 100")
+	denied(d, "no trusted evaluation reaches")
+}
+
+test_deny_too_few_restarts if {
+	weak := object.union(robust(0.95), {"restarts": 3})
+	d := decide(gate([register(0, trainer, [weak]), approve(1, approver)]))
+	denied(d, "evaluation used 3 PGD restarts, the gate requires >= 10")
+	not_denied(d, "PGD steps")
+}
+
+test_deny_result_without_restarts if {
+	weak := object.remove(robust(0.95), {"restarts"})
 	denied(decide(gate([register(0, trainer, [weak]), approve(1, approver)])), "no trusted evaluation reaches")
+}
+
+test_deny_old_pgd_evaluation_names_what_is_missing if {
+	d := decide(gate([register(0, trainer, [old_pgd(0.95), object.union(old_pgd(0.9), {"attack": "fgsm", "steps": 1, "restarts": 1})]), approve(1, approver)]))
+	denied(d, "no trusted evaluation recorded attack worst-case, the gate requires it (recorded: [\"fgsm\", \"pgd\"])")
+	denied(d, "evaluation used 20 PGD steps, the gate requires >= 100")
+	denied(d, "evaluation used 2 PGD restarts, the gate requires >= 10")
+	count(d.reasons) == 4
+}
+
+test_deny_steps_of_the_required_attack_are_reported if {
+	strong_other := object.union(robust(0.95), {"attack": "pgd", "steps": 500, "restarts": 50})
+	weak := object.union(robust(0.95), {"steps": 30})
+	d := decide(gate([register(0, trainer, [strong_other, weak]), approve(1, approver)]))
+	denied(d, "evaluation used 30 PGD steps, the gate requires >= 100")
+	not_denied(d, "recorded attack")
 }
 
 test_deny_other_attack if {
 	fgsm := object.union(robust(0.95), {"attack": "fgsm"})
-	denied(decide(gate([register(0, trainer, [fgsm]), approve(1, approver)])), "no trusted evaluation reaches")
+	d := decide(gate([register(0, trainer, [fgsm]), approve(1, approver)]))
+	denied(d, "no trusted evaluation reaches")
+	denied(d, "no trusted evaluation recorded attack worst-case")
 }
 
 test_deny_required_norm_mismatch if {

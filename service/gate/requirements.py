@@ -27,14 +27,17 @@ class Requirements:
     Attributes:
         min_robust_accuracy: Lowest robust accuracy accepted, in [0, 1].
         epsilon: The smallest L-inf attack budget the evaluation may have used.
-        attack: The attack the evaluation must have used.
-        min_steps: Fewest attack steps accepted.
+        attack: The attack the evaluation must have used (``worst-case``: per example the
+            worst of PGD and AutoAttack).
+        min_steps: Fewest PGD steps accepted.
+        min_restarts: Fewest PGD random restarts accepted.
     """
 
     min_robust_accuracy: float
     epsilon: float
     attack: str
     min_steps: int
+    min_restarts: int
 
     def to_input(self) -> dict[str, Any]:
         """The ``requirements`` object of the provenance policy's input."""
@@ -43,6 +46,7 @@ class Requirements:
             "epsilon": self.epsilon,
             "attack": self.attack,
             "min_steps": self.min_steps,
+            "min_restarts": self.min_restarts,
         }
 
 
@@ -56,7 +60,7 @@ def load_requirements(path: Path = REQUIREMENTS_FILE) -> Requirements:
         data = json.loads(path.read_text(encoding="utf-8"))
         raw = data["provenance"]["requirements"]
         accuracy, epsilon = raw["min_robust_accuracy"], raw["epsilon"]
-        attack, steps = raw["attack"], raw["min_steps"]
+        attack, steps, restarts = raw["attack"], raw["min_steps"], raw["min_restarts"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise GateUnavailableError(
             f"Cannot read the deploy-gate requirements from {path} ({type(err).__name__}: "
@@ -66,11 +70,10 @@ def load_requirements(path: Path = REQUIREMENTS_FILE) -> Requirements:
     if (
         not all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers)
         or not isinstance(attack, str)
-        or not isinstance(steps, int)
-        or isinstance(steps, bool)
+        or not all(isinstance(n, int) and not isinstance(n, bool) for n in (steps, restarts))
     ):
         raise GateUnavailableError(
             f"The requirements in {path} are malformed: min_robust_accuracy and epsilon must "
-            "be numbers, attack a string, min_steps an integer."
+            "be numbers, attack a string, min_steps and min_restarts integers."
         )
-    return Requirements(float(accuracy), float(epsilon), attack, steps)
+    return Requirements(float(accuracy), float(epsilon), attack, steps, restarts)

@@ -18,9 +18,10 @@ def short_digest(digest: str | None) -> str:
 
 
 def robust_summary(evaluation: dict[str, Any]) -> str:
-    """One line per robust result: attack, epsilon, steps and accuracy."""
+    """One line per robust result: attack, epsilon, steps, restarts and accuracy."""
     parts = [
-        f"{r['attack']} ε={r['epsilon']} {r['steps']} steps: {r['accuracy']:.3f}"
+        f"{r['attack']} ε={r['epsilon']} {r['steps']} steps×{r.get('restarts', '?')}: "
+        f"{r['accuracy']:.3f}"
         for r in evaluation.get("robust", [])
     ]
     return "; ".join(parts) or "-"

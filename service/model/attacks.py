@@ -1,4 +1,4 @@
-"""White-box L-inf attacks in torch: FGSM and PGD with random restarts.
+"""L-inf attacks in torch: FGSM, PGD with random restarts, and AutoAttack from torchattacks.
 
 PGD keeps, for every example, the worst case over all restarts and all iterates: an
 example counts as robust only if no iterate of any restart changed its prediction. Two
@@ -89,9 +89,11 @@ def pgd(
 
     Each restart starts at a uniform random point of the eps-ball (unless
     ``random_start`` is False) and takes ``steps`` signed-gradient steps of size ``alpha``,
-    projecting back to the ball and to [0, 1] after each. Per example, the returned input
-    is the first iterate of any restart that the model misclassifies or, when none does,
-    the final iterate with the highest loss.
+    projecting back to the ball and to [0, 1] after each. All restarts run as one batch of
+    ``restarts * N`` inputs, from which an example leaves as soon as any of its restarts
+    misclassifies it. Per example, the returned input is that misclassified iterate or,
+    when no iterate of any restart is misclassified, the final iterate with the highest
+    loss over all restarts.
 
     Args:
         model: The classifier (put in eval mode by the caller).
@@ -116,31 +118,92 @@ def pgd(
             f"need eps >= 0, steps >= 1, restarts >= 1; got {eps}, {steps}, {restarts}"
         )
     step = alpha if alpha is not None else 2.5 * eps / steps
-    x = x.detach()
-    best = x.clone()
-    best_loss = torch.full((x.shape[0],), float("-inf"))
-    fooled = torch.zeros(x.shape[0], dtype=torch.bool)
-    for _ in range(restarts):
-        x_adv = x.clone()
-        if random_start:
-            noise = torch.rand(x.shape, generator=generator, dtype=x.dtype) * 2 - 1
-            x_adv = _project(x + eps * noise, x, eps)
-        for _ in range(steps):
-            grad, logits = _input_grad(model, x_adv, y, loss)
-            newly = (logits.argmax(1) != y) & ~fooled
-            best[newly] = x_adv[newly]
-            fooled |= newly
-            x_adv = _project(x_adv + step * grad.sign(), x, eps).detach()
-        with torch.no_grad():
-            logits = model(x_adv)
-            final_loss = attack_loss(logits, y, loss)
-        newly = (logits.argmax(1) != y) & ~fooled
-        better = ~fooled & ~newly & (final_loss > best_loss)
-        replace = newly | better
-        best[replace] = x_adv[replace]
-        best_loss = torch.where(better, final_loss, best_loss)
-        fooled |= newly
-    return best.detach()
+    n = x.shape[0]
+    x0 = x.detach().repeat(restarts, *([1] * (x.dim() - 1)))
+    y0 = y.repeat(restarts)
+    x_adv = x0.clone()
+    if random_start:
+        noise = torch.rand(x0.shape, generator=generator, dtype=x.dtype) * 2 - 1
+        x_adv = _project(x0 + eps * noise, x0, eps)
+    # Row r * n + i is restart r of example i; a row leaves the batch once its example is
+    # misclassified by any restart, keeping that restart's misclassified iterate.
+    fooled = torch.zeros(x0.shape[0], dtype=torch.bool)
+    active = torch.arange(x0.shape[0])
+    for i in range(steps + 1):
+        current = x_adv[active]
+        if i < steps:
+            grad, logits = _input_grad(model, current, y0[active], loss)
+        else:
+            with torch.no_grad():
+                logits = model(current)
+        fooled[active[logits.argmax(1) != y0[active]]] = True
+        done = fooled.view(restarts, n).any(0)
+        keep = ~done[active % n]
+        if i < steps:
+            moved = current[keep] + step * grad[keep].sign()
+            active = active[keep]
+            x_adv[active] = _project(moved, x0[active], eps).detach()
+        else:
+            active = active[keep]
+    with torch.no_grad():
+        final_loss = attack_loss(model(x_adv), y0, loss).view(restarts, n)
+    fooled_r = fooled.view(restarts, n)
+    # Per example: the first restart that misclassified it, else the highest final loss.
+    order = torch.arange(restarts, 0, -1)[:, None].expand(restarts, n)
+    first = torch.where(fooled_r, order, torch.zeros_like(order)).argmax(0)
+    pick = torch.where(fooled_r.any(0), first, final_loss.argmax(0))
+    return x_adv.view(restarts, n, *x.shape[1:])[pick, torch.arange(n)].detach()
+
+
+#: Iterations of APGD-CE, APGD-T and FAB-T in the standard version (Square: 5000 queries).
+AUTOATTACK_STEPS = 100
+#: Random restarts of each attack of the standard version.
+AUTOATTACK_RESTARTS = 1
+
+
+def autoattack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    seed: int,
+    image_shape: tuple[int, ...] = (1, 8, 8),
+    n_classes: int = 10,
+) -> torch.Tensor:
+    """AutoAttack (Croce and Hein 2020) under an L-inf budget, as ``torchattacks`` runs it.
+
+    The standard version: APGD on cross-entropy, targeted APGD on the DLR loss, targeted FAB
+    (100 iterations each, one restart, every other class as a target) and the
+    gradient-free Square attack (5000 queries), each run on the examples the earlier ones
+    did not break. The library expects images, so the flat inputs are shown to it as
+    ``image_shape`` and flattened again before the model sees them.
+
+    Args:
+        model: The classifier (put in eval mode by the caller).
+        x: Clean inputs (N, F) in [0, 1], F the product of ``image_shape``.
+        y: True labels (N,).
+        eps: L-inf radius.
+        seed: Seed of the library's attacks (determinism; the library reseeds torch's
+            global generator with it).
+        image_shape: (channels, height, width) of one input.
+        n_classes: Number of classes (targets of APGD-T and FAB-T).
+
+    Returns:
+        Adversarial inputs, shape of ``x``, within the eps-ball and [0, 1].
+    """
+    import torchattacks
+
+    if eps == 0:
+        return x.detach().clone()
+    image_model = nn.Sequential(nn.Flatten(), model).eval()
+    attack = torchattacks.AutoAttack(
+        image_model, norm="Linf", eps=eps, version="standard", n_classes=n_classes, seed=seed
+    )
+    images = x.detach().reshape(x.shape[0], *image_shape)
+    adv = attack(images, y).reshape(x.shape).detach()
+    # The library's result is projected again so that no rounding leaves the ball.
+    return _project(adv, x.detach(), eps)
 
 
 def pgd_final_iterate(

@@ -138,11 +138,34 @@ def train(
 @app.command()
 def evaluate(
     artifact: Annotated[Path, typer.Argument(help="A model.safetensors file.")],
-    steps: Annotated[int, typer.Option("--steps", min=1, help="PGD steps.")] = 20,
-    restarts: Annotated[int, typer.Option("--restarts", min=1, help="PGD restarts.")] = 2,
+    steps: Annotated[
+        int, typer.Option("--steps", min=1, help="PGD steps (the deploy gate needs >= 100).")
+    ] = 100,
+    restarts: Annotated[
+        int,
+        typer.Option(
+            "--restarts",
+            min=1,
+            help="PGD random restarts, run as one batch (the deploy gate needs >= 10).",
+        ),
+    ] = 10,
+    autoattack: Annotated[
+        bool,
+        typer.Option(
+            "--autoattack/--no-autoattack",
+            help="Also run torchattacks' standard AutoAttack and record the worst case over "
+            "PGD and AutoAttack (the deploy gate reads only that worst case).",
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the evaluation as JSON.")] = False,
 ) -> None:
-    """Attack an artifact on the test split and print clean and robust accuracy."""
+    """Attack an artifact on the test split and print clean and robust accuracy.
+
+    At each epsilon (0.05, 0.1, 0.2, 0.3): FGSM; PGD on cross-entropy and on the CW logit
+    margin (its worst case is "pgd"); torchattacks' AutoAttack (APGD-CE, APGD-T, FAB-T,
+    Square); and "worst-case", per example the worst of PGD and AutoAttack: an example is
+    robust only if every attack fails. Each entry records attack, epsilon, steps and restarts.
+    """
     from service.model.artifact import load_artifact
     from service.model.config import EvalConfig
     from service.model.evaluate import evaluate_model
@@ -152,7 +175,7 @@ def evaluate(
     with _errors():
         loaded = load_artifact(artifact)
         seed_everything(0)
-        config = EvalConfig(steps=steps, restarts=restarts)
+        config = EvalConfig(steps=steps, restarts=restarts, autoattack=autoattack)
         if as_json:
             evaluation = evaluate_model(loaded.model, config)
             typer.echo(json.dumps({"digest": loaded.digest, "evaluation": evaluation}, indent=2))

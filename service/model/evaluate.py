@@ -7,7 +7,15 @@ Robust entries follow the ``metrics.json`` format (``attack``, ``norm``, ``epsil
 - ``pgd-ce``: PGD with random restarts on cross-entropy (what gradient masking can defeat);
 - ``pgd-cw``: PGD with random restarts on the Carlini-Wagner logit margin;
 - ``pgd``: per example, the worst case of ``pgd-ce`` and ``pgd-cw`` -- an example counts
-  as robust only if both attacks fail. This is the number gates and reports rely on.
+  as robust only if both attacks fail;
+- ``autoattack``: the standard AutoAttack ensemble of ``torchattacks`` (APGD-CE, APGD-T,
+  FAB-T with 100 iterations and one restart each, Square with 5000 queries);
+- ``worst-case``: per example, the worst case of ``pgd`` and ``autoattack`` -- an example
+  counts as robust only if every attack fails. Its ``steps`` and ``restarts`` are PGD's.
+  This is the number the deploy gate and the reports rely on.
+
+``autoattack`` and ``worst-case`` are left out when :attr:`EvalConfig.autoattack` is off
+(the ``tiny`` profile), and the gate refuses such an evaluation.
 """
 
 from __future__ import annotations
@@ -18,13 +26,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from service.model.attacks import LossName, fgsm, pgd
+from service.model.attacks import (
+    AUTOATTACK_RESTARTS,
+    AUTOATTACK_STEPS,
+    LossName,
+    autoattack,
+    fgsm,
+    pgd,
+)
 from service.model.config import EvalConfig
 from service.model.data import DATASET_NAME, load_splits
-from service.model.metrics import evaluation_document, robust_entry
+from service.model.metrics import GATE_ATTACK, evaluation_document, robust_entry
 
 TEST_DATASET = f"{DATASET_NAME}/test"
-ATTACKS = ("fgsm", "pgd-ce", "pgd-cw", "pgd")
+ATTACKS = ("fgsm", "pgd-ce", "pgd-cw", "pgd", "autoattack", GATE_ATTACK)
 
 # Called as progress(done, total) after each (attack, epsilon) pair.
 EvalProgressFn = Callable[[int, int], None]
@@ -33,6 +48,10 @@ EvalProgressFn = Callable[[int, int], None]
 def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model(x).argmax(1) == y
+
+
+def _seed(config: EvalConfig, eps: float) -> int:
+    return config.seed + round(eps * 1000)
 
 
 def _pgd_correct(
@@ -44,7 +63,7 @@ def _pgd_correct(
     config: EvalConfig,
     loss: LossName,
 ) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(config.seed + int(eps * 1000))
+    gen = torch.Generator().manual_seed(_seed(config, eps))
     x_adv = pgd(
         model,
         x,
@@ -66,11 +85,12 @@ def evaluate_model(
     y: torch.Tensor | None = None,
     progress: EvalProgressFn | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a model's clean accuracy and its accuracy under FGSM and PGD attacks.
+    """Evaluate a model's clean accuracy and its accuracy under FGSM, PGD and AutoAttack.
 
     Args:
         model: The classifier.
-        config: Epsilons, PGD steps and restarts; defaults to :class:`EvalConfig`.
+        config: Epsilons, PGD steps and restarts, whether AutoAttack runs; defaults to
+            :class:`EvalConfig`.
         x: Inputs; defaults to the test split.
         y: Labels; defaults to the test split.
         progress: Optional callback ``progress(done, total)``.
@@ -104,7 +124,13 @@ def evaluate_model(
         entry("fgsm", eps, 1, 1, ok_fgsm)
         entry("pgd-ce", eps, config.steps, config.restarts, ok_ce)
         entry("pgd-cw", eps, config.steps, config.restarts, ok_cw)
-        entry("pgd", eps, config.steps, config.restarts, ok_ce & ok_cw)
+        ok_pgd = ok_ce & ok_cw
+        entry("pgd", eps, config.steps, config.restarts, ok_pgd)
+        if config.autoattack:
+            x_aa = autoattack(model, x, y, eps=eps, seed=_seed(config, eps))
+            ok_aa = _correct(model, x_aa, y) & clean
+            entry("autoattack", eps, AUTOATTACK_STEPS, AUTOATTACK_RESTARTS, ok_aa)
+            entry(GATE_ATTACK, eps, config.steps, config.restarts, ok_pgd & ok_aa)
         done += 3
         if progress is not None:
             progress(done, total)

@@ -20,6 +20,9 @@ from service.model.errors import MetricsError
 from service.toolchain.paths import PROJECT_ROOT
 
 MODEL_NAME = "digits-mlp"
+#: The robust entry the deploy gate and the reports read: per example, the worst case of
+#: PGD and AutoAttack (``service.model.evaluate``).
+GATE_ATTACK = "worst-case"
 ARTIFACT_FORMAT = "safetensors"
 TOP_LEVEL = (
     "model",
@@ -217,7 +220,8 @@ def robust_entry(
     """Return one ``evaluation.robust`` entry: an L-infinity attack and its accuracy.
 
     Args:
-        attack: The attack's name (``fgsm``, ``pgd-ce``, ``pgd-cw``, ``pgd``).
+        attack: The attack's name (``fgsm``, ``pgd-ce``, ``pgd-cw``, ``pgd``,
+            ``autoattack``, ``worst-case``; see :mod:`service.model.evaluate`).
         epsilon: The perturbation budget.
         steps: Attack iterations.
         restarts: Random restarts.

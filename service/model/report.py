@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.table import Table
 
-from service.model.metrics import MetricsError, robust_accuracy
+from service.model.metrics import GATE_ATTACK, MetricsError, robust_accuracy
 
 DISPLAY = {
     "none": "standard",
@@ -20,7 +20,6 @@ DISPLAY = {
     "trades": "TRADES",
     "distill": "distillation",
 }
-GATE_ATTACK = "pgd"
 TARGET_STANDARD_CLEAN = 0.97
 TARGET_ROBUST_CLEAN = 0.95
 TARGET_ROBUST_EPS = 0.1
@@ -47,6 +46,20 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def _gate_entry(metrics_list: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    if not metrics_list:
+        return None
+    robust = metrics_list[0]["evaluation"]["robust"]
+    return next((r for r in robust if r["attack"] == GATE_ATTACK), None)
+
+
+def _settings_title(metrics_list: Sequence[dict[str, Any]]) -> str:
+    gate = _gate_entry(metrics_list)
+    if gate is None:
+        return f"no {GATE_ATTACK} entry"
+    return f"worst of PGD-{gate['steps']}×{gate['restarts']} and AutoAttack"
+
+
 def _find(metrics_list: Sequence[dict[str, Any]], defense: str) -> dict[str, Any] | None:
     return next((m for m in metrics_list if _defense(m) == defense), None)
 
@@ -57,7 +70,7 @@ def robustness_table(
     baseline: str | None = None,
     show_time: bool = True,
 ) -> Table:
-    """Clean and robust accuracy (worst of PGD-CE and PGD-CW) per model and epsilon.
+    """Clean and robust accuracy (``worst-case``: PGD and AutoAttack) per model and epsilon.
 
     Args:
         metrics_list: Metrics documents, one per model.
@@ -69,7 +82,9 @@ def robustness_table(
     """
     base = _find(metrics_list, baseline) if baseline else None
     eps_list = _epsilons(metrics_list)
-    table = Table(title="Robust accuracy on the digits test split (PGD-20, L-inf)")
+    table = Table(
+        title=f"Robust accuracy on the digits test split ({_settings_title(metrics_list)}, L-inf)"
+    )
     table.add_column("model")
     table.add_column("clean", justify="right")
     for eps in eps_list:
@@ -93,9 +108,9 @@ def robustness_table(
 
 
 def attack_table(metrics_list: Sequence[dict[str, Any]]) -> Table:
-    """Accuracy per attack (FGSM, PGD on cross-entropy, PGD on the CW logit margin)."""
+    """Accuracy per attack (FGSM, PGD on cross-entropy and on the CW logit margin, AutoAttack)."""
     eps_list = _epsilons(metrics_list)
-    table = Table(title="Accuracy per attack: FGSM / PGD-CE / PGD-CW (logit margin)")
+    table = Table(title="Accuracy per attack: FGSM / PGD-CE / PGD-CW (logit margin) / AutoAttack")
     table.add_column("model")
     for eps in eps_list:
         table.add_column(f"ε={eps:g}", justify="right")
@@ -105,7 +120,7 @@ def attack_table(metrics_list: Sequence[dict[str, Any]]) -> Table:
         for eps in eps_list:
             parts = [
                 _pct(robust_accuracy(ev, attack=a, epsilon=eps))
-                for a in ("fgsm", "pgd-ce", "pgd-cw")
+                for a in ("fgsm", "pgd-ce", "pgd-cw", "autoattack")
             ]
             cells.append(" / ".join(parts))
         table.add_row(*cells)
@@ -146,7 +161,7 @@ def findings(metrics_list: Sequence[dict[str, Any]]) -> list[str]:
         lines.append(
             f"defensive distillation at ε={eps:g}: {_pct(ce)} under PGD on cross-entropy but "
             f"{_pct(cw)} under PGD on the CW logit margin — {verdict}. Its robust column "
-            "uses the worst case of both attacks."
+            "uses the worst case of every attack."
         )
     return lines
 
@@ -163,20 +178,21 @@ def markdown_report(metrics_list: Sequence[dict[str, Any]], *, plot_name: str | 
     """Render the report as Markdown (tables, attack settings, findings, anchors)."""
     if not metrics_list:
         raise MetricsError("no metrics to report on")
-    first = metrics_list[0]["evaluation"]["robust"]
-    gate = next((r for r in first if r["attack"] == GATE_ATTACK), None)
+    gate = _gate_entry(metrics_list)
     settings = (
-        f"PGD with {gate['steps']} steps (step 2.5·ε/steps), {gate['restarts']} random "
-        "restarts, worst case per example over restarts, iterates and both losses"
+        f"the worst case per example of PGD with {gate['steps']} steps (step 2.5·ε/steps) "
+        f"and {gate['restarts']} random restarts, on cross-entropy and on the Carlini-Wagner "
+        "logit margin (worst over restarts and iterates), and of torchattacks' standard "
+        "AutoAttack (APGD-CE, APGD-T, FAB-T: 100 iterations each; Square: 5000 queries)"
         if gate
-        else "PGD"
+        else f"no {GATE_ATTACK} entry (the evaluation ran without AutoAttack)"
     )
     parts = [
         "# ztml digits robustness report",
         "",
         f"Test split: {metrics_list[0]['evaluation']['dataset']}. Robust accuracy: {settings}. "
-        "An example counts as robust only if it is classified correctly and neither PGD on "
-        "cross-entropy nor PGD on the Carlini-Wagner logit margin changes its prediction.",
+        "An example counts as robust only if it is classified correctly and no attack "
+        "changes its prediction.",
         "",
         "## Clean and robust accuracy (ratio against the standard model)",
         "",
@@ -237,7 +253,7 @@ def plot_robustness(metrics_list: Sequence[dict[str, Any]], path: Path | str) ->
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.set_title("Robust accuracy on 8x8 digits (PGD-20)")
+    ax.set_title(f"Robust accuracy on 8x8 digits ({_settings_title(metrics_list)})")
     ax.legend(fontsize=8)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -166,7 +166,11 @@ def _evaluation(accuracy: float) -> dict[str, Any]:
     return evaluation_document(
         dataset="sklearn-digits/test",
         clean_accuracy=0.97,
-        robust=[robust_entry(attack="pgd", epsilon=0.1, steps=20, restarts=2, accuracy=accuracy)],
+        robust=[
+            robust_entry(
+                attack="worst-case", epsilon=0.1, steps=100, restarts=10, accuracy=accuracy
+            )
+        ],
     )
 
 

@@ -193,9 +193,14 @@ def test_stack_config_is_read_from_the_pulumi_engine_environment(
 
 def test_gate_requirements_default_to_the_policy_data(raw: dict[str, str]) -> None:
     assert parse_config(raw).requirements == load_requirements()
-    overridden = parse_config(_with(raw, minSteps="40")).requirements
-    assert overridden.min_steps == 40
+    overridden = parse_config(_with(raw, minSteps="400", minRestarts="40")).requirements
+    assert (overridden.min_steps, overridden.min_restarts) == (400, 40)
     assert overridden.min_robust_accuracy == load_requirements().min_robust_accuracy
+
+
+def test_gate_attack_other_than_the_worst_case_is_refused(raw: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="ztml:attack"):
+        parse_config(_with(raw, attack="pgd"))
 
 
 def test_witness_keys_default_to_none_required(raw: dict[str, str]) -> None:

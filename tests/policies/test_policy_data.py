@@ -53,8 +53,9 @@ def test_provenance_defaults() -> None:
     assert load("provenance.json")["provenance"]["requirements"] == {
         "min_robust_accuracy": 0.8,
         "epsilon": 0.1,
-        "attack": "pgd",
-        "min_steps": 20,
+        "attack": "worst-case",
+        "min_steps": 100,
+        "min_restarts": 10,
     }
 
 

@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -29,10 +30,14 @@ class Evidence:
     approver: Signer
 
 
-@pytest.fixture(scope="module")
-def evidence(tmp_path_factory: pytest.TempPathFactory) -> Evidence:
-    """An OMS-signed artifact registered (robust accuracy 0.85) and approved in a real ledger."""
-    home = tmp_path_factory.mktemp("gate")
+#: What the gate requires: the worst case of PGD (100 steps, 10 restarts) and AutoAttack.
+STRONG_EVALUATION = [
+    robust_entry(attack="worst-case", epsilon=0.1, steps=100, restarts=10, accuracy=0.85)
+]
+
+
+def registered_model(home: Path, robust: list[dict[str, Any]]) -> Evidence:
+    """An OMS-signed artifact registered with these robust results and approved."""
     oms = make_keys(home)
     model_dir = home / "model"
     model_dir.mkdir()
@@ -55,11 +60,7 @@ def evidence(tmp_path_factory: pytest.TempPathFactory) -> Evidence:
             code_revision="abc1234",
             hyperparameters={},
             evaluation=evaluation_document(
-                dataset="sklearn-digits/test",
-                clean_accuracy=0.97,
-                robust=[
-                    robust_entry(attack="pgd", epsilon=0.1, steps=20, restarts=1, accuracy=0.85)
-                ],
+                dataset="sklearn-digits/test", clean_accuracy=0.97, robust=robust
             ),
             oms_bundle=bundle.ledger_entry(),
         )
@@ -69,3 +70,9 @@ def evidence(tmp_path_factory: pytest.TempPathFactory) -> Evidence:
     signers = TrustedSigners.from_directory(oms.signers)
     trust = GateTrust(store, (trainer.key_id,), (approver.key_id,), signers)
     return Evidence(artifact, digest, url, export, trust, trainer, approver)
+
+
+@pytest.fixture(scope="module")
+def evidence(tmp_path_factory: pytest.TempPathFactory) -> Evidence:
+    """An OMS-signed artifact registered (robust accuracy 0.85) and approved in a real ledger."""
+    return registered_model(tmp_path_factory.mktemp("gate"), STRONG_EVALUATION)

@@ -99,7 +99,9 @@ def test_approved_digest_passes_against_the_export(evidence: Evidence) -> None:
 
 
 def test_stricter_requirements_deny_with_the_policy_reason(evidence: Evidence) -> None:
-    strict = Requirements(min_robust_accuracy=0.95, epsilon=0.1, attack="pgd", min_steps=20)
+    strict = Requirements(
+        min_robust_accuracy=0.95, epsilon=0.1, attack="worst-case", min_steps=100, min_restarts=10
+    )
     with pytest.raises(ModelDeniedError) as info:
         check_deploy(
             trust=evidence.trust,

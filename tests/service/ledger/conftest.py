@@ -17,7 +17,7 @@ from service.model.metrics import evaluation_document, robust_entry
 EVALUATION: dict[str, Any] = evaluation_document(
     dataset="sklearn-digits/test",
     clean_accuracy=0.98,
-    robust=[robust_entry(attack="pgd", epsilon=0.1, steps=20, restarts=2, accuracy=0.85)],
+    robust=[robust_entry(attack="worst-case", epsilon=0.1, steps=100, restarts=10, accuracy=0.85)],
 )
 
 

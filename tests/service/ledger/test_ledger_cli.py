@@ -29,7 +29,9 @@ METRICS: dict[str, Any] = {
     "evaluation": evaluation_document(
         dataset="sklearn-digits/test",
         clean_accuracy=0.97,
-        robust=[robust_entry(attack="pgd", epsilon=0.1, steps=20, restarts=2, accuracy=0.83)],
+        robust=[
+            robust_entry(attack="worst-case", epsilon=0.1, steps=100, restarts=10, accuracy=0.83)
+        ],
     ),
     "training_seconds": 12.0,
 }

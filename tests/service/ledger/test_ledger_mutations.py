@@ -71,7 +71,9 @@ def corpus(
     evaluation = evaluation_document(
         dataset="sklearn-digits/test",
         clean_accuracy=0.97,
-        robust=[robust_entry(attack="pgd", epsilon=0.1, steps=20, restarts=2, accuracy=0.81)],
+        robust=[
+            robust_entry(attack="worst-case", epsilon=0.1, steps=100, restarts=10, accuracy=0.81)
+        ],
     )
     with open_ledger(db) as ledger:
         n = audit_seq = 0

@@ -1,11 +1,11 @@
-"""FGSM/PGD strength and adversarial training's effect, on the session's models."""
+"""FGSM/PGD/AutoAttack strength and adversarial training's effect, on the session's models."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from service.model.attacks import fgsm, pgd
+from service.model.attacks import autoattack, fgsm, pgd
 from service.model.evaluate import evaluate_model
 from service.model.metrics import robust_accuracy
 from service.model.train import train
@@ -54,6 +54,17 @@ def test_adversarial_examples_stay_in_the_eps_ball_and_pixel_range(
         assert float((x_adv - x).abs().max()) <= 0.1 + 1e-6
         assert float(x_adv.min()) >= 0.0
         assert float(x_adv.max()) <= 1.0
+
+
+def test_autoattack_stays_in_the_eps_ball_and_beats_fgsm(
+    trained: Trained, test_data: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    x, y = (t[:120] for t in test_data)
+    model = trained.standard
+    x_adv = autoattack(model, x, y, eps=0.1, seed=3)
+    assert float((x_adv - x).abs().max()) <= 0.1 + 1e-6
+    assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+    assert _accuracy(model, x_adv, y) <= _accuracy(model, fgsm(model, x, y, eps=0.1), y)
 
 
 def test_more_restarts_never_weaken_pgd(

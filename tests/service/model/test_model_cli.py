@@ -92,12 +92,23 @@ def test_evaluate_prints_json_for_an_artifact(trained_dir: Path) -> None:
             "5",
             "--restarts",
             "1",
+            "--no-autoattack",
         ],
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
     assert doc["digest"] == file_digest(trained_dir / "model.safetensors")
     assert doc["evaluation"]["clean_accuracy"] > 0.9
+    attacks = {r["attack"] for r in doc["evaluation"]["robust"]}
+    assert attacks == {"fgsm", "pgd-ce", "pgd-cw", "pgd"}
+
+
+def test_evaluate_help_states_the_gate_defaults() -> None:
+    result = runner.invoke(app, ["evaluate", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "--no-autoattack" in result.output
+    assert re.search(r"--steps\s.*default: 100", result.output), result.output
+    assert re.search(r"--restarts\s.*default: 10\b", result.output), result.output
 
 
 def test_evaluate_of_a_corrupt_artifact_fails_cleanly(tmp_path: Path) -> None:

@@ -56,7 +56,11 @@ def workspace(tmp_path: Path) -> Workspace:
         evaluation=evaluation_document(
             dataset="sklearn-digits/test",
             clean_accuracy=0.97,
-            robust=[robust_entry(attack="pgd", epsilon=0.1, steps=20, restarts=1, accuracy=0.85)],
+            robust=[
+                robust_entry(
+                    attack="worst-case", epsilon=0.1, steps=100, restarts=10, accuracy=0.85
+                )
+            ],
         ),
         training_seconds=1.0,
         revision="abc1234",
