@@ -12,8 +12,9 @@ Each figure is printed beside a baseline measured in the same run:
    synchronous=FULL; PostgreSQL: its default synchronous commit) (target >= 0.5x). Each
    append is followed by the INSERT of the row it stored, so both see the same load. On
    PostgreSQL the benchmark's lone writer appends with one guarded statement, one round
-   trip like the INSERT (``service/ledger/storage/known.py``); with other writers an
-   append reads under the lock first.
+   trip like the INSERT (``service/ledger/storage/known.py``); on SQLite it reads only
+   the new subject's rows (``PRAGMA data_version`` shows nobody else wrote); with other
+   writers an append reads under the lock first.
 
 Run: ``.venv/bin/python -m benchmarks.ledger_bench [--quick]``.
 """

@@ -37,7 +37,6 @@ from service.ledger.records import (
     Record,
     create_record,
     encode_payload,
-    parse_json,
     record_from_json,
 )
 from service.ledger.rules import (
@@ -165,10 +164,9 @@ class Ledger:
         signer: Signer,
     ) -> Record:
         check_payload(record_type, model_digest, payload)
-        encoded = encode_payload(payload)
         # The record holds the payload as it is read back from the stored text, never
         # the caller's object.
-        payload = parse_json(encoded.decode())
+        encoded, payload = encode_payload(payload)
         subject = subject_of(record_type, model_digest, payload)
         time = format_time(self._clock())
         built: list[tuple[Record, str]] = []

@@ -9,10 +9,12 @@ A record is ``{"seq", "type", "time", "model_digest", "signer", "payload", "prev
 Both byte strings, and the stored text (the record's canonical JSON), embed the canonical
 payload, so it is encoded once and spliced into the fixed-key envelopes (RFC 8785 is
 compositional: an object is its sorted members).
-The payload is first encoded by the C ``json`` encoder with sorted keys; that output is
-used only when it provably equals RFC 8785 (ASCII only, so key order agrees, and no
-number whose Python form differs from ECMAScript's: no exponent, no integral float, no
-run of 16+ digits); anything else is encoded by ``rfc8785``.
+A new record's payload is checked and copied in one walk and written by the C ``json``
+encoder with sorted keys when that is RFC 8785 by construction (:func:`encode_payload`);
+a stored record's by the same encoder when its output provably equals RFC 8785 (ASCII
+only, so key order agrees, and no number whose Python form differs from ECMAScript's: no
+exponent, no integral float, no run of 16+ digits). Anything else is encoded by
+``rfc8785``.
 """
 
 from __future__ import annotations
@@ -322,27 +324,76 @@ def _check_keys(value: dict[str, Any] | list[Any] | tuple[Any, ...]) -> None:
             _check_keys(item)
 
 
-def encode_payload(payload: dict[str, Any]) -> bytes:
-    """Return the RFC 8785 bytes of a new record's payload, refusing what JSON cannot hold.
+class _NotPlain(Exception):
+    """A value :func:`_read_back` does not vouch for; ``rfc8785`` encodes it."""
+
+
+def _read_back(value: Any) -> Any:
+    """``value`` as its canonical JSON text reads back, for values the C encoder writes so.
+
+    One walk checks what the C encoder's text cannot show and copies the value: objects
+    (string keys only, members in sorted order, as the text has them), lists (from lists
+    or tuples), strings, ``None``, booleans, integers within ±(2**53 - 1) and finite
+    non-integral floats from 1e-4 to 1e16, whose ``repr`` is the ECMAScript form.
+    Exact types only, so a subclass cannot change what is written.
+
+    Raises:
+        _NotPlain: anything else, for ``rfc8785`` to encode or refuse.
+    """
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is dict:
+        try:
+            keys = sorted(value)
+        except TypeError:  # keys of types that do not compare
+            raise _NotPlain from None
+        copy = {}
+        for key in keys:
+            if type(key) is not str:
+                raise _NotPlain
+            copy[key] = _read_back(value[key])
+        return copy
+    if kind is int:
+        if -_SAFE_INT < value < _SAFE_INT:
+            return value
+        raise _NotPlain
+    if kind is float:
+        if 1e-4 <= abs(value) < 1e16 and not value.is_integer():
+            return value
+        raise _NotPlain
+    if kind is list or kind is tuple:
+        return [_read_back(item) for item in value]
+    if value is None or kind is bool:
+        return value
+    raise _NotPlain
+
+
+def encode_payload(payload: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """Return the RFC 8785 bytes of a new record's payload and the payload they read back as.
 
     As strict as ``rfc8785`` itself: object keys must be strings, integers within
-    ±(2**53 - 1), numbers finite, strings valid Unicode. The C encoder's output is used
-    where it provably equals RFC 8785 (see :func:`canonical_bytes`); any number it
-    cannot vouch for is left to ``rfc8785``, which refuses an integer beyond 2**53
-    instead of writing it as a double.
+    ±(2**53 - 1), numbers finite, strings valid Unicode. One walk checks and copies the
+    payload (:func:`_read_back`), and the C encoder writes the copy; its ASCII text is
+    RFC 8785 by construction (sorted keys, compact, the same string escapes, numbers in
+    their ECMAScript form), and the copy is what parsing the text would give. Any other
+    payload is encoded by ``rfc8785``, which refuses an integer beyond 2**53 instead of
+    writing it as a double, and its text is parsed back.
 
     Raises:
         RecordSchemaError: the payload cannot be canonically encoded.
     """
     try:
-        _check_keys(payload)
         try:
-            text = _ENCODER.encode(payload)
-        except (TypeError, ValueError):
-            return canonical_json(payload)
-        if text.isascii() and not _RISKY_NUMBER.search(text):
-            return text.encode()
-        return canonical_json(payload)
+            copy = _read_back(payload)
+            text = _ENCODER.encode(copy)
+            if text.isascii():
+                return text.encode(), copy
+        except _NotPlain:
+            pass
+        _check_keys(payload)
+        encoded = canonical_json(payload)
+        return encoded, parse_json(encoded.decode())
     except (ValueError, TypeError) as err:  # rfc8785's errors are ValueErrors
         raise RecordSchemaError(
             f"payload is not canonical JSON ({err}): use strings, finite numbers "

@@ -12,6 +12,10 @@ stored head, newest checkpoint and subject rows are still exactly the known ones
 by the SHA-256 of their text (:func:`row_digest`, :func:`checkpoint_digest`,
 :func:`subject_digest`, computed alike by the server). Anything else the builder asks for
 raises :class:`NotKnownError`, and the backend appends the usual way.
+
+A backend that can tell, under its append lock, that nobody else wrote since its last
+append (SQLite's ``PRAGMA data_version``) knows the ledger exactly; it serves the reads
+it does not know from the database (:class:`KnownView`'s ``reads``) and needs no guard.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from service.ledger.storage.base import CheckpointRow, Row
+from service.ledger.storage.base import AppendView, CheckpointRow, Row
 
 MAX_SUBJECTS = 64
 
@@ -100,11 +104,17 @@ class KnownView:
         known: what the writer knows.
         subject: the subject of the row being built; its rows are the known ones, or
             none when the writer has not seen it (the backend's guard checks either).
+        reads: where to read what is not known, when the backend holds the append lock
+            and knows nobody else wrote; without it such reads raise
+            :class:`NotKnownError`.
     """
 
-    def __init__(self, known: Known, subject: str | None) -> None:
+    def __init__(
+        self, known: Known, subject: str | None, *, reads: AppendView | None = None
+    ) -> None:
         self._known = known
         self._subject = subject
+        self._reads = reads
 
     def head(self) -> Row | None:
         """The known head."""
@@ -114,27 +124,36 @@ class KnownView:
         """The known rows of the append's subject.
 
         Raises:
-            NotKnownError: another subject is asked for.
+            NotKnownError: another subject is asked for (and there is nowhere to read).
         """
+        known = self._known.subjects.get(subject) if subject == self._subject else None
+        if known is not None:
+            return list(known)
+        if self._reads is not None:
+            return self._reads.subject_rows(subject)
         if subject != self._subject:
             raise NotKnownError(subject)
-        return list(self._known.subjects.get(subject, ()))
+        return []
 
     def row(self, seq: int) -> Row | None:
-        """Never known.
+        """Read from ``reads``.
 
         Raises:
-            NotKnownError: always.
+            NotKnownError: there is nowhere to read.
         """
-        raise NotKnownError(seq)
+        if self._reads is None:
+            raise NotKnownError(seq)
+        return self._reads.row(seq)
 
     def rows_between(self, start: int, end: int) -> list[Row]:
-        """Never known.
+        """Read from ``reads``.
 
         Raises:
-            NotKnownError: always.
+            NotKnownError: there is nowhere to read.
         """
-        raise NotKnownError(start, end)
+        if self._reads is None:
+            raise NotKnownError(start, end)
+        return self._reads.rows_between(start, end)
 
     def latest_checkpoint(self) -> CheckpointRow | None:
         """The known newest checkpoint."""

@@ -4,6 +4,10 @@ Appends run inside ``BEGIN IMMEDIATE``, which takes the database's write lock be
 head is read, so appends from several processes are serialized into one linear chain.
 A killed appender leaves either its whole record or nothing (SQLite transactions); a
 checkpoint built by an append is inserted in the same transaction.
+
+A connection that made the last append and sees, under the lock, that no other connection
+has committed since (``PRAGMA data_version``) builds the next row from what it knows
+instead of reading the head and the newest checkpoint again.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from service.ledger.storage.base import (
     append_reads_query,
     paged_rows,
 )
+from service.ledger.storage.known import Known, KnownView
 from service.toolchain.sqlite import connect_shared
 
 BUSY_TIMEOUT_S = 60.0
@@ -153,6 +158,10 @@ class SqliteBackend:
             self._has_checkpoints = self._checkpoint_table()
         except sqlite3.Error as err:
             raise BackendError(f"Cannot open ledger {self.path}: {err}.") from None
+        # The ledger as this connection's last append left it, and the data_version
+        # under which it did (None: read it again).
+        self._known: Known | None = None
+        self._version: int | None = None
 
     def _checkpoint_table(self) -> bool:
         return bool(
@@ -183,7 +192,11 @@ class SqliteBackend:
     def append(self, build: AppendBuilder, *, subject: str | None = None) -> Row:
         """Lock (BEGIN IMMEDIATE), build the next row from the head, insert, commit.
 
-        The head, the newest checkpoint and ``subject``'s rows are read by one statement.
+        The head, the newest checkpoint and ``subject``'s rows are read by one statement,
+        unless ``PRAGMA data_version`` shows that no other connection committed since
+        this one's last append: then the ledger is as that append left it, and the row
+        is built from what this writer knows (:mod:`service.ledger.storage.known`),
+        reading only a subject it does not know.
         """
         conn = self._conn
         try:
@@ -192,11 +205,23 @@ class SqliteBackend:
                 if not self._has_checkpoints:
                     conn.execute(CHECKPOINT_SCHEMA)  # a ledger of an earlier version
                     self._has_checkpoints = True
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
                 view = _View(conn)
-                tagged = conn.execute(_APPEND_READS, (subject,)).fetchall()
-                row, checkpoint = build(
-                    ReadAhead(view, subject, tagged, to_row=_row, to_checkpoint=_checkpoint)
-                )
+                known = self._known if version == self._version else None
+                if known is None:
+                    tagged = conn.execute(_APPEND_READS, (subject,)).fetchall()
+                    read = ReadAhead(view, subject, tagged, to_row=_row, to_checkpoint=_checkpoint)
+                    head = read.head()
+                    if head is not None:
+                        known = Known(head=head, latest=read.latest_checkpoint())
+                    before = None if subject is None else read.subject_rows(subject)
+                    row, checkpoint = build(read)
+                else:
+                    before = None if subject is None else known.subjects.get(subject)
+                    if subject is not None and before is None:
+                        before = view.subject_rows(subject)
+                        known.subjects[subject] = before
+                    row, checkpoint = build(KnownView(known, subject, reads=view))
                 conn.execute(
                     "INSERT INTO ledger (seq, type, subject, record) VALUES (?, ?, ?, ?)",
                     (row.seq, row.type, row.subject, row.record),
@@ -208,12 +233,17 @@ class SqliteBackend:
                     )
                 conn.execute("COMMIT")
             except BaseException:
+                self._known = None
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 self._has_checkpoints = self._checkpoint_table()
                 raise
         except sqlite3.Error as err:
             raise BackendError(f"Cannot append to ledger {self.path}: {err}.") from None
+        if known is None:
+            known = Known(head=row, latest=checkpoint)
+        known.stored(row, checkpoint, before if row.subject == subject else None)
+        self._known, self._version = known, version
         return row
 
     def latest_checkpoint(self) -> CheckpointRow | None:
@@ -252,6 +282,8 @@ class SqliteBackend:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._known = None  # the newest checkpoint may have changed
         except sqlite3.Error as err:
             raise BackendError(f"Cannot write to ledger {self.path}: {err}.") from None
         self._has_checkpoints = True

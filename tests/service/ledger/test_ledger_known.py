@@ -1,8 +1,10 @@
-"""A writer's known state: the one-round-trip PostgreSQL append and when it is not used."""
+"""A writer's known state: appends that skip the read (PostgreSQL, SQLite) and when they do not."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -13,6 +15,7 @@ from service.ledger import DuplicateRegistrationError, Ledger, open_ledger
 from service.ledger.storage.base import AppendBuilder, CheckpointRow, Row
 from service.ledger.storage.known import MAX_SUBJECTS, Known, KnownView, NotKnownError
 from service.ledger.storage.postgres import PostgresBackend
+from service.ledger.storage.sqlite import SqliteBackend
 from service.toolchain.postgres import fresh_database
 
 
@@ -159,3 +162,82 @@ def test_a_subject_changed_behind_the_writer_is_read_again_under_the_lock(
         with pytest.raises(DuplicateRegistrationError):
             register_model(ledger, trainer, 7)
         assert locked == [digest_of(7)]
+
+
+def _sqlite_reads(ledger: Ledger) -> list[str]:
+    """Record each statement that reads the head and newest checkpoint for an append."""
+    backend = ledger.backend
+    assert isinstance(backend, SqliteBackend)
+    reads: list[str] = []
+    backend._conn.set_trace_callback(
+        lambda sql: reads.append(sql) if sql.startswith("SELECT 0, ") else None
+    )
+    return reads
+
+
+def test_lone_sqlite_writer_builds_from_what_it_knows(
+    ledger: Ledger,
+    trainer: Signer,
+    approver: Signer,
+    trust: TrustStore,
+    register_model: Any,
+    digest_of: Any,
+) -> None:
+    register_model(ledger, trainer, 1)
+    reads = _sqlite_reads(ledger)
+    register_model(ledger, trainer, 2)
+    ledger.approve(digest_of(1), signer=approver, comment="ok")
+    with pytest.raises(DuplicateRegistrationError):
+        register_model(ledger, trainer, 2)
+    assert ledger.approve(digest_of(2), signer=approver, comment="ok").seq == 3
+    assert reads == [reads[0]], "only the append after the refused one reads again"
+    report = ledger.verify(trust)
+    assert report.count == 4
+    assert report.tree.proven_seq == 3
+
+
+def test_another_sqlite_connections_append_is_read_under_the_lock(
+    tmp_path: Path, trainer: Signer, trust: TrustStore, register_model: Any, digest_of: Any
+) -> None:
+    path = tmp_path / "shared.db"
+    with open_ledger(path) as first, open_ledger(path) as second:
+        register_model(first, trainer, 0)
+        register_model(first, trainer, 1)
+        reads = _sqlite_reads(first)
+        register_model(second, trainer, 10)
+        with pytest.raises(DuplicateRegistrationError):
+            register_model(first, trainer, 10)
+        assert register_model(first, trainer, 11).seq == 3
+        register_model(first, trainer, 12)
+        assert len(reads) == 2, "the refused append and the one after it read"
+        report = first.verify(trust)
+    assert report.count == 5
+    assert report.tree.proven_seq == 4
+
+
+def test_a_row_changed_behind_the_sqlite_writer_is_read_again(
+    tmp_path: Path, trainer: Signer, register_model: Any, digest_of: Any
+) -> None:
+    path = tmp_path / "changed.db"
+    with open_ledger(path) as ledger:
+        for n in range(3):
+            register_model(ledger, trainer, n)
+        reads = _sqlite_reads(ledger)
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE ledger SET subject = ? WHERE seq = 0", (digest_of(7),))
+        with pytest.raises(DuplicateRegistrationError):
+            register_model(ledger, trainer, 7)
+        assert len(reads) == 1
+
+
+def test_a_stored_checkpoint_sends_the_next_sqlite_append_through_the_read(
+    ledger: Ledger, trainer: Signer, register_model: Any
+) -> None:
+    register_model(ledger, trainer, 0)
+    latest = ledger.backend.latest_checkpoint()
+    assert latest is not None
+    reads = _sqlite_reads(ledger)
+    ledger.backend.put_checkpoint(latest)
+    register_model(ledger, trainer, 1)
+    register_model(ledger, trainer, 2)
+    assert len(reads) == 1

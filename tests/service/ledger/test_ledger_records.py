@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,7 @@ from service.ledger.errors import RecordSchemaError
 from service.ledger.records import (
     canonical_bytes,
     create_record,
+    encode_payload,
     encode_record,
     parse_json,
     record_from_json,
@@ -94,6 +96,53 @@ def test_encoding_equals_rfc8785_and_link_hash(payload: dict[str, Any]) -> None:
     assert encoded.hash == link_hash(3, "b" * 64, body)
     unsigned = {**body, "seq": 3, "prev_hash": "b" * 64, "hash": "c" * 64}
     assert encoded.signed_bytes == canonical_json(unsigned)
+
+
+_ascii_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.floats(min_value=-1e17, max_value=1e17)
+    | st.floats(min_value=-1e-3, max_value=1e-3)
+    | st.text(st.characters(max_codepoint=127), max_size=8)
+)
+_ascii_json = st.recursive(
+    _ascii_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(st.text(st.characters(max_codepoint=127), max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    payload=st.dictionaries(st.text(max_size=6), _json, max_size=5)
+    | st.dictionaries(st.text(st.characters(max_codepoint=127), max_size=6), _ascii_json)
+)
+def test_payload_encoding_is_rfc8785_and_its_copy_is_the_text_read_back(
+    payload: dict[str, Any],
+) -> None:
+    encoded, copy = encode_payload(payload)
+    assert encoded == rfc8785.dumps(payload)
+    parsed = parse_json(encoded.decode())
+    assert copy == parsed
+    assert json.dumps(copy) == json.dumps(parsed), "same types and member order"
+
+
+def test_plain_payload_is_encoded_in_one_walk_without_rfc8785(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(value: Any) -> bytes:
+        raise AssertionError("rfc8785 used")
+
+    monkeypatch.setattr("service.ledger.records.canonical_json", refuse)
+    payload = {"z": [1, 0.25, "a\n\u0001", None, True], "a": {"lr": 0.001, "seed": -7}}
+    encoded, copy = encode_payload(payload)
+    assert encoded == rfc8785.dumps(payload)
+    assert list(copy) == ["a", "z"]
 
 
 @pytest.mark.parametrize(
@@ -189,7 +238,13 @@ def test_appended_record_does_not_share_the_callers_payload(ledger: Ledger, regi
 
 @pytest.mark.parametrize(
     "hyperparameters",
-    [{1: "one"}, {"nested": [{"ok": {None: 1}}]}, {"nan": float("nan")}, {"big": -(2**53)}],
+    [
+        {1: "one"},
+        {"nested": [{"ok": {None: 1}}]},
+        {"mixed": {1: 2, "a": 3}},
+        {"nan": float("nan")},
+        {"big": -(2**53)},
+    ],
 )
 def test_payload_json_cannot_hold_exactly_is_refused(
     ledger: Ledger, register: Any, hyperparameters: dict[Any, Any]
