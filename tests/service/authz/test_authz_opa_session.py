@@ -192,28 +192,39 @@ def test_discarded_decision_is_never_read_and_later_calls_work(
     assert through_proxy(*mtls_opa, scenario)
 
 
+def answering(answer: bytes | None, connections: list[int] | None = None) -> Any:
+    """A connection handler that sends ``answer`` to each request (None: never answers).
+
+    Each accepted connection appends to ``connections``.
+    """
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if connections is not None:
+            connections.append(len(connections))
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
+                await reader.readexactly(length)
+                if answer is None:
+                    await asyncio.sleep(30)  # never answers
+                writer.write(answer)
+                await writer.drain()
+
+    return handle
+
+
 def fake_opa(
     answer: bytes | None, tmp_path: Path, *, timeout: float = 1.0, calls: int = 1
 ) -> list[Any]:
     """Run ``calls`` decisions against a server that sends ``answer`` to each request."""
 
     async def run() -> list[Any]:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-                while True:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    length = next(
-                        int(line.split(b":")[1])
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length")
-                    )
-                    await reader.readexactly(length)
-                    if answer is None:
-                        await asyncio.sleep(30)  # never answers
-                    writer.write(answer)
-                    await writer.drain()
-
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        server = await asyncio.start_server(answering(answer), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         authorizer = OpaAuthorizer(f"http://127.0.0.1:{port}", timeout_seconds=timeout)
         results: list[Any] = []
@@ -387,24 +398,8 @@ def test_discarding_an_answered_query_leaves_its_connection_to_the_next_query() 
     answer = http(json.dumps(ALLOW).encode(), f"Content-Length: {len(json.dumps(ALLOW))}")
 
     async def run() -> tuple[bool, int]:
-        accepted = 0
-
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            nonlocal accepted
-            accepted += 1
-            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-                while True:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    length = next(
-                        int(line.split(b":")[1])
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length")
-                    )
-                    await reader.readexactly(length)
-                    writer.write(answer)
-                    await writer.drain()
-
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        accepted: list[int] = []
+        server = await asyncio.start_server(answering(answer, accepted), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         authorizer = OpaAuthorizer(f"http://127.0.0.1:{port}", timeout_seconds=2.0)
         try:
@@ -413,7 +408,7 @@ def test_discarding_an_answered_query_leaves_its_connection_to_the_next_query() 
             second = await authorizer.submit(policy_input())  # on the same connection
             first.discard()
             allowed = (await second.decision()).allow
-            return allowed, accepted
+            return allowed, len(accepted)
         finally:
             await authorizer.close()
             server.close()

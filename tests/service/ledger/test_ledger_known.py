@@ -125,43 +125,40 @@ def test_another_writers_append_sends_the_next_one_through_the_lock(
 
 @pytest.mark.system
 @pytest.mark.postgres
-def test_a_changed_head_row_is_read_again_under_the_lock(
+@pytest.mark.parametrize(
+    ("change", "changed", "refused"),
+    [
+        # The head row, changed behind the writer: read again, then appended.
+        ("UPDATE ztml_ledger SET record = record || ' ' WHERE seq = 2", None, None),
+        # A subject's rows, changed behind the writer: read again, then refused.
+        ("UPDATE ztml_ledger SET subject = %s WHERE seq = 0", 7, DuplicateRegistrationError),
+    ],
+    ids=["head-row", "subject"],
+)
+def test_a_row_changed_behind_the_writer_is_read_again_under_the_lock(
+    change: str,
+    changed: int | None,
+    refused: type[Exception] | None,
     postgres_url: str,
     trainer: Signer,
     register_model: Any,
     digest_of: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    url = fresh_database(postgres_url, "known_changed")
+    url = fresh_database(postgres_url, f"known_changed_{changed}")
+    subject = 3 if changed is None else changed
     with open_ledger(url) as ledger:
         for n in range(3):
             register_model(ledger, trainer, n)
         locked = _spy_locked(ledger, monkeypatch)
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("UPDATE ztml_ledger SET record = record || ' ' WHERE seq = 2")
-        register_model(ledger, trainer, 3)
-        assert locked == [digest_of(3)]
-
-
-@pytest.mark.system
-@pytest.mark.postgres
-def test_a_subject_changed_behind_the_writer_is_read_again_under_the_lock(
-    postgres_url: str,
-    trainer: Signer,
-    register_model: Any,
-    digest_of: Any,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    url = fresh_database(postgres_url, "known_subject")
-    with open_ledger(url) as ledger:
-        for n in range(3):
-            register_model(ledger, trainer, n)
-        locked = _spy_locked(ledger, monkeypatch)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("UPDATE ztml_ledger SET subject = %s WHERE seq = 0", (digest_of(7),))
-        with pytest.raises(DuplicateRegistrationError):
-            register_model(ledger, trainer, 7)
-        assert locked == [digest_of(7)]
+            conn.execute(change, None if changed is None else (digest_of(changed),))
+        if refused is None:
+            register_model(ledger, trainer, subject)
+        else:
+            with pytest.raises(refused):
+                register_model(ledger, trainer, subject)
+        assert locked == [digest_of(subject)]
 
 
 def _sqlite_reads(ledger: Ledger) -> list[str]:
