@@ -1,11 +1,12 @@
-"""``ztml model``: train, evaluate, sign and register the digits classifier.
+"""``ztml model``: train, evaluate, sign and register models.
 
-``train`` writes ``DIR/<defense>/model.safetensors`` and ``metrics.json`` (with ``all``
-also ``DIR/report.md`` and ``DIR/robustness.png``); ``evaluate`` attacks an artifact and
-prints its clean and robust accuracy; ``sign`` writes the OMS bundle ``model.sig`` of a
-model directory or file; ``register`` verifies that bundle and signs the artifact's
-register record into the provenance ledger after checking the metrics describe that very
-artifact.
+``train`` writes ``DIR/<defense>/model.safetensors`` and ``metrics.json`` of the digits
+classifier (with ``all`` also ``DIR/report.md`` and ``DIR/robustness.png``); ``evaluate``
+attacks a digits artifact or a model package (``ztml-model.json``) and prints, or writes
+with ``--out``, its clean and robust accuracy; ``sign`` writes the OMS bundle
+``model.sig`` of a model directory or file; ``register`` verifies that bundle and signs
+the model's register record into the provenance ledger after checking the metrics (or a
+package's evaluation) describe that very model.
 Torch is imported inside the commands, so ``ztml --help`` stays fast.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -31,8 +33,9 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     help=(
-        "The digits classifier: adversarial training (PGD, TRADES), defensive distillation, "
-        "robustness evaluation under FGSM/PGD, safe safetensors artifacts, ledger registration."
+        "Models: the digits classifier's adversarial training (PGD, TRADES) and defensive "
+        "distillation; robustness evaluation under FGSM/PGD/AutoAttack of the digits model "
+        "or a model package (ztml-model.json); OMS signing; ledger registration."
     ),
     no_args_is_help=True,
 )
@@ -135,9 +138,30 @@ def train(
             console.print(f"report: {md}  plot: {png}")
 
 
+def _is_package(path: Path) -> bool:
+    from service.model.contract import CONTRACT_NAME
+
+    root = path if path.is_dir() else path.parent
+    return (root / CONTRACT_NAME).is_file()
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+    except OSError as exc:
+        raise fail(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 @app.command()
 def evaluate(
-    artifact: Annotated[Path, typer.Argument(help="A model.safetensors file.")],
+    artifact: Annotated[
+        Path,
+        typer.Argument(
+            help="A digits model.safetensors file, or a model package directory "
+            "(with ztml-model.json)."
+        ),
+    ],
     steps: Annotated[
         int, typer.Option("--steps", min=1, help="PGD steps (the deploy gate needs >= 100).")
     ] = 100,
@@ -157,38 +181,93 @@ def evaluate(
             "PGD and AutoAttack (the deploy gate reads only that worst case).",
         ),
     ] = True,
+    profile: Annotated[
+        ProfileChoice | None,
+        typer.Option(
+            "--profile",
+            help="Use a profile's evaluation settings instead of --steps/--restarts/"
+            "--autoattack: fast and full meet the deploy gate; tiny (10 steps, 1 restart, "
+            "no AutoAttack) is for smoke tests and the gate refuses it.",
+        ),
+    ] = None,
+    epsilon: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--epsilon",
+            min=0.0,
+            max=1.0,
+            help="Attack only at this epsilon (repeatable; default 0.05, 0.1, 0.2 and 0.3). "
+            "The deploy gate needs an entry at its epsilon for the model's modality "
+            "(0.1 for images, 0.05 for tabular models) or above.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write the evaluation document (with the evaluated weights' model_digest) "
+            "to this file, for `ztml model register --evaluation`.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the evaluation as JSON.")] = False,
 ) -> None:
-    """Attack an artifact on the test split and print clean and robust accuracy.
+    """Attack a model on its test data and print clean and robust accuracy.
 
-    At each epsilon (0.05, 0.1, 0.2, 0.3): FGSM; PGD on cross-entropy and on the CW logit
-    margin (its worst case is "pgd"); torchattacks' AutoAttack (APGD-CE, APGD-T, FAB-T,
-    Square); and "worst-case", per example the worst of PGD and AutoAttack: an example is
-    robust only if every attack fails. Each entry records attack, epsilon, steps and restarts.
+    At each epsilon (0.05, 0.1, 0.2, 0.3, or those given with --epsilon): FGSM; PGD on
+    cross-entropy and on the CW logit margin (its worst case is "pgd"); torchattacks'
+    AutoAttack (APGD-CE, APGD-T, FAB-T, Square); and "worst-case", per example the worst
+    of PGD and AutoAttack: an example is robust only if every attack fails. Each entry
+    records attack, epsilon, steps and restarts.
+
+    A model package is attacked in unit space: each feature is scaled to [0, 1] by the
+    bounds its contract declares, so epsilon is a fraction of each feature's range; the
+    test data is the package's data.test and the dataset is recorded as <name>/test.
     """
-    from service.model.artifact import load_artifact
-    from service.model.config import EvalConfig
-    from service.model.evaluate import evaluate_model
+    from service.model.config import EvalConfig, config_for
+    from service.model.evaluate import evaluate_model, evaluate_served
     from service.model.report import attack_table, robustness_table
     from service.model.seeding import seed_everything
 
     with _errors():
-        loaded = load_artifact(artifact)
+        if profile is not None:
+            config = config_for("none", profile.value).eval
+        else:
+            config = EvalConfig(steps=steps, restarts=restarts, autoattack=autoattack)
+        if epsilon:
+            config = replace(config, epsilons=tuple(sorted(set(epsilon))))
         seed_everything(0)
-        config = EvalConfig(steps=steps, restarts=restarts, autoattack=autoattack)
+        if _is_package(artifact):
+            from service.model.package import open_model
+
+            served = open_model(artifact)
+            digest, version = served.weights_digest, served.contract.version
+            label = served.contract.name
+
+            def run(progress: Any = None) -> dict[str, Any]:
+                return evaluate_served(served, config, progress=progress)
+        else:
+            from service.model.artifact import load_artifact
+
+            loaded = load_artifact(artifact)
+            digest, version = loaded.digest, loaded.metadata["version"]
+            label = loaded.metadata["defense"]
+
+            def run(progress: Any = None) -> dict[str, Any]:
+                return evaluate_model(loaded.model, config, progress=progress)
+
         if as_json:
-            evaluation = evaluate_model(loaded.model, config)
-            typer.echo(json.dumps({"digest": loaded.digest, "evaluation": evaluation}, indent=2))
+            evaluation = run()
+            typer.echo(json.dumps({"digest": digest, "evaluation": evaluation}, indent=2))
+        else:
+            with _progress() as bars:
+                evaluation = run(lambda d, t: bars("evaluating", d, t))
+        if out is not None:
+            _write_json(out, {**evaluation, "model_digest": digest})
+            err_console.print(f"wrote {out}")
+        if as_json:
             return
-        with _progress() as progress:
-            evaluation = evaluate_model(
-                loaded.model, config, progress=lambda d, t: progress("evaluating", d, t)
-            )
-        doc = {
-            "model": {"defense": loaded.metadata["defense"]},
-            "evaluation": evaluation,
-        }
-        console.print(f"{artifact}  {loaded.digest}  version {loaded.metadata['version']}")
+        doc = {"model": {"defense": label}, "evaluation": evaluation}
+        console.print(f"{artifact}  {digest}  version {version}")
         console.print(robustness_table([doc], show_time=False))
         console.print(attack_table([doc]))
 
@@ -239,12 +318,60 @@ def sign(
     )
 
 
+class RiskTier(StrEnum):
+    """Risk tiers a served model can be registered with."""
+
+    low = "low"
+    medium = "medium"
+    high = "high"
+
+
 @app.command()
 def register(
-    artifact: Annotated[Path, typer.Argument(help="The model.safetensors to register.")],
-    metrics: Annotated[
-        Path, typer.Option("--metrics", help="The metrics.json written next to the artifact.")
+    artifact: Annotated[
+        Path,
+        typer.Argument(
+            help="The digits model.safetensors, or a model package directory (with "
+            "ztml-model.json, signed as a whole by `ztml model sign DIR`)."
+        ),
     ],
+    metrics: Annotated[
+        Path | None,
+        typer.Option(
+            "--metrics", help="Digits model: the metrics.json written next to the artifact."
+        ),
+    ] = None,
+    evaluation: Annotated[
+        Path | None,
+        typer.Option(
+            "--evaluation",
+            help="Model package: the file written by `ztml model evaluate DIR --out FILE`.",
+        ),
+    ] = None,
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            "--tenant",
+            help="The tenant owning the model (required for a package; for the digits model "
+            "it records serving settings only when given).",
+        ),
+    ] = None,
+    risk_tier: Annotated[
+        RiskTier,
+        typer.Option("--risk-tier", help="The model's risk tier (the policy's strictest: high)."),
+    ] = RiskTier.high,
+    max_batch: Annotated[
+        int,
+        typer.Option(
+            "--max-batch", min=1, max=1024, help="The most instances one request may carry."
+        ),
+    ] = 64,
+    explanations: Annotated[
+        bool,
+        typer.Option(
+            "--explanations/--no-explanations", help="Whether the server offers /explain."
+        ),
+    ] = True,
     ledger: Annotated[
         str | None,
         typer.Option(
@@ -270,23 +397,74 @@ def register(
             "$ZTML_HOME/keys/oms_signers).",
         ),
     ] = None,
+    detector_fpr: Annotated[
+        float,
+        typer.Option(
+            "--detector-fpr",
+            min=0.001,
+            max=0.5,
+            help="The perturbation detector's false-positive rate on clean inputs: its "
+            "threshold is calibrated on the model's validation data and recorded with the "
+            "registration (the service recomputes it at every start and refuses a mismatch).",
+        ),
+    ] = 0.05,
 ) -> None:
-    """Register an artifact in the provenance ledger, signed with the trainer key.
+    """Register a model in the provenance ledger, signed with the trainer key.
 
-    The model's OMS bundle (model.sig beside the artifact, see `ztml model sign`) must
-    verify against a trusted OMS signer key first.
+    The digits model: ARTIFACT is its model.safetensors and --metrics its metrics.json.
+    A model package: ARTIFACT is the directory, --evaluation the file written by
+    `ztml model evaluate DIR --out FILE` (use a gate-strength profile: fast or full), and
+    --tenant, --risk-tier, --max-batch and --explanations say how it is served. The name,
+    version and contract come from its ztml-model.json.
+
+    The model's OMS bundle (model.sig, see `ztml model sign`) must verify against a
+    trusted OMS signer key first; for a package it must sign the whole directory.
     """
-    from service.model.register import register_model
+    from service.model.register import register_model, register_package
 
+    serving = None
+    if tenant is not None:
+        serving = {
+            "tenant": tenant,
+            "risk_tier": risk_tier.value,
+            "max_batch": max_batch,
+            "explanations": explanations,
+        }
     with _errors():
-        record = register_model(
-            artifact,
-            metrics,
-            ledger_url=ledger,
-            key_path=key,
-            identity=identity,
-            oms_signers=oms_signers,
-        )
+        if _is_package(artifact):
+            if evaluation is None or metrics is not None:
+                raise fail(
+                    "a model package is registered with --evaluation FILE (from `ztml model "
+                    "evaluate DIR --out FILE`), not --metrics"
+                )
+            if serving is None:
+                raise fail("a model package needs --tenant (and --risk-tier, --max-batch)")
+            record = register_package(
+                artifact,
+                evaluation_path=evaluation,
+                serving=serving,
+                detector_fpr=detector_fpr,
+                ledger_url=ledger,
+                key_path=key,
+                identity=identity,
+                oms_signers=oms_signers,
+            )
+        else:
+            if metrics is None or evaluation is not None:
+                raise fail(
+                    "the digits model is registered with --metrics metrics.json (--evaluation "
+                    "is for model packages)"
+                )
+            record = register_model(
+                artifact,
+                metrics,
+                ledger_url=ledger,
+                key_path=key,
+                identity=identity,
+                oms_signers=oms_signers,
+                serving=serving,
+                detector_fpr=detector_fpr,
+            )
     console.print(
         f"registered {record.model_digest} as {record.payload['name']} "
         f"{record.payload['version']} (seq {record.seq}, signed by {record.identity} "

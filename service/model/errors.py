@@ -23,3 +23,11 @@ class RegistrationError(ModelError):
 
 class ModelSignatureError(ModelError):
     """The model's OMS signature is missing, untrusted or does not verify; nothing is signed."""
+
+
+class ContractError(ModelError):
+    """A model contract (``ztml-model.json``) is malformed; the message names the field."""
+
+
+class PackageError(ModelError):
+    """A model package cannot be opened: its code, weights or data do not fit its contract."""

@@ -82,9 +82,11 @@ def robustness_table(
     """
     base = _find(metrics_list, baseline) if baseline else None
     eps_list = _epsilons(metrics_list)
-    table = Table(
-        title=f"Robust accuracy on the digits test split ({_settings_title(metrics_list)}, L-inf)"
-    )
+    datasets = {str(m["evaluation"].get("dataset", "")) for m in metrics_list}
+    split = "the digits test split"
+    if len(datasets) == 1 and (only := datasets.pop()) and not only.startswith("sklearn-digits"):
+        split = only
+    table = Table(title=f"Robust accuracy on {split} ({_settings_title(metrics_list)}, L-inf)")
     table.add_column("model")
     table.add_column("clean", justify="right")
     for eps in eps_list:

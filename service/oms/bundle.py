@@ -71,6 +71,20 @@ class OmsBundle:
         """Whether the bundle signs one file rather than a directory."""
         return self.files == (_SINGLE_FILE,)
 
+    def file_digests(self) -> dict[str, str]:
+        """Each signed file of a directory bundle with its ``sha256:<hex>``.
+
+        Names are relative to the model directory, ``/``-separated. A single-file bundle,
+        or a file signed with another algorithm, gives no entry.
+        """
+        if self.single_file:
+            return {}
+        return {
+            name: "sha256:" + hex_digest
+            for name, algorithm, hex_digest in self.resources
+            if algorithm == "sha256"
+        }
+
     def signed_digest(self, artifact: Path) -> str | None:
         """The ``sha256:<hex>`` the bundle signs for ``artifact``, if it signs one in SHA-256."""
         name = _SINGLE_FILE if self.single_file else Path(artifact).name
