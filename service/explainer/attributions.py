@@ -1,8 +1,11 @@
-"""Per-pixel attributions for the digits classifier, computed with Captum.
+"""Per-feature attributions for a classifier on unit inputs, computed with Captum.
 
-Two methods: Integrated Gradients (Sundararajan et al. 2017) from an all-zero (blank)
-image, whose attributions sum to the target logit's change from the baseline
-(completeness), and Saliency (the absolute input gradient), which is cheaper.
+Two methods: Integrated Gradients (Sundararajan et al. 2017) from an all-zero baseline
+(a blank image for the digits; every feature at its lower bound for a model whose unit
+network maps (N, d) unit inputs to logits), whose attributions sum to the target logit's
+change from the baseline (completeness), and Saliency (the absolute input gradient),
+which is cheaper. Inputs have any width d: the default expects the digits' 64, and
+``n_features=None`` takes d from the input.
 """
 
 from __future__ import annotations
@@ -25,17 +28,23 @@ N_FEATURES = 64
 MAX_STEPS = 512
 
 
-def _inputs(x: object) -> torch.Tensor:
+def _inputs(x: object, n_features: int | None = N_FEATURES) -> torch.Tensor:
     import torch
 
+    width = "d" if n_features is None else str(n_features)
     try:
         tensor = x.detach() if isinstance(x, torch.Tensor) else torch.tensor(np.asarray(x))
         tensor = tensor.to(torch.float32).clone()
     except (TypeError, ValueError, RuntimeError) as err:
-        raise ExplanationInputError(f"inputs must be a (N, 64) array of numbers: {err}") from err
-    if tensor.ndim != 2 or tensor.shape[1] != N_FEATURES or tensor.shape[0] == 0:
         raise ExplanationInputError(
-            f"inputs must have shape (N, 64) with N >= 1, got {tuple(tensor.shape)}"
+            f"inputs must be a (N, {width}) array of numbers: {err}"
+        ) from err
+    wrong_width = tensor.ndim == 2 and (
+        tensor.shape[1] == 0 if n_features is None else tensor.shape[1] != n_features
+    )
+    if tensor.ndim != 2 or wrong_width or tensor.shape[0] == 0:
+        raise ExplanationInputError(
+            f"inputs must have shape (N, {width}) with N >= 1, got {tuple(tensor.shape)}"
         )
     if not torch.isfinite(tensor).all():
         raise ExplanationInputError("inputs contain NaN or infinite values; sanitize them first")
@@ -71,20 +80,23 @@ def explain(
     method: Method = "integrated_gradients",
     target: int | Sequence[int] | None = None,
     n_steps: int = 32,
+    n_features: int | None = N_FEATURES,
 ) -> npt.NDArray[np.float32]:
-    """Attribute the model's score for a class to each of the 64 pixels.
+    """Attribute the model's score for a class to each input feature.
 
     Args:
-        model: The classifier (in eval mode), mapping (N, 64) inputs to logits.
-        x: Inputs of shape (N, 64) in [0, 1] (numpy array or tensor).
+        model: The classifier (in eval mode), mapping (N, d) unit inputs to logits.
+        x: Inputs of shape (N, d) in [0, 1] (numpy array or tensor).
         method: ``integrated_gradients`` (zero baseline, Gauss-Legendre steps) or
             ``saliency`` (absolute gradient of the target logit).
         target: The class to explain: None for each input's predicted class, one index
             for all inputs, or one index per input.
         n_steps: Integration steps for Integrated Gradients (1 to 512).
+        n_features: d, the expected width (default: the digits' 64); None takes it from
+            ``x``.
 
     Returns:
-        Attributions of shape (N, 64), float32. For Integrated Gradients each row sums
+        Attributions of shape (N, d), float32. For Integrated Gradients each row sums
         approximately to ``logit(x)[target] - logit(0)[target]``.
 
     Raises:
@@ -96,7 +108,7 @@ def explain(
         raise ExplanationInputError(f"n_steps must be an integer in 1..{MAX_STEPS}, got {n_steps}")
     import torch
 
-    inputs = _inputs(x)
+    inputs = _inputs(x, n_features)
     targets = _targets(model, inputs, target)
     # Captum takes gradients with respect to the inputs only (torch.autograd.grad), so the
     # model's parameters and their .grad are left untouched and concurrent calls are safe.

@@ -7,6 +7,9 @@ controls the false discovery rate over the features with Benjamini–Hochberg (o
 family-wise error with Bonferroni). Drift is declared when any feature's corrected p-value
 is at most ``alpha``.
 
+Rows are unit inputs of any width d (the model's features mapped to [0, 1]); the width
+is the reference's, and incoming rows of another width are refused.
+
 Features that are constant in the reference (the digits have always-blank border pixels)
 are not KS-tested: the test is meaningless there and they would only dilute the
 correction. Instead, for each such feature, the number of window rows that leave the

@@ -15,9 +15,16 @@ Two details go beyond the paper:
   query teaches an attacker nothing new, and a benign client retrying or a demo resending
   one image would otherwise look like an attack.
 * Independent uniform-noise queries are far apart and their minimum distances are nearly
-  constant in 64 dimensions (concentration of measure): W stays high, but the coefficient
-  of variation (std/mean) of the distances is tiny. A coefficient of variation below
-  ``min_cv`` flags the subject too.
+  constant in many dimensions (concentration of measure, 64 for the digits): W stays
+  high, but the coefficient of variation (std/mean) of the distances is tiny. A
+  coefficient of variation below ``min_cv`` flags the subject too.
+
+Queries are unit inputs of any width d (each subject's history keeps its width; a query of
+another width, after the served model changed, starts the history over). W and the CV are
+scale-free, but their range on benign traffic depends on the data: benign breast-cancer
+rows (30 features, clustered, with outliers) reach W = 0.58, so the digits' ``delta``
+would flag them. :func:`service.monitor.calibration.calibrate_thresholds` derives both
+thresholds from a model's own data.
 
 The defaults were calibrated on the digits (``python -m service.monitor.calibration``):
 benign traffic, i.e. random test-set rows, gave W >= 0.90 and CV >= 0.17 at every point of

@@ -46,23 +46,23 @@ class SqueezeResult:
     per_squeezer: dict[str, npt.NDArray[np.float32]]
 
 
-def _as_array(x: object) -> npt.NDArray[np.float32]:
-    """Return ``x`` as a float32 (N, 64) numpy array (no copy when it already is one)."""
+def _as_array(x: object, n_features: int = N_FEATURES) -> npt.NDArray[np.float32]:
+    """Return ``x`` as a float32 (N, d) numpy array (no copy when it already is one)."""
     import torch
 
     if isinstance(x, torch.Tensor):
         array = x.detach().to(device="cpu", dtype=torch.float32).numpy()
     else:
         array = np.asarray(x, dtype=np.float32)
-    if array.ndim != 2 or array.shape[1] != N_FEATURES:
-        raise ValueError(f"expected inputs of shape (N, 64), got {tuple(array.shape)}")
+    if array.ndim != 2 or array.shape[1] != n_features:
+        raise ValueError(f"expected inputs of shape (N, {n_features}), got {tuple(array.shape)}")
     return array
 
 
 def _squeeze_into(
     x: npt.NDArray[np.float32], squeezers: Sequence[Squeezer], out: npt.NDArray[np.float32]
 ) -> None:
-    """Write every squeezer's copy of ``x`` into ``out``, shape (S, N, 64).
+    """Write every squeezer's copy of ``x`` into ``out``, shape (S, N, d).
 
     Uniform quantizers (:class:`BitDepth`, :class:`Quantize`) run together as one
     broadcast rounding in float32, element for element the same arithmetic as calling
@@ -91,11 +91,11 @@ def _squeeze_into(
 
 
 def _distance_matrix(
-    model: nn.Module, x: object, squeezers: Sequence[Squeezer]
+    model: nn.Module, x: object, squeezers: Sequence[Squeezer], n_features: int = N_FEATURES
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Return the softmax on ``x`` (N, C) and the (S, N) L1 distances, in one pass.
 
-    The input and its squeezed copies are written into one (S + 1, N, 64) buffer that
+    The input and its squeezed copies are written into one (S + 1, N, d) buffer that
     goes through the model as a single batch under ``torch.inference_mode``; the small
     element-wise work around it runs in numpy, which has less per-call overhead.
     """
@@ -103,20 +103,20 @@ def _distance_matrix(
 
     if not squeezers:
         raise ValueError("at least one squeezer is needed")
-    array = _as_array(x)
+    array = _as_array(x, n_features)
     n = array.shape[0]
-    batch = np.empty((len(squeezers) + 1, n, N_FEATURES), dtype=np.float32)
+    batch = np.empty((len(squeezers) + 1, n, n_features), dtype=np.float32)
     batch[0] = array
     _squeeze_into(array, squeezers, batch[1:])
     with torch.inference_mode():
-        logits = model(torch.from_numpy(batch.reshape(-1, N_FEATURES)))
+        logits = model(torch.from_numpy(batch.reshape(-1, n_features)))
         probs = torch.softmax(logits.float(), dim=1).numpy().reshape(len(squeezers) + 1, n, -1)
     distances = np.abs(probs[1:] - probs[0]).sum(axis=2, dtype=np.float32)
     return probs[0], distances
 
 
 def squeeze_distances(
-    model: nn.Module, x: object, squeezers: Sequence[Squeezer]
+    model: nn.Module, x: object, squeezers: Sequence[Squeezer], *, n_features: int = N_FEATURES
 ) -> tuple[npt.NDArray[np.float32], dict[str, npt.NDArray[np.float32]]]:
     """Return the softmax on ``x`` and every squeezer's L1 distance to it.
 
@@ -125,17 +125,18 @@ def squeeze_distances(
     operation.
 
     Args:
-        model: The classifier (in eval mode), mapping (N, 64) to logits.
-        x: Inputs of shape (N, 64) in [0, 1] (numpy array or tensor).
+        model: The classifier (in eval mode), mapping (N, d) to logits.
+        x: Inputs of shape (N, d) in [0, 1] (numpy array or tensor).
         squeezers: The squeezers to apply.
+        n_features: d (default: the digits' 64).
 
     Returns:
         The probabilities (N, C) and, per squeezer name, distances (N,).
 
     Raises:
-        ValueError: If ``x`` is not (N, 64) or no squeezer is given.
+        ValueError: If ``x`` is not (N, d) or no squeezer is given.
     """
-    probs, distances = _distance_matrix(model, x, squeezers)
+    probs, distances = _distance_matrix(model, x, squeezers, n_features)
     return probs, {s.name: distances[i] for i, s in enumerate(squeezers)}
 
 
@@ -145,6 +146,7 @@ def calibrate_threshold(
     *,
     fpr: float = 0.05,
     squeezers: Sequence[Squeezer] | None = None,
+    n_features: int = N_FEATURES,
 ) -> float:
     """Choose the smallest threshold that flags at most ``fpr`` of the clean inputs.
 
@@ -154,9 +156,10 @@ def calibrate_threshold(
 
     Args:
         model: The classifier (in eval mode).
-        x_clean_val: Clean held-out inputs (N, 64); use the validation split, not test.
+        x_clean_val: Clean held-out inputs (N, d); use the validation split, not test.
         fpr: The largest accepted false-positive rate, in (0, 1).
         squeezers: The squeezers (default: :func:`default_squeezers`).
+        n_features: d (default: the digits' 64).
 
     Returns:
         The threshold.
@@ -165,13 +168,45 @@ def calibrate_threshold(
         CalibrationError: If ``fpr`` is out of range or there are too few inputs to
             resolve it (fewer than ``1 / fpr``).
     """
-    if not 0.0 < fpr < 1.0 or not math.isfinite(fpr):
-        raise CalibrationError(f"the false-positive rate must be in (0, 1), got {fpr}")
+    check_fpr(fpr)
     try:
-        _, distances = _distance_matrix(model, x_clean_val, squeezers or default_squeezers())
+        _, distances = _distance_matrix(
+            model, x_clean_val, squeezers or default_squeezers(), n_features
+        )
     except ValueError as err:
         raise CalibrationError(f"cannot calibrate: {err}") from err
-    scores = np.sort(distances.max(axis=0))
+    return threshold_for(distances.max(axis=0), fpr)
+
+
+def check_fpr(fpr: float) -> None:
+    """Refuse a false-positive rate outside (0, 1).
+
+    Raises:
+        CalibrationError: If ``fpr`` is not a finite number in (0, 1).
+    """
+    if not 0.0 < fpr < 1.0 or not math.isfinite(fpr):
+        raise CalibrationError(f"the false-positive rate must be in (0, 1), got {fpr}")
+
+
+def threshold_for(clean_scores: npt.ArrayLike, fpr: float) -> float:
+    """Return the smallest threshold that at most ``floor(n * fpr)`` clean scores exceed.
+
+    With n clean scores sorted ascending, the threshold is the ``ceil(n * (1 - fpr))``-th
+    of them; inputs flag when their score is strictly above it.
+
+    Args:
+        clean_scores: The detector's scores of n clean inputs.
+        fpr: The largest accepted false-positive rate, in (0, 1).
+
+    Returns:
+        The threshold.
+
+    Raises:
+        CalibrationError: If ``fpr`` is out of range, there are too few scores to resolve
+            it (fewer than ``1 / fpr``), or the threshold would not be finite.
+    """
+    check_fpr(fpr)
+    scores = np.sort(np.asarray(clean_scores, dtype=np.float64).reshape(-1))
     n = scores.shape[0]
     if n < math.ceil(1.0 / fpr):
         raise CalibrationError(
@@ -179,18 +214,25 @@ def calibrate_threshold(
             f"{math.ceil(1.0 / fpr)} (the validation split has enough)"
         )
     k = math.ceil(n * (1.0 - fpr))
-    return float(scores[k - 1])
+    threshold = float(scores[k - 1])
+    if not math.isfinite(threshold):
+        raise CalibrationError(
+            f"more than {fpr:.1%} of the clean inputs have no finite score; the threshold "
+            "would flag nothing. Use more validation data per class."
+        )
+    return threshold
 
 
 class FeatureSqueezer:
     """Score and flag inputs by feature squeezing.
 
     Args:
-        model: The classifier (in eval mode), mapping (N, 64) inputs to logits.
+        model: The classifier (in eval mode), mapping (N, d) inputs to logits.
         threshold: Scores strictly above this flag an input (see
             :func:`calibrate_threshold`).
         squeezers: The squeezers (default: :func:`default_squeezers`); calibrate the
             threshold with the same ones.
+        n_features: d, the width of an input (default: the digits' 64).
 
     Raises:
         ValueError: If the threshold is not a finite number in [0, 2].
@@ -202,23 +244,25 @@ class FeatureSqueezer:
         *,
         threshold: float,
         squeezers: Sequence[Squeezer] | None = None,
+        n_features: int = N_FEATURES,
     ) -> None:
         if not math.isfinite(threshold) or not 0.0 <= threshold <= 2.0:
             raise ValueError(f"the threshold must be a finite number in [0, 2], got {threshold}")
         self.model = model
         self.threshold = float(threshold)
         self.squeezers: tuple[Squeezer, ...] = tuple(squeezers or default_squeezers())
+        self.n_features = int(n_features)
 
     def analyze(self, x: object) -> SqueezeResult:
         """Return probabilities, scores and flags for a batch (one forward pass).
 
         Args:
-            x: Inputs (N, 64) in [0, 1].
+            x: Inputs (N, d) in [0, 1].
 
         Returns:
             The results; ``probs`` can serve the prediction without another forward pass.
         """
-        probs, distances = _distance_matrix(self.model, x, self.squeezers)
+        probs, distances = _distance_matrix(self.model, x, self.squeezers, self.n_features)
         scores = distances.max(axis=0)
         per = {s.name: distances[i] for i, s in enumerate(self.squeezers)}
         return SqueezeResult(probs, scores, scores > self.threshold, per)

@@ -22,14 +22,18 @@ class InputValidationError(SanitizerError):
     Attributes:
         field: Where the problem is, e.g. ``instances`` or ``instances[3][10]``.
         message: What is wrong there and how to fix it.
+        feature: The feature's name when the model's contract names its features (it
+            follows the field in the text: ``instances[0][3] (mean radius): ...``).
     """
 
     status_code = 422
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+    def __init__(self, field: str, message: str, *, feature: str | None = None) -> None:
+        where = field if feature is None else f"{field} ({feature})"
+        super().__init__(f"{where}: {message}")
         self.field = field
         self.message = message
+        self.feature = feature
 
 
 class PayloadTooLargeError(SanitizerError):
@@ -52,11 +56,11 @@ class PayloadTooLargeError(SanitizerError):
 
 
 class PerturbationDetectedError(SanitizerError):
-    """Feature squeezing flagged inputs as likely adversarial perturbations.
+    """The perturbation detector flagged inputs as likely adversarial perturbations.
 
     Attributes:
         indices: Positions of the flagged instances in the batch.
-        scores: Their squeezing scores.
+        scores: Their detector scores.
         threshold: The calibrated threshold they exceeded.
     """
 
@@ -76,4 +80,9 @@ class PerturbationDetectedError(SanitizerError):
 
 
 class CalibrationError(SanitizerError):
-    """A detector cannot be calibrated with the given data or settings."""
+    """A detector cannot be calibrated, or a recorded calibration does not reproduce.
+
+    Raised for too few inputs or a bad false-positive rate, and by
+    :func:`~service.sanitizer.calibration.verify_calibration` when recomputing a calibration
+    from the network and data gives another result (the message names the field).
+    """

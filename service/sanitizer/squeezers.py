@@ -1,8 +1,10 @@
-"""Feature squeezers for 8x8 images in [0, 1]: bit-depth reduction and median smoothing.
+"""Feature squeezers for images in [0, 1]: bit-depth reduction and median smoothing.
 
 Feature squeezing (Xu, Evans and Qi, NDSS 2018) compares a model's prediction on an
 input with its predictions on "squeezed" copies that remove detail an attacker relies
-on. Both squeezers here work on torch tensors of shape (N, 64) and return that shape.
+on. The squeezers work on torch tensors of flattened images, shape (N, d) in UNIT space,
+and return that shape; median smoothing reads each row as an image of the model's layout
+``(C, H, W)`` (default: the digits' 1x8x8).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ if TYPE_CHECKING:
     import torch
 
 IMAGE_SIDE = 8
+DIGITS_LAYOUT: tuple[int, int, int] = (1, IMAGE_SIDE, IMAGE_SIDE)
 
 
 class Squeezer(Protocol):
-    """A deterministic transformation of a (N, 64) batch that keeps its shape."""
+    """A deterministic transformation of a (N, d) batch that keeps its shape."""
 
     @property
     def name(self) -> str:
@@ -99,24 +102,29 @@ class Quantize:
 
 @dataclass(frozen=True)
 class MedianSmoothing:
-    """Replace every pixel of the 8x8 image by the median of a ``size`` x ``size`` window.
+    """Replace every pixel by the median of a ``size`` x ``size`` window of its channel.
 
-    Windows at the border use edge replication. For even sizes the window extends one
-    pixel further right/down than left/up (like scipy.ndimage.median_filter) and the
-    median is the mean of the two middle values.
+    Each (N, d) row is read as an image of ``layout`` (C, H, W), row-major, and every
+    channel is filtered on its own. Windows at the border use edge replication. For even
+    sizes the window extends one pixel further right/down than left/up (like
+    scipy.ndimage.median_filter) and the median is the mean of the two middle values.
 
     Args:
         size: Window side (2 to 5).
+        layout: The image layout (C, H, W); default the digits' (1, 8, 8).
 
     Raises:
-        ValueError: If ``size`` is out of range.
+        ValueError: If ``size`` or ``layout`` is out of range.
     """
 
     size: int
+    layout: tuple[int, int, int] = DIGITS_LAYOUT
 
     def __post_init__(self) -> None:
         if not 2 <= self.size <= 5:
             raise ValueError(f"median window must be 2..5, got {self.size}")
+        if len(self.layout) != 3 or any(int(n) < 1 for n in self.layout):
+            raise ValueError(f"image layout must be (C, H, W) of positive sizes, got {self.layout}")
 
     @property
     def name(self) -> str:
@@ -124,23 +132,24 @@ class MedianSmoothing:
         return f"median-{self.size}x{self.size}"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Median-filter each (N, 64) row as an 8x8 image."""
+        """Median-filter each (N, C*H*W) row as a (C, H, W) image, channel by channel."""
         import torch
         import torch.nn.functional as F
 
         k = self.size
+        c, h, w = self.layout
         before = (k - 1) // 2
         after = k - 1 - before
-        images = x.reshape(-1, 1, IMAGE_SIDE, IMAGE_SIDE)
+        images = x.reshape(-1, 1, h, w)  # (N*C, 1, H, W): each channel on its own
         padded = F.pad(images, (before, after, before, after), mode="replicate")
-        windows = F.unfold(padded, kernel_size=k)  # (N, k*k, 64)
+        windows = F.unfold(padded, kernel_size=k)  # (N*C, k*k, H*W)
         ordered = torch.sort(windows, dim=1).values
         count = k * k
         if count % 2:
             median = ordered[:, count // 2, :]
         else:
             median = (ordered[:, count // 2 - 1, :] + ordered[:, count // 2, :]) / 2
-        return median.reshape(x.shape[0], IMAGE_SIDE * IMAGE_SIDE)
+        return median.reshape(x.shape[0], c * h * w)
 
 
 # Chosen on the validation split only: PGD-20 (L-inf, one random start, CE loss) inputs
@@ -173,8 +182,15 @@ class MedianSmoothing:
 DEFAULT_SQUEEZER_NAMES: tuple[str, ...] = ("bits-3", "levels-9", "levels-10", "levels-14")
 
 
-def squeezer_from_name(name: str) -> Squeezer:
+def squeezer_from_name(name: str, *, layout: tuple[int, int, int] = DIGITS_LAYOUT) -> Squeezer:
     """Build a squeezer from its label (``bits-<n>``, ``levels-<n>`` or ``median-<k>x<k>``).
+
+    Args:
+        name: The label.
+        layout: The image layout (C, H, W) median smoothing reads each row as.
+
+    Returns:
+        The squeezer.
 
     Raises:
         ValueError: If the label is not one of those forms.
@@ -188,7 +204,8 @@ def squeezer_from_name(name: str) -> Squeezer:
         if kind == "median":
             side, _, other = arg.partition("x")
             if side == other:
-                return MedianSmoothing(int(side))
+                c, h, w = (int(n) for n in layout)
+                return MedianSmoothing(int(side), (c, h, w))
     except ValueError as err:
         raise ValueError(f"bad squeezer {name!r}: {err}") from err
     raise ValueError(
@@ -196,6 +213,6 @@ def squeezer_from_name(name: str) -> Squeezer:
     )
 
 
-def default_squeezers() -> tuple[Squeezer, ...]:
-    """Return the default squeezers (see ``DEFAULT_SQUEEZER_NAMES``)."""
-    return tuple(squeezer_from_name(name) for name in DEFAULT_SQUEEZER_NAMES)
+def default_squeezers(layout: tuple[int, int, int] = DIGITS_LAYOUT) -> tuple[Squeezer, ...]:
+    """Return the default squeezers (see ``DEFAULT_SQUEEZER_NAMES``) for an image layout."""
+    return tuple(squeezer_from_name(name, layout=layout) for name in DEFAULT_SQUEEZER_NAMES)

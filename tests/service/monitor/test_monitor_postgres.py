@@ -23,7 +23,7 @@ from service.monitor import (
     RateLimiter,
     admit,
 )
-from service.monitor.postgres import PostgresMonitorStore
+from service.monitor.postgres import HISTORY_ATTEMPTS, PostgresMonitorStore
 from service.toolchain.postgres import LocalPostgres, fresh_database, local_postgres
 
 pytestmark = [pytest.mark.system, pytest.mark.postgres]
@@ -107,6 +107,15 @@ def test_extraction_history_is_the_same_as_on_sqlite(url: str, tmp_path: Path) -
     assert shared.observe("frank", seeds[0]).n_distances == 0
 
 
+def _stored_queries(url: str, subject: str) -> int | None:
+    """How many queries the shared store holds for ``subject`` (None: no row)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT n_queries FROM ztml_monitor_extraction WHERE subject = %s", (subject,)
+        ).fetchone()
+    return None if row is None else int(row[0])
+
+
 def test_history_written_meanwhile_by_another_replica_is_kept(
     url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -124,11 +133,36 @@ def test_history_written_meanwhile_by_another_replica_is_kept(
     signal = mine.observe("judy", np.ones(64))
     assert len(attempts) == 2  # the first write was refused, the second built on the newer
     assert signal.n_distances == 2
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT n_queries FROM ztml_monitor_extraction WHERE subject = 'judy'"
-        ).fetchone()
-    assert row == (3,)
+    assert _stored_queries(url, "judy") == 3
+
+
+def test_a_replica_that_always_writes_first_cannot_starve_an_update(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = ExtractionDetector(url)
+    mine.observe("ivan", np.zeros(64))
+    advance, outcomes = mine._advance, []
+
+    def overtaken(*args: object) -> object:
+        # Before every write of this replica another one bumps the subject's version,
+        # unless this replica holds the row's lock.
+        with psycopg.connect(url, autocommit=True) as rival:
+            rival.execute("SET lock_timeout = '100ms'")
+            try:
+                rival.execute(
+                    "UPDATE ztml_monitor_extraction SET version = "
+                    "nextval('ztml_monitor_version') WHERE subject = 'ivan'"
+                )
+                outcomes.append("overtook")
+            except psycopg.errors.LockNotAvailable:
+                outcomes.append("waited")
+        return advance(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mine, "_advance", overtaken)
+    signal = mine.observe("ivan", np.ones(64))
+    assert outcomes == ["overtook"] * HISTORY_ATTEMPTS + ["waited"]
+    assert signal.n_distances == 1
+    assert _stored_queries(url, "ivan") == 2
 
 
 def test_zero_rate_refuses_without_asking_the_store() -> None:
