@@ -3,8 +3,10 @@
 # description: >-
 #   Decides every call to the model API (predict, explain, metadata, admin).
 #   RBAC comes from data.data.roles (policies/data/roles.json), ABAC from the
-#   subject's tenant and the model's risk tier, and the monitor's abuse signals
-#   can deny a call. Query data.ztml.authz.decision for
+#   subject's tenant and the model's facts (input.model: tenant, risk tier, batch
+#   limit, explanation rights, which the service takes from the model's approved
+#   registration in the provenance ledger), and the monitor's abuse signals can
+#   deny a call. Query data.ztml.authz.decision for
 #   {"allow", "reasons", "obligations"}. Anything missing or ill-typed denies.
 # entrypoint: true
 package ztml.authz
@@ -96,36 +98,42 @@ high_risk_capable if {
 # METADATA
 # title: Effective risk tier
 # description: >-
-#   The most sensitive of the declared tier and the tier the model registry
-#   (data.data.models) records for "<tenant>/<name>"; "high" when either tier is
-#   not valid or the registry is not loaded, so bad data never relaxes a limit.
+#   The tier the model was registered with (input.model.risk_tier, from the
+#   ledger's approved register record); "high" when it is missing or not a known
+#   tier, so bad input never relaxes a limit.
 default risk_tier := "high"
 
 # METADATA
-# title: Effective risk tier (computed)
-# description: >-
-#   The higher of the declared tier and the registry's tier; a model the registry
-#   does not list keeps its declared tier.
-risk_tier := tier if {
-	ranks := {"low": 0, "medium": 1, "high": 2}
-	key := concat("/", [input.model.tenant, input.model.name])
-	registered := object.get(data.data.models, key, {"risk_tier": input.model.risk_tier}).risk_tier
-	tier := ["low", "medium", "high"][max([ranks[input.model.risk_tier], ranks[registered]])]
-}
+# title: Effective risk tier (registered)
+# description: The model's registered tier when it is low, medium or high.
+risk_tier := input.model.risk_tier if input.model.risk_tier in {"low", "medium", "high"}
 
 # ---------------------------------------------------------------------------
 # Obligations the service must enforce on an allowed call.
 # ---------------------------------------------------------------------------
 
 # METADATA
-# title: Maximum batch size
+# title: Role maximum batch size
 # description: The largest batch any granting role allows at the effective risk tier; 0 without one.
+default role_max_batch_size := 0
+
+# METADATA
+# title: Role maximum batch size (computed)
+# description: Maximum over the granting roles' limits for the risk tier.
+role_max_batch_size := max([data.data.roles[role].max_batch_size[risk_tier] | some role in granting_roles])
+
+# METADATA
+# title: Maximum batch size
+# description: >-
+#   The effective batch limit: the smaller of the granting roles' maximum at the
+#   risk tier and the model's own limit (input.model.max_batch, registered in the
+#   ledger); 0 without a granting role or without a numeric model limit.
 default max_batch_size := 0
 
 # METADATA
 # title: Maximum batch size (computed)
-# description: Maximum over the granting roles' limits for the risk tier.
-max_batch_size := max([data.data.roles[role].max_batch_size[risk_tier] | some role in granting_roles])
+# description: Minimum of the roles' maximum and the model's registered maximum.
+max_batch_size := min([role_max_batch_size, input.model.max_batch]) if is_number(input.model.max_batch)
 
 # METADATA
 # title: Explanations allowed
@@ -136,8 +144,11 @@ default explanations_allowed := false
 
 # METADATA
 # title: Explanations allowed (computed)
-# description: True when a known role may explain at the model's risk tier.
+# description: >-
+#   True when the model was registered with explanation rights and a known role
+#   may explain at the model's risk tier.
 explanations_allowed if {
+	input.model.explanations == true
 	some role in input.subject.roles
 	def := data.data.roles[role]
 	"explain" in def.actions
@@ -242,6 +253,17 @@ reasons contains sprintf("explanations leak model information and require one of
 }
 
 # METADATA
+# title: Explanations not registered
+# description: >-
+#   A model explains only when its registration in the ledger grants explanation
+#   rights (input.model.explanations), whatever the subject's roles.
+reasons contains sprintf("model %q was registered without explanation rights", [input.model.name]) if {
+	input.action == "explain"
+	input.model.explanations == false
+	valid
+}
+
+# METADATA
 # title: Action not granted
 # description: Some role of the subject must permit the action.
 reasons contains sprintf("roles %v may not perform action %q", [sort(known_roles), input.action]) if {
@@ -305,13 +327,30 @@ reasons contains sprintf("request.batch_size must be at least 1 for %s", [input.
 
 # METADATA
 # title: Batch too large
-# description: The batch may not exceed the granting roles' maximum at the risk tier.
+# description: >-
+#   The batch may not exceed the granting roles' maximum at the risk tier, when that
+#   is the binding limit (not above the model's own).
 reasons contains msg if {
 	input.action in {"predict", "explain"}
 	count(granting_roles) > 0
 	input.request.batch_size > max_batch_size
 	valid
+	role_max_batch_size <= input.model.max_batch
 	msg := sprintf("batch size %d exceeds the maximum %d for roles %v at risk tier %s", [input.request.batch_size, max_batch_size, sort(granting_roles), risk_tier])
+}
+
+# METADATA
+# title: Batch too large for the model
+# description: >-
+#   The batch may not exceed the model's own maximum (input.model.max_batch, from
+#   its registration), when that is below the granting roles' maximum.
+reasons contains msg if {
+	input.action in {"predict", "explain"}
+	count(granting_roles) > 0
+	input.request.batch_size > max_batch_size
+	valid
+	input.model.max_batch < role_max_batch_size
+	msg := sprintf("batch size %d exceeds the maximum %d for model %q", [input.request.batch_size, max_batch_size, input.model.name])
 }
 
 # METADATA
@@ -368,6 +407,7 @@ allow if {
 	count(granting_roles) > 0
 	risk_tier_permitted(risk_tier)
 	batch_permitted(input.action)
+	explanations_permitted(input.action)
 	input.monitor.rate_per_minute <= rate_limit_per_minute
 	flagged_input_permitted(input.monitor.flagged_input)
 }
@@ -400,6 +440,16 @@ batch_permitted(action) if {
 	input.request.batch_size >= 1
 	input.request.batch_size <= max_batch_size
 }
+
+# METADATA
+# title: Explanations permitted
+# description: Only explain needs the model's explanation rights.
+explanations_permitted(action) if action != "explain"
+
+# METADATA
+# title: Explanations permitted (explain)
+# description: The model was registered with explanation rights.
+explanations_permitted("explain") if input.model.explanations == true
 
 # METADATA
 # title: Flagged input permitted

@@ -7,7 +7,7 @@ digest := "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd
 base := {
 	"subject": {"sub": "alice", "roles": ["predictor"], "tenant": "demo", "scopes": ["predict", "explain", "metadata", "admin"]},
 	"action": "predict",
-	"model": {"name": "digits", "digest": digest, "tenant": "demo", "risk_tier": "low"},
+	"model": {"name": "digits", "digest": digest, "tenant": "demo", "risk_tier": "low", "max_batch": 256, "explanations": true},
 	"request": {"batch_size": 4, "client_address": "127.0.0.1", "time": "2026-11-22T10:00:00Z"},
 	"monitor": {
 		"rate_per_minute": 12.0, "extraction_suspicion": 0.1, "extraction_flagged": false,
@@ -154,50 +154,39 @@ test_deny_high_risk_model_for_analyst if {
 	denied(decide(as_roles(["analyst"], {"action": "explain", "model": {"risk_tier": "high"}})), "is high risk")
 }
 
-test_deny_registry_raises_declared_risk_tier if {
-	d := decide(request({"model": {"name": "digits-clinical", "risk_tier": "low"}}))
-	denied(d, "is high risk")
-}
-
-test_allow_registry_tier_does_not_lower_declared_tier if {
-	policy.risk_tier == "medium" with input as request({"model": {"risk_tier": "medium"}})
+test_allow_risk_tier_is_the_registered_tier if {
+	every tier, _ in policy.tier_rank {
+		policy.risk_tier == tier with input as request({"model": {"risk_tier": tier}})
+	}
 }
 
 test_deny_unknown_tier_counts_as_high if {
 	policy.risk_tier == "high" with input as request({"model": {"risk_tier": "extreme"}})
 }
 
-# The effective tier of a model declared with declared_tier, for a registry listing
-# demo/digits with registered_tier.
-effective_tier(declared_tier, registered_tier) := tier if {
-	models := {"demo/digits": {"name": "digits", "tenant": "demo", "risk_tier": registered_tier}}
-	tier := policy.risk_tier with input as request({"model": {"risk_tier": declared_tier}}) with data.data.models as models
+test_deny_missing_tier_counts_as_high if {
+	policy.risk_tier == "high" with input as json.remove(base, ["model/risk_tier"])
 }
 
-test_allow_effective_tier_is_the_higher_of_declared_and_registered if {
-	every declared, declared_rank in policy.tier_rank {
-		every registered, registered_rank in policy.tier_rank {
-			effective_tier(declared, registered) == [declared, registered][to_number(registered_rank > declared_rank)]
-		}
-	}
+# The model facts come from input.model alone: a model table in the data (the former
+# policies/data/models.json) neither raises nor lowers the registered tier.
+test_allow_model_data_is_not_read if {
+	models := {"demo/digits": {"name": "digits", "tenant": "demo", "risk_tier": "high"}}
+	d := policy.decision with input as base with data.data.models as models
+	d.allow == true
+	policy.risk_tier == "low" with input as base with data.data.models as models
+	policy.risk_tier == "medium" with input as request({"model": {"risk_tier": "medium"}}) with data.data.models as {"demo/digits": {"risk_tier": "low"}}
 }
 
-test_allow_unregistered_model_keeps_its_declared_tier if {
-	every declared, _ in policy.tier_rank {
-		tier := policy.risk_tier with input as request({"model": {"name": "unlisted", "risk_tier": declared}})
-		tier == declared
-	}
-}
-
-test_deny_without_model_registry_every_model_counts_as_high if {
-	tier := policy.risk_tier with input as base with data.data.models as null
-	tier == "high"
+test_allow_without_model_data if {
 	d := policy.decision with input as base with data.data as {"roles": data.data.roles}
-	denied(d, "is high risk")
+	d.allow == true
 }
 
-test_deny_invalid_registered_tier_counts_as_high if {
-	effective_tier("low", "severe") == "high"
+test_deny_high_risk_registration_without_model_data if {
+	inp := request({"model": {"risk_tier": "high"}})
+	d := policy.decision with input as inp with data.data as {"roles": data.data.roles}
+	denied(d, "is high risk")
 }
 
 # --- monitor signals ---------------------------------------------------------------
@@ -225,10 +214,78 @@ test_deny_rate_over_role_limit if {
 	denied(decide(request({"monitor": {"rate_per_minute": 121}})), "request rate 121 per minute exceeds the limit of 120")
 }
 
+# --- explanation rights ----------------------------------------------------------
+
+test_deny_explain_without_explanation_rights if {
+	d := decide(as_roles(["analyst"], {"action": "explain", "model": {"explanations": false}}))
+	d.allow == false
+	d.reasons == ["model \"digits\" was registered without explanation rights"]
+	d.obligations.explanations_allowed == false
+}
+
+test_deny_explain_without_explanation_rights_even_for_admin if {
+	inp := as_roles(["admin"], {"action": "explain", "model": {"name": "breast-cancer", "explanations": false}})
+	denied(decide(inp), "model \"breast-cancer\" was registered without explanation rights")
+}
+
+test_allow_predict_without_explanation_rights if {
+	d := decide(as_roles(["analyst"], {"model": {"explanations": false}}))
+	d.allow == true
+	d.obligations.explanations_allowed == false
+}
+
+test_deny_explanations_obligation_needs_the_registration if {
+	not policy.explanations_allowed with input as as_roles(["analyst"], {"model": {"explanations": false}})
+	policy.explanations_allowed with input as as_roles(["analyst"], {})
+}
+
+test_deny_explain_lists_role_and_registration_reasons if {
+	d := decide(request({"action": "explain", "model": {"explanations": false}}))
+	denied(d, "explanations leak model information")
+	denied(d, "was registered without explanation rights")
+	count(d.reasons) == 2
+}
+
 # --- batch limits ----------------------------------------------------------------
 
 test_deny_batch_over_role_max if {
 	denied(decide(request({"request": {"batch_size": 65}})), "batch size 65 exceeds the maximum 64 for roles [\"predictor\"] at risk tier low")
+}
+
+test_deny_batch_over_role_max_when_the_model_allows_as_many if {
+	d := decide(request({"model": {"max_batch": 64}, "request": {"batch_size": 65}}))
+	denied(d, "batch size 65 exceeds the maximum 64 for roles [\"predictor\"] at risk tier low")
+	count(d.reasons) == 1
+}
+
+test_allow_model_batch_limit_lowers_the_obligation if {
+	d := decide(request({"model": {"max_batch": 16}, "request": {"batch_size": 16}}))
+	d.allow == true
+	d.obligations.max_batch_size == 16
+}
+
+test_allow_model_batch_limit_never_raises_the_role_limit if {
+	d := decide(request({"model": {"max_batch": 1024}}))
+	d.allow == true
+	d.obligations.max_batch_size == 64
+}
+
+test_deny_batch_over_model_max if {
+	inp := as_roles(["model-owner"], {"model": {"name": "breast-cancer", "max_batch": 16}, "request": {"batch_size": 40}})
+	d := decide(inp)
+	d.allow == false
+	d.reasons == ["batch size 40 exceeds the maximum 16 for model \"breast-cancer\""]
+}
+
+test_deny_batch_over_model_max_at_a_higher_tier if {
+	# model-owner allows 64 at medium risk; the model's own 8 binds.
+	inp := as_roles(["model-owner"], {"model": {"risk_tier": "medium", "max_batch": 8}, "request": {"batch_size": 9}})
+	policy.max_batch_size == 8 with input as inp
+	denied(decide(inp), "batch size 9 exceeds the maximum 8 for model \"digits\"")
+}
+
+test_deny_model_batch_limit_without_granting_role_is_zero if {
+	policy.max_batch_size == 0 with input as as_roles(["viewer"], {"model": {"max_batch": 16}})
 }
 
 test_deny_batch_over_medium_tier_max if {
@@ -323,7 +380,13 @@ invariant_inputs := [
 	request({"subject": {"scopes": ["metadata"]}}),
 	request({"subject": {"tenant": "acme"}}),
 	request({"model": {"risk_tier": "high"}}),
-	request({"model": {"name": "digits-clinical"}}),
+	request({"model": {"max_batch": 16}, "request": {"batch_size": 17}}),
+	request({"model": {"max_batch": 16}, "request": {"batch_size": 16}}),
+	request({"model": {"max_batch": 64}, "request": {"batch_size": 65}}),
+	request({"model": {"max_batch": "16"}}),
+	as_roles(["analyst"], {"action": "explain", "model": {"explanations": false}}),
+	as_roles(["analyst"], {"model": {"explanations": false}}),
+	as_roles(["analyst"], {"action": "explain", "model": {"explanations": "yes"}}),
 	request({"monitor": {"flood": true}}),
 	request({"monitor": {"extraction_flagged": true}}),
 	request({"monitor": {"flagged_input": true}}),

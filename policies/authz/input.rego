@@ -1,6 +1,8 @@
 # Input validation of the model API authorization (package ztml.authz, documented in
 # authz.rego). Fail closed: `valid` holds only when every field the decision needs is
 # present and well-typed, and `invalid` names every field that is not, as a reason.
+# The model facts (input.model) are those of the model's approved registration in the
+# provenance ledger: name, digest, tenant, risk tier, batch limit, explanation rights.
 package ztml.authz
 
 import data.ztml.lib.inputs as v
@@ -18,6 +20,8 @@ fields := {
 	"model.digest": "digest",
 	"model.tenant": "name",
 	"model.risk_tier": "risk_tier",
+	"model.max_batch": "limit",
+	"model.explanations": "flag",
 	"request.batch_size": "count",
 	"request.client_address": "name",
 	"request.time": "timestamp",
@@ -39,6 +43,7 @@ expected := {
 	"digest": "sha256:<64 lowercase hex>",
 	"risk_tier": "one of [\"high\", \"low\", \"medium\"]",
 	"count": "a non-negative integer",
+	"limit": "an integer >= 1",
 	"timestamp": "an RFC 3339 timestamp",
 	"rate": "a non-negative number",
 	"probability": "a number in [0, 1]",
@@ -89,6 +94,11 @@ check("risk_tier", x) if tier_rank[x]
 # title: Check a count
 # description: A non-negative integer.
 check("count", x) if v.non_negative_int(x)
+
+# METADATA
+# title: Check a limit
+# description: A positive integer.
+check("limit", x) if v.positive_int(x)
 
 # METADATA
 # title: Check a timestamp
@@ -163,11 +173,14 @@ valid if {
 	regex.match(`^sha256:[0-9a-f]{64}$`, input.model.digest)
 	floor(input.request.batch_size) == input.request.batch_size
 	input.request.batch_size >= 0
+	floor(input.model.max_batch) == input.model.max_batch
+	input.model.max_batch >= 1
 	time.parse_rfc3339_ns(input.request.time)
 	abs(input.monitor.rate_per_minute) == input.monitor.rate_per_minute
 	abs(input.monitor.extraction_suspicion) == input.monitor.extraction_suspicion
 	input.monitor.extraction_suspicion <= 1
 	object.subset({true, false}, {
+		input.model.explanations,
 		input.monitor.extraction_flagged,
 		input.monitor.flood,
 		input.monitor.drift,

@@ -43,6 +43,34 @@ test_deny_unknown_risk_tier if {
 	denied(decide(request({"model": {"risk_tier": "none"}})), "model.risk_tier is missing or invalid")
 }
 
+test_deny_missing_model_max_batch if {
+	d := decide(json.remove(base, ["model/max_batch"]))
+	denied(d, "input field model.max_batch is missing or invalid: expected an integer >= 1")
+	count(d.reasons) == 1
+}
+
+test_deny_ill_typed_model_max_batch if {
+	every bad in ["16", 0, -4, 2.5, null, true] {
+		denied(decide(request({"model": {"max_batch": bad}})), "input field model.max_batch is missing or invalid")
+	}
+}
+
+test_deny_missing_model_explanations if {
+	d := decide(json.remove(base, ["model/explanations"]))
+	denied(d, "input field model.explanations is missing or invalid: expected a boolean")
+	count(d.reasons) == 1
+}
+
+test_deny_ill_typed_model_explanations if {
+	every bad in ["true", 1, null, {}] {
+		denied(decide(request({"model": {"explanations": bad}})), "input field model.explanations is missing or invalid")
+	}
+}
+
+test_allow_model_limits_and_rights_are_valid if {
+	policy.valid with input as request({"model": {"max_batch": 1, "explanations": false}})
+}
+
 test_deny_bad_time if {
 	denied(decide(request({"request": {"time": "noon"}})), "request.time is missing or invalid")
 }

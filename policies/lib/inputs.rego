@@ -34,6 +34,14 @@ non_negative_int(x) if {
 }
 
 # METADATA
+# title: Positive integer
+# description: True when x is a whole number greater than or equal to one.
+positive_int(x) if {
+	non_negative_int(x)
+	x >= 1
+}
+
+# METADATA
 # title: Non-negative number
 # description: True when x is a number greater than or equal to zero.
 non_negative_number(x) if {

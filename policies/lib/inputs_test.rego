@@ -24,6 +24,14 @@ test_deny_non_negative_int_negative if not lib.non_negative_int(-1)
 
 test_deny_non_negative_int_string if not lib.non_negative_int("4")
 
+test_allow_positive_int if lib.positive_int(1)
+
+test_deny_positive_int_zero if not lib.positive_int(0)
+
+test_deny_positive_int_fraction if not lib.positive_int(1.5)
+
+test_deny_positive_int_string if not lib.positive_int("16")
+
 test_allow_non_negative_number if lib.non_negative_number(0.5)
 
 test_deny_non_negative_number_negative if not lib.non_negative_number(-0.5)

@@ -2,40 +2,14 @@
 # title: Deploy gate (model provenance)
 # description: >-
 #   Admits a model for deployment only when the verified provenance ledger shows
-#   it was registered by a trusted trainer, evaluated as robust enough, approved
+#   it was registered by a trusted trainer, evaluated as robust enough for its input
+#   modality (requirements.rego), approved
 #   by a different trusted approver, and never revoked. Query
 #   data.ztml.provenance.decision for {"allow", "reasons"}; a denial lists every reason.
 # entrypoint: true
 package ztml.provenance
 
 import data.ztml.lib.inputs as v
-
-# METADATA
-# title: Requirements from data
-# description: >-
-#   Empty when policies/data/provenance.json (the one source of the thresholds) is not
-#   loaded; the input must then give every requirement or the decision denies.
-default data_requirements := {}
-
-# METADATA
-# title: Requirements from data (loaded)
-# description: The requirements of policies/data/provenance.json.
-data_requirements := data.data.provenance.requirements
-
-# METADATA
-# title: Requirements from input
-# description: Empty when the input gives none.
-default input_requirements := {}
-
-# METADATA
-# title: Requirements from input (given)
-# description: input.requirements when it is an object.
-input_requirements := input.requirements if is_object(input.requirements)
-
-# METADATA
-# title: Requirements
-# description: The data's requirements, each overridden by the input's.
-requirements := object.union(data_requirements, input_requirements)
 
 # ---------------------------------------------------------------------------
 # Input validation.
@@ -62,17 +36,6 @@ records_ok if {
 trust_ok if {
 	v.string_array(input.trust.trainer_key_ids)
 	v.string_array(input.trust.approver_key_ids)
-}
-
-# METADATA
-# title: Valid requirements
-# description: Every requirement has the right type.
-requirements_ok if {
-	v.probability(requirements.min_robust_accuracy)
-	v.non_negative_number(requirements.epsilon)
-	v.non_empty_string(requirements.attack)
-	v.non_negative_int(requirements.min_steps)
-	v.non_negative_int(requirements.min_restarts)
 }
 
 # METADATA
@@ -157,42 +120,57 @@ norm_matches(_, required) if not required.norm
 norm_matches(result, required) if result.norm == required.norm
 
 # METADATA
+# title: Modalities
+# description: >-
+#   The input modalities of the trusted registrations (normally one): each registration's
+#   results are held to its modality's requirements.
+modalities contains modality(registration) if some registration in registrations
+
+# METADATA
 # title: Robust enough
-# description: Some trusted registration has a passing result.
+# description: Some trusted registration has a result passing its modality's requirements.
 robust_enough if {
-	some [_, result] in robust_results
-	passes(result, requirements)
+	some [registration, result] in robust_results
+	passes(result, required(modality(registration)))
+}
+
+# METADATA
+# title: Results of a modality
+# description: Trusted robust results of the registrations of that modality.
+results_of(modality_name) := {result |
+	some [registration, result] in robust_results
+	modality(registration) == modality_name
 }
 
 # METADATA
 # title: Results of the required attack
-# description: Trusted robust results recorded under the attack the requirements name.
-results_of_attack contains result if {
-	some [_, result] in robust_results
-	result.attack == requirements.attack
+# description: A modality's results recorded under the attack its requirements name.
+results_of_attack(modality_name) := {result |
+	some result in results_of(modality_name)
+	result.attack == required(modality_name).attack
 }
 
 # METADATA
 # title: Measured results
 # description: >-
 #   The results whose steps and restarts a denial reports: those of the required
-#   attack, or every trusted result when none used it (an older, weaker evaluation).
-measured := results_of_attack if count(results_of_attack) > 0
+#   attack, or every result of the modality when none used it (an older, weaker evaluation).
+measured(modality_name) := results_of_attack(modality_name) if count(results_of_attack(modality_name)) > 0
 
 # METADATA
 # title: Measured results (no result of the required attack)
-# description: Every trusted result.
-measured := {result | some [_, result] in robust_results} if count(results_of_attack) == 0
+# description: Every result of the modality.
+measured(modality_name) := results_of(modality_name) if count(results_of_attack(modality_name)) == 0
 
 # METADATA
 # title: Most steps measured
-# description: The most attack steps any measured result recorded.
-most_steps := max({result.steps | some result in measured; is_number(result.steps)})
+# description: The most attack steps any measured result of the modality recorded.
+most_steps(modality_name) := max({result.steps | some result in measured(modality_name); is_number(result.steps)})
 
 # METADATA
 # title: Most restarts measured
-# description: The most random restarts any measured result recorded.
-most_restarts := max({result.restarts | some result in measured; is_number(result.restarts)})
+# description: The most random restarts any measured result of the modality recorded.
+most_restarts(modality_name) := max({result.restarts | some result in measured(modality_name); is_number(result.restarts)})
 
 # METADATA
 # title: Approval problems
@@ -263,7 +241,7 @@ reasons contains v.invalid_field("trust", "trainer_key_ids and approver_key_ids 
 # METADATA
 # title: Bad requirements
 # description: The requirements must be well typed.
-reasons contains v.invalid_field("requirements", "min_robust_accuracy in [0, 1], epsilon >= 0, attack name, integer min_steps and min_restarts") if {
+reasons contains v.invalid_field("requirements", "min_robust_accuracy in [0, 1], epsilon >= 0, attack name, integer min_steps and min_restarts, by_modality of modality name to overrides of those fields") if {
 	not requirements_ok
 }
 
@@ -291,41 +269,59 @@ reasons contains sprintf("register record seq %v is signed by untrusted key %v",
 }
 
 # METADATA
+# title: No modality
+# description: A registered contract must declare its input modality.
+reasons contains sprintf("register record seq %v has a contract without an input modality (contract.document.input.modality)", [record.seq]) if {
+	some record in registrations
+	not modality(record)
+}
+
+# METADATA
+# title: Conflicting modalities
+# description: The trusted registrations of one digest must agree on its input modality.
+reasons contains sprintf("trusted register records of %s declare different input modalities %v; the gate cannot tell which requirements apply", [input.digest, sort(modalities)]) if {
+	count(modalities) > 1
+}
+
+# METADATA
 # title: Not robust enough
-# description: A trusted evaluation must meet the robustness requirement.
+# description: A trusted evaluation must meet the robustness requirement of the model's modality.
 reasons contains sprintf(
-	"no trusted evaluation reaches robust accuracy >= %v under %v at epsilon >= %v with >= %v steps and >= %v restarts (found: %v)",
-	[requirements.min_robust_accuracy, requirements.attack, requirements.epsilon, requirements.min_steps, requirements.min_restarts, found],
+	"no trusted evaluation reaches robust accuracy >= %v under %v at epsilon >= %v with >= %v steps and >= %v restarts, as %v models require (found: %v)",
+	[required_here.min_robust_accuracy, required_here.attack, required_here.epsilon, required_here.min_steps, required_here.min_restarts, modality_name, found],
 ) if {
-	count(registrations) > 0
 	not robust_enough
-	found := sort([sprintf("%v eps=%v steps=%v restarts=%v acc=%v", [r.attack, r.epsilon, r.steps, r.restarts, r.accuracy]) | some [_, r] in robust_results])
+	some modality_name in modalities
+	required_here := required(modality_name)
+	found := sort([sprintf("%v eps=%v steps=%v restarts=%v acc=%v", [r.attack, r.epsilon, r.steps, r.restarts, r.accuracy]) | some r in results_of(modality_name)])
 }
 
 # METADATA
 # title: Required attack not recorded
-# description: The trusted evaluations must record the required attack.
-reasons contains sprintf("no trusted evaluation recorded attack %v, the gate requires it (recorded: %v)", [requirements.attack, recorded]) if {
-	count(registrations) > 0
+# description: The trusted evaluations must record the attack the modality requires.
+reasons contains sprintf("no trusted evaluation recorded attack %v, the gate requires it for %v models (recorded: %v)", [required(modality_name).attack, modality_name, recorded]) if {
 	not robust_enough
-	count(results_of_attack) == 0
-	recorded := sort({r.attack | some [_, r] in robust_results})
+	some modality_name in modalities
+	count(results_of_attack(modality_name)) == 0
+	recorded := sort({r.attack | some r in results_of(modality_name)})
 }
 
 # METADATA
 # title: Too few steps
 # description: The evaluation must have used at least the required attack steps.
-reasons contains sprintf("evaluation used %v PGD steps, the gate requires >= %v", [most_steps, requirements.min_steps]) if {
+reasons contains sprintf("evaluation used %v PGD steps, the gate requires >= %v for %v models", [most_steps(modality_name), required(modality_name).min_steps, modality_name]) if {
 	not robust_enough
-	most_steps < requirements.min_steps
+	some modality_name in modalities
+	most_steps(modality_name) < required(modality_name).min_steps
 }
 
 # METADATA
 # title: Too few restarts
 # description: The evaluation must have used at least the required random restarts.
-reasons contains sprintf("evaluation used %v PGD restarts, the gate requires >= %v", [most_restarts, requirements.min_restarts]) if {
+reasons contains sprintf("evaluation used %v PGD restarts, the gate requires >= %v for %v models", [most_restarts(modality_name), required(modality_name).min_restarts, modality_name]) if {
 	not robust_enough
-	most_restarts < requirements.min_restarts
+	some modality_name in modalities
+	most_restarts(modality_name) < required(modality_name).min_restarts
 }
 
 # METADATA

@@ -82,7 +82,10 @@ test_allow_input_requirements_override_defaults if {
 }
 
 test_allow_default_requirements_come_from_data if {
-	prov.requirements == {"min_robust_accuracy": 0.8, "epsilon": 0.1, "attack": "worst-case", "min_steps": 100, "min_restarts": 10} with input as gate(good_records)
+	prov.requirements == {
+		"min_robust_accuracy": 0.8, "epsilon": 0.1, "attack": "worst-case", "min_steps": 100, "min_restarts": 10,
+		"by_modality": {"image": {}, "tabular": {"epsilon": 0.05}},
+	} with input as gate(good_records)
 }
 
 test_allow_input_requirements_without_data if {
@@ -140,7 +143,7 @@ test_deny_registration_by_untrusted_key if {
 
 test_deny_robust_accuracy_below_threshold if {
 	d := decide(gate([register(0, trainer, [robust(0.79)]), approve(1, approver)]))
-	denied(d, "no trusted evaluation reaches robust accuracy >= 0.8 under worst-case at epsilon >= 0.1 with >= 100 steps and >= 10 restarts (found: [\"worst-case eps=0.1 steps=100 restarts=10 acc=0.79\"])")
+	denied(d, "no trusted evaluation reaches robust accuracy >= 0.8 under worst-case at epsilon >= 0.1 with >= 100 steps and >= 10 restarts, as image models require (found: [\"worst-case eps=0.1 steps=100 restarts=10 acc=0.79\"])")
 	count(d.reasons) == 1
 }
 
@@ -170,7 +173,7 @@ test_deny_result_without_restarts if {
 
 test_deny_old_pgd_evaluation_names_what_is_missing if {
 	d := decide(gate([register(0, trainer, [old_pgd(0.95), object.union(old_pgd(0.9), {"attack": "fgsm", "steps": 1, "restarts": 1})]), approve(1, approver)]))
-	denied(d, "no trusted evaluation recorded attack worst-case, the gate requires it (recorded: [\"fgsm\", \"pgd\"])")
+	denied(d, "no trusted evaluation recorded attack worst-case, the gate requires it for image models (recorded: [\"fgsm\", \"pgd\"])")
 	denied(d, "evaluation used 20 PGD steps, the gate requires >= 100")
 	denied(d, "evaluation used 2 PGD restarts, the gate requires >= 10")
 	count(d.reasons) == 4

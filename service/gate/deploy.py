@@ -27,8 +27,8 @@ refuses the model, naming the witness. With no witness keys none is required.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,9 @@ class ApprovedModel:
         export_text: The verified export file's text, when the gate read one (to hand
             on exactly what was checked, e.g. to the pod's ledger seeding).
         oms_bundle: The digest of the OMS bundle verified with the artifact, if one was.
+        signed_files: What that bundle signs, file by file (``{name: "sha256:<hex>"}``,
+            names relative to the model directory), so whoever loads the model can hold
+            every file it reads to the signature just verified.
     """
 
     digest: str
@@ -135,6 +138,7 @@ class ApprovedModel:
     records: tuple[dict[str, Any], ...]
     export_text: str | None = None
     oms_bundle: str | None = None
+    signed_files: Mapping[str, str] = field(default_factory=dict)
 
 
 def check_deploy(
@@ -244,6 +248,7 @@ def check_deploy(
         records=tuple(mine),
         export_text=export_text,
         oms_bundle=None if bundle is None else bundle.digest,
+        signed_files={} if bundle is None else bundle.file_digests(),
     )
 
 

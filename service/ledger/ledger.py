@@ -315,11 +315,16 @@ class Ledger:
         hyperparameters: dict[str, Any],
         evaluation: dict[str, Any],
         oms_bundle: dict[str, str] | None = None,
+        contract: dict[str, Any] | None = None,
+        calibration: dict[str, Any] | None = None,
+        serving: dict[str, Any] | None = None,
     ) -> Record:
         """Register a model by its artifact digest (``artifact``: digest, format, size).
 
         ``oms_bundle`` (``{"digest", "key_hint"}``) records the OMS bundle that verified
-        the model at registration; a record without it is still valid.
+        the model at registration; ``contract`` (``{"digest", "document"}``) the model's
+        contract; ``calibration`` its detector calibration; ``serving`` its tenant, risk
+        tier, batch limit and whether it explains. A record without them is still valid.
 
         Raises:
             DuplicateRegistrationError: the digest is already registered.
@@ -334,8 +339,13 @@ class Ledger:
             "hyperparameters": hyperparameters,
             "evaluation": evaluation,
         }
-        if oms_bundle is not None:
-            payload["oms_bundle"] = oms_bundle
+        optional = {
+            "oms_bundle": oms_bundle,
+            "contract": contract,
+            "calibration": calibration,
+            "serving": serving,
+        }
+        payload.update({key: value for key, value in optional.items() if value is not None})
         digest = artifact.get("digest") if isinstance(artifact, dict) else None
         return self._append(
             record_type="register", model_digest=digest, payload=payload, signer=signer

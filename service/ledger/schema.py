@@ -38,8 +38,21 @@ PAYLOAD_FIELDS: dict[str, frozenset[str]] = {
     "anchor": frozenset({"log", "seq", "head", "time", "key_id", "signature"}),
 }
 # Fields a payload may carry in addition (records written before them still verify):
-# ``oms_bundle`` is the digest and signer key hint of the OMS bundle checked at registration.
-OPTIONAL_PAYLOAD_FIELDS: dict[str, frozenset[str]] = {"register": frozenset({"oms_bundle"})}
+# ``oms_bundle`` is the digest and signer key hint of the OMS bundle checked at registration;
+# ``contract`` the model contract (``ztml-model.json``) and its RFC 8785 digest;
+# ``calibration`` the adversarial-input detector's calibration on the validation data;
+# ``serving`` who serves the model and how (tenant, risk tier, batch limit, explanations).
+OPTIONAL_PAYLOAD_FIELDS: dict[str, frozenset[str]] = {
+    "register": frozenset({"oms_bundle", "contract", "calibration", "serving"})
+}
+CONTRACT_FIELDS = frozenset({"digest", "document"})
+CALIBRATION_FIELDS = frozenset(
+    {"detector", "parameters", "threshold", "fpr_target", "fpr_measured", "n", "data_digest"}
+)
+SERVING_FIELDS = frozenset({"tenant", "risk_tier", "max_batch", "explanations"})
+RISK_TIERS = ("low", "medium", "high")
+MAX_SERVING_BATCH = 1024
+TENANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 #: An anchored audit checkpoint in the C2SP note form (see ``service.chain.tlog``).
 TREE_ANCHOR_FIELDS = frozenset({"log", "note"})
@@ -135,6 +148,67 @@ def check_evaluation(value: Any, where: str = "evaluation") -> None:
             check_int(entry["restarts"], f"{at}.restarts")
 
 
+def check_contract(value: Any, where: str = "contract") -> None:
+    """Check a model contract entry ``{"digest", "document"}``.
+
+    The digest must be the sha256 of the RFC 8785 canonical form of the document (the
+    document's own schema is checked where it is parsed, ``service.model.contract``).
+    """
+    import hashlib
+
+    import rfc8785
+
+    contract = check_object(value, where, CONTRACT_FIELDS)
+    check_digest(contract["digest"], f"{where}.digest")
+    document = check_object(contract["document"], f"{where}.document")
+    try:
+        canonical = rfc8785.dumps(document)
+    except (ValueError, TypeError) as err:
+        raise _fail(f"{where}.document", f"is not canonical JSON: {err}") from None
+    actual = f"sha256:{hashlib.sha256(canonical).hexdigest()}"
+    if actual != contract["digest"]:
+        raise _fail(
+            f"{where}.digest",
+            f"is {contract['digest']} but the document's RFC 8785 digest is {actual}",
+        )
+
+
+def check_calibration(value: Any, where: str = "calibration") -> None:
+    """Check a detector calibration (detector, parameters, threshold, FPRs, n, data)."""
+    calibration = check_object(value, where, CALIBRATION_FIELDS)
+    check_str(calibration["detector"], f"{where}.detector")
+    check_object(calibration["parameters"], f"{where}.parameters")
+    threshold = calibration["threshold"]
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise _fail(f"{where}.threshold", "must be a number")
+    if threshold != threshold or threshold in (float("inf"), float("-inf")):
+        raise _fail(f"{where}.threshold", "must be a finite number")
+    target = check_number(calibration["fpr_target"], f"{where}.fpr_target", high=1.0)
+    if not 0.0 < target < 1.0:
+        raise _fail(f"{where}.fpr_target", f"must be within (0, 1), got {target}")
+    check_number(calibration["fpr_measured"], f"{where}.fpr_measured", high=1.0)
+    check_int(calibration["n"], f"{where}.n", minimum=1)
+    check_digest(calibration["data_digest"], f"{where}.data_digest")
+
+
+def check_serving(value: Any, where: str = "serving") -> None:
+    """Check serving settings ``{"tenant", "risk_tier", "max_batch", "explanations"}``."""
+    serving = check_object(value, where, SERVING_FIELDS)
+    tenant = serving["tenant"]
+    if not isinstance(tenant, str) or not TENANT_RE.fullmatch(tenant):
+        raise _fail(
+            f"{where}.tenant",
+            "must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    if serving["risk_tier"] not in RISK_TIERS:
+        raise _fail(f"{where}.risk_tier", f"must be one of {', '.join(RISK_TIERS)}")
+    batch = serving["max_batch"]
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_SERVING_BATCH:
+        raise _fail(f"{where}.max_batch", f"must be an integer within 1..{MAX_SERVING_BATCH}")
+    if not isinstance(serving["explanations"], bool):
+        raise _fail(f"{where}.explanations", "must be true or false")
+
+
 def check_signer(value: Any, where: str = "signer") -> None:
     """Check a signer reference ``{"identity", "key_id"}``."""
     signer = check_object(value, where, frozenset({"identity", "key_id"}))
@@ -205,6 +279,12 @@ def check_payload(record_type: str, model_digest: Any, payload: Any) -> None:
                 bundle["key_hint"]
             ):
                 raise _fail("payload.oms_bundle.key_hint", "must be 64 lowercase hex digits")
+        if "contract" in payload:
+            check_contract(payload["contract"], "payload.contract")
+        if "calibration" in payload:
+            check_calibration(payload["calibration"], "payload.calibration")
+        if "serving" in payload:
+            check_serving(payload["serving"], "payload.serving")
     elif record_type == "evaluate":
         check_evaluation(payload["evaluation"], "payload.evaluation")
     elif record_type == "approve":

@@ -12,9 +12,10 @@ checkpoint, so the service checks the same evidence, proven as far, as the gate 
 
 Before anything is written, the export passes the one deploy gate
 (:func:`service.gate.check_deploy`) for the pod's model digest (``--model-digest``, or
-the pod's ``ZTML_MODEL_DIGEST``) and its model file (``--model-path``, or
-``ZTML_MODEL_PATH``), whose OMS bundle must verify against the trusted OMS signers
-(``--oms-signers``, or ``ZTML_OMS_SIGNERS_DIR``, or the trust directory's
+the pod's ``ZTML_MODEL_DIGEST``) and its model (``--model-path``, or
+``ZTML_MODEL_PATH``: the weights file, or a model package's directory, whose contract
+names its weights, as the service reads it), whose OMS bundle must verify against the
+trusted OMS signers (``--oms-signers``, or ``ZTML_OMS_SIGNERS_DIR``, or the trust directory's
 ``oms_signers/``): a pod never seeds a ledger that does not approve the model it is
 about to serve, and the command refuses to run without a digest and a model file. Given
 witness keys (``--witness``, or ``ZTML_LEDGER_WITNESS_KEYS``), the export's checkpoint
@@ -63,8 +64,9 @@ def seed_ledger(
         trust_dir: Directory of trusted ``*.pub`` keys.
         model_digest: When given, the export must pass the deploy gate for this digest
             before anything is written.
-        model_path: When given, the gate also checks this model file and its OMS bundle
-            (and pins it to ``model_digest``).
+        model_path: When given, the gate also checks this model and its OMS bundle
+            (and pins it to ``model_digest``): its weights file, or a model package's
+            directory (the weights its contract names, the bundle over the directory).
         oms_signers: The trusted OMS signer keys' directory (default: the gate's).
         witnesses: Witnesses that must all have cosigned the export's checkpoint (the
             gate's requirement; none by default).
@@ -95,10 +97,11 @@ def seed_ledger(
     except LedgerError as exc:
         raise SeedError(f"The ledger export does not verify: {exc}") from exc
     if model_digest is not None or model_path is not None:
+        artifact = None if model_path is None else _weights(model_path)
         try:
             check_deploy(
                 trust=GateTrust.from_directory(trust_dir, oms_signers=oms_signers),
-                artifact=model_path,
+                artifact=artifact,
                 digest=model_digest,
                 ledger_export=export_path,
                 witnesses=witnesses,
@@ -115,6 +118,21 @@ def seed_ledger(
     except LedgerError as exc:
         raise SeedError(f"Seeding the ledger failed: {exc}") from exc
     return appended
+
+
+def _weights(model_path: Path) -> Path:
+    """The weights file of the pod's model (see :func:`service.model.contract.weights_path`).
+
+    Raises:
+        SeedError: the model package's contract cannot be read.
+    """
+    from service.model.contract import weights_path
+    from service.model.errors import ModelError
+
+    try:
+        return weights_path(model_path)
+    except ModelError as exc:
+        raise SeedError(f"The deploy gate refuses to seed: {exc}") from exc
 
 
 def make_private_home(home: Path) -> None:
@@ -167,8 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--model-path",
         type=Path,
         default=os.environ.get("ZTML_MODEL_PATH") or None,
-        help="the model file the pod serves, with model.sig beside it "
-        "(default: $ZTML_MODEL_PATH); required",
+        help="the model the pod serves: its weights file with model.sig beside it, or a "
+        "model package's directory (default: $ZTML_MODEL_PATH); required",
     )
     parser.add_argument(
         "--oms-signers",

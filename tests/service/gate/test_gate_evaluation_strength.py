@@ -36,8 +36,8 @@ def test_old_pgd_20_evaluation_is_refused_naming_steps_restarts_and_attack(
     tmp_path: Path,
 ) -> None:
     reasons = _reasons(tmp_path, OLD_EVALUATION)
-    assert "evaluation used 20 PGD steps, the gate requires >= 100" in reasons
-    assert "evaluation used 2 PGD restarts, the gate requires >= 10" in reasons
+    assert "evaluation used 20 PGD steps, the gate requires >= 100 for image models" in reasons
+    assert "evaluation used 2 PGD restarts, the gate requires >= 10 for image models" in reasons
     assert any(
         r.startswith("no trusted evaluation recorded attack worst-case") and '"pgd"' in r
         for r in reasons
@@ -47,7 +47,7 @@ def test_old_pgd_20_evaluation_is_refused_naming_steps_restarts_and_attack(
 def test_worst_case_with_too_few_restarts_is_refused_naming_restarts(tmp_path: Path) -> None:
     weak = [robust_entry(attack="worst-case", epsilon=0.1, steps=100, restarts=3, accuracy=0.9)]
     reasons = _reasons(tmp_path, weak)
-    assert "evaluation used 3 PGD restarts, the gate requires >= 10" in reasons
+    assert "evaluation used 3 PGD restarts, the gate requires >= 10 for image models" in reasons
     assert not any("PGD steps" in r or "recorded attack" in r for r in reasons), reasons
 
 

@@ -289,6 +289,38 @@ def test_the_pods_signed_model_is_seeded(
     assert appended == len(_records(export_path))
 
 
+def test_the_pods_model_given_as_its_directory_is_seeded(
+    export_path: Path, trust_dir: Path, tmp_path: Path, pod_model: PodModel
+) -> None:
+    # A directory without a contract holds the digits model; a package's directory names
+    # its weights in its contract (service.model.contract.weights_path): as the service.
+    url = str(tmp_path / "l.db")
+    appended = seed_ledger(
+        export_path=export_path,
+        ledger_url=url,
+        trust_dir=trust_dir,
+        model_digest=pod_model.digest,
+        model_path=pod_model.path.parent,
+    )
+    assert appended == len(_records(export_path))
+
+
+def test_a_package_whose_contract_cannot_be_read_is_not_seeded(
+    export_path: Path, trust_dir: Path, tmp_path: Path, pod_model: PodModel
+) -> None:
+    (pod_model.path.parent / "ztml-model.json").write_text("{not json")
+    url = tmp_path / "l.db"
+    with pytest.raises(SeedError, match=r"deploy gate refuses to seed.*not valid JSON"):
+        seed_ledger(
+            export_path=export_path,
+            ledger_url=str(url),
+            trust_dir=trust_dir,
+            model_digest=pod_model.digest,
+            model_path=pod_model.path.parent,
+        )
+    assert not url.exists()
+
+
 @pytest.mark.parametrize("name", ATTACKS)
 def test_each_oms_attack_on_the_pods_model_is_not_seeded(
     name: str, export_path: Path, trust_dir: Path, tmp_path: Path, pod_model: PodModel
