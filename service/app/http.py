@@ -40,6 +40,10 @@ ROUTES: dict[str, frozenset[str]] = {
     "/openapi.json": frozenset({"GET"}),
 }
 SPEC_PATHS = frozenset({"/docs.json", "/openapi.json"})
+#: The model API's actions and their methods. Each is served at ``/v1/models/<name>/<action>``
+#: (the request names the model) and, for this server's one model, at ``/<action>``.
+API_ACTIONS: dict[str, str] = {"predict": "POST", "explain": "POST", "metadata": "GET"}
+MODELS_PREFIX = "/v1/models/"
 _DROP_HEADERS = frozenset({b"server", b"x-bentoml-request-id", b"x-bentoml-trace-id"})
 _MESSAGES = {
     400: ("bad_request", "The request is malformed."),
@@ -91,20 +95,41 @@ def audit_refusal(*, request_id: str, client: str, action: str, status: int) -> 
 RefusalAuditor = Callable[..., None]
 
 
-def _action(path: str) -> str:
+def model_path(name: str, action: str) -> str:
+    """The route of ``action`` on the model ``name``: ``/v1/models/<name>/<action>``."""
+    return f"{MODELS_PREFIX}{name}/{action}"
+
+
+def served_routes(model_name: str | None) -> dict[str, frozenset[str]]:
+    """Every route of a server of ``model_name``, with its methods."""
+    routes = dict(ROUTES)
+    if model_name:
+        routes |= {model_path(model_name, a): frozenset({m}) for a, m in API_ACTIONS.items()}
+    return routes
+
+
+def _action(path: str, routes: dict[str, frozenset[str]] = ROUTES) -> str:
     """The audited action of a path: its route's name, never the raw (client-chosen) path."""
-    return path.lstrip("/") if path in ROUTES else "unknown_route"
+    if path not in routes:
+        return "unknown_route"
+    return path.rsplit("/", 1)[-1]
 
 
-def create_api() -> Starlette:
-    """Return the Starlette app of the model API routes."""
-    return Starlette(
-        routes=[
-            Route("/predict", predict, methods=["POST"]),
-            Route("/explain", explain, methods=["POST"]),
-            Route("/metadata", metadata, methods=["GET"]),
+def create_api(model_name: str | None = None) -> Starlette:
+    """Return the Starlette app of the model API routes.
+
+    Args:
+        model_name: The served model's name: its routes ``/v1/models/<name>/...`` are
+            added to the unnamed ``/predict``, ``/explain`` and ``/metadata``.
+    """
+    handlers = {"predict": predict, "explain": explain, "metadata": metadata}
+    routes = [Route(f"/{a}", handlers[a], methods=[m]) for a, m in API_ACTIONS.items()]
+    if model_name:
+        routes += [
+            Route(model_path(model_name, a), handlers[a], methods=[m])
+            for a, m in API_ACTIONS.items()
         ]
-    )
+    return Starlette(routes=routes)
 
 
 def _error_message(status: int, request_id: str) -> bytes:
@@ -123,6 +148,8 @@ class HardeningMiddleware:
         max_header_bytes: the largest accepted header size (as
             :func:`~service.app.header_limit.header_bytes` counts it).
         auditor: audits a request refused here (default: the worker's pipeline).
+        model_name: The served model's name (its ``/v1/models/<name>/...`` routes); a
+            request naming another model gets 404 ``unknown_model``.
     """
 
     def __init__(
@@ -132,8 +159,11 @@ class HardeningMiddleware:
         *,
         max_header_bytes: int = MAX_HEADER_BYTES,
         auditor: RefusalAuditor = audit_refusal,
+        model_name: str | None = None,
     ) -> None:
         self.app = app
+        self.model_name = model_name
+        self.routes = served_routes(model_name)
         self._spec = json.dumps(spec or {}).encode()
         self.max_header_bytes = max_header_bytes
         self._auditor = auditor
@@ -149,9 +179,12 @@ class HardeningMiddleware:
         if header_bytes(scope.get("headers", ())) > self.max_header_bytes:
             await self._refuse_headers(scope, send, request_id)
             return
-        allowed = ROUTES.get(path)
+        allowed = self.routes.get(path)
         if allowed is None:
-            await self._reply(send, 404, request_id)
+            if path.startswith(MODELS_PREFIX):
+                await self._unknown_model(send, request_id)
+            else:
+                await self._reply(send, 404, request_id)
             return
         if method not in allowed and not (method == "HEAD" and "GET" in allowed):
             await self._reply(
@@ -170,7 +203,7 @@ class HardeningMiddleware:
             self._auditor(
                 request_id=request_id,
                 client=str(client[0]) if client else "unknown",
-                action=_action(scope.get("path", "")),
+                action=_action(scope.get("path", ""), self.routes),
                 status=431,
             )
         except Exception:
@@ -181,6 +214,17 @@ class HardeningMiddleware:
             await self._send(send, 503, json.dumps(body).encode(), request_id, b"application/json")
             return
         await self._reply(send, 431, request_id)
+
+    async def _unknown_model(self, send: Send, request_id: str) -> None:
+        """404 for a route naming a model this server does not serve (never echoing it)."""
+        served = f"model {self.model_name!r}" if self.model_name else "no named model"
+        body = error_body(
+            "unknown_model",
+            f"This service serves {served}; call {MODELS_PREFIX}<name>/predict with the "
+            "name of a model it serves (GET /openapi.json lists its routes).",
+            request_id,
+        )
+        await self._send(send, 404, json.dumps(body).encode(), request_id, b"application/json")
 
     def _wrap(self, send: Send, request_id: str) -> Send:
         state: dict[str, Any] = {"rewrite": False}

@@ -19,11 +19,13 @@ from starlette.requests import Request
 from service.app.responses import ApiError, forbidden, invalid_input
 from service.authz import Decision
 from service.explainer import METHODS, Method
+from service.model.contract import DIGITS_CONTRACT, ModelContract
 from service.sanitizer import (
     InputValidationError,
     PayloadTooLargeError,
     check_body_size,
     check_json_depth,
+    max_json_depth,
     parse_instances,
 )
 
@@ -34,7 +36,7 @@ class Parsed:
 
     Attributes:
         payload: The decoded JSON object; None when the body is not one.
-        x: The sanitized instances, shape (N, 64); None when there is a problem.
+        x: The sanitized instances in raw units, shape (N, d); None when there is a problem.
         problem: Why the body cannot be served (a 422), None when it can.
     """
 
@@ -73,12 +75,30 @@ async def read_body(request: Request, *, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_body(body: bytes, *, explain: bool, max_batch: int) -> Parsed:
-    """Decode and sanitize a predict (or, with ``explain``, an explain) request body."""
+def _invalid(err: InputValidationError) -> ApiError:
+    """The 422 of a validation error; a named feature follows its field in the message."""
+    problem = invalid_input(err.field, err.message)
+    if err.feature is not None:
+        problem.message = f"{err.field} ({err.feature}): {err.message}"
+        problem.extra["feature"] = err.feature
+    return problem
+
+
+def parse_body(
+    body: bytes, *, explain: bool, max_batch: int, contract: ModelContract = DIGITS_CONTRACT
+) -> Parsed:
+    """Decode and sanitize a predict (or, with ``explain``, an explain) request body.
+
+    Args:
+        body: The raw body.
+        explain: Whether it is an explain request (which may name a ``method``).
+        max_batch: The most instances accepted.
+        contract: The served model's declared input contract.
+    """
     if not body:
         return Parsed(None, None, invalid_input("body", 'is empty; send {"instances": [...]}'))
     try:
-        check_json_depth(body)
+        check_json_depth(body, max_json_depth(contract))
     except InputValidationError as err:
         return Parsed(None, None, invalid_input(err.field, err.message))
     try:
@@ -93,9 +113,10 @@ def parse_body(body: bytes, *, explain: bool, max_batch: int) -> Parsed:
     if unknown:
         return Parsed(payload, None, invalid_input(unknown[0][:64], "is not a known field"))
     try:
-        return Parsed(payload, parse_instances(payload, max_batch=max_batch), None)
+        x = parse_instances(payload, max_batch=max_batch, contract=contract)
     except InputValidationError as err:
-        return Parsed(payload, None, invalid_input(err.field, err.message))
+        return Parsed(payload, None, _invalid(err))
+    return Parsed(payload, x, None)
 
 
 def explanation_method(decision: Decision, payload: Mapping[str, object]) -> Method:

@@ -19,20 +19,28 @@ import numpy as np
 
 from service.app.config import AppConfig
 from service.app.errors import ModelRefusedError
-from service.app.gate import VerifiedModel, hash_model
+from service.app.gate import VerifiedModel
 from service.audit import AuditLog, open_audit_log
 from service.authn import IssuerTrust, JWTVerifier
 from service.authz import OpaAuthorizer
 from service.authz.tls import OpaTls
-from service.model.artifact import load_model
-from service.model.data import load_splits
 from service.model.errors import ModelError
 from service.monitor import DriftMonitor, ExtractionDetector, FloodDetector, RateLimiter
 from service.review import ReviewQueue
-from service.sanitizer import FeatureSqueezer, calibrate_threshold
+from service.sanitizer import CalibrationError
+from service.sanitizer.calibration import (
+    Calibration,
+    Detector,
+    build_detector,
+    calibrate_detector,
+    verify_calibration,
+)
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from service.model.contract import ModelContract
+    from service.model.package import ServedModel
 
 _log = logging.getLogger(__name__)
 
@@ -49,11 +57,19 @@ class Layers:
     extraction: ExtractionDetector
     authorizer: OpaAuthorizer
     model: nn.Module
-    squeezer: FeatureSqueezer
+    squeezer: Detector
     drift: DriftMonitor
     review: ReviewQueue
     audit: AuditLog
     drift_lock: threading.Lock
+    served: ServedModel | None = None
+
+    @property
+    def contract(self) -> ModelContract:
+        """The served model's declared input contract."""
+        from service.model.contract import DIGITS_CONTRACT
+
+        return self.served.contract if self.served is not None else DIGITS_CONTRACT
 
     def close(self) -> None:
         """Flush and close what holds files (the audit chain gets its final checkpoint)."""
@@ -63,27 +79,110 @@ class Layers:
             _log.warning("closing the audit log failed", exc_info=True)
 
 
-def load_verified_model(info: VerifiedModel) -> nn.Module:
-    """Load the artifact the gate verified, checking it is still the same file.
+def _refused(reason: str) -> ModelRefusedError:
+    return ModelRefusedError(reason, (reason,))
+
+
+def load_verified_model(info: VerifiedModel) -> ServedModel:
+    """Load the model the gate verified, checking it is still the same and as registered.
+
+    The weights must still have the verified digest; every file of a package is read
+    only if it matches the OMS bundle the gate verified (so nothing replaced after that
+    check is compiled or loaded); its contract must be the one its registration
+    recorded (same digest) and declare the registered name.
 
     Raises:
-        ModelRefusedError: the file changed since it was verified or does not load.
+        ModelRefusedError: the model changed since it was verified, does not load, or
+            differs from its registration.
     """
     import torch  # heavy: imported when a worker loads its model, not with this module
 
-    digest, _ = hash_model(info.path)
-    if digest != info.digest:
-        reason = f"artifact {info.path} changed after verification ({digest} != {info.digest})"
-        raise ModelRefusedError(reason, (reason,))
+    from service.model.package import open_model
+
     try:
-        model = load_model(info.path)
+        served = open_model(info.package or info.path, signed_files=info.signed_files)
     except ModelError as err:
-        raise ModelRefusedError(f"artifact {info.path} does not load: {err}", (str(err),)) from None
-    model.eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
+        raise ModelRefusedError(f"model {info.path} does not load: {err}", (str(err),)) from None
+    if served.weights_digest != info.digest:  # the digest of the bytes actually loaded
+        raise _refused(
+            f"artifact {info.path} changed after verification ({served.weights_digest} != "
+            f"{info.digest})"
+        )
+    if not served.builtin:
+        recorded = (info.contract or {}).get("digest")
+        if recorded is None:
+            raise _refused(
+                f"model {served.path} was registered without its contract; register it again "
+                "with `ztml model register`"
+            )
+        if recorded != served.contract.digest():
+            raise _refused(
+                f"the contract of {served.path} ({served.contract.digest()}) differs from the "
+                f"one registered for {info.digest} ({recorded}); a changed contract needs a "
+                "new registration"
+            )
+        if served.contract.name != info.name:
+            raise _refused(
+                f"the contract of {served.path} names the model {served.contract.name!r}, "
+                f"registered as {info.name!r}"
+            )
+    for network in (served.network, served.unit_network):
+        network.eval()
+        for parameter in network.parameters():
+            parameter.requires_grad_(False)
     torch.set_num_threads(1)
-    return model
+    return served
+
+
+def _detector(config: AppConfig, info: VerifiedModel, served: ServedModel) -> Detector:
+    """The perturbation detector with the calibration the registration recorded.
+
+    The calibration is recomputed from the (signed) validation data and must match the
+    recorded one; a package without a recorded calibration is refused. The built-in
+    digits model registered before calibrations were recorded is calibrated here, at
+    ``ZTML_SQUEEZE_FPR``, as it always was.
+
+    Raises:
+        ModelRefusedError: the calibration differs from the recorded one or is missing.
+    """
+    x_val, _ = served.validation()
+    x_unit = served.to_unit(x_val)
+    contract = served.contract
+    try:
+        if info.calibration is None:
+            if not served.builtin:
+                raise _refused(
+                    f"model {info.digest} was registered without a detector calibration; "
+                    "register it again with `ztml model register`"
+                )
+            calibration = calibrate_detector(
+                served.unit_network, contract, x_unit, fpr=config.squeeze_fpr
+            )
+        else:
+            calibration = Calibration.from_document(info.calibration)
+            verify_calibration(served.unit_network, contract, x_unit, calibration)
+        return build_detector(served.unit_network, contract, calibration)
+    except CalibrationError as err:
+        raise _refused(
+            f"the detector calibration of {info.digest} does not match its registration: {err}"
+        ) from None
+
+
+def _extraction_detector(config: AppConfig, served: ServedModel) -> ExtractionDetector:
+    """The extraction monitor with thresholds benign traffic of this model's data never crosses.
+
+    The digits model keeps the defaults calibrated on its data; a package's thresholds
+    come from benign query streams drawn from its validation data (deterministic), since
+    tabular data gives much lower benign Shapiro-Wilk statistics than images.
+    """
+    if served.builtin:
+        return ExtractionDetector(config.monitor_store)
+    from service.monitor.calibration import calibrate_thresholds
+
+    thresholds = calibrate_thresholds(served.to_unit(served.validation()[0]))
+    return ExtractionDetector(
+        config.monitor_store, delta=thresholds.delta, min_cv=thresholds.min_cv
+    )
 
 
 def _opa_tls_context(config: AppConfig) -> ssl.SSLContext | None:
@@ -100,9 +199,14 @@ def build_layers(config: AppConfig, info: VerifiedModel) -> Layers:
         ModelRefusedError: the verified artifact changed or does not load.
         Exception: a component cannot start (its own error says why).
     """
-    model = load_verified_model(info)
-    splits = load_splits()
-    threshold = calibrate_threshold(model, splits.x_val, fpr=config.squeeze_fpr)
+    served = load_verified_model(info)
+    detector = _detector(config, info, served)
+    if served.builtin:
+        from service.model.data import load_splits
+
+        reference = np.asarray(load_splits().x_train)
+    else:
+        reference = served.to_unit(served.validation()[0])
     config.monitor_db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     return Layers(
         config=config,
@@ -114,18 +218,17 @@ def build_layers(config: AppConfig, info: VerifiedModel) -> Layers:
             subject_threshold=config.flood_subject_per_minute,
             global_threshold=config.flood_global_per_minute,
         ),
-        extraction=ExtractionDetector(config.monitor_store),
+        extraction=_extraction_detector(config, served),
         authorizer=OpaAuthorizer(
             config.opa_url,
             timeout_seconds=config.opa_timeout_seconds,
             ssl_context=_opa_tls_context(config),
         ),
-        model=model,
-        squeezer=FeatureSqueezer(model, threshold=threshold),
-        drift=DriftMonitor(
-            np.asarray(splits.x_train), window=config.drift_window, alpha=config.drift_alpha
-        ),
+        model=served.unit_network,
+        squeezer=detector,
+        drift=DriftMonitor(reference, window=config.drift_window, alpha=config.drift_alpha),
         review=ReviewQueue(config.review_store),
         audit=open_audit_log(config.audit_dir, mirror_stdout=config.audit_stdout),
         drift_lock=threading.Lock(),
+        served=served,
     )

@@ -6,9 +6,12 @@ every error response in the stable error shape, so clients and fuzzers know the 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.app.header_limit import MAX_HEADER_BYTES
+
+if TYPE_CHECKING:
+    from service.model.contract import ModelContract
 
 _IMAGE = {
     "type": "array",
@@ -32,6 +35,7 @@ _ERROR = {
                 "request_id": {"type": "string"},
                 "reasons": {"type": "array", "items": {"type": "string"}},
                 "field": {"type": "string"},
+                "feature": {"type": "string"},
                 "flagged": {"type": "array", "items": {"type": "integer"}},
             },
         }
@@ -75,8 +79,102 @@ def _responses(ok: str, codes: tuple[str, ...]) -> dict[str, Any]:
     return responses
 
 
-def build_spec(*, max_batch: int, title: str = "ztml model API") -> dict[str, Any]:
-    """Return the OpenAPI document."""
+def _instance(contract: ModelContract | None) -> dict[str, Any]:
+    """The schema of one instance: the built-in digits image, or the declared contract's."""
+    if contract is None:
+        return _IMAGE
+    d = contract.n_features
+    low, high = float(contract.lower.min()), float(contract.upper.max())
+    per_feature = bool((contract.lower != contract.lower[0]).any()) or bool(
+        (contract.upper != contract.upper[0]).any()
+    )
+    shape = "x".join(str(n) for n in contract.shape)
+    bounds = (
+        "each feature within its own declared bounds (GET metadata lists them)"
+        if per_feature
+        else f"every value in [{low:g}, {high:g}]"
+    )
+    return {
+        "type": "array",
+        "description": (
+            f"One {contract.modality} input of shape {shape}: {d} numbers, flat or nested in "
+            f"that shape, {bounds}. A value outside its bounds, a non-number or a wrong "
+            "length is refused with 422 naming the field."
+        ),
+        "minItems": d if len(contract.shape) == 1 else 1,
+        "maxItems": d,
+        "items": {"type": "number", "minimum": low, "maximum": high}
+        if len(contract.shape) == 1
+        else {},
+    }
+
+
+def _operations(summary: str) -> dict[str, dict[str, Any]]:
+    batch_errors = ("400", "401", "403", "405", "413", "422", "429", "431", "500", "503", "504")
+    return {
+        "predict": {
+            "post": {
+                "operationId": "predict",
+                "summary": summary,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("PredictRequest")}},
+                },
+                "responses": _responses("PredictResponse", batch_errors),
+            }
+        },
+        "explain": {
+            "post": {
+                "operationId": "explain",
+                "summary": "Attributions for a batch (roles allowed to explain only).",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("ExplainRequest")}},
+                },
+                "responses": _responses("ExplainResponse", batch_errors),
+            }
+        },
+        "metadata": {
+            "get": {
+                "operationId": "metadata",
+                "summary": "What the served model is.",
+                "responses": _responses(
+                    "Metadata", ("401", "403", "405", "429", "431", "500", "503", "504")
+                ),
+            }
+        },
+    }
+
+
+def _named(operations: dict[str, dict[str, Any]], name: str) -> dict[str, dict[str, Any]]:
+    """The operations at ``/v1/models/<name>/<action>``, with their own operation ids."""
+    return {
+        f"/v1/models/{name}/{action}": {
+            method: {**op, "operationId": f"{action}_{name}".replace("-", "_").replace(".", "_")}
+            for method, op in ops.items()
+        }
+        for action, ops in operations.items()
+    }
+
+
+def build_spec(
+    *,
+    max_batch: int,
+    title: str = "ztml model API",
+    contract: ModelContract | None = None,
+    model_name: str | None = None,
+) -> dict[str, Any]:
+    """Return the OpenAPI document.
+
+    Args:
+        max_batch: The largest batch the service accepts.
+        title: The document's title.
+        contract: The served model's declared contract (None: the built-in digits model).
+        model_name: The served model's name: its routes ``/v1/models/<name>/...`` are
+            described beside the unnamed ones.
+    """
+    d = 64 if contract is None else contract.n_features
+    n_classes = 10 if contract is None else contract.n_classes
     batch: dict[str, Any] = {
         "type": "object",
         "required": ["instances"],
@@ -99,7 +197,12 @@ def build_spec(*, max_batch: int, title: str = "ztml model API") -> dict[str, An
             "method": {"type": "string", "enum": ["integrated_gradients", "saliency"]},
         },
     }
-    probabilities = {"type": "array", "items": {"type": "number"}, "minItems": 10, "maxItems": 10}
+    probabilities = {
+        "type": "array",
+        "items": {"type": "number"},
+        "minItems": n_classes,
+        "maxItems": n_classes,
+    }
     model_ref = {
         "type": "object",
         "required": ["name", "digest"],
@@ -107,7 +210,7 @@ def build_spec(*, max_batch: int, title: str = "ztml model API") -> dict[str, An
     }
     review = {"type": "integer", "nullable": True}
     schemas = {
-        "Image": _IMAGE,
+        "Image": _instance(contract),
         "PredictRequest": batch,
         "ExplainRequest": explain_request,
         "Error": _ERROR,
@@ -123,7 +226,7 @@ def build_spec(*, max_batch: int, title: str = "ztml model API") -> dict[str, An
                         "type": "object",
                         "required": ["label", "probabilities", "suspicion", "flagged"],
                         "properties": {
-                            "label": {"type": "integer", "minimum": 0, "maximum": 9},
+                            "label": {"type": "integer", "minimum": 0, "maximum": n_classes - 1},
                             "probabilities": probabilities,
                             "suspicion": {"type": "number", "minimum": 0, "maximum": 1},
                             "flagged": {"type": "boolean"},
@@ -151,8 +254,8 @@ def build_spec(*, max_batch: int, title: str = "ztml model API") -> dict[str, An
                             "attributions": {
                                 "type": "array",
                                 "items": {"type": "number"},
-                                "minItems": 64,
-                                "maxItems": 64,
+                                "minItems": d,
+                                "maxItems": d,
                             },
                             "suspicion": {"type": "number"},
                             "flagged": {"type": "boolean"},
@@ -172,8 +275,9 @@ def build_spec(*, max_batch: int, title: str = "ztml model API") -> dict[str, An
             },
         },
     }
-    batch_errors = ("400", "401", "403", "405", "413", "422", "429", "431", "500", "503", "504")
     security: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+    what = "8x8 digit images" if contract is None else f"{contract.name} inputs"
+    operations = _operations(f"Classify a batch of {what}.")
     plain = {"description": "OK.", "content": {"text/plain": {"schema": {"type": "string"}}}}
     return {
         "openapi": "3.0.3",
@@ -188,37 +292,8 @@ def build_spec(*, max_batch: int, title: str = "ztml model API") -> dict[str, An
         "servers": [{"url": "/"}],
         "security": security,
         "paths": {
-            "/predict": {
-                "post": {
-                    "operationId": "predict",
-                    "summary": "Classify a batch of 8x8 digit images.",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("PredictRequest")}},
-                    },
-                    "responses": _responses("PredictResponse", batch_errors),
-                }
-            },
-            "/explain": {
-                "post": {
-                    "operationId": "explain",
-                    "summary": "Attributions for a batch (roles allowed to explain only).",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("ExplainRequest")}},
-                    },
-                    "responses": _responses("ExplainResponse", batch_errors),
-                }
-            },
-            "/metadata": {
-                "get": {
-                    "operationId": "metadata",
-                    "summary": "What the served model is.",
-                    "responses": _responses(
-                        "Metadata", ("401", "403", "405", "429", "431", "500", "503", "504")
-                    ),
-                }
-            },
+            **{f"/{action}": ops for action, ops in operations.items()},
+            **(_named(operations, model_name) if model_name else {}),
             "/livez": {
                 "get": {"operationId": "livez", "security": [], "responses": {"200": plain}}
             },

@@ -34,17 +34,19 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from starlette.requests import Request
 from starlette.responses import Response
 
+from service.app.config import AppConfig
 from service.app.drift_feed import DriftFeed
+from service.app.gate import VerifiedModel
 from service.app.inputs import explanation_method, parse_body, read_body
 from service.app.layers import Layers
 from service.app.responses import (
@@ -76,6 +78,9 @@ from service.monitor import FloodSignal, MonitorSignals, MonitorStoreError, Rate
 from service.monitor.metrics import monitor_metrics
 from service.review import ReviewStoreError
 
+if TYPE_CHECKING:
+    from service.model.package import ServedModel
+
 Action = Literal["predict", "explain", "metadata"]
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
@@ -85,6 +90,10 @@ CLAIMS_CACHE_SIZE = 4096
 LIMITS_CACHE_SIZE = 1024
 #: A layer's store failed: the request is denied with 503, never served without it.
 _LAYER_ERRORS = (MonitorStoreError, ReviewStoreError, AuditError)
+#: Answers an allowed, sanitized ``predict`` instead of ztml's own prediction body: called
+#: with the request's body and id, it returns the response of a wrapped service's API
+#: method (see :mod:`service.app.protect`); an :class:`ApiError` it raises is the answer.
+Infer = Callable[[bytes, str], Awaitable[Response]]
 
 
 def _unavailable_layer(err: Exception) -> Literal["monitor", "review", "audit"]:
@@ -107,6 +116,40 @@ class Call:
     roles: tuple[str, ...] = ()
     input_digest: str | None = None
     client_cert: Mapping[str, object] | None = None
+    #: The sanitized instances in the caller's units (what a reviewer sees).
+    instances: npt.NDArray[np.float32] | None = None
+
+
+def model_facts(
+    config: AppConfig, info: VerifiedModel, served: ServedModel | None
+) -> dict[str, object]:
+    """Return ``input.model`` of every policy question about the served model.
+
+    The registration's serving facts (tenant, risk tier, batch limit, explanation
+    rights), approved with it, are their only source; the name is the registered one
+    (the built-in digits model answers to ``ZTML_MODEL_NAME``). Only a model registered
+    before serving facts were recorded takes them from the service's settings
+    (``ZTML_TENANT``, ``ZTML_RISK_TIER``, ``ZTML_MAX_BATCH``).
+    """
+    serving = info.serving
+    if serving is None:
+        return {
+            "name": config.model_name,
+            "digest": info.digest,
+            "tenant": config.tenant,
+            "risk_tier": config.risk_tier,
+            "max_batch": config.max_batch,
+            "explanations": True,
+        }
+    builtin = served is None or served.builtin
+    return {
+        "name": config.model_name if builtin else info.name,
+        "digest": info.digest,
+        "tenant": str(serving["tenant"]),
+        "risk_tier": str(serving["risk_tier"]),
+        "max_batch": min(int(serving["max_batch"]), config.max_batch),
+        "explanations": bool(serving["explanations"]),
+    }
 
 
 class Pipeline:
@@ -115,12 +158,14 @@ class Pipeline:
     def __init__(self, layers: Layers) -> None:
         self.layers = layers
         self.config = layers.config
-        self._model = {"name": self.config.model_name, "digest": layers.model_info.digest}
-        self._model_facts = {  # input.model of every policy question
-            **self._model,
-            "tenant": self.config.tenant,
-            "risk_tier": self.config.risk_tier,
-        }
+        self._contract = layers.contract
+        served = layers.served
+        # A package's contract (the built-in digits model keeps its own metadata shape).
+        self._declared = None if served is None or served.builtin else served.contract
+        self._classes = None if self._declared is None else list(self._declared.labels)
+        self._model_facts = model_facts(self.config, layers.model_info, layers.served)
+        self._model = {k: self._model_facts[k] for k in ("name", "digest")}
+        self._to_unit = layers.served.to_unit if layers.served is not None else None
         self._limits: dict[tuple[str, ...], int] = {}
         self._claims: dict[str, Claims] = {}
         self._metrics = monitor_metrics()
@@ -128,8 +173,17 @@ class Pipeline:
             layers.drift, layers.drift_lock, window=self.config.drift_window, metrics=self._metrics
         )
 
-    async def handle(self, request: Request, action: Action) -> Response:
-        """Serve one request end to end; never raises."""
+    async def handle(
+        self, request: Request, action: Action, *, infer: Infer | None = None
+    ) -> Response:
+        """Serve one request end to end; never raises.
+
+        Args:
+            request: The request.
+            action: What it asks for.
+            infer: Answers a ``predict`` that passed every stage (default: ztml's own
+                prediction body from the verified model).
+        """
         call = Call(
             request_id=uuid.uuid4().hex,
             action=action,
@@ -140,7 +194,7 @@ class Pipeline:
         deadline = asyncio.timeout(self.config.request_timeout_seconds)
         try:
             async with deadline:
-                response = await self._serve(request, call)
+                response = await self._serve(request, call, infer)
         except ApiError as err:
             response = error_response(err, call.request_id)
         except TimeoutError:
@@ -175,20 +229,30 @@ class Pipeline:
         _log.exception("request %s failed", call.request_id)
         return error_response(internal_error(), call.request_id)
 
-    async def _serve(self, request: Request, call: Call) -> Response:
+    async def _serve(self, request: Request, call: Call, infer: Infer | None) -> Response:
         claims = self._authenticate(request, call)
         flood = self._admit(call, await self._rate_limit(call))
         signals = MonitorSignals(flood=flood, drift=self._drift.drifted)
         if call.action == "metadata":
             await self._authorize(call, self._policy_input(call, claims, 0, signals))
-            metadata = metadata_body(self.config, self.layers.model_info)
+            metadata = metadata_body(
+                self.config, self.layers.model_info, self._model_facts, self._declared
+            )
             return json_response(metadata, request_id=call.request_id)
         raw = await read_body(request, limit=self.config.max_body_bytes)
         call.input_digest = digest_input(raw)
-        parsed = parse_body(raw, explain=call.action == "explain", max_batch=self.config.max_batch)
-        x = parsed.x
+        parsed = parse_body(
+            raw,
+            explain=call.action == "explain",
+            max_batch=self.config.max_batch,
+            contract=self._contract,
+        )
+        raw_x = call.instances = parsed.x
+        # Every layer past the sanitizer sees the unit form: each feature scaled to [0, 1]
+        # by its declared bounds (the digits model's pixels are already).
+        x = raw_x if raw_x is None or self._to_unit is None else self._to_unit(raw_x)
         if x is not None:
-            extraction = self.layers.extraction.observe(self._monitor_key(call), x)
+            extraction = self.layers.extraction.observe(self._history_key(call), x)
             self._metrics.record_extraction(extraction)
             signals = replace(signals, extraction=extraction)
         policy_input = self._policy_input(call, claims, parsed.claimed_batch(), signals)
@@ -209,7 +273,9 @@ class Pipeline:
         record_drift = partial(self._record, call, "drift", status=200, action="drift")
         self._drift.add(x, request_id=call.request_id, on_drift=record_drift)
         if method is not None:
-            attributions = await asyncio.to_thread(explain, self.layers.model, x, method=method)
+            attributions = await asyncio.to_thread(
+                explain, self.layers.model, x, method=method, n_features=None
+            )
             body = explanation_body(
                 request_id=call.request_id,
                 model=self._model,
@@ -218,12 +284,15 @@ class Pipeline:
                 attributions=attributions,
                 review_id=review_id,
             )
+        elif infer is not None:
+            return await infer(raw, call.request_id)
         else:
             body = prediction_body(
                 request_id=call.request_id,
                 model=self._model,
                 screening=screening,
                 review_id=review_id,
+                classes=self._classes,
             )
         return json_response(body, request_id=call.request_id)
 
@@ -308,6 +377,16 @@ class Pipeline:
 
     def _monitor_key(self, call: Call) -> str:
         return f"{call.tenant}/{call.subject}"
+
+    def _history_key(self, call: Call) -> str:
+        """The caller's query history for this model.
+
+        Histories of different models, which may differ in width, are kept apart in the
+        stack's shared store.
+        """
+        if self._to_unit is None or self.layers.served is None or self.layers.served.builtin:
+            return self._monitor_key(call)
+        return f"{self._model['name']}:{self._monitor_key(call)}"
 
     async def _rate_limit(self, call: Call) -> float:
         """Return the policy's per-minute limit of the caller's roles (asked once per set).
@@ -451,7 +530,9 @@ class Pipeline:
             reasons=reasons,
             suspicion=float(screening.suspicion.max()),
             input_digest=call.input_digest,
-            instances=x,
+            instances=x if call.instances is None else call.instances,
+            layout=self._contract.image_layout,
+            features=self._contract.features,
         )
 
     def _record(

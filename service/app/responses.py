@@ -11,8 +11,8 @@ paths or credentials.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +22,9 @@ from service.app.config import AppConfig
 from service.app.gate import VerifiedModel
 from service.app.screening import Screening
 from service.monitor.metrics import Outcome
+
+if TYPE_CHECKING:
+    from service.model.contract import ModelContract
 
 #: Added to every response the service sends (including BentoML's own endpoints).
 SECURITY_HEADERS: dict[str, str] = {
@@ -196,14 +199,21 @@ def _rounded(values: npt.NDArray[np.floating[Any]]) -> list[float]:
 
 
 def _instances(
-    screening: Screening, values: npt.NDArray[np.floating[Any]], name: str
+    screening: Screening,
+    values: npt.NDArray[np.floating[Any]],
+    name: str,
+    classes: Sequence[str] | None = None,
 ) -> list[dict[str, object]]:
-    """One entry per instance: its label, ``values[i]`` under ``name``, suspicion, flag."""
+    """One entry per instance: its label, ``values[i]`` under ``name``, suspicion, flag.
+
+    The label is the class index; given ``classes``, the class name follows as ``class``.
+    """
     squeeze = screening.squeeze
     labels = np.asarray(squeeze.probs).argmax(axis=1)
     return [
         {
             "label": int(labels[i]),
+            **({"class": classes[int(labels[i])]} if classes is not None else {}),
             name: _rounded(np.asarray(values[i])),
             "suspicion": round(float(screening.suspicion[i]), DECIMALS),
             "flagged": bool(squeeze.flagged[i]),
@@ -213,7 +223,12 @@ def _instances(
 
 
 def prediction_body(
-    *, request_id: str, model: Mapping[str, str], screening: Screening, review_id: int | None
+    *,
+    request_id: str,
+    model: Mapping[str, object],
+    screening: Screening,
+    review_id: int | None,
+    classes: Sequence[str] | None = None,
 ) -> dict[str, object]:
     """Return the body of a served prediction.
 
@@ -222,11 +237,13 @@ def prediction_body(
         model: ``{"name", "digest"}`` of the served model.
         screening: The batch's screening (its probabilities are the prediction).
         review_id: The review queue item, None when the batch was not queued.
+        classes: The model's class labels (each prediction then names its class).
     """
+    probs = np.asarray(screening.squeeze.probs)
     return {
         "request_id": request_id,
         "model": dict(model),
-        "predictions": _instances(screening, np.asarray(screening.squeeze.probs), "probabilities"),
+        "predictions": _instances(screening, probs, "probabilities", classes),
         "flagged": screening.flagged,
         "review_id": review_id,
     }
@@ -235,7 +252,7 @@ def prediction_body(
 def explanation_body(
     *,
     request_id: str,
-    model: Mapping[str, str],
+    model: Mapping[str, object],
     method: str,
     screening: Screening,
     attributions: npt.NDArray[np.floating[Any]],
@@ -260,22 +277,59 @@ def explanation_body(
     }
 
 
-def metadata_body(config: AppConfig, info: VerifiedModel) -> dict[str, object]:
-    """Return what a client may know about the served model."""
+def metadata_body(
+    config: AppConfig,
+    info: VerifiedModel,
+    facts: Mapping[str, object] | None = None,
+    contract: ModelContract | None = None,
+) -> dict[str, object]:
+    """Return what a client may know about the served model.
+
+    Args:
+        config: The service's settings.
+        info: The verified model.
+        facts: The model facts the policy sees (name, tenant, risk tier, batch limit,
+            explanation rights); default: the settings'.
+        contract: A package's declared contract (None: the built-in digits model).
+    """
+    facts = facts or {
+        "name": config.model_name,
+        "tenant": config.tenant,
+        "risk_tier": config.risk_tier,
+        "max_batch": config.max_batch,
+        "explanations": True,
+    }
+    model: dict[str, object] = {
+        "name": facts["name"],
+        "registered_name": info.name,
+        "version": info.version,
+        "digest": info.digest,
+        "tenant": facts["tenant"],
+        "risk_tier": facts["risk_tier"],
+    }
+    if contract is None:
+        return {
+            "model": model,
+            "input": {
+                "shape": [None, 64],
+                "dtype": "float32",
+                "range": [0.0, 1.0],
+                "max_batch": facts["max_batch"],
+            },
+            "classes": list(range(10)),
+        }
+    model["explanations"] = facts["explanations"]
     return {
-        "model": {
-            "name": config.model_name,
-            "registered_name": info.name,
-            "version": info.version,
-            "digest": info.digest,
-            "tenant": config.tenant,
-            "risk_tier": config.risk_tier,
-        },
+        "model": model,
         "input": {
-            "shape": [None, 64],
-            "dtype": "float32",
-            "range": [0.0, 1.0],
-            "max_batch": config.max_batch,
+            "modality": contract.modality,
+            "shape": [None, *contract.shape],
+            "dtype": contract.dtype,
+            "bounds": {"min": contract.lower.tolist(), "max": contract.upper.tolist()},
+            "features": list(contract.features) if contract.features is not None else None,
+            "image_layout": list(contract.image_layout) if contract.image_layout else None,
+            "max_batch": facts["max_batch"],
         },
-        "classes": list(range(10)),
+        "classes": list(range(contract.n_classes)),
+        "labels": list(contract.labels),
     }

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.explainer import suspicion_score
-from service.sanitizer import FeatureSqueezer, SqueezeResult
+from service.sanitizer.calibration import DetectionResult, Detector
 
 T = TypeVar("T")
 
@@ -28,12 +28,14 @@ class Screening:
     """The squeezer's results for a batch and each instance's suspicion score.
 
     Attributes:
-        squeeze: Probabilities, squeezing scores and flags, one per instance.
+        squeeze: Probabilities, detector scores and flags, one per instance.
         suspicion: Each instance's suspicion in [0, 1], shape (N,).
+        detector: The detector's kind (``feature-squeezing`` for images).
     """
 
-    squeeze: SqueezeResult
+    squeeze: DetectionResult
     suspicion: npt.NDArray[np.float64]
+    detector: str = "feature-squeezing"
 
     @property
     def flagged(self) -> bool:
@@ -52,19 +54,23 @@ class Screening:
         """
         reasons = []
         if self.flagged:
-            reasons.append("feature squeezing flagged the input")
+            reasons.append(
+                "feature squeezing flagged the input"
+                if self.detector == "feature-squeezing"
+                else f"the {self.detector} detector flagged the input"
+            )
         top = float(self.suspicion.max())
         if top > suspicion_threshold:
             reasons.append(f"suspicion {top:.3f} above {suspicion_threshold}")
         return reasons
 
 
-def screen_input(squeezer: FeatureSqueezer, x: npt.NDArray[np.float32]) -> Screening:
-    """Squeeze ``x`` and score each instance's suspicion (pure computation, no records).
+def screen_input(squeezer: Detector, x: npt.NDArray[np.float32]) -> Screening:
+    """Run the detector on ``x`` and score each instance's suspicion (pure computation).
 
     Args:
-        squeezer: The calibrated feature squeezer.
-        x: The sanitized batch, shape (N, 64).
+        squeezer: The calibrated perturbation detector of the model's modality.
+        x: The sanitized batch in unit form, shape (N, d).
     """
     squeeze = squeezer.analyze(x)
     threshold = max(squeezer.threshold, 1e-6)
@@ -74,7 +80,8 @@ def screen_input(squeezer: FeatureSqueezer, x: npt.NDArray[np.float32]) -> Scree
             for i in range(x.shape[0])
         ]
     )
-    return Screening(squeeze=squeeze, suspicion=suspicion)
+    kind = getattr(squeezer, "kind", "feature-squeezing")
+    return Screening(squeeze=squeeze, suspicion=suspicion, detector=kind)
 
 
 class Withheld(Generic[T]):

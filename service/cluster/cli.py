@@ -71,6 +71,15 @@ def build_images(
             file_okay=False,
         ),
     ] = None,
+    package: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A further approved model package to bake in (served from "
+            "/opt/ztml/models/<its name>); repeat it for several.",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Build the model service, OPA and PostgreSQL images and import them into the cluster.
 
@@ -82,7 +91,10 @@ def build_images(
     try:
         with console.status("building images") as status:
             refs = node.import_stack_images(
-                layout, lambda message: status.update(message), model_dir=model
+                layout,
+                lambda message: status.update(message),
+                model_dir=model,
+                packages=package or (),
             )
     except ClusterError as err:
         raise _fail(str(err)) from None
@@ -110,6 +122,15 @@ def stack_config(
         typer.Option(help="Where to write the configuration (JSON of ztml:* keys)."),
     ] = Path(".ztml/local-stack.json"),
     replicas: Annotated[int, typer.Option(min=1, max=20, help="Model service replicas.")] = 1,
+    package: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A further model package baked in with `ztml cluster images --package`: "
+            "served by its own Deployment (ztml:models); repeat it for several.",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Write the stack configuration that deploys ztml onto this cluster.
 
@@ -117,7 +138,8 @@ def stack_config(
     imported, the model digest, the public keys of $ZTML_HOME/keys, a verified ledger
     export written beside it (ledger-export.json), and the admission webhook's settings
     (this node's addresses, a serving certificate from the local CA in
-    $ZTML_HOME/cluster-ca; the file is 0600, it holds that certificate's key). Deploy it with
+    $ZTML_HOME/cluster-ca; the file is 0600, it holds that certificate's key), and with
+    --package each further model's name and digest (`ztml:models`). Deploy it with
     `python -m infra.automation up --stack local --backend .ztml/pulumi --config FILE`.
     """
     if model is not None and model_digest is None:
@@ -131,7 +153,12 @@ def stack_config(
         digest = model_digest
     else:
         raise _fail("give the model as --model DIR or --model-digest sha256:<hex> (one of them).")
-    from service.cluster.stackconfig import dump, local_stack_config, write_ledger_export
+    from service.cluster.stackconfig import (
+        dump,
+        local_stack_config,
+        package_models,
+        write_ledger_export,
+    )
     from service.toolchain.paths import ztml_home
 
     layout = Layout.default()
@@ -145,6 +172,7 @@ def stack_config(
             model_digest=digest,
             ledger_export=export,
             replicas=replicas,
+            models=package_models(package or ()),
         )
     except ClusterError as err:
         raise _fail(str(err)) from None

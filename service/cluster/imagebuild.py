@@ -5,7 +5,9 @@
 - **Model service:** the repository's one ``Dockerfile``, built by a private Docker
   daemon (Debian's ``docker.io``, its own data root under the cache, no iptables, no
   bridge; build steps use the host network to reach PyPI) on that base, given by
-  image ID. The build context is staged: the files the Dockerfile copies and ``model/``.
+  image ID. The build context is staged: the files the Dockerfile copies, ``model/`` (the
+  primary model) and ``models/<name>/`` (each further model package, by its contract's
+  name; served from ``/opt/ztml/models/<name>``).
 - **OPA:** the pinned OPA version built static (``CGO_ENABLED=0``), alone in an image.
 - **PostgreSQL:** Debian's ``postgresql-15`` in a debootstrapped root file system, with a
   numeric non-root user (10002) that owns its data.
@@ -28,7 +30,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,7 +211,58 @@ def _source_hash(paths: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _stage_context(dest: Path, model_dir: Path | None) -> None:
+def _package_hash(packages: Sequence[Path]) -> str:
+    """Hash every file of the packages (weights and data too, unlike the sources)."""
+    digest = hashlib.sha256()
+    for package in packages:
+        for path in sorted(p for p in package.rglob("*") if p.is_file()):
+            digest.update(str(path.relative_to(package.parent)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def package_names(packages: Sequence[Path]) -> dict[str, Path]:
+    """Return each model package's name (its contract's ``name``) and directory.
+
+    The name becomes the package's directory in the image and, in the stack, its
+    Deployment's and Service's name, so it must be a DNS label not starting with ``ztml-``.
+
+    Raises:
+        ClusterToolError: a directory is not a model package, a name does not fit, or two
+            packages share a name.
+    """
+    from infra.config import MODEL_NAME_RE, RESERVED_PREFIX
+    from service.model.contract import ContractError, read_contract
+
+    named: dict[str, Path] = {}
+    for package in packages:
+        try:
+            name = read_contract(package / "ztml-model.json").name
+        except ContractError as err:
+            raise ClusterToolError(f"--package {package} is not a model package: {err}") from None
+        if not MODEL_NAME_RE.fullmatch(name) or name.startswith(RESERVED_PREFIX):
+            raise ClusterToolError(
+                f"--package {package}: its name {name!r} cannot name a Deployment; the stack "
+                f"needs a DNS label of up to 53 characters not starting with '{RESERVED_PREFIX}'."
+            )
+        if name in named:
+            raise ClusterToolError(f"--package {package} and {named[name]} are both {name!r}.")
+        named[name] = package
+    return named
+
+
+def _stage_packages(dest: Path, packages: Sequence[Path]) -> None:
+    """Copy each package to ``models/<name>/``, readable by the image's user, never writable."""
+    (dest / "models").mkdir()
+    for name, package in package_names(packages).items():
+        target = dest / "models" / name
+        shutil.copytree(package, target)
+        for path in sorted(target.rglob("*"), reverse=True):
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        target.chmod(0o555)
+
+
+def _stage_context(dest: Path, model_dir: Path | None, packages: Sequence[Path] = ()) -> None:
     for name in SERVICE_CONTEXT:
         source = PROJECT_ROOT / name
         if source.is_dir():
@@ -224,6 +277,7 @@ def _stage_context(dest: Path, model_dir: Path | None) -> None:
                 # Readable by the image's numeric user, never writable: the classic
                 # builder copies modes as they are (a trained model is often 0600).
                 (dest / "model" / entry.name).chmod(0o444)
+    _stage_packages(dest, packages)
     for name in ("Dockerfile", ".dockerignore"):
         shutil.copy2(PROJECT_ROOT / name, dest / name)
     shutil.copytree(
@@ -252,8 +306,15 @@ def host_ca_bundle() -> Path:
     )
 
 
-def service_image(model_dir: Path | None, progress: Progress) -> Path:
+def service_image(
+    model_dir: Path | None, progress: Progress, *, packages: Sequence[Path] = ()
+) -> Path:
     """Build the model service image from the Dockerfile; return its docker archive.
+
+    Args:
+        model_dir: The primary model's directory (baked at ``/opt/ztml/model``), or None.
+        progress: Told what the build is doing.
+        packages: Further model packages, each baked at ``/opt/ztml/models/<name>``.
 
     Raises:
         ClusterToolError: a step failed (its last words are in the message).
@@ -267,14 +328,16 @@ def service_image(model_dir: Path | None, progress: Progress) -> Path:
     inputs += [POLICIES_DIR, tools.OPA_STATIC.path("opa")]
     if model_dir is not None:
         inputs.append(model_dir)
-    archive = _cache("images", f"model-service-{_key(base.name, _source_hash(inputs))}.tar")
+    package_names(packages)  # refuse a bad package before anything is built
+    key = _key(base.name, _source_hash(inputs), _package_hash(packages))
+    archive = _cache("images", f"model-service-{key}.tar")
     if archive.exists():
         return archive
     _drop_older(archive)
     with docker_daemon() as docker, tempfile.TemporaryDirectory(prefix="ztml-ctx-") as ctx:
         progress("importing the Debian base into the image builder")
         base_id = docker("import", str(base), "ztml.local/debian-python:bookworm", what="import")
-        _stage_context(Path(ctx), model_dir)
+        _stage_context(Path(ctx), model_dir, packages)
         progress("building the model service image from the Dockerfile (locked environment)")
         tag = "ztml.local/model-service:build"
         docker(
@@ -372,30 +435,45 @@ def postgres_image(progress: Progress) -> Path:
     return archive
 
 
-def build_all(model_dir: Path | None, progress: Progress) -> dict[str, tuple[Path, str]]:
+def build_all(
+    model_dir: Path | None, progress: Progress, *, packages: Sequence[Path] = ()
+) -> dict[str, tuple[Path, str]]:
     """Build every stack image; return name -> (archive, the name:tag inside it)."""
     opa = opa_image()
+    service = service_image(model_dir, progress, packages=packages)
     return {
         "opa": (opa.archive, opa.spec.tagged),
         "postgres": (postgres_image(progress), "ztml.local/postgres:15"),
-        "model-service": (service_image(model_dir, progress), "ztml.local/model-service:build"),
+        "model-service": (service, "ztml.local/model-service:build"),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m service.cluster.imagebuild [--model DIR]``: build, print the archives.
+    """``python -m service.cluster.imagebuild [--model DIR] [--package DIR ...]``: build them.
 
     Prints one line per image: its name, its archive and the ``name:tag`` inside it
     (``scripts/k3d-image`` imports them into k3d).
     """
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--model", type=Path, default=None, help="model artifact directory")
+    parser.add_argument(
+        "--package",
+        type=Path,
+        action="append",
+        default=[],
+        help="a further model package directory (repeatable)",
+    )
     args = parser.parse_args(argv)
-    if args.model is not None and not args.model.is_dir():
-        print(f"error: --model {args.model} is not a directory", file=sys.stderr)
-        return 2
+    for option, path in [("--model", args.model), *(("--package", p) for p in args.package)]:
+        if path is not None and not path.is_dir():
+            print(f"error: {option} {path} is not a directory", file=sys.stderr)
+            return 2
     try:
-        built = build_all(args.model, lambda message: print(f"==> {message}", file=sys.stderr))
+        built = build_all(
+            args.model,
+            lambda message: print(f"==> {message}", file=sys.stderr),
+            packages=args.package,
+        )
     except ClusterToolError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ import signal
 import ssl
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -587,9 +587,16 @@ def up(layout: Layout, progress: Progress) -> bool:
 
 
 def import_stack_images(
-    layout: Layout, progress: Progress, *, model_dir: Path | None = None
+    layout: Layout,
+    progress: Progress,
+    *,
+    model_dir: Path | None = None,
+    packages: Sequence[Path] = (),
 ) -> dict[str, str]:
     """Build (or reuse) the model service, OPA and PostgreSQL images; import them.
+
+    The service image holds ``model_dir`` and each of ``packages`` (see
+    :func:`imagebuild.service_image`).
 
     Returns every image's digest reference, also recorded for :func:`image_references`.
 
@@ -600,7 +607,9 @@ def import_stack_images(
     if not layout.containerd_socket.exists():
         raise ClusterStartError("the local cluster is not running: run `ztml cluster up` first.")
     refs: dict[str, str] = {}
-    for name, (archive, tagged) in imagebuild.build_all(model_dir, progress).items():
+    for name, (archive, tagged) in imagebuild.build_all(
+        model_dir, progress, packages=packages
+    ).items():
         progress(f"importing the {name} image into the cluster")
         digest = images.import_archive(archive, tagged, socket=layout.containerd_socket)
         refs[name] = f"{tagged.rsplit(':', 1)[0]}@{digest}"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,28 @@ def _public_pem(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def package_models(packages: Sequence[Path]) -> list[dict[str, str]]:
+    """Return ``ztml:models`` for model packages: each one's name and weights digest.
+
+    Raises:
+        StackConfigError: a directory is not a model package, or its name cannot name a
+            Deployment.
+    """
+    from service.app.gate import weights_file
+    from service.cluster.errors import ClusterToolError
+    from service.cluster.imagebuild import package_names
+    from service.ledger import hash_artifact
+
+    try:
+        named = package_names(packages)
+    except ClusterToolError as err:
+        raise StackConfigError(str(err)) from None
+    return [
+        {"name": name, "digest": hash_artifact(weights_file(package))[0]}
+        for name, package in named.items()
+    ]
+
+
 def local_stack_config(
     home: Path,
     images: Mapping[str, str],
@@ -64,6 +86,7 @@ def local_stack_config(
     model_digest: str,
     ledger_export: Path,
     replicas: int = 1,
+    models: Sequence[Mapping[str, str]] = (),
 ) -> dict[str, Any]:
     """Return the ``ztml:*`` configuration for the local cluster.
 
@@ -73,6 +96,7 @@ def local_stack_config(
         model_digest: The approved model's digest.
         ledger_export: The verified ledger export the deploy gate reads.
         replicas: Model service replicas (more than one adds PostgreSQL).
+        models: Further models (``ztml:models``): each one's name and digest.
 
     Raises:
         StackConfigError: an image or key is missing.
@@ -121,7 +145,11 @@ def local_stack_config(
         ],
     }
     values |= admission_values(home, namespace=str(values["namespace"]), images=images)
-    values |= service_tls_values(home, namespace=str(values["namespace"]))
+    if models:
+        values["models"] = [dict(model) for model in models]
+    values |= service_tls_values(
+        home, namespace=str(values["namespace"]), models=[m["name"] for m in models]
+    )
     if replicas == 1:
         values.pop("postgresImage", None)
     else:
@@ -149,14 +177,26 @@ def _expires_soon(path: Path, now: dt.datetime) -> bool:
     return cert.not_valid_after_utc - RENEW_BEFORE <= now
 
 
+def _names_other_hosts(path: Path, hosts: Sequence[str]) -> bool:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return True
+    return set(san.get_values_for_type(x509.DNSName)) != set(hosts)
+
+
 def serving_certificate(home: Path, host: str, *aliases: str) -> ServingCertificate:
     """Return a certificate for ``host`` (and ``aliases``) from the home's local CA.
 
     Made once and reused.
 
     The CA (``$ZTML_HOME/cluster-ca/ca.crt``, ``ca.key``) is made on first use; each host
-    gets its own certificate file, reused until it is due for renewal. A CA due for
-    renewal is replaced together with every certificate it issued.
+    gets its own certificate file, reused until it is due for renewal or until the names
+    it must carry change (another model's Service added). A CA due for renewal is
+    replaced together with every certificate it issued.
     """
     from service.cluster.pki import Authority, Identity
 
@@ -171,7 +211,9 @@ def serving_certificate(home: Path, host: str, *aliases: str) -> ServingCertific
     authority.ensure()
     name = "server-" + host.replace(".", "_")
     cert_path = directory / f"{name}.crt"
-    if cert_path.exists() and _expires_soon(cert_path, now):
+    if cert_path.exists() and (
+        _expires_soon(cert_path, now) or _names_other_hosts(cert_path, (host, *aliases))
+    ):
         cert_path.unlink()
         (directory / f"{name}.key").unlink(missing_ok=True)
     crt, key = authority.issue(Identity(name, host, server=True, hosts=(host, *aliases)))
@@ -204,15 +246,16 @@ def _registries(images: Mapping[str, str]) -> list[str]:
     return prefixes
 
 
-def service_tls_values(home: Path, *, namespace: str) -> dict[str, Any]:
-    """Return the model service's TLS ``ztml:*`` values: a certificate for its DNS names.
+def service_tls_values(home: Path, *, namespace: str, models: Sequence[str] = ()) -> dict[str, Any]:
+    """Return the model services' TLS ``ztml:*`` values: a certificate for their DNS names.
 
-    Clients in the cluster verify it with the local CA (``serviceCaBundle``,
+    One certificate names the primary model's Service and each extra model's. Clients in
+    the cluster verify it with the local CA (``serviceCaBundle``,
     ``$ZTML_HOME/cluster-ca/ca.crt``).
     """
     from infra.config import service_hosts
 
-    certificate = serving_certificate(home, *service_hosts(namespace))
+    certificate = serving_certificate(home, *service_hosts(namespace, *models))
     return {
         "serviceTlsCert": certificate.cert_pem,
         "serviceTlsKey": certificate.key_pem,

@@ -17,7 +17,7 @@ from rich.text import Text
 from service.console import fail
 from service.review.errors import ReviewError
 from service.review.queue import ReviewItem, ReviewQueue, default_location
-from service.review.render import heatmap, printable
+from service.review.render import image_heatmap, printable, values_table
 
 app = typer.Typer(
     help=(
@@ -28,6 +28,8 @@ app = typer.Typer(
 )
 console = Console()
 MAX_SHOWN_IMAGES = 16
+#: How a legacy item (no layout, 64 unnamed values) is drawn: the built-in 8x8 digits.
+DIGITS_LAYOUT = (1, 8, 8)
 
 
 class StatusChoice(enum.StrEnum):
@@ -68,7 +70,9 @@ def list_items(
     status: Annotated[
         StatusChoice, typer.Option(help="Which items: open, resolved or all.")
     ] = StatusChoice.open,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (without inputs).")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON (without inputs and feature names).")
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """List review items, oldest first."""
@@ -78,7 +82,8 @@ def list_items(
     except ReviewError as err:
         raise fail(err) from None
     if as_json:
-        rows = [{k: v for k, v in i.to_dict().items() if k != "instances"} for i in items]
+        hidden = ("instances", "features")
+        rows = [{k: v for k, v in i.to_dict().items() if k not in hidden} for i in items]
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title=f"review items ({status.value}): {len(items)}")
@@ -105,8 +110,16 @@ def _details(item: ReviewItem) -> Table:
     table.add_column(overflow="fold")
     fields = item.to_dict()
     fields["reasons"] = "; ".join(item.reasons)
-    fields["instances"] = f"{len(item.instances)} image(s)"
+    width = len(item.instances[0]) if item.instances else 0
+    if item.is_image:
+        fields["instances"] = f"{len(item.instances)} image(s)"
+    else:
+        fields["instances"] = f"{len(item.instances)} row(s) of {width} values"
     fields["suspicion"] = f"{item.suspicion:.3f}"
+    if item.layout is not None:
+        fields["layout"] = "x".join(str(n) for n in item.layout) + " (C x H x W)"
+    if item.features is not None:
+        fields["features"] = f"{len(item.features)} names"
     for key, value in fields.items():
         table.add_row(key, printable("-" if value is None or value == "" else str(value)))
     return table
@@ -120,7 +133,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the item as JSON.")] = False,
     db: DbOption = None,
 ) -> None:
-    """Show one item's details and its input images as terminal heatmaps."""
+    """Show one item's details and its inputs: heatmaps for images, tables otherwise."""
     try:
         with _open(db) as queue:
             item = queue.get(item_id)
@@ -130,15 +143,27 @@ def show(
         typer.echo(json.dumps(item.to_dict(), indent=2))
         return
     console.print(Panel(_details(item), title=f"review item {item.id}"))
-    panels = [
-        Panel.fit(heatmap(pixels), title=f"instances[{i}]")
-        for i, pixels in enumerate(item.instances[:MAX_SHOWN_IMAGES])
-    ]
-    console.print(Group(*panels))
+    console.print(Group(*_inputs(item)))
     if len(item.instances) > MAX_SHOWN_IMAGES:
         console.print(
             f"... {len(item.instances) - MAX_SHOWN_IMAGES} more; use --json for all inputs"
         )
+
+
+def _inputs(item: ReviewItem) -> list[Panel | Table]:
+    """The first instances drawn: heatmaps of an image model's, tables of any other's."""
+    shown = item.instances[:MAX_SHOWN_IMAGES]
+    if not item.is_image:
+        return [
+            values_table(row, item.features, title=f"instances[{i}]") for i, row in enumerate(shown)
+        ]
+    layout = item.layout or DIGITS_LAYOUT
+    panels: list[Panel | Table] = []
+    for i, row in enumerate(shown):
+        picture, note = image_heatmap(row, layout)
+        title = f"instances[{i}]" + (f" ({note})" if note else "")
+        panels.append(Panel.fit(picture, title=title))
+    return panels
 
 
 @app.command("resolve")

@@ -31,7 +31,7 @@ SCHEMA_LOCK_KEY = 0x7A746D6C_726576
 #: The columns in the order :meth:`service.review.queue.ReviewQueue._item` reads them.
 COLUMNS = (
     "id, request_id, subject, tenant, model_digest, reasons, suspicion, input_digest, "
-    "instances, created, status, verdict, reviewer, note, resolved"
+    "instances, created, status, verdict, reviewer, note, resolved, input_schema"
 )
 SCHEMA = (
     f"""
@@ -53,6 +53,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     resolved TEXT
 )""",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_status ON {TABLE} (status, id)",
+    # Tables created before layouts existed gain the column; NULL reads as no layout.
+    f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS input_schema TEXT",
 )
 
 
@@ -83,8 +85,8 @@ class PostgresReviewStore:
         found = self._run(
             lambda conn: conn.execute(
                 f"INSERT INTO {TABLE} (request_id, subject, tenant, model_digest, "  # noqa: S608
-                "reasons, suspicion, input_digest, instances, created) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                "reasons, suspicion, input_digest, instances, created, input_schema) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
                 tuple(row),
             ).fetchone()
         )

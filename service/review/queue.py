@@ -24,8 +24,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import numpy as np
-
 from service.review.errors import (
     ReviewError,
     ReviewInputError,
@@ -33,7 +31,15 @@ from service.review.errors import (
     ReviewStateError,
     ReviewStoreError,
 )
-from service.review.postgres import PostgresReviewStore
+from service.review.instances import (
+    DIGITS_FEATURES,
+    InputSchema,
+    Layout,
+    check_features,
+    check_instances,
+    check_layout,
+)
+from service.review.postgres import COLUMNS, PostgresReviewStore
 from service.toolchain.paths import ztml_home
 from service.toolchain.sqlite import connect_shared, create_private
 
@@ -42,8 +48,6 @@ StatusFilter = Literal["open", "resolved", "all"]
 Verdict = Literal["benign", "malicious"]
 STATUS_FILTERS: tuple[StatusFilter, ...] = get_args(StatusFilter)
 VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
-N_FEATURES = 64
-MAX_INSTANCES = 1024
 MAX_TEXT = 4096
 BUSY_TIMEOUT_MS = 10_000
 
@@ -63,7 +67,8 @@ CREATE TABLE IF NOT EXISTS review_items (
     verdict TEXT CHECK (verdict IS NULL OR verdict IN ('benign', 'malicious')),
     reviewer TEXT,
     note TEXT,
-    resolved TEXT
+    resolved TEXT,
+    input_schema TEXT
 );
 CREATE INDEX IF NOT EXISTS review_items_status ON review_items (status, id);
 """
@@ -99,13 +104,15 @@ class ReviewItem:
         reasons: Why it was flagged (e.g. ``feature squeezing score 0.41 > 0.12``).
         suspicion: The suspicion score in [0, 1].
         input_digest: ``sha256:...`` of the request's inputs.
-        instances: The (N, 64) inputs, for the reviewer.
+        instances: The (N, d) inputs, for the reviewer.
         created: RFC 3339 UTC time the item was queued.
         status: ``open`` or ``resolved``.
         verdict: ``benign`` or ``malicious`` once resolved.
         reviewer: Who resolved it.
         note: The reviewer's note.
         resolved: RFC 3339 UTC time it was resolved.
+        layout: ``(C, H, W)`` of an image model's inputs, or None.
+        features: The feature names of a tabular model's inputs, or None.
     """
 
     id: int
@@ -123,10 +130,24 @@ class ReviewItem:
     reviewer: str | None
     note: str | None
     resolved: str | None
+    layout: Layout | None = None
+    features: tuple[str, ...] | None = None
+
+    @property
+    def is_image(self) -> bool:
+        """True if the rows are pictures: a layout, or 64 unnamed values (an 8x8 digit)."""
+        if self.layout is not None:
+            return True
+        width = len(self.instances[0]) if self.instances else 0
+        return self.features is None and width == DIGITS_FEATURES
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the item as a JSON-ready dict."""
-        return {
+        """Return the item as a JSON-ready dict.
+
+        ``layout`` and ``features`` appear only when the item has them, so an item of
+        the built-in digits model reads exactly as before they existed.
+        """
+        fields: dict[str, Any] = {
             "id": self.id,
             "request_id": self.request_id,
             "subject": self.subject,
@@ -143,6 +164,11 @@ class ReviewItem:
             "note": self.note,
             "resolved": self.resolved,
         }
+        if self.layout is not None:
+            fields["layout"] = list(self.layout)
+        if self.features is not None:
+            fields["features"] = list(self.features)
+        return fields
 
 
 def _text(value: object, name: str, *, optional: bool) -> str | None:
@@ -152,22 +178,6 @@ def _text(value: object, name: str, *, optional: bool) -> str | None:
         need = "a non-empty string" + (" or None" if optional else "")
         raise ReviewInputError(f"{name} must be {need} of at most {MAX_TEXT} characters")
     return value
-
-
-def _instances(instances: object) -> list[list[float]]:
-    try:
-        array = np.asarray(instances, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise ReviewInputError(f"instances must be numbers of shape (N, 64): {err}") from err
-    if array.ndim == 3 and array.shape[1:] == (8, 8):
-        array = array.reshape(array.shape[0], N_FEATURES)
-    if array.ndim != 2 or array.shape[1] != N_FEATURES or not 1 <= array.shape[0] <= MAX_INSTANCES:
-        raise ReviewInputError(
-            f"instances must have shape (N, 64) with 1 <= N <= {MAX_INSTANCES}, got {array.shape}"
-        )
-    if not np.isfinite(array).all():
-        raise ReviewInputError("instances must be finite numbers")
-    return [[float(v) for v in row] for row in array]
 
 
 def _secure_file(path: Path) -> None:
@@ -191,6 +201,22 @@ def _secure_file(path: Path) -> None:
             f"directory {parent} is writable by group or others (mode "
             f"{stat.S_IMODE(dir_mode):04o}); fix it with `chmod 700 {parent}`."
         )
+
+
+def _add_input_schema_column(conn: sqlite3.Connection) -> None:
+    """Give a queue created before layouts existed the ``input_schema`` column (NULL: none).
+
+    Two processes opening an old file at once may both try; the loser's "duplicate
+    column" is the outcome it wanted.
+    """
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(review_items)")}
+    if "input_schema" in columns:
+        return
+    try:
+        conn.execute("ALTER TABLE review_items ADD COLUMN input_schema TEXT")
+    except sqlite3.OperationalError as err:
+        if "duplicate column" not in str(err):
+            raise
 
 
 class ReviewQueue:
@@ -220,6 +246,7 @@ class ReviewQueue:
         try:
             conn = connect_shared(self.path, busy_timeout_ms=BUSY_TIMEOUT_MS, synchronous="NORMAL")
             conn.executescript(_SCHEMA)
+            _add_input_schema_column(conn)
         except sqlite3.DatabaseError as err:
             raise ReviewStoreError(
                 f"review database {self.path} is not usable ({err}); move it away to start a "
@@ -274,6 +301,8 @@ class ReviewQueue:
         suspicion: float,
         input_digest: str | None,
         instances: object,
+        layout: tuple[int, int, int] | None = None,
+        features: Sequence[str] | None = None,
     ) -> int:
         """Queue a flagged request for review.
 
@@ -285,7 +314,12 @@ class ReviewQueue:
             reasons: Why the request was flagged (at least one).
             suspicion: The suspicion score, in [0, 1].
             input_digest: ``sha256:...`` of the inputs.
-            instances: The sanitized inputs, (N, 64) (or (N, 8, 8)).
+            instances: The sanitized inputs, (N, d) with 1 <= d <= 1,000,000 (or
+                (N, 8, 8) digits, or (N, C, H, W) images matching ``layout``).
+            layout: ``(C, H, W)`` of an image model (``C * H * W == d``), shown as
+                pictures by ``ztml review show``; None for a model that is not an image.
+            features: The ``d`` feature names of a tabular model, shown as a
+                ``feature: value`` table; None if the model does not name them.
 
         Returns:
             The new item's id.
@@ -304,6 +338,11 @@ class ReviewQueue:
             or not 0.0 <= suspicion <= 1.0
         ):
             raise ReviewInputError(f"suspicion must be a number in [0, 1], got {suspicion!r}")
+        rows = check_instances(instances, layout)
+        schema = InputSchema(
+            layout=check_layout(layout, len(rows[0])),
+            features=check_features(features, len(rows[0])),
+        )
         row = (
             _text(request_id, "request_id", optional=False),
             _text(subject, "subject", optional=True),
@@ -312,14 +351,16 @@ class ReviewQueue:
             json.dumps(reason_list),
             float(suspicion),
             _text(input_digest, "input_digest", optional=True),
-            json.dumps(_instances(instances)),
+            json.dumps(rows),
             _now(),
+            schema.encode(),
         )
         if self._shared is not None:
             return self._shared.insert(row)
         cursor = self._execute(
             "INSERT INTO review_items (request_id, subject, tenant, model_digest, reasons, "
-            "suspicion, input_digest, instances, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "suspicion, input_digest, instances, created, input_schema) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             row,
         )
         assert cursor.lastrowid is not None
@@ -339,10 +380,11 @@ class ReviewQueue:
         if self._shared is not None:
             rows = self._shared.select(status=None if status == "all" else status)
         elif status == "all":
-            rows = self._fetch_all("SELECT * FROM review_items ORDER BY id")
+            rows = self._fetch_all(f"SELECT {COLUMNS} FROM review_items ORDER BY id")  # noqa: S608
         else:
             rows = self._fetch_all(
-                "SELECT * FROM review_items WHERE status = ? ORDER BY id", (status,)
+                f"SELECT {COLUMNS} FROM review_items WHERE status = ? ORDER BY id",  # noqa: S608
+                (status,),
             )
         return [self._item(row) for row in rows]
 
@@ -355,7 +397,10 @@ class ReviewQueue:
         if self._shared is not None:
             rows = self._shared.select(item_id=int(item_id))
         else:
-            rows = self._fetch_all("SELECT * FROM review_items WHERE id = ?", (int(item_id),))
+            rows = self._fetch_all(
+                f"SELECT {COLUMNS} FROM review_items WHERE id = ?",  # noqa: S608
+                (int(item_id),),
+            )
         if not rows:
             raise ReviewNotFoundError(
                 f"no review item with id {item_id}; see `ztml review list --status all`"
@@ -405,6 +450,7 @@ class ReviewQueue:
 
     @staticmethod
     def _item(row: tuple[Any, ...]) -> ReviewItem:
+        schema = InputSchema.decode(row[15])
         try:
             return ReviewItem(
                 id=int(row[0]),
@@ -422,6 +468,8 @@ class ReviewQueue:
                 reviewer=row[12],
                 note=row[13],
                 resolved=row[14],
+                layout=schema.layout,
+                features=schema.features,
             )
         except (ValueError, TypeError) as err:
             raise ReviewError(f"review item {row[0]} is corrupt: {err}") from err

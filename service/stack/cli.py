@@ -10,12 +10,17 @@ import os
 import signal
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
+if TYPE_CHECKING:
+    from service.stack.runner import ServedPackage
+
 console = Console()
+#: The demo model's name in routes and policies.
+DEMO_NAME = "digits"
 err_console = Console(stderr=True)
 
 
@@ -64,6 +69,39 @@ def _provision(home: Path, *, retrain: bool) -> tuple[Path, str]:
     return model.path, model.digest
 
 
+def _packages(paths: list[Path]) -> tuple[ServedPackage, ...]:
+    """Read each --model package's contract and weights digest; refuse duplicate names.
+
+    Raises:
+        StackError: a package is not one (its contract is missing or invalid), or two
+            packages (or a package and the demo model) share a name.
+    """
+    from service.ledger import LedgerError, hash_artifact
+    from service.model.contract import CONTRACT_NAME, read_contract
+    from service.model.errors import ModelError
+    from service.stack.errors import StackError
+    from service.stack.runner import ServedPackage
+
+    seen: dict[str, Path] = {}
+    packages = []
+    for path in paths:
+        try:
+            contract = read_contract(path / CONTRACT_NAME)
+            digest, _ = hash_artifact(path / contract.weights)
+        except (ModelError, LedgerError) as err:
+            raise StackError(f"--model {path}: {err}") from None
+        if contract.name in seen or contract.name == DEMO_NAME:
+            other = seen.get(contract.name, "the demo model")
+            raise StackError(
+                f"--model {path}: the name {contract.name!r} is already served by {other}; "
+                "each model of a stack needs its own name (set `name` in its ztml-model.json "
+                "and register it again)."
+            )
+        seen[contract.name] = path
+        packages.append(ServedPackage(name=contract.name, path=path.resolve(), digest=digest))
+    return tuple(packages)
+
+
 def _warn_plain_http() -> None:
     err_console.print(
         "[bold red]WARNING: --insecure-plain-http: the model service serves plain HTTP. "
@@ -90,6 +128,11 @@ def _print_ready(home: Path, state: object) -> None:
     console.print(
         f"\n[green]ztml is up[/green]: model service {state.service_url}, OPA {state.opa_url}"
     )
+    for server in state.models:
+        console.print(
+            f"model {server.name}: {state.model_url(server)}/predict ({server.digest})",
+            highlight=False,
+        )
     if state.scheme == "http":
         _warn_plain_http()
     else:
@@ -112,7 +155,7 @@ def _print_ready(home: Path, state: object) -> None:
     console.print(
         f"\nexample:  {example}\n"
         f"health:   {state.service_url}/readyz, /livez, /metrics (same port and TLS)\n"
-        f"logs:     {state.service.log} and {state.opa.log}\n"
+        f"logs:     {', '.join(info.log for _, info in state.servers())}\n"
         f"audit:    {home / 'audit'} (verify with `ztml audit verify`)\n"
         f"ledger:   {home / 'ledger.db'} (verify with `ztml ledger verify`)\n"
         f"review:   {review} (`ztml review list`)",
@@ -170,8 +213,26 @@ def up(
             help="Serve plain HTTP instead of TLS: tokens cross in the clear (logged, audited).",
         ),
     ] = False,
+    model: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--model",
+            help="A model package directory to serve beside the demo model (repeatable). "
+            "Each must be signed (`ztml model sign`), registered (`ztml model register`) "
+            "and approved (`ztml ledger approve`); each gets its own model service, port "
+            "and routes /v1/models/<name>/predict|explain|metadata.",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
 ) -> None:
-    """Start the local zero-trust stack: OPA and the hardened model service on 127.0.0.1."""
+    """Start the local zero-trust stack: OPA and hardened model services on 127.0.0.1.
+
+    The demo digits model is always served (trained, signed, registered and approved on
+    the first run); each --model package gets its own model service behind the same OPA,
+    keys, ledger and audit log. A model the ledger and policy do not vouch for stops the
+    start, naming every reason.
+    """
     from service.stack.errors import StackError
     from service.stack.runner import StackOptions, check_not_running, start_stack, stop_stack, watch
     from service.toolchain.errors import ToolchainError
@@ -191,6 +252,7 @@ def up(
     try:
         check_not_running(home)
         find_opa()  # fail before minutes of training, not after
+        packages = _packages(model or [])
         model_path, digest = _provision(home, retrain=retrain)
         console.print("starting OPA and the model service ...")
         state = start_stack(
@@ -207,6 +269,7 @@ def up(
                 client_ca=client_ca,
                 client_auth=mode,  # type: ignore[arg-type]  # checked above
                 insecure_plain_http=insecure_plain_http,
+                models=packages,
             )
         )
         _print_ready(home, state)

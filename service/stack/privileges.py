@@ -88,6 +88,33 @@ def _reachable(path: Path, account: RunAs) -> bool:
     return True
 
 
+def _readable(info: os.stat_result, account: RunAs) -> bool:
+    if info.st_uid == account.uid:
+        return bool(info.st_mode & stat.S_IRUSR)
+    if info.st_gid == account.gid:
+        return bool(info.st_mode & stat.S_IRGRP)
+    return bool(info.st_mode & stat.S_IROTH)
+
+
+def check_readable_tree(account: RunAs, what: str, root: Path) -> None:
+    """Check that ``account`` can read every file and list every directory under ``root``.
+
+    Raises:
+        StackError: naming the first path it cannot read, and the fix.
+    """
+    for path in [root, *sorted(root.rglob("*"))]:
+        info = path.stat()
+        ok = _readable(info, account)
+        if stat.S_ISDIR(info.st_mode):
+            ok = ok and _reachable(path, account)
+        if not ok:
+            raise StackError(
+                f"The servers run as the unprivileged user {account.name!r}, which cannot read "
+                f"{path} of the {what} (mode {stat.filemode(info.st_mode)}). Make the package "
+                f"readable (`chmod -R a+rX {root}`), or run `ztml up` as a non-root user."
+            )
+
+
 def check_reachable(account: RunAs, paths: dict[str, Path]) -> None:
     """Check that ``account`` can reach every named path (all parents traversable).
 

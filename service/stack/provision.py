@@ -20,6 +20,8 @@ TRAINER_IDENTITY = "trainer@ztml-local"
 APPROVER_IDENTITY = "approver@ztml-local"
 DEMO_DEFENSE = "pgd"
 DEMO_PROFILE = "fast"
+#: How the demo model is served, recorded with its registration (the policy's model facts).
+DEMO_SERVING = {"tenant": "demo", "risk_tier": "low", "max_batch": 256, "explanations": True}
 
 # progress(description, completed, total)
 Progress = Callable[[str, int, int], None]
@@ -126,6 +128,7 @@ def ensure_demo_model(home: Path, *, retrain: bool, progress: Progress) -> DemoM
                 key_path=home / "keys" / "trainer.key",
                 identity=TRAINER_IDENTITY,
                 oms_signers=signers_dir(home / "keys", env={}),
+                serving=dict(DEMO_SERVING),
             )
             registered_now = True
         with open_ledger(ledger_url) as ledger:

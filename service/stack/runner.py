@@ -16,6 +16,7 @@ see :func:`service_command`) configured by environment variables (see
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -24,7 +25,13 @@ from pathlib import Path
 
 from service.authn.tls import DevCertificates
 from service.stack.errors import StackRunningError, StackStartError
-from service.stack.privileges import RunAs, check_reachable, hand_over, service_account
+from service.stack.privileges import (
+    RunAs,
+    check_reachable,
+    check_readable_tree,
+    hand_over,
+    service_account,
+)
 from service.stack.processes import (
     LOOPBACK,
     alive,
@@ -34,7 +41,14 @@ from service.stack.processes import (
     stop_group,
     wait_ready,
 )
-from service.stack.state import ServerInfo, StackState, clear_state, read_state, write_state
+from service.stack.state import (
+    ModelServer,
+    ServerInfo,
+    StackState,
+    clear_state,
+    read_state,
+    write_state,
+)
 from service.stack.tls import ClientAuth, ServiceTls, caller_context, service_tls, service_tls_env
 from service.toolchain.opa import OPA_SERVER_ENV, OPA_STORE_FLAG
 from service.toolchain.paths import POLICIES_DIR, PROJECT_ROOT
@@ -54,6 +68,21 @@ MAX_SOCKET_PATH = 107
 
 
 @dataclass(frozen=True)
+class ServedPackage:
+    """A model package ``ztml up --model`` serves beside the demo model.
+
+    Attributes:
+        name: The name its contract declares (the route's ``<name>``).
+        path: The package directory.
+        digest: Its weights digest (the ledger's model digest).
+    """
+
+    name: str
+    path: Path
+    digest: str
+
+
+@dataclass(frozen=True)
 class StackOptions:
     """How to run the stack.
 
@@ -65,6 +94,10 @@ class StackOptions:
         client_auth: Whether callers must present a client certificate (``off``,
             ``optional``, ``required``).
         insecure_plain_http: Serve plain HTTP instead of TLS (tokens in the clear).
+        models: Further model packages, each served by its own model service (its own
+            server process, port, log and verified model) behind the same OPA.
+        service_target: The BentoML service to serve (``module:Class``): ztml's own, or
+            a service wrapped by :func:`service.app.protect.protect`.
     """
 
     home: Path
@@ -81,6 +114,8 @@ class StackOptions:
     client_ca: Path | None = None
     client_auth: ClientAuth = "off"
     insecure_plain_http: bool = False
+    models: tuple[ServedPackage, ...] = ()
+    service_target: str = SERVICE_TARGET
 
 
 def opa_socket(home: Path) -> Path:
@@ -150,7 +185,7 @@ def opa_env(base: Mapping[str, str]) -> dict[str, str]:
     return {**base, **OPA_SERVER_ENV}
 
 
-def service_command(port: int) -> list[str]:
+def service_command(port: int, *, target: str = SERVICE_TARGET) -> list[str]:
     """Return the ``bentoml serve`` command line (via :mod:`service.app.serve`).
 
     :mod:`service.app.serve` is ``bentoml serve`` with the process supervisor's control
@@ -161,7 +196,7 @@ def service_command(port: int) -> list[str]:
         sys.executable,
         "-m",
         "service.app.serve",
-        SERVICE_TARGET,
+        target,
         "--host",
         LOOPBACK,
         "--port",
@@ -169,14 +204,20 @@ def service_command(port: int) -> list[str]:
     ]
 
 
-def service_env(options: StackOptions, tls: ServiceTls | None) -> dict[str, str]:
-    """Return the model service's environment (the configuration it reads at start)."""
+def service_env(
+    options: StackOptions, tls: ServiceTls | None, package: ServedPackage | None = None
+) -> dict[str, str]:
+    """Return a model service's environment (the configuration it reads at start).
+
+    Without ``package`` that is the demo model's service; with it, the service of that
+    package.
+    """
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(_STACK_SETTINGS)}
     env = {
         **inherited,
         "ZTML_HOME": str(options.home),
-        "ZTML_MODEL_PATH": str(options.model_path),
-        "ZTML_MODEL_DIGEST": options.model_digest,
+        "ZTML_MODEL_PATH": str(options.model_path if package is None else package.path),
+        "ZTML_MODEL_DIGEST": options.model_digest if package is None else package.digest,
         "ZTML_LEDGER_URL": str(options.home / "ledger.db"),
         "ZTML_OPA_URL": f"unix://{opa_socket(options.home)}",
         **service_tls_env(tls),
@@ -211,7 +252,9 @@ def check_not_running(home: Path) -> None:
     clear_state(home)
 
 
-def _unprivileged_account(home: Path, opa: Path) -> RunAs | None:
+def _unprivileged_account(
+    home: Path, opa: Path, packages: tuple[ServedPackage, ...] = ()
+) -> RunAs | None:
     """As root, return the account the servers run as, after handing ``home`` to it.
 
     Raises:
@@ -230,6 +273,10 @@ def _unprivileged_account(home: Path, opa: Path) -> RunAs | None:
         },
     )
     hand_over(home, account)
+    # After the hand-over: a package inside ZTML_HOME is reachable through it.
+    check_reachable(account, {f"model package {p.name}": p.path for p in packages})
+    for package in packages:
+        check_readable_tree(account, f"model package {package.name}", package.path)
     return account
 
 
@@ -284,7 +331,7 @@ def start_stack(options: StackOptions) -> StackState:
         insecure_plain_http=options.insecure_plain_http,
     )
     sock = _prepare_socket_dir(home)
-    run_as = _unprivileged_account(home, opa)
+    run_as = _unprivileged_account(home, opa, options.models)
     opa_proc = start_process(
         opa_command(opa, opa_port, socket=sock),
         log_path=opa_log,
@@ -301,7 +348,7 @@ def start_stack(options: StackOptions) -> StackState:
             timeout=30,
         )
         service_proc = start_process(
-            service_command(port),
+            service_command(port, target=options.service_target),
             log_path=service_log,
             env=_as(run_as, service_env(options, tls), home),
             cwd=PROJECT_ROOT,
@@ -320,6 +367,7 @@ def start_stack(options: StackOptions) -> StackState:
             log_path=service_log,
             timeout=options.ready_timeout,
         )
+        extra = _start_packages(options, tls, run_as, scheme)
     except BaseException:
         stop_group(service_proc.pid)
         stop_group(opa_proc.pid)
@@ -335,28 +383,78 @@ def start_stack(options: StackOptions) -> StackState:
         scheme=scheme,
         ca_file=str(tls.ca) if tls is not None and tls.ca is not None else None,
         client_auth=tls.client_auth if tls is not None else "off",
+        models=extra,
     )
     write_state(home, state)
     return state
 
 
+def _start_packages(
+    options: StackOptions, tls: ServiceTls | None, run_as: RunAs | None, scheme: str
+) -> tuple[ModelServer, ...]:
+    """Start one model service per package and wait until each is ready.
+
+    Each runs its own ``bentoml serve`` (own process, port and log) and passes the deploy
+    gate for its own model; one that refuses stops the start, naming its log.
+    """
+    home = options.home
+    started: list[tuple[ModelServer, subprocess.Popen[bytes]]] = []
+    try:
+        for package in options.models:  # all start at once; each loads its own model
+            port = free_port()
+            log = logs_dir(home) / f"service-{package.name}.log"
+            proc = start_process(
+                service_command(port),
+                log_path=log,
+                env=_as(run_as, service_env(options, tls, package), home),
+                cwd=PROJECT_ROOT,
+                run_as=run_as,
+            )
+            server = ModelServer(
+                name=package.name,
+                digest=package.digest,
+                path=str(package.path),
+                pid=proc.pid,
+                port=port,
+                log=str(log),
+            )
+            started.append((server, proc))
+        for server, proc in started:
+            wait_ready(
+                f"{scheme}://{LOOPBACK}:{server.port}/readyz",
+                verify=True if tls is None else caller_context(tls),
+                process=proc,
+                what=f"The model service of {server.name}",
+                log_path=Path(server.log),
+                timeout=options.ready_timeout,
+            )
+    except BaseException:
+        for server, _ in started:
+            stop_group(server.pid)
+        raise
+    return tuple(server for server, _ in started)
+
+
 def stop_stack(state: StackState) -> None:
-    """Stop the service (so it writes its final audit checkpoint) and then OPA."""
+    """Stop the model services (each writes its final audit checkpoint), then OPA."""
+    for server in state.models:
+        stop_group(server.pid)
     stop_group(state.service.pid)
     stop_group(state.opa.pid)
     clear_state(Path(state.home))
 
 
 def watch(state: StackState, *, poll_seconds: float = 1.0) -> str | None:
-    """Block while both servers run; return which one stopped (None never happens)."""
+    """Block while every server runs; return which one stopped (None never happens)."""
     while True:
-        for name, info in (("model service", state.service), ("OPA", state.opa)):
+        for name, info in state.servers():
             if not alive(info.pid):
                 return name
         time.sleep(poll_seconds)
 
 
 __all__ = [
+    "ServedPackage",
     "StackOptions",
     "StackStartError",
     "check_not_running",

@@ -21,6 +21,27 @@ class ServerInfo:
 
 
 @dataclass(frozen=True)
+class ModelServer:
+    """A model service of the stack beyond the demo model: one server per model.
+
+    Attributes:
+        name: The model's registered name (its route is ``/v1/models/<name>/...``).
+        digest: The weights digest the server is pinned to.
+        path: The model package directory.
+        pid: The server's process group.
+        port: Its port on 127.0.0.1.
+        log: Its log file.
+    """
+
+    name: str
+    digest: str
+    path: str
+    pid: int
+    port: int
+    log: str
+
+
+@dataclass(frozen=True)
 class StackState:
     """A running stack: both servers, the model it serves and where its state lives.
 
@@ -31,6 +52,7 @@ class StackState:
         ca_file: The CA certificate that verifies the service (None: an operator's
             certificate, or plain HTTP).
         client_auth: Whether callers need a client certificate.
+        models: The servers of the models given with ``ztml up --model``, one per model.
     """
 
     opa: ServerInfo
@@ -43,11 +65,25 @@ class StackState:
     scheme: str = "https"
     ca_file: str | None = None
     client_auth: str = "off"
+    models: tuple[ModelServer, ...] = ()
 
     @property
     def service_url(self) -> str:
         """The model service's base URL."""
         return f"{self.scheme}://127.0.0.1:{self.service.port}"
+
+    def model_url(self, server: ModelServer) -> str:
+        """The base URL of one model's routes, ``.../v1/models/<name>``."""
+        return f"{self.scheme}://127.0.0.1:{server.port}/v1/models/{server.name}"
+
+    def servers(self) -> list[tuple[str, ServerInfo]]:
+        """Every server of the stack by what it is: the model services, then OPA."""
+        named = [("model service", self.service)]
+        named += [
+            (f"model service {m.name}", ServerInfo(pid=m.pid, port=m.port, log=m.log))
+            for m in self.models
+        ]
+        return [*named, ("OPA", self.opa)]
 
     @property
     def opa_url(self) -> str:
@@ -107,6 +143,7 @@ def read_state(home: Path) -> StackState | None:
             scheme=str(data.get("scheme", "https")),
             ca_file=data.get("ca_file"),
             client_auth=str(data.get("client_auth", "off")),
+            models=tuple(ModelServer(**m) for m in data.get("models", ())),
         )
     except FileNotFoundError:
         return None

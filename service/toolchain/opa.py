@@ -41,8 +41,8 @@ INSTALL_HINT = (
 # soft limit makes Go collect harder before the sidecar's 256Mi limit is reached.
 OPA_SERVER_ENV = {"GOMAXPROCS": "1", "GOGC": "400", "GOMEMLIMIT": "192MiB"}
 # OPA keeps its static, read-only data (policies/data) as evaluation values, so a
-# decision's reads of data.data.roles and data.data.models are not converted on every
-# request. Nothing writes to OPA's store at run time.
+# decision's reads of data.data.roles are not converted on every request. Nothing
+# writes to OPA's store at run time.
 OPA_STORE_FLAG = "--optimize-store-for-read-speed"
 
 

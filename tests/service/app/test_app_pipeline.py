@@ -21,7 +21,14 @@ from tests.service.app.test_app_resilience import pgd_rows
 pytestmark = pytest.mark.system
 
 
-def client_for(stack: Stack, **env: str) -> Iterator[tuple[TestClient, Any]]:
+def client_for(
+    stack: Stack, serving: dict[str, Any] | None = None, **env: str
+) -> Iterator[tuple[TestClient, Any]]:
+    """The pipeline in-process; ``serving`` stands for other serving facts of the model's
+    (approved) registration, as a registration with them would give.
+    """
+    from dataclasses import replace
+
     from service.app.config import load_config
     from service.app.gate import verify_model
     from service.app.layers import build_layers
@@ -35,7 +42,11 @@ def client_for(stack: Stack, **env: str) -> Iterator[tuple[TestClient, Any]]:
             **env,
         }
     )
-    pipeline = Pipeline(build_layers(config, verify_model(config)))
+    info = verify_model(config)
+    if serving is not None:
+        assert info.serving is not None  # the demo model is registered with its facts
+        info = replace(info, serving={**info.serving, **serving})
+    pipeline = Pipeline(build_layers(config, info))
 
     async def predict(request: Request) -> Response:
         return await pipeline.handle(request, "predict")
@@ -49,7 +60,7 @@ def client_for(stack: Stack, **env: str) -> Iterator[tuple[TestClient, Any]]:
 
 @pytest.fixture
 def high_risk(stack: Stack) -> Iterator[tuple[TestClient, Any]]:
-    yield from client_for(stack, ZTML_RISK_TIER="high")
+    yield from client_for(stack, serving={"risk_tier": "high"})
 
 
 @pytest.fixture
@@ -278,3 +289,18 @@ def test_squeezer_failure_on_an_allowed_request_is_a_500_after_the_decision(
     events = events_for(stack.home, response.headers["x-request-id"])
     assert [e["decision"]["allow"] for e in events if e["kind"] == "policy_decision"] == [True]
     assert [e["status"] for e in events if e["kind"] == "request"] == [500]
+
+
+def test_the_demo_models_policy_facts_come_from_its_registration_not_the_settings(
+    stack: Stack,
+) -> None:
+    """Settings that once described the model cannot move it to another tenant or tier."""
+    from service.stack.provision import DEMO_SERVING
+
+    for _, pipeline in client_for(
+        stack, ZTML_TENANT="other", ZTML_RISK_TIER="high", ZTML_MAX_BATCH="512"
+    ):
+        facts = pipeline._model_facts
+        assert facts["tenant"] == DEMO_SERVING["tenant"] == "demo"
+        assert facts["risk_tier"] == DEMO_SERVING["risk_tier"]
+        assert facts["max_batch"] == DEMO_SERVING["max_batch"]

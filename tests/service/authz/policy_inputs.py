@@ -36,6 +36,8 @@ def policy_input(**changes: Any) -> dict[str, Any]:
             "digest": "sha256:" + "a" * 64,
             "tenant": "demo",
             "risk_tier": "low",
+            "max_batch": 256,
+            "explanations": True,
         },
         "request": {"batch_size": 4, "client_address": "127.0.0.1", "time": "2026-11-22T10:00:00Z"},
         "monitor": {

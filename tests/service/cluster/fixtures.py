@@ -8,10 +8,13 @@ down with ``ztml cluster down`` at the end of the session.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,8 +25,10 @@ import pytest
 
 from service.cluster import node, tools
 from service.cluster.layout import Layout
+from service.toolchain.paths import PROJECT_ROOT
 
 ZTML = str(Path(sys.executable).with_name("ztml"))
+EXAMPLES = PROJECT_ROOT / "examples"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -203,15 +208,175 @@ def cluster_home(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.
     return home
 
 
-@pytest.fixture(scope="session")
-def stack_images(cluster: Cluster, cluster_home: Path) -> dict[str, str]:
-    """The model service (with the demo model), OPA and PostgreSQL images.
+@dataclass(frozen=True)
+class Example:
+    """An example model package of examples/ and how the cluster home registers it.
 
-    Built and imported by ``ztml cluster images --model``.
+    Attributes:
+        directory: Its directory under examples/ (with train.py and model.py).
+        name: Its contract's name (its Deployment's and Service's name in the stack).
+        epsilon: The budget its evaluation attacks at: the deploy gate's for its modality.
+        tenant: The tenant it is registered for.
+        risk_tier: Its risk tier.
+        max_batch: Its batch limit.
+    """
+
+    directory: str
+    name: str
+    epsilon: str
+    tenant: str
+    risk_tier: str
+    max_batch: int
+
+
+# Each in its own tenant, apart from the demo model's (demo) and from each other.
+DIGITS_CNN = Example("digits_cnn", "digits-cnn", "0.1", "vision", "low", 32)
+BREAST_CANCER = Example("breast_cancer", "breast-cancer", "0.05", "clinic", "high", 16)
+
+
+@dataclass(frozen=True)
+class ModelPackage:
+    """A model package registered and approved in the cluster home.
+
+    Attributes:
+        example: What it is and how it was registered.
+        path: The signed package directory.
+        digest: Its weights digest (the ledger's model digest).
+    """
+
+    example: Example
+    path: Path
+    digest: str
+
+    @property
+    def name(self) -> str:
+        """Its contract's name."""
+        return self.example.name
+
+    @property
+    def tenant(self) -> str:
+        """The tenant it was registered for."""
+        return self.example.tenant
+
+
+def _ztml(home: Path, *args: str, timeout: float = 900) -> str:
+    proc = subprocess.run(
+        [ZTML, *args],
+        env={**os.environ, "ZTML_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, f"ztml {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def cached_example(config: pytest.Config, directory: str, name: str, epsilon: str) -> Path:
+    """``examples/<directory>`` trained by its train.py and evaluated at ``epsilon``, once.
+
+    ``train.py`` (default settings) writes the package, ``ztml model evaluate --epsilon``
+    its evaluation (about 3 minutes for the CNN, 1 for the tabular model, on two cores);
+    both are cached by the example's source, unsigned: each home signs its own copy. The
+    cluster tests and the local three-model stack test share the cache.
+    """
+    source = EXAMPLES / directory
+    sources = hashlib.sha256(
+        b"".join((source / n).read_bytes() for n in ("train.py", "model.py"))
+    ).hexdigest()[:12]
+    key = f"ztml-{name}-{epsilon}-{sources}"
+    cache_provider = getattr(config, "cache", None)  # absent with -p no:cacheprovider
+    cache = (
+        Path(cache_provider.mkdir(key))
+        if cache_provider is not None
+        else Path(tempfile.gettempdir()) / key
+    )
+    if (cache / "evaluation.json").is_file():
+        return cache
+    shutil.rmtree(cache, ignore_errors=True)
+    cache.mkdir(parents=True)
+    train = subprocess.run(
+        [sys.executable, str(source / "train.py"), "--out", str(cache / "package")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert train.returncode == 0, f"{source}/train.py failed:\n{train.stdout}\n{train.stderr}"
+    evaluation = cache / "evaluation.partial"
+    with tempfile.TemporaryDirectory(prefix="ztml-eval-") as home:
+        _ztml(
+            Path(home),
+            "model",
+            "evaluate",
+            str(cache / "package"),
+            "--epsilon",
+            epsilon,
+            "--out",
+            str(evaluation),
+        )
+    evaluation.rename(cache / "evaluation.json")
+    return cache
+
+
+def install_example(home: Path, config: pytest.Config, example: Example) -> ModelPackage:
+    """Sign, register and approve the (cached) trained example in ``home``, as its README does."""
+    from service.app.gate import weights_file
+    from service.ledger import hash_artifact
+
+    cached = cached_example(config, example.directory, example.name, example.epsilon)
+    package = home / "packages" / example.name
+    shutil.copytree(cached / "package", package)
+    _ztml(home, "model", "sign", str(package))
+    _ztml(
+        home,
+        "model",
+        "register",
+        str(package),
+        "--evaluation",
+        str(cached / "evaluation.json"),
+        "--tenant",
+        example.tenant,
+        "--risk-tier",
+        example.risk_tier,
+        "--max-batch",
+        str(example.max_batch),
+        "--explanations",
+    )
+    digest, _ = hash_artifact(weights_file(package))
+    _ztml(home, "ledger", "approve", digest, "--comment", "cluster test: evaluation reviewed")
+    return ModelPackage(example, package, digest)
+
+
+@pytest.fixture(scope="session")
+def model_packages(cluster_home: Path, pytestconfig: pytest.Config) -> tuple[ModelPackage, ...]:
+    """examples/digits_cnn and examples/breast_cancer, approved in the cluster home.
+
+    Each is trained, signed, evaluated at its modality's ε, registered for its own tenant
+    and approved; the session's image bakes them in and its one-replica stack serves them.
+    """
+    return tuple(
+        install_example(cluster_home, pytestconfig, e) for e in (DIGITS_CNN, BREAST_CANCER)
+    )
+
+
+@pytest.fixture(scope="session")
+def stack_images(
+    cluster: Cluster, cluster_home: Path, model_packages: tuple[ModelPackage, ...]
+) -> dict[str, str]:
+    """The model service (with the demo model and the example packages), OPA and PostgreSQL.
+
+    Built and imported by ``ztml cluster images --model --package``.
     """
     from service.stack.provision import demo_model_dir
 
-    proc = ztml_cluster("images", "--model", str(demo_model_dir(cluster_home)), timeout=3600)
+    proc = ztml_cluster(
+        "images",
+        "--model",
+        str(demo_model_dir(cluster_home)),
+        *(arg for package in model_packages for arg in ("--package", str(package.path))),
+        timeout=3600,
+    )
     assert proc.returncode == 0, f"ztml cluster images failed:\n{proc.stdout}\n{proc.stderr}"
     cluster.images = node.image_references(cluster.layout)
     return cluster.images

@@ -171,3 +171,34 @@ def test_a_ca_due_for_renewal_is_replaced_with_its_certificates(
     renewed = serving_certificate(home, "ztml-admission.ztml-admission.svc")
     assert renewed.ca_pem != first.ca_pem
     assert renewed.key_pem != first.key_pem
+
+
+def test_packages_become_models_the_program_accepts_with_one_certificate_for_all(
+    home: Path, tmp_path: Path
+) -> None:
+    from service.cluster.stackconfig import package_models
+    from service.ledger import hash_artifact
+    from tests.service.model.packages import contract_doc, write_package
+
+    package = write_package(tmp_path / "pkg", contract={**contract_doc(), "name": "tabular"})
+    models = package_models([package])
+    assert models == [
+        {"name": "tabular", "digest": hash_artifact(package / "model.safetensors")[0]}
+    ]
+    values = local_stack_config(
+        home, IMAGES, model_digest=DIGEST, ledger_export=tmp_path / "x", models=models
+    )
+    config = _parsed(values)
+    assert [(m.name, m.digest) for m in config.models] == [("tabular", models[0]["digest"])]
+    assert config.service_tls is not None
+    assert config.service_tls.hosts == service_hosts("ztml", "tabular")
+
+
+def test_a_certificate_is_reissued_when_the_names_it_must_carry_change(home: Path) -> None:
+    first = serving_certificate(home, *service_hosts("ztml"))
+    again = serving_certificate(home, *service_hosts("ztml"))
+    assert again.cert_pem == first.cert_pem
+    widened = serving_certificate(home, *service_hosts("ztml", "tabular"))
+    cert = x509.load_pem_x509_certificate(widened.cert_pem.encode())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(names.get_values_for_type(x509.DNSName)) == set(service_hosts("ztml", "tabular"))

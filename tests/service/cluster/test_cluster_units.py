@@ -169,3 +169,68 @@ def test_the_staged_model_is_readable_by_the_images_user_and_never_writable(
     staged = context / "model" / "model.safetensors"
     assert staged.read_bytes() == b"weights"
     assert stat.S_IMODE(staged.stat().st_mode) == 0o444
+
+
+def _package(directory: Path, name: str) -> Path:
+    from tests.service.model.packages import contract_doc, write_package
+
+    path = write_package(directory, contract={**contract_doc(), "name": name})
+    (path / "model.safetensors").chmod(0o600)  # as a training run leaves it
+    return path
+
+
+def test_each_package_is_staged_by_name_readable_and_never_writable(tmp_path: Path) -> None:
+    from service.cluster.imagebuild import _stage_context
+
+    first = _package(tmp_path / "first", "tabular-a")
+    second = _package(tmp_path / "second", "tabular-b")
+    context = tmp_path / "context"
+    context.mkdir()
+    _stage_context(context, None, (first, second))
+    for name, source in (("tabular-a", first), ("tabular-b", second)):
+        staged = context / "models" / name
+        files = sorted(p.relative_to(staged) for p in staged.rglob("*") if p.is_file())
+        assert files == sorted(p.relative_to(source) for p in source.rglob("*") if p.is_file())
+        for path in (staged, *staged.rglob("*")):
+            wanted = 0o555 if path.is_dir() else 0o444
+            assert stat.S_IMODE(path.stat().st_mode) == wanted, path
+        assert (staged / "model.safetensors").read_bytes() == (
+            source / "model.safetensors"
+        ).read_bytes()
+
+
+def test_without_packages_the_models_directory_is_staged_empty(tmp_path: Path) -> None:
+    from service.cluster.imagebuild import _stage_context
+
+    context = tmp_path / "context"
+    context.mkdir()
+    _stage_context(context, None)
+    assert list((context / "models").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("names", "said"),
+    [
+        (["Tabular_A"], "cannot name a Deployment"),
+        (["ztml-model"], "cannot name a Deployment"),
+        (["tabular-a", "tabular-a"], "are both 'tabular-a'"),
+    ],
+)
+def test_a_package_that_cannot_be_served_by_name_is_refused(
+    tmp_path: Path, names: list[str], said: str
+) -> None:
+    from service.cluster.errors import ClusterToolError
+    from service.cluster.imagebuild import package_names
+
+    packages = [_package(tmp_path / f"p{i}", name) for i, name in enumerate(names)]
+    with pytest.raises(ClusterToolError, match=said):
+        package_names(packages)
+
+
+def test_a_directory_without_a_contract_is_not_a_package(tmp_path: Path) -> None:
+    from service.cluster.errors import ClusterToolError
+    from service.cluster.imagebuild import package_names
+
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(ClusterToolError, match="is not a model package"):
+        package_names([tmp_path])

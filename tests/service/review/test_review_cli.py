@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +176,83 @@ def test_resolve_without_note_is_rejected(home: Path) -> None:
     assert "--note" in result.output
     with ReviewQueue(home / "review.db") as q:
         assert q.get(item_id).status == "open"
+
+
+NAMES = [f"mean radius {n}" for n in range(30)]
+
+
+def add_tabular_item(db: Path | str, features: list[str] | None = NAMES) -> int:
+    with ReviewQueue(db) as q:
+        return q.add(
+            request_id="req-tab",
+            subject="alice",
+            tenant="demo",
+            model_digest=None,
+            reasons=["mahalanobis score 9.1 > 4.0"],
+            suspicion=0.9,
+            input_digest=None,
+            instances=np.arange(30, dtype=np.float64).reshape(1, 30) / 4,
+            features=features,
+        )
+
+
+def test_show_tabular_item_prints_a_feature_value_table(home: Path) -> None:
+    item_id = add_tabular_item(home / "review.db")
+    result = runner.invoke(app, ["review", "show", str(item_id)], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert "1 row(s) of 30 values" in result.output
+    assert "30 names" in result.output
+    assert re.search(r"mean radius 29\s*│\s*7\.25", result.output)
+    assert "+----" not in result.output  # no heatmap
+
+
+def test_show_unnamed_rows_prints_an_index_value_table(home: Path) -> None:
+    item_id = add_tabular_item(home / "review.db", features=None)
+    result = runner.invoke(app, ["review", "show", str(item_id)], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert re.search(r"index\s*┃\s*value", result.output)
+    assert re.search(r"29\s*│\s*7\.25", result.output)
+
+
+def _inputs_section(output: str) -> str:
+    return output[output.index("instances[0]") :]
+
+
+def test_show_image_with_layout_1x8x8_draws_the_digits_heatmap(home: Path) -> None:
+    legacy_id = add_item(home / "review.db")
+    with ReviewQueue(home / "review.db") as q:
+        item = q.get(legacy_id)
+        fields = {k: getattr(item, k) for k in ("request_id", "subject", "tenant", "reasons")}
+        with_layout = q.add(
+            **fields,
+            model_digest=None,
+            suspicion=0.5,
+            input_digest=None,
+            instances=np.array(item.instances).reshape(1, 1, 8, 8),
+            layout=(1, 8, 8),
+        )
+    legacy = runner.invoke(app, ["review", "show", str(legacy_id)])
+    shown = runner.invoke(app, ["review", "show", str(with_layout)])
+    assert shown.exit_code == 0, shown.output
+    assert _inputs_section(shown.output) == _inputs_section(legacy.output)
+    assert "1x8x8 (C x H x W)" in shown.output
+
+
+def test_show_image_with_layout_3x4x4_draws_the_channel_mean(home: Path) -> None:
+    with ReviewQueue(home / "review.db") as q:
+        item_id = q.add(
+            request_id="req-rgb",
+            subject=None,
+            tenant=None,
+            model_digest=None,
+            reasons=["feature squeezing"],
+            suspicion=0.5,
+            input_digest=None,
+            instances=np.ones((2, 48)),
+            layout=(3, 4, 4),
+        )
+    result = runner.invoke(app, ["review", "show", str(item_id)])
+    assert result.exit_code == 0, result.output
+    assert "instances[1] (mean of 3 channels)" in result.output
+    assert "|" + "@" * 8 + "|" in result.output
+    assert "2 image(s)" in result.output

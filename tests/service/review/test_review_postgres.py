@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from service.cli.main import app
 from service.review import ReviewQueue, ReviewStateError, ReviewStoreError
+from service.review.postgres import SCHEMA, TABLE
 from service.toolchain.postgres import LocalPostgres, fresh_database, local_postgres
 from tests.service.review.test_review_queue import item_fields
 
@@ -109,3 +110,46 @@ def test_unreachable_queue_fails_without_the_password() -> None:
     with queue, pytest.raises(ReviewStoreError) as caught:
         queue.list()
     assert "hunter2" not in str(caught.value)
+
+
+FEATURE_NAMES = tuple(f"mean radius {n}" for n in range(30))
+
+
+def test_tabular_item_with_feature_names_round_trips_and_shows(url: str) -> None:
+    rows = np.arange(60, dtype=np.float64).reshape(2, 30) / 4
+    with ReviewQueue(url) as first, ReviewQueue(url) as second:
+        item_id = first.add(**item_fields(instances=rows, features=list(FEATURE_NAMES)))
+        item = second.get(item_id)
+    assert item.features == FEATURE_NAMES
+    assert item.layout is None
+    assert np.array(item.instances) == pytest.approx(rows)
+    shown = runner.invoke(app, ["review", "show", str(item_id), "--db", url])
+    assert shown.exit_code == 0, shown.output
+    assert "mean radius 29" in shown.output
+    assert "14.75" in shown.output  # instances[1], mean radius 29
+
+
+def test_image_layout_round_trips(url: str) -> None:
+    with ReviewQueue(url) as queue:
+        item = queue.get(queue.add(**item_fields(instances=np.zeros((1, 48)), layout=(3, 4, 4))))
+    assert (item.layout, item.features) == ((3, 4, 4), None)
+
+
+def test_a_table_from_before_layouts_is_read_and_upgraded(url: str) -> None:
+    import psycopg
+
+    legacy_table = SCHEMA[0]  # unchanged: the column comes from a later ALTER TABLE
+    assert "input_schema" not in legacy_table
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(legacy_table)
+        conn.execute(
+            f"INSERT INTO {TABLE} (request_id, reasons, suspicion, instances, created) "  # noqa: S608
+            "VALUES ('legacy', '[\"old\"]', 0.5, %s, '2024-01-01T00:00:00Z')",
+            (json.dumps([[0.5] * 64]),),
+        )
+    with ReviewQueue(url) as queue:
+        legacy = queue.get(1)
+        new_id = queue.add(**item_fields(instances=np.zeros((1, 30)), features=FEATURE_NAMES))
+        assert queue.get(new_id).features == FEATURE_NAMES
+    assert (legacy.request_id, legacy.layout, legacy.features) == ("legacy", None, None)
+    assert legacy.is_image

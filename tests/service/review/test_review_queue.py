@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import sqlite3
@@ -144,7 +145,10 @@ def test_unknown_verdict_is_rejected(queue: ReviewQueue) -> None:
         ({"suspicion": float("nan")}, "suspicion"),
         ({"reasons": []}, "reasons"),
         ({"request_id": ""}, "request_id"),
-        ({"instances": np.zeros((2, 63))}, "instances"),
+        ({"instances": np.zeros((2, 0))}, "instances"),
+        ({"instances": np.zeros(64)}, "instances"),
+        ({"instances": np.zeros((1, 1_000_001), dtype=np.float32)}, "1000000"),
+        ({"instances": np.zeros((1025, 4))}, "1024"),
         ({"instances": np.full((1, 64), np.inf)}, "finite"),
         ({"instances": [["x"] * 64]}, "instances"),
     ],
@@ -225,3 +229,115 @@ def test_a_failure_while_reading_rows_is_a_store_error(tmp_path: Path, read: str
     queue._conn = _CorruptConnection()  # type: ignore[assignment]
     with pytest.raises(ReviewStoreError, match="malformed"):
         queue.list("all") if read == "list" else queue.get(1)
+
+
+BREAST_CANCER_NAMES = tuple(f"feature {n}" for n in range(30))
+
+
+def test_tabular_item_keeps_its_feature_names(queue: ReviewQueue) -> None:
+    rows = np.linspace(0.0, 1.0, 60).reshape(2, 30)
+    item_id = queue.add(**item_fields(instances=rows, features=list(BREAST_CANCER_NAMES)))
+    item = queue.get(item_id)
+    assert item.features == BREAST_CANCER_NAMES
+    assert item.layout is None
+    assert np.array(item.instances) == pytest.approx(rows)
+    assert not item.is_image
+
+
+def test_image_item_keeps_its_layout_and_nchw_inputs_are_flattened(queue: ReviewQueue) -> None:
+    images = np.arange(2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4) / 96
+    item = queue.get(queue.add(**item_fields(instances=images, layout=(3, 4, 4))))
+    assert item.layout == (3, 4, 4)
+    assert item.features is None
+    assert np.array(item.instances) == pytest.approx(images.reshape(2, 48))
+    assert item.is_image
+
+
+@pytest.mark.parametrize("width", [1, 7, 100_000])
+def test_rows_of_any_width_are_accepted(queue: ReviewQueue, width: int) -> None:
+    item = queue.get(queue.add(**item_fields(instances=np.ones((1, width)))))
+    assert len(item.instances[0]) == width
+    assert (item.layout, item.features) == (None, None)
+
+
+def test_64_unnamed_values_without_layout_are_the_digits_image(queue: ReviewQueue) -> None:
+    item = queue.get(queue.add(**item_fields()))
+    assert (item.layout, item.features) == (None, None)
+    assert item.is_image
+
+
+def test_layout_and_feature_names_are_in_the_json_form(queue: ReviewQueue) -> None:
+    item = queue.get(queue.add(**item_fields(instances=np.zeros((1, 48)), layout=(3, 4, 4))))
+    assert item.to_dict()["layout"] == [3, 4, 4]
+    assert "features" not in item.to_dict()
+
+
+def test_digits_items_read_as_before_in_the_json_form(queue: ReviewQueue) -> None:
+    fields = queue.get(queue.add(**item_fields())).to_dict()
+    assert "layout" not in fields
+    assert "features" not in fields
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"layout": (1, 8, 7)}, "layout .* 56 values .* 64 features"),
+        ({"layout": (8, 8)}, "layout must be"),
+        ({"layout": (1, 0, 64)}, "layout must be"),
+        ({"layout": (1.0, 8, 8)}, "layout must be"),
+        ({"layout": "1x8x8"}, "layout must be"),
+        ({"features": [f"f{n}" for n in range(63)]}, "features has 63 names .* 64"),
+        ({"features": "pixel"}, "features must be"),
+        ({"features": ["ok"] * 63 + [""]}, "features must be non-empty"),
+        ({"features": ["ok"] * 63 + [7]}, "features must be"),
+    ],
+)
+def test_malformed_layout_or_feature_names_are_rejected(
+    queue: ReviewQueue, overrides: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(ReviewInputError, match=match):
+        queue.add(**item_fields(**overrides))
+    assert queue.list("all") == []
+
+
+#: The table as queued before items described their inputs (no ``input_schema``).
+LEGACY_SCHEMA = """
+CREATE TABLE review_items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL, subject TEXT, tenant TEXT, model_digest TEXT,
+    reasons TEXT NOT NULL, suspicion REAL NOT NULL, input_digest TEXT,
+    instances TEXT NOT NULL, created TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'resolved')),
+    verdict TEXT CHECK (verdict IS NULL OR verdict IN ('benign', 'malicious')),
+    reviewer TEXT, note TEXT, resolved TEXT
+);
+CREATE INDEX review_items_status ON review_items (status, id);
+"""
+
+
+def _legacy_database(path: Path) -> None:
+    """A queue file as the 64-feature-only queue wrote it: one open digits item."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    conn.executescript(LEGACY_SCHEMA)
+    conn.execute(
+        "INSERT INTO review_items (request_id, subject, tenant, reasons, suspicion, "
+        "instances, created) VALUES ('legacy', 'alice', 'demo', '[\"old\"]', 0.5, ?, ?)",
+        (json.dumps([[0.5] * 64]), "2024-01-01T00:00:00Z"),
+    )
+    conn.commit()
+    conn.close()
+    path.chmod(0o600)
+
+
+def test_a_database_from_before_layouts_is_read_and_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "review.db"
+    _legacy_database(path)
+    with ReviewQueue(path) as q:
+        legacy = q.get(1)
+        new_id = q.add(**item_fields(instances=np.zeros((1, 30)), features=BREAST_CANCER_NAMES))
+        assert q.get(new_id).features == BREAST_CANCER_NAMES
+        assert [i.request_id for i in q.list("all")] == ["legacy", "req-1"]
+    assert (legacy.request_id, legacy.layout, legacy.features) == ("legacy", None, None)
+    assert np.array(legacy.instances).shape == (1, 64)
+    assert legacy.is_image

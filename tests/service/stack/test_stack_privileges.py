@@ -5,7 +5,13 @@ import pytest
 
 from service.keys.store import init_keys
 from service.stack.errors import StackError
-from service.stack.privileges import RunAs, check_reachable, hand_over, service_account
+from service.stack.privileges import (
+    RunAs,
+    check_reachable,
+    check_readable_tree,
+    hand_over,
+    service_account,
+)
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="changing owners needs root")
 
@@ -67,3 +73,19 @@ def test_reachability_follows_the_owner_group_and_other_bits(tmp_path: Path):
     if os.geteuid() == 0:
         with pytest.raises(StackError):
             check_reachable(stranger, {"dir": shared})
+
+
+def test_a_package_with_a_file_its_servers_cannot_read_is_named_with_the_fix(tmp_path: Path):
+    stranger = RunAs(name="stranger", uid=os.getuid() + 4242, gid=os.getgid() + 4242)
+    package = tmp_path / "pkg"
+    (package / "data").mkdir(parents=True)
+    for name in ("ztml-model.json", "model.safetensors", "data/validation.safetensors"):
+        (package / name).write_text("x")
+        (package / name).chmod(0o644)
+    tmp_path.chmod(0o755)
+    package.chmod(0o755)
+    (package / "data").chmod(0o755)
+    check_readable_tree(stranger, "model package pkg", package)  # all readable
+    (package / "model.safetensors").chmod(0o600)  # what safetensors writes
+    with pytest.raises(StackError, match=r"model\.safetensors.*chmod -R a\+rX"):
+        check_readable_tree(stranger, "model package pkg", package)
