@@ -9,8 +9,10 @@
 # nothing is pulled from a registry. The build context is staged by the same command:
 # pyproject.toml, uv.lock, README.md, service/, infra/, policies/ and opa (the pinned OPA,
 # static: the deploy gate runs in the pod), build-ca.crt (the building host's CA bundle,
-# used by the builder stage only) and model/ (the approved model artifact, served from
-# /opt/ztml/model; empty when the model is mounted instead).
+# used by the builder stage only), model/ (the approved model artifact, served from
+# /opt/ztml/model; empty when the model is mounted instead) and models/ (further approved
+# model packages, one directory each by name, served from /opt/ztml/models/<name>; empty
+# unless `ztml cluster images --package` names some).
 #
 # Builder: installs the locked environment (uv.lock) with uv into /opt/ztml/venv.
 # Runtime: the same base without uv, the venv, the model, numeric user 10001.
@@ -57,6 +59,7 @@ COPY --from=builder /opt/ztml/venv /opt/ztml/venv
 COPY opa /usr/local/bin/opa
 COPY policies/ /opt/ztml/policies/
 COPY model/ /opt/ztml/model/
+COPY models/ /opt/ztml/models/
 ENV PATH=/opt/ztml/venv/bin:$PATH \
     ZTML_POLICIES_DIR=/opt/ztml/policies \
     PYTHONDONTWRITEBYTECODE=1 \

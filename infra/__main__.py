@@ -18,10 +18,18 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.admission import AdmissionWebhook, AdmissionWebhookArgs
-from infra.config import StackConfig, read_stack_config
+from infra.config import MODEL_SERVICE, StackConfig, read_stack_config
 from infra.errors import InfraError
-from infra.gate import enforce_deploy_gate
-from infra.model_service import MODEL_LABELS, SERVICE_PORT, ModelService, ModelServiceArgs
+from infra.gate import enforce_deploy_gate, enforce_models_gate
+from infra.model_service import (
+    MODEL_PATH,
+    MODEL_POD_LABELS,
+    PACKAGES_DIR,
+    SERVICE_PORT,
+    ModelService,
+    ModelServiceArgs,
+    model_labels,
+)
 from infra.namespace import Namespace, NamespaceArgs
 from infra.network import Network, NetworkArgs
 from infra.policy_engine import PolicyEngine, PolicyEngineArgs, load_policy_bundle
@@ -31,15 +39,17 @@ from service.toolchain.paths import POLICIES_DIR
 
 
 def main(config: StackConfig | None = None) -> None:
-    """Declare the stack; the deploy gate runs before the model service is declared.
+    """Declare the stack; the deploy gate runs before the model services are declared.
 
+    The primary model and each extra model of ``ztml:models`` pass the gate on their own.
     A bad configuration value or a refused model ends the run before any resource is
-    declared with one error that names the key, or every reason of the refusal, and no
-    traceback (:class:`pulumi.RunError`, the engine's own error path).
+    declared with one error that names the key, or the model and every reason of its
+    refusal, and no traceback (:class:`pulumi.RunError`, the engine's own error path).
     """
     try:
         cfg = config if config is not None else read_stack_config()
         gate = enforce_deploy_gate(cfg)
+        extra_gates = enforce_models_gate(cfg)
     except InfraError as err:
         # The cause stays attached for callers in-process; the engine prints str() only.
         raise pulumi.RunError(str(err)) from err
@@ -63,6 +73,7 @@ def main(config: StackConfig | None = None) -> None:
         NamespaceArgs(
             name=cfg.namespace,
             max_pods=cfg.max_replicas,
+            models=1 + len(cfg.models),
             labels=webhook.protected_labels if webhook else {},
         ),
         opts=pulumi.ResourceOptions.merge(
@@ -74,7 +85,7 @@ def main(config: StackConfig | None = None) -> None:
         "ztml",
         NetworkArgs(
             namespace=ns,
-            model_labels=MODEL_LABELS,
+            model_labels=MODEL_POD_LABELS,
             service_port=SERVICE_PORT,
             client_namespaces=cfg.client_namespaces,
             postgres_labels=POSTGRES_LABELS if cfg.uses_postgres else None,
@@ -116,25 +127,35 @@ def main(config: StackConfig | None = None) -> None:
         ),
         opts=opts,
     )
-    model = ModelService(
-        "ztml-model",
-        ModelServiceArgs(
-            namespace=ns,
-            image=cfg.image,
-            model_digest=gate.digest,
-            replicas=cfg.replicas,
-            max_replicas=cfg.max_replicas,
-            parts=(opa.pod_parts, records.pod_parts, trust.pod_parts),
-            init_command=records.seed_command(trust_dir=TRUST_DIR),
-            tls=cfg.service_tls,
-            env=(
-                {"ZTML_LEDGER_WITNESS_KEYS": " ".join(cfg.ledger_witness_keys)}
-                if cfg.ledger_witness_keys
-                else {}
-            ),
-        ),
-        opts=opts,
+    witness_env: dict[str, pulumi.Input[str]] = (
+        {"ZTML_LEDGER_WITNESS_KEYS": " ".join(cfg.ledger_witness_keys)}
+        if cfg.ledger_witness_keys
+        else {}
     )
+
+    def model_service(name: str | None, digest: str) -> ModelService:
+        """One model's Deployment and Service: the primary model's without a name."""
+        return ModelService(
+            "ztml-model" if name is None else f"ztml-model-{name}",
+            ModelServiceArgs(
+                namespace=ns,
+                image=cfg.image,
+                model_digest=digest,
+                replicas=cfg.replicas,
+                max_replicas=cfg.max_replicas,
+                parts=(opa.pod_parts, records.model_parts(name), trust.pod_parts),
+                init_command=records.seed_command(trust_dir=TRUST_DIR, model=name),
+                tls=cfg.service_tls,
+                env=witness_env,
+                workload_name=MODEL_SERVICE if name is None else name,
+                model_path=MODEL_PATH if name is None else f"{PACKAGES_DIR}/{name}",
+                labels=model_labels(name),
+            ),
+            opts=opts,
+        )
+
+    model = model_service(None, gate.digest)
+    extras = {name: model_service(name, passed.digest) for name, passed in extra_gates.items()}
 
     pulumi.export("namespace", ns)
     pulumi.export("modelDigest", gate.digest)
@@ -143,6 +164,18 @@ def main(config: StackConfig | None = None) -> None:
     pulumi.export("servicePort", model.service_port)
     pulumi.export("deploymentName", model.deployment_name)
     pulumi.export("ledgerBackend", records.backend)
+    pulumi.export(
+        "models",
+        {
+            name: {
+                "serviceName": service.service_name,
+                "servicePort": service.service_port,
+                "deploymentName": service.deployment_name,
+                "modelDigest": extra_gates[name].digest,
+            }
+            for name, service in extras.items()
+        },
+    )
     if webhook is not None:
         pulumi.export("admissionNamespace", webhook.namespace)
         pulumi.export("admissionWebhookConfiguration", webhook.configuration_name)

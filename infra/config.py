@@ -50,6 +50,7 @@ CONFIG_KEYS: tuple[str, ...] = (
     "opaImage",
     "postgresImage",
     "modelDigest",
+    "models",
     "replicas",
     "maxReplicas",
     "minRobustAccuracy",
@@ -86,6 +87,10 @@ CONFIG_KEYS: tuple[str, ...] = (
 ADMISSION_SERVICE = "ztml-admission"
 # The model service's stable name (its Service and Deployment), which clients dial.
 MODEL_SERVICE = "ztml-model"
+# An extra model's name names its Service and Deployment too, so it is a DNS label; the
+# ``ztml-`` prefix is the stack's own (the primary model's ``ztml-model``, the records').
+MODEL_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")
+RESERVED_PREFIX = "ztml-"
 ADMISSION_NAMESPACE_SUFFIX = "-admission"
 
 
@@ -117,6 +122,20 @@ class TrustKey:
 
     key_id: str
     public_key_pem: str
+
+
+@dataclass(frozen=True)
+class ExtraModel:
+    """A further model the stack serves, each in its own Deployment (``ztml:models``).
+
+    Attributes:
+        name: The model's name (its contract's ``name``): the name of its Deployment and
+            Service and of its directory in the image (``/opt/ztml/models/<name>``).
+        digest: Its weights digest, which must pass the deploy gate on its own.
+    """
+
+    name: str
+    digest: str
 
 
 @dataclass(frozen=True)
@@ -156,10 +175,12 @@ class StackConfig:
         opa_image: The OPA image, pinned by digest.
         postgres_image: The PostgreSQL image, pinned by digest (needed when replicas > 1).
         model_digest: The approved model artifact digest the service must serve.
+        models: Further models, each served by its own Deployment and Service.
         replicas: Model service replicas (1..20).
         max_replicas: Upper bound for the HorizontalPodAutoscaler.
         requirements: Deploy-gate requirements: those of policies/data/provenance.json,
-            each overridden by its ``ztml:*`` key when set.
+            each default overridden by its ``ztml:*`` key when set (the per-modality
+            overrides are provenance.json's).
         trusted_issuers: JWT issuers accepted by the service.
         jwt_audience: The ``aud`` claim the service accepts.
         trainer_key_ids: Ledger key ids trusted to register and evaluate models.
@@ -207,6 +228,7 @@ class StackConfig:
     postgres_password: str | None
     admission: AdmissionConfig | None = None
     service_tls: TlsIdentity | None = None
+    models: tuple[ExtraModel, ...] = ()
 
     @property
     def kube_context(self) -> str:
@@ -440,7 +462,11 @@ def _oms_signer_keys(reader: _Reader) -> tuple[str, ...]:
 
 
 def _requirements(reader: _Reader) -> Requirements:
-    """The gate's requirements: policies/data/provenance.json's, overridden by the stack's."""
+    """The gate's requirements: policies/data/provenance.json's, overridden by the stack's.
+
+    The ``ztml:*`` keys set the default requirements; the per-modality overrides of
+    provenance.json (tabular's epsilon) are kept, so they still apply to their modality.
+    """
     defaults = load_requirements()
     return Requirements(
         min_robust_accuracy=reader.number(
@@ -462,7 +488,47 @@ def _requirements(reader: _Reader) -> Requirements:
         min_restarts=reader.integer(
             "minRestarts", default=defaults.min_restarts, low=1, high=1_000
         ),
+        by_modality=defaults.by_modality,
     )
+
+
+def _models(reader: _Reader) -> tuple[ExtraModel, ...]:
+    """The extra models of ``ztml:models``: named, pinned, unique, none named like the stack's."""
+    key = _key("models")
+    accepted = (
+        f"an object {{name, digest}}: name a DNS label of up to 53 characters (lowercase, "
+        f"digits, '-') not starting with '{RESERVED_PREFIX}', digest {DIGEST_FORM}"
+    )
+    models: list[ExtraModel] = []
+    for index, item in enumerate(reader.json_list("models", required=False)):
+        where = f"{key}[{index}]"
+        if not isinstance(item, dict) or set(item) != {"name", "digest"}:
+            raise ConfigError(f"Invalid config {where}={item!r}: accepted values: {accepted}.")
+        name, digest = item["name"], item["digest"]
+        if not isinstance(name, str) or not MODEL_NAME_RE.fullmatch(name):
+            raise ConfigError(f"Invalid config {where}.name={name!r}: accepted values: {accepted}.")
+        if name.startswith(RESERVED_PREFIX):
+            raise ConfigError(
+                f"Invalid config {where}.name={name!r}: names starting with '{RESERVED_PREFIX}' "
+                f"belong to the stack (the primary model's service is {MODEL_SERVICE}); "
+                f"accepted values: {accepted}."
+            )
+        if not isinstance(digest, str) or not DIGEST_RE.fullmatch(digest):
+            raise ConfigError(
+                f"Invalid config {where}.digest={digest!r}: accepted values: {DIGEST_FORM}."
+            )
+        if digest == PLACEHOLDER_DIGEST:
+            raise ConfigError(
+                f"Invalid config {where}.digest: the all-zero placeholder; accepted values: the "
+                "digest of the approved model (`ztml model register` printed it)."
+            )
+        if any(m.name == name for m in models):
+            raise ConfigError(
+                f"Invalid config {where}.name={name!r}: another model has that name; accepted "
+                "values: names unique within the stack."
+            )
+        models.append(ExtraModel(name, digest))
+    return tuple(models)
 
 
 def _client_namespaces(reader: _Reader) -> tuple[str, ...]:
@@ -525,6 +591,7 @@ def parse_config(raw: Mapping[str, str]) -> StackConfig:
             f"Invalid config {_key('modelDigest')}: the all-zero placeholder; set the digest of "
             "the approved model (`ztml ledger export` lists it)."
         )
+    models = _models(reader)
     ledger_export = Path(reader.text("ledgerExport"))
     trainer_key_ids = _key_ids(reader, "trainerKeyIds")
     approver_key_ids = _key_ids(reader, "approverKeyIds")
@@ -547,6 +614,7 @@ def parse_config(raw: Mapping[str, str]) -> StackConfig:
         opa_image=str(_pinned_image(reader, "opaImage")),
         postgres_image=_pinned_image(reader, "postgresImage", required=replicas > 1),
         model_digest=model_digest,
+        models=models,
         replicas=replicas,
         max_replicas=max_replicas,
         requirements=_requirements(reader),
@@ -572,7 +640,7 @@ def parse_config(raw: Mapping[str, str]) -> StackConfig:
         client_namespaces=_client_namespaces(reader),
         postgres_password=postgres_password,
         admission=_admission(reader),
-        service_tls=_service_tls(reader),
+        service_tls=_service_tls(reader, models),
     )
 
 
@@ -662,13 +730,23 @@ def _admission_parameters(reader: _Reader) -> dict[str, Any]:
     return parsed
 
 
-def service_hosts(namespace: str) -> tuple[str, str]:
-    """The names clients dial the model service by, which its certificate must name."""
-    return (f"{MODEL_SERVICE}.{namespace}.svc", f"{MODEL_SERVICE}.{namespace}.svc.cluster.local")
+def service_hosts(namespace: str, *models: str) -> tuple[str, ...]:
+    """The names clients dial the model services by, which their certificate must name.
+
+    The primary model's Service first, then each extra model's (named like the model).
+    """
+    return tuple(
+        host
+        for service in (MODEL_SERVICE, *models)
+        for host in (f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local")
+    )
 
 
-def _service_tls(reader: _Reader) -> TlsIdentity | None:
-    """The model service's TLS identity; None only with ``insecurePlainHttp`` true."""
+def _service_tls(reader: _Reader, models: tuple[ExtraModel, ...] = ()) -> TlsIdentity | None:
+    """The model services' TLS identity; None only with ``insecurePlainHttp`` true.
+
+    One certificate serves every model's Service, so it names all of them.
+    """
     names = ("serviceTlsCert", "serviceTlsKey", "serviceCaBundle")
     given = {name: reader.optional(name) for name in names}
     if _switch(reader, "insecurePlainHttp", default=False):
@@ -680,7 +758,7 @@ def _service_tls(reader: _Reader) -> TlsIdentity | None:
             )
         return None
     namespace = reader.matching("namespace", DNS_LABEL_RE, "a DNS label", default="ztml")
-    hosts = service_hosts(namespace)
+    hosts = service_hosts(namespace, *(m.name for m in models))
     for name, value in given.items():
         if value is None:
             how = "pulumi config set --secret" if name == "serviceTlsKey" else "pulumi config set"

@@ -48,3 +48,33 @@ class DeployDeniedError(InfraError):
             "Register, evaluate and approve the model in the ledger, export it with "
             "`ztml ledger export`, and point `ztml:ledgerExport` at the export."
         )
+
+
+class ModelNameError(InfraError):
+    """An extra model's ``ztml:models`` name is not the name its digest is registered as.
+
+    The name is the model's Deployment, Service and directory in the image, and the
+    service refuses a package whose contract names another model: caught here, before
+    anything is declared, rather than when the pods start.
+    """
+
+    def __init__(self, name: str, digest: str, registered: str) -> None:
+        self.name, self.digest, self.registered = name, digest, registered
+        super().__init__(
+            f"the ledger registers {digest} as model {registered!r}, not {name!r}; in "
+            f"ztml:models name it {registered!r} (its contract's name), or pin the digest "
+            f"registered as {name!r}"
+        )
+
+
+class ModelsDeniedError(InfraError):
+    """The deploy gate refused one or more of the stack's extra models (``ztml:models``).
+
+    Attributes:
+        refusals: Each refused model's name and the gate's error for it, in config order.
+    """
+
+    def __init__(self, refusals: list[tuple[str, InfraError]]) -> None:
+        self.refusals = list(refusals)
+        listed = "\n".join(f"model {name!r} (ztml:models): {err}" for name, err in self.refusals)
+        super().__init__(listed)

@@ -29,6 +29,8 @@ from infra.errors import (
     DeployDeniedError,
     InfraError,
     LedgerExportError,
+    ModelNameError,
+    ModelsDeniedError,
     PolicyEvaluationError,
 )
 from service.chain.seen import verifier_state
@@ -100,8 +102,15 @@ class GatePassed:
     model: ApprovedModel
 
 
-def enforce_deploy_gate(config: StackConfig, *, opa: Path | None = None) -> GatePassed:
+def enforce_deploy_gate(
+    config: StackConfig, *, opa: Path | None = None, digest: str | None = None
+) -> GatePassed:
     """Run the deploy gate for the stack's configured digest and ledger export.
+
+    Args:
+        config: The stack's configuration (trust, requirements, the ledger export).
+        opa: The OPA binary (default: the pinned one).
+        digest: The digest to check instead of the primary model's (an extra model's).
 
     Raises:
         DeployDeniedError: the model may not be deployed; the reasons are listed.
@@ -114,10 +123,11 @@ def enforce_deploy_gate(config: StackConfig, *, opa: Path | None = None) -> Gate
         trainer_key_ids=tuple(config.trainer_key_ids),
         approver_key_ids=tuple(config.approver_key_ids),
     )
+    digest = config.model_digest if digest is None else digest
     try:
         approved = check_deploy(
             trust=trust,
-            digest=config.model_digest,
+            digest=digest,
             ledger_export=config.ledger_export,
             requirements=config.requirements,
             opa=opa,
@@ -125,7 +135,37 @@ def enforce_deploy_gate(config: StackConfig, *, opa: Path | None = None) -> Gate
             witnesses=parse_witness_keys(config.ledger_witness_keys),
         )
     except GateError as err:
-        raise _infra_error(err, config.model_digest) from err
+        raise _infra_error(err, digest) from err
     if approved.export_text is None:  # check_deploy read the export; fail closed regardless
         raise LedgerExportError(f"The deploy gate did not read {config.ledger_export}.")
     return GatePassed(approved.digest, approved.export_text, approved)
+
+
+def enforce_models_gate(config: StackConfig, *, opa: Path | None = None) -> dict[str, GatePassed]:
+    """Run the deploy gate for each extra model of ``ztml:models``, each on its own.
+
+    Every model is checked before any is refused, so one run names every refused model
+    and every reason of each. A model's name must be the one its digest is registered
+    as (its contract's name).
+
+    Returns:
+        Each model's name and what the gate approved, in config order.
+
+    Raises:
+        ModelsDeniedError: at least one model may not be deployed (each refusal listed).
+    """
+    passed: dict[str, GatePassed] = {}
+    refused: list[tuple[str, InfraError]] = []
+    for model in config.models:
+        try:
+            gate = enforce_deploy_gate(config, opa=opa, digest=model.digest)
+        except InfraError as err:
+            refused.append((model.name, err))
+            continue
+        if gate.model.name != model.name:
+            refused.append((model.name, ModelNameError(model.name, model.digest, gate.model.name)))
+            continue
+        passed[model.name] = gate
+    if refused:
+        raise ModelsDeniedError(refused)
+    return passed

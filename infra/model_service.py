@@ -12,7 +12,7 @@ URL are Secret files contributed by the other components as :class:`PodParts`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -30,6 +30,12 @@ from infra.hardening import (
 from infra.tls import TlsIdentity, tls_secret
 
 SERVICE_PORT = 3000
+# Every model's pods carry MODEL_POD_LABELS (what the NetworkPolicies select); each
+# model's own labels (its Deployment's and Service's selector) tell the models apart.
+MODEL_POD_LABELS = {
+    "app.kubernetes.io/component": "model-service",
+    "app.kubernetes.io/part-of": "ztml",
+}
 MODEL_LABELS = {"app.kubernetes.io/name": "ztml-model", "app.kubernetes.io/part-of": "ztml"}
 # `bentoml serve`, with BentoML's process-manager control sockets on Unix sockets instead of
 # loopback TCP ports other containers of the pod could reach (service/app/serve.py).
@@ -48,7 +54,16 @@ SERVE_COMMAND = (
 WORKLOAD_NAME = "ztml-model"
 CACHE_DIR = "/var/cache/ztml"
 MODEL_PATH = "/opt/ztml/model/model.safetensors"
+# Extra models' packages, baked into the image by `ztml cluster images --package`.
+PACKAGES_DIR = "/opt/ztml/models"
 TLS_DIR = "/etc/ztml/service-tls"
+
+
+def model_labels(model: str | None = None) -> dict[str, str]:
+    """The labels selecting one model's pods: the primary model's without a name."""
+    if model is None:
+        return dict(MODEL_LABELS)
+    return {"app.kubernetes.io/name": model, "app.kubernetes.io/part-of": "ztml"}
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,11 @@ class ModelServiceArgs:
         tls: The serving certificate of the service port (a ``kubernetes.io/tls``
             Secret mounted at :data:`TLS_DIR`), or None for plain HTTP
             (``ztml:insecurePlainHttp``).
+        workload_name: The Deployment's and Service's name (what clients dial).
+        model_path: ``ZTML_MODEL_PATH`` in the image: the primary model's weights, or an
+            extra model's package directory under :data:`PACKAGES_DIR`.
+        labels: The labels selecting this model's pods (:func:`model_labels`); the pods
+            also carry :data:`MODEL_POD_LABELS`.
     """
 
     namespace: pulumi.Input[str]
@@ -79,6 +99,9 @@ class ModelServiceArgs:
     init_command: tuple[str, ...] = ()
     env: dict[str, pulumi.Input[str]] = field(default_factory=dict)
     tls: TlsIdentity | None = None
+    workload_name: str = WORKLOAD_NAME
+    model_path: str = MODEL_PATH
+    labels: Mapping[str, str] = field(default_factory=lambda: dict(MODEL_LABELS))
 
 
 class ModelService(pulumi.ComponentResource):
@@ -101,11 +124,12 @@ class ModelService(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         # A named resource cannot be created before its old self is deleted.
         named = pulumi.ResourceOptions(parent=self, delete_before_replace=True)
-        metadata = k8s.meta.v1.ObjectMetaArgs(namespace=args.namespace, labels=MODEL_LABELS)
+        labels = dict(args.labels)
+        metadata = k8s.meta.v1.ObjectMetaArgs(namespace=args.namespace, labels=labels)
         account = service_account(f"{name}-sa", namespace=args.namespace, opts=child)
         env: dict[str, pulumi.Input[str]] = {
             "ZTML_MODEL_DIGEST": args.model_digest,
-            "ZTML_MODEL_PATH": MODEL_PATH,
+            "ZTML_MODEL_PATH": args.model_path,
             "HOME": CACHE_DIR,
             "BENTOML_HOME": f"{CACHE_DIR}/bentoml",
             "PYTHONUNBUFFERED": "1",
@@ -187,7 +211,7 @@ class ModelService(pulumi.ComponentResource):
         for part in parts:
             annotations |= dict(part.annotations)
         template = hardened_pod_template(
-            labels=MODEL_LABELS,
+            labels=labels | MODEL_POD_LABELS,
             annotations=annotations,
             containers=[service, *(c for part in parts for c in part.containers)],
             init_containers=init if args.init_command else (),
@@ -198,15 +222,15 @@ class ModelService(pulumi.ComponentResource):
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=WORKLOAD_NAME,
+                name=args.workload_name,
                 namespace=args.namespace,
-                labels=MODEL_LABELS,
+                labels=labels,
                 annotations={"ztml.dev/model-digest": args.model_digest},
             ),
             spec=k8s.apps.v1.DeploymentSpecArgs(
                 replicas=args.replicas,
                 revision_history_limit=5,
-                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=MODEL_LABELS),
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
                 strategy=k8s.apps.v1.DeploymentStrategyArgs(type="Recreate")
                 if single
                 else k8s.apps.v1.DeploymentStrategyArgs(
@@ -222,11 +246,11 @@ class ModelService(pulumi.ComponentResource):
         svc = k8s.core.v1.Service(
             f"{name}-service",
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=WORKLOAD_NAME, namespace=args.namespace, labels=MODEL_LABELS
+                name=args.workload_name, namespace=args.namespace, labels=labels
             ),
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="ClusterIP",
-                selector=MODEL_LABELS,
+                selector=labels,
                 ports=[
                     k8s.core.v1.ServicePortArgs(
                         name="http", port=SERVICE_PORT, target_port="http", protocol="TCP"
@@ -240,7 +264,7 @@ class ModelService(pulumi.ComponentResource):
             metadata=metadata,
             spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
                 max_unavailable=1,
-                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=MODEL_LABELS),
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
             ),
             opts=child,
         )

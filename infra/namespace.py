@@ -32,23 +32,27 @@ class NamespaceArgs:
     Attributes:
         name: The namespace name (set explicitly: other resources and NetworkPolicies
             refer to it by name).
-        max_pods: The most model pods the autoscaler may run; the quota leaves room for
-            them (and a rolling update's surge pod and PostgreSQL) and no more.
+        max_pods: The most pods the autoscaler may run for one model; the quota leaves
+            room for them (and a rolling update's surge pod) for each model, and for
+            PostgreSQL, and no more.
+        models: How many models the stack serves, each in its own Deployment.
         labels: Extra labels, e.g. the admission webhook's :data:`ADMISSION_LABEL`.
     """
 
     name: pulumi.Input[str]
     max_pods: int = 1
+    models: int = 1
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
-def quota_for(max_pods: int) -> dict[str, str]:
-    """Return the ResourceQuota's hard limits for up to ``max_pods`` model pods.
+def quota_for(max_pods: int, *, models: int = 1) -> dict[str, str]:
+    """Return the ResourceQuota's hard limits for up to ``max_pods`` pods of each model.
 
     A model pod may use up to 3 CPU and 3 GiB of limits (service, OPA sidecar); one
-    extra pod covers a rolling update's surge and one PostgreSQL pod is allowed for.
+    extra pod per model covers a rolling update's surge (each Deployment rolls on its
+    own) and one PostgreSQL pod is allowed for.
     """
-    pods = max_pods + 1
+    pods = models * (max_pods + 1)
     return {
         "requests.cpu": str(pods + 1),
         "requests.memory": f"{pods + 1}Gi",
@@ -94,7 +98,9 @@ class Namespace(pulumi.ComponentResource):
         k8s.core.v1.ResourceQuota(
             f"{name}-quota",
             metadata=k8s.meta.v1.ObjectMetaArgs(namespace=self.name),
-            spec=k8s.core.v1.ResourceQuotaSpecArgs(hard=quota_for(args.max_pods)),
+            spec=k8s.core.v1.ResourceQuotaSpecArgs(
+                hard=quota_for(args.max_pods, models=args.models)
+            ),
             opts=in_namespace,
         )
         k8s.core.v1.LimitRange(

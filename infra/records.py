@@ -129,14 +129,9 @@ class Records(pulumi.ComponentResource):
         # The service's home is a sub-directory of the volume that the init step makes
         # (0700, the pod's user): a provisioner's volume root is often 0777 and owned by
         # root (local-path), which the service refuses as its home. Scaled out, each pod
-        # gets its own sub-directory.
-        self._home_dir = "$(POD_NAME)" if scaled else "home"
-        mounts = [
-            Mount("records", ZTML_HOME, read_only=False, sub_path_expr="$(POD_NAME)")
-            if scaled
-            else Mount("records", ZTML_HOME, read_only=False, sub_path="home"),
-            Mount("ledger-export", LEDGER_EXPORT_DIR),
-        ]
+        # gets its own sub-directory; with one replica, each model its own (home_dir).
+        self._scaled = scaled
+        mounts = [Mount("ledger-export", LEDGER_EXPORT_DIR)]
         env: dict[str, pulumi.Input[str]] = {"ZTML_HOME": ZTML_HOME, "ZTML_AUDIT_STDOUT": "1"}
         self.postgres_service_name = None
         self.monitor_url = None
@@ -151,12 +146,10 @@ class Records(pulumi.ComponentResource):
         else:
             self.ledger_url = f"{ZTML_HOME}/ledger.db"
         env["ZTML_LEDGER_URL"] = self.ledger_url
-        self.pod_parts = PodParts(
-            volumes=tuple(volumes),
-            mounts=tuple(mounts),
-            env=env,
-            init_mounts=(Mount("records", VOLUME_ROOT, read_only=False),),
-        )
+        self._volumes = tuple(volumes)
+        self._mounts = tuple(mounts)
+        self._env = env
+        self.pod_parts = self.model_parts()
         outputs: dict[str, object] = {
             "backend": self.backend,
             "data_claim_name": self.data_claim_name,
@@ -165,13 +158,38 @@ class Records(pulumi.ComponentResource):
             outputs["postgres_service_name"] = self.postgres_service_name
         self.register_outputs(outputs)
 
-    def seed_command(self, *, trust_dir: str) -> tuple[str, ...]:
+    def _home_dir(self, model: str | None) -> str:
+        if self._scaled:
+            return "$(POD_NAME)"
+        return "home" if model is None else f"home-{model}"
+
+    def model_parts(self, model: str | None = None) -> PodParts:
+        """Volumes, mounts and env of one model's pods (the primary model's without a name).
+
+        Every model's pods share the volume (and PostgreSQL when scaled out); with one
+        replica each model keeps its own home (``home-<model>``) in it, so no two services
+        share a ledger file, audit log or audit key.
+        """
+        home = (
+            Mount("records", ZTML_HOME, read_only=False, sub_path_expr="$(POD_NAME)")
+            if self._scaled
+            else Mount("records", ZTML_HOME, read_only=False, sub_path=self._home_dir(model))
+        )
+        return PodParts(
+            volumes=self._volumes,
+            mounts=(home, *self._mounts),
+            env=self._env,
+            init_mounts=(Mount("records", VOLUME_ROOT, read_only=False),),
+        )
+
+    def seed_command(self, *, trust_dir: str, model: str | None = None) -> tuple[str, ...]:
         """The init container command: make the service's home, seed its ledger, audit key.
 
         The init container sees the volume's root at :data:`VOLUME_ROOT`; the service
-        sees the home it makes there at ``ZTML_HOME``.
+        sees the home it makes there at ``ZTML_HOME``. ``model`` names an extra model
+        (its own home with one replica), None the primary model.
         """
-        home = f"{VOLUME_ROOT}/{self._home_dir}"
+        home = f"{VOLUME_ROOT}/{self._home_dir(model)}"
         ledger = self.ledger_url if self.backend == "postgres" else f"{home}/ledger.db"
         return (
             "python",

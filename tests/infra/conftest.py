@@ -65,6 +65,10 @@ UNAPPROVED = "sha256:" + "2" * 64
 REVOKED = "sha256:" + "3" * 64
 WEAK = "sha256:" + "4" * 64
 UNREGISTERED = "sha256:" + "5" * 64
+# Two further approved models, served by ``ztml:models`` in the several-models run.
+APPROVED_CNN = "sha256:" + "6" * 64
+APPROVED_TABULAR = "sha256:" + "7" * 64
+EXTRA_MODELS = {"digits-cnn": APPROVED_CNN, "breast-cancer": APPROVED_TABULAR}
 WORKLOAD_KINDS = frozenset(
     {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
 )
@@ -174,10 +178,12 @@ def _evaluation(accuracy: float) -> dict[str, Any]:
     )
 
 
-def _register(ledger: Any, signer: Any, digest: str, accuracy: float) -> None:
+def _register(
+    ledger: Any, signer: Any, digest: str, accuracy: float, name: str = "digits-mlp"
+) -> None:
     ledger.register(
         signer=signer,
-        name="digits-mlp",
+        name=name,
         version=digest[7:12],
         artifact={"digest": digest, "format": "safetensors", "size": 1234},
         training_data_digest="sha256:" + "9" * 64,
@@ -214,6 +220,9 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Ledger:
         book.revoke(REVOKED, signer=approver, reason="training data leak")
         _register(book, trainer, WEAK, 0.2)
         book.approve(WEAK, signer=approver)
+        for name, extra in EXTRA_MODELS.items():
+            _register(book, trainer, extra, 0.9, name=name)
+            book.approve(extra, signer=approver)
         trust = TrustStore.from_public_keys([trainer.public_key, approver.public_key])
         export = book.export(trust)
         witness = Signer("w.example/1", Ed25519PrivateKey.generate())
@@ -242,7 +251,7 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Ledger:
         issuer_pem=_public_pem(issuer),
         oms_signer_pem=_oms_signer_pem(),
         webhook_tls=issue_webhook_tls(home / "webhook-tls", "ztml-admission.ztml-admission.svc"),
-        service_tls=issue_webhook_tls(home / "webhook-tls", *service_hosts("ztml")),
+        service_tls=issue_webhook_tls(home / "webhook-tls", *service_hosts("ztml", *EXTRA_MODELS)),
     )
 
 
@@ -367,9 +376,31 @@ def plain_http_run(make_config: Callable[..., StackConfig]) -> Run:
     )
 
 
-@pytest.fixture(scope="session", params=["single", "scaled"])
+@pytest.fixture(scope="session")
+def models_run(make_config: Callable[..., StackConfig]) -> Run:
+    """The one-replica stack serving two extra models (``ztml:models``) beside the primary."""
+    return run_program(
+        make_config(models=[{"name": n, "digest": d} for n, d in EXTRA_MODELS.items()])
+    )
+
+
+@pytest.fixture(scope="session")
+def scaled_models_run(make_config: Callable[..., StackConfig]) -> Run:
+    """The scaled-out stack (PostgreSQL) serving the same two extra models."""
+    return run_program(
+        make_config(
+            replicas="2",
+            maxReplicas="3",
+            postgresImage=FAKE_POSTGRES_IMAGE,
+            postgresPassword="correct-horse-battery-staple",
+            models=[{"name": n, "digest": d} for n, d in EXTRA_MODELS.items()],
+        )
+    )
+
+
+@pytest.fixture(scope="session", params=["single", "scaled", "models"])
 def any_run(request: pytest.FixtureRequest) -> Run:
-    """Each stack variant in turn."""
+    """Each stack variant in turn (one replica, scaled out, several models)."""
     return request.getfixturevalue(f"{request.param}_run")
 
 
@@ -388,6 +419,12 @@ class Digests:
 def digests() -> Digests:
     """Digests registered, approved, revoked... in the test ledger."""
     return Digests()
+
+
+@pytest.fixture(scope="session")
+def extra_models() -> dict[str, str]:
+    """The extra models of the several-models runs: name -> approved digest."""
+    return dict(EXTRA_MODELS)
 
 
 @pytest.fixture(scope="session")

@@ -198,6 +198,16 @@ def test_gate_requirements_default_to_the_policy_data(raw: dict[str, str]) -> No
     assert overridden.min_robust_accuracy == load_requirements().min_robust_accuracy
 
 
+def test_stack_requirements_override_the_defaults_and_keep_the_modality_overrides(
+    raw: dict[str, str],
+) -> None:
+    overridden = parse_config(_with(raw, epsilon="0.2", minRobustAccuracy="0.9")).requirements
+    assert overridden.by_modality == load_requirements().by_modality
+    assert (overridden.for_modality("image").epsilon, overridden.epsilon) == (0.2, 0.2)
+    tabular = overridden.for_modality("tabular")
+    assert (tabular.epsilon, tabular.min_robust_accuracy) == (0.05, 0.9)
+
+
 def test_gate_attack_other_than_the_worst_case_is_refused(raw: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match="ztml:attack"):
         parse_config(_with(raw, attack="pgd"))

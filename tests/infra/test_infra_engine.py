@@ -85,3 +85,32 @@ def test_a_bad_config_value_fails_preview_naming_the_key(
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "ztml:replicas" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_refused_extra_model_fails_preview_naming_it_with_every_reason(
+    raw_values: dict[str, str], digests: Any, extra_models: dict[str, str], tmp_path: Path
+) -> None:
+    models = [
+        {"name": "digits-cnn", "digest": extra_models["digits-cnn"]},
+        {"name": "breast-cancer", "digest": digests.revoked},
+    ]
+    proc = _engine(tmp_path, {**raw_values, "ztml:models": json.dumps(models)})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    said = proc.stderr
+    assert f"model 'breast-cancer' (ztml:models): Deploy gate refused model {digests.revoked}" in (
+        said
+    )
+    assert "revoked" in said
+    assert "model 'digits-cnn'" not in said
+    assert "Traceback" not in said
+    assert "kubernetes:" not in said  # refused before any resource was declared
+
+
+def test_a_bad_models_entry_fails_preview_naming_the_key(
+    raw_values: dict[str, str], tmp_path: Path
+) -> None:
+    models = [{"name": "ztml-model", "digest": "sha256:" + "6" * 64}]
+    proc = _engine(tmp_path, {**raw_values, "ztml:models": json.dumps(models)})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "ztml:models[0].name" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -71,9 +71,10 @@ def test_dockerignore_keeps_secrets_and_state_out() -> None:
     assert ignore[ignore.index("*") if "*" in ignore else 0] == "*"
     for pattern in ("**/*.key", "**/*.pem", "**/*.db", "**/*.safetensors"):
         assert pattern in ignore
-    # Only the staged model directory may bring a model artifact in.
+    # Only the staged model directory and packages may bring a model artifact in.
     assert [p for p in ignore if p.startswith("!") and "safetensors" in p] == [
-        "!model/*.safetensors"
+        "!model/*.safetensors",
+        "!models/**/*.safetensors",
     ]
 
 

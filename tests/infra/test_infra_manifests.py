@@ -142,10 +142,12 @@ def test_every_checkov_skip_is_justified() -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_checkov_finds_no_failure(single_run: Any, scaled_run: Any, tmp_path: Path) -> None:
+def test_checkov_finds_no_failure(
+    single_run: Any, scaled_run: Any, models_run: Any, tmp_path: Path
+) -> None:
     uvx = shutil.which("uvx")
     assert uvx is not None, "uvx (from uv) is needed to run Checkov in its own environment"
-    for prefix, run in (("single", single_run), ("scaled", scaled_run)):
+    for prefix, run in (("single", single_run), ("scaled", scaled_run), ("models", models_run)):
         for index, manifest in enumerate(run.manifests.values()):
             path = tmp_path / f"{prefix}-{index:02d}-{manifest['kind'].lower()}.yaml"
             path.write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pulumi
 
-from infra.model_service import MODEL_LABELS, SERVICE_PORT
+from infra.model_service import MODEL_POD_LABELS, SERVICE_PORT
 from infra.namespace import PSA_VERSION, Namespace, NamespaceArgs
 from infra.network import Network, NetworkArgs
 from infra.records import POSTGRES_LABELS
@@ -67,7 +67,7 @@ def test_dns_egress_reaches_only_kube_dns(any_run: Any) -> None:
 
 def test_clients_reach_only_the_service_port(any_run: Any) -> None:
     urn, policy = _by_role(any_run, "allow-clients")
-    assert policy["spec"]["podSelector"]["matchLabels"] == MODEL_LABELS, urn
+    assert policy["spec"]["podSelector"]["matchLabels"] == MODEL_POD_LABELS, urn
     (rule,) = policy["spec"]["ingress"]
     assert rule["ports"] == [{"protocol": "TCP", "port": SERVICE_PORT}], urn
     peers = rule["from"]
@@ -101,7 +101,7 @@ def test_labelled_clients_may_send_only_to_the_model_service_port(any_run: Any) 
     urn, policy = _by_role(any_run, "allow-client-egress")
     assert policy["spec"]["podSelector"] == {"matchLabels": {"ztml.dev/client": "true"}}, urn
     (rule,) = policy["spec"]["egress"]
-    assert rule["to"] == [{"podSelector": {"matchLabels": MODEL_LABELS}}], urn
+    assert rule["to"] == [{"podSelector": {"matchLabels": MODEL_POD_LABELS}}], urn
     assert rule["ports"] == [{"protocol": "TCP", "port": 3000}], urn
 
 
@@ -111,7 +111,7 @@ def test_postgres_is_reachable_only_from_the_model_service(scaled_run: Any) -> N
     urn, ingress = _by_role(scaled_run, "allow-postgres-from-model")
     assert ingress["spec"]["podSelector"]["matchLabels"] == POSTGRES_LABELS, urn
     assert ingress["spec"]["ingress"][0]["from"] == [
-        {"podSelector": {"matchLabels": MODEL_LABELS}}
+        {"podSelector": {"matchLabels": MODEL_POD_LABELS}}
     ], urn
 
 
@@ -128,7 +128,7 @@ def test_namespace_component_outputs_its_name() -> pulumi.Output[None]:
 @pulumi.runtime.test
 def test_network_component_without_postgres_declares_four_policies() -> pulumi.Output[None]:
     network = Network(
-        "unit", NetworkArgs(namespace="ztml-unit", model_labels=MODEL_LABELS, service_port=3000)
+        "unit", NetworkArgs(namespace="ztml-unit", model_labels=MODEL_POD_LABELS, service_port=3000)
     )
 
     def check(names: list[str]) -> None:

@@ -339,16 +339,22 @@ def test_single_replica_keeps_monitor_state_in_its_home(single_run: Any) -> None
 
 
 def test_service_is_cluster_ip_with_pdb_and_hpa(any_run: Any) -> None:
+    models = 1 + len(any_run.config.models)
     services = {u: m for u, m in any_run.of_kind("Service").items() if "ztml-model" in u}
-    ((urn, service),) = services.items()
-    assert service["spec"]["type"] == "ClusterIP", urn
-    assert service["spec"]["ports"][0]["port"] == SERVICE_PORT, urn
-    ((pdb_urn, pdb),) = any_run.stack().of_kind("PodDisruptionBudget").items()
-    assert pdb["spec"]["maxUnavailable"] == 1, pdb_urn
-    ((hpa_urn, hpa),) = any_run.of_kind("HorizontalPodAutoscaler").items()
-    assert hpa["apiVersion"] == "autoscaling/v2", hpa_urn
-    assert hpa["spec"]["minReplicas"] == any_run.config.replicas, hpa_urn
-    assert hpa["spec"]["maxReplicas"] == any_run.config.max_replicas, hpa_urn
+    assert len(services) == models, sorted(services)
+    for urn, service in services.items():
+        assert service["spec"]["type"] == "ClusterIP", urn
+        assert service["spec"]["ports"][0]["port"] == SERVICE_PORT, urn
+    pdbs = any_run.stack().of_kind("PodDisruptionBudget")
+    assert len(pdbs) == models, sorted(pdbs)
+    for pdb_urn, pdb in pdbs.items():
+        assert pdb["spec"]["maxUnavailable"] == 1, pdb_urn
+    hpas = any_run.of_kind("HorizontalPodAutoscaler")
+    assert len(hpas) == models, sorted(hpas)
+    for hpa_urn, hpa in hpas.items():
+        assert hpa["apiVersion"] == "autoscaling/v2", hpa_urn
+        assert hpa["spec"]["minReplicas"] == any_run.config.replicas, hpa_urn
+        assert hpa["spec"]["maxReplicas"] == any_run.config.max_replicas, hpa_urn
 
 
 def test_every_workload_carries_the_hardening_builder_mark(any_run: Any) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from service.stack.provision import demo_model_dir
-from tests.service.cluster.fixtures import Cluster, ztml_cluster
+from tests.service.cluster.fixtures import Cluster, ModelPackage, ztml_cluster
 
 NAMESPACE = "ztml"
 WORKLOAD = "ztml-model"
@@ -122,10 +122,17 @@ def engine_changes(proc: subprocess.CompletedProcess[str]) -> dict[str, int]:
     return changes
 
 
-def deploy_stack(cluster: Cluster, home: Path, workdir: Path, *, replicas: int = 1) -> ClusterStack:
-    """``ztml cluster config`` for the demo model, then ``up`` under the real engine."""
+def deploy_stack(
+    cluster: Cluster,
+    home: Path,
+    workdir: Path,
+    *,
+    replicas: int = 1,
+    packages: tuple[ModelPackage, ...] = (),
+) -> ClusterStack:
+    """``ztml cluster config`` for the demo model (and packages), then ``up`` (real engine)."""
     config_file = workdir / "local-stack.json"
-    configure(home, config_file, replicas=replicas)
+    configure(home, config_file, replicas=replicas, packages=packages)
     stack = ClusterStack(cluster, home, workdir, config_file)
     started = time.monotonic()
     up = stack.engine("up")
@@ -137,8 +144,10 @@ def deploy_stack(cluster: Cluster, home: Path, workdir: Path, *, replicas: int =
     return stack
 
 
-def configure(home: Path, config_file: Path, *, replicas: int) -> None:
-    """Write the stack's configuration with ``ztml cluster config``."""
+def configure(
+    home: Path, config_file: Path, *, replicas: int, packages: tuple[ModelPackage, ...] = ()
+) -> None:
+    """Write the stack's configuration with ``ztml cluster config`` (``--package`` each)."""
     proc = subprocess.run(
         [
             str(Path(sys.executable).with_name("ztml")),
@@ -148,6 +157,7 @@ def configure(home: Path, config_file: Path, *, replicas: int) -> None:
             str(demo_model_dir(home)),
             "--replicas",
             str(replicas),
+            *(arg for package in packages for arg in ("--package", str(package.path))),
             "--out",
             str(config_file),
         ],
@@ -165,10 +175,20 @@ def cluster_stack(
     cluster: Cluster,
     stack_images: dict[str, str],
     cluster_home: Path,
+    model_packages: tuple[ModelPackage, ...],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ClusterStack]:
-    """The one-replica stack, deployed once per session by ``up`` under the real engine."""
-    stack = deploy_stack(cluster, cluster_home, tmp_path_factory.mktemp("cluster-stack"))
+    """The one-replica stack, deployed once per session by ``up`` under the real engine.
+
+    It serves the demo model and, each in its own Deployment (``ztml:models``), the
+    examples/digits_cnn and examples/breast_cancer packages.
+    """
+    stack = deploy_stack(
+        cluster,
+        cluster_home,
+        tmp_path_factory.mktemp("cluster-stack"),
+        packages=model_packages,
+    )
     yield stack
     if not stack.destroyed:
         stack.engine("destroy")

@@ -30,12 +30,15 @@ CALLS: dict[str, int] = {"total": 0}
 # Invalid input may also be refused for its size: 413 (body over the limit) and 431
 # (header fields over the limit) are documented refusals, as good as a 422.
 REFUSALS = (*NegativeDataRejectionConfig._DEFAULT_EXPECTED_STATUSES, "413", "431")
+SPEC = build_spec(max_batch=MAX_BATCH, model_name="digits")
+# The named routes (/v1/models/digits/...) run the same handlers as the unnamed ones, which
+# are fuzzed; the document served is checked whole below.
 schema = schemathesis.openapi.from_dict(
-    build_spec(max_batch=MAX_BATCH),
+    SPEC,
     config=SchemathesisConfig.from_dict(
         {"checks": {"negative_data_rejection": {"expected-statuses": list(REFUSALS)}}}
     ),
-)
+).exclude(path_regex="^/v1/models/")
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +56,7 @@ def test_the_fuzzed_document_is_the_one_the_service_serves(local_stack: LocalSta
     served = httpx.get(
         f"{local_stack.state.service_url}/docs.json", timeout=10, verify=local_stack.verify
     ).json()
-    assert served == build_spec(max_batch=MAX_BATCH)
+    assert served == SPEC
 
 
 @schema.parametrize()
