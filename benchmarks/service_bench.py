@@ -37,7 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,62 @@ TEST_CACHE = PROJECT_ROOT / ".pytest_cache" / "d" / "ztml-demo-model-pgd-tiny-v2
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def start_bare(home: Path, model_path: Path, workers: int = 1) -> tuple[int, str]:
+    """Start ``benchmarks.bare_service`` on ``model_path`` with the stack's certificate.
+
+    The same transport as the hardened service: TLS with its certificate. Returns the
+    server's process group and its ``/predict`` URL.
+    """
+    from service.stack.tls import tls_dir
+
+    port = free_port()
+    log = home / f"bare-{port}.log"
+    process = start_process(
+        [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "benchmarks.bare_service:BareModelService",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ssl-certfile",
+            str(tls_dir(home) / "server.pem"),
+            "--ssl-keyfile",
+            str(tls_dir(home) / "server.key"),
+        ],
+        log_path=log,
+        env={
+            **os.environ,
+            "ZTML_MODEL_PATH": str(model_path),
+            "ZTML_WORKERS": str(workers),
+            # Its own BentoML home: a server clears its metrics directory at start.
+            "BENTOML_HOME": str(home / "bentoml-bare"),
+            "BENTOML_DO_NOT_TRACK": "True",
+        },
+        cwd=PROJECT_ROOT,
+    )
+    verify = ssl.create_default_context(cafile=str(tls_dir(home) / "ca.pem"))
+    url = f"https://127.0.0.1:{port}"
+    try:
+        wait_ready(
+            f"{url}/readyz",
+            verify=verify,
+            process=process,
+            what="bare service",
+            log_path=log,
+            timeout=180,
+        )
+    except BaseException:
+        from service.stack.processes import stop_group
+
+        stop_group(process.pid)
+        raise
+    return process.pid, f"{url}/predict"
 
 
 def prepare_home(home: Path, model_dir: Path | None) -> DemoModel:
@@ -109,7 +165,7 @@ def digit_body() -> bytes:
 async def drive(
     url: str,
     *,
-    body: bytes,
+    body: bytes | Sequence[bytes],
     auth: list[str] | None,
     total: int,
     concurrency: int,
@@ -122,6 +178,7 @@ async def drive(
     and a worker verifies a token's signature once (then the pipeline's cache answers),
     so the measured requests are a caller's steady state. Without ``warm_up`` every
     request is the first use of its token (``auth`` must hold ``total`` fresh tokens).
+    Several bodies are sent in turn, request ``i`` the ``i``-th (cyclically).
     """
     latencies: list[float] = []
     errors = 0
@@ -135,7 +192,8 @@ async def drive(
             if auth is not None:
                 headers["Authorization"] = f"Bearer {auth[i % len(auth)]}"
             start = time.perf_counter()
-            response = await client.post(url, content=body, headers=headers)
+            content = body if isinstance(body, bytes) else body[i % len(body)]
+            response = await client.post(url, content=content, headers=headers)
             ms = (time.perf_counter() - start) * 1000
             if ids is not None and "x-request-id" in response.headers:
                 ids.add(response.headers["x-request-id"])
@@ -277,6 +335,49 @@ def layer_timings(home: Path, model: Any, opa_url: str, n: int) -> list[tuple[st
     return results
 
 
+Server = tuple[str, str, list[str] | None]  # name, URL, the tokens it is called with
+
+
+def interleaved_rounds(
+    servers: Sequence[Server],
+    *,
+    body: bytes | Sequence[bytes],
+    total: int,
+    concurrency: int,
+    verify: ssl.SSLContext,
+) -> tuple[dict[str, list[float]], dict[str, list[tuple[int, float, int]]]]:
+    """Measure each server in two interleaved rounds (the machine may be shared).
+
+    Each round sends ``total // 4`` requests one at a time to each server (latency: what a
+    request costs), then ``total // 2`` at ``concurrency`` (throughput).
+
+    Returns:
+        Each server's latencies (ms), and its ``(requests, seconds, failures)`` per
+        throughput round.
+    """
+    latency: dict[str, list[float]] = {name: [] for name, _, _ in servers}
+    load: dict[str, list[tuple[int, float, int]]] = {name: [] for name, _, _ in servers}
+    for _ in range(2):
+        for name, url, use in servers:
+            lat, _, _ = asyncio.run(
+                drive(url, body=body, auth=use, total=total // 4, concurrency=1, verify=verify)
+            )
+            latency[name] += lat
+        for name, url, use in servers:
+            lat, seconds, failed = asyncio.run(
+                drive(
+                    url,
+                    body=body,
+                    auth=use,
+                    total=total // 2,
+                    concurrency=concurrency,
+                    verify=verify,
+                )
+            )
+            load[name].append((len(lat), seconds, failed))
+    return latency, load
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="400 requests per server")
@@ -291,7 +392,6 @@ def main(argv: list[str] | None = None) -> int:
     layer_calls = 300 if args.quick else 2000
 
     from service.stack.runner import StackOptions, start_stack, stop_stack
-    from service.stack.tls import tls_dir
 
     home = Path(tempfile.mkdtemp(prefix="ztml-bench-"))
     os.environ["ZTML_HOME"] = str(home)
@@ -317,75 +417,20 @@ def main(argv: list[str] | None = None) -> int:
                 extra_env=env,
             )
         )
-        bare_port = free_port()
-        bare_log = home / "bare.log"
-        bare = start_process(
-            [
-                sys.executable,
-                "-m",
-                "bentoml",
-                "serve",
-                "benchmarks.bare_service:BareModelService",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(bare_port),
-                # The same transport as the hardened service: TLS with its certificate.
-                "--ssl-certfile",
-                str(tls_dir(home) / "server.pem"),
-                "--ssl-keyfile",
-                str(tls_dir(home) / "server.key"),
-            ],
-            log_path=bare_log,
-            env={
-                **os.environ,
-                "ZTML_MODEL_PATH": str(model.path),
-                "ZTML_WORKERS": str(args.workers),
-                # Its own BentoML home: a server clears its metrics directory at start.
-                "BENTOML_HOME": str(home / "bentoml-bare"),
-                "BENTOML_DO_NOT_TRACK": "True",
-            },
-            cwd=PROJECT_ROOT,
-        )
-        bare_pid = bare.pid
+        bare_pid, bare_url = start_bare(home, model.path, args.workers)
+        from service.stack.tls import tls_dir
+
         verify = ssl.create_default_context(cafile=str(tls_dir(home) / "ca.pem"))
-        wait_ready(
-            f"https://127.0.0.1:{bare_port}/readyz",
-            verify=verify,
-            process=bare,
-            what="bare service",
-            log_path=bare_log,
-            timeout=180,
-        )
         body = digit_body()
         auth = tokens(home, 500)
         servers = (
-            ("bare", f"https://127.0.0.1:{bare_port}/predict", None),
+            ("bare", bare_url, None),
             ("hardened", f"{state.service_url}/predict", auth),
         )
-        latency: dict[str, list[float]] = {"bare": [], "hardened": []}
         first_use: dict[str, list[float]] = {"bare": [], "hardened": []}
-        load: dict[str, list[tuple[int, float, int]]] = {"bare": [], "hardened": []}
-        # Interleaved rounds (the machine may be shared): first one request at a time
-        # (latency: what each request costs), then `concurrency` at a time (throughput).
-        for _ in range(2):
-            for name, url, use in servers:
-                lat, _, _ = asyncio.run(
-                    drive(url, body=body, auth=use, total=total // 4, concurrency=1, verify=verify)
-                )
-                latency[name] += lat
-            for name, url, use in servers:
-                lat, seconds, failed = asyncio.run(
-                    drive(
-                        url,
-                        body=body,
-                        auth=use,
-                        total=total // 2,
-                        concurrency=args.concurrency,
-                        verify=verify,
-                    )
-                )
-                load[name].append((len(lat), seconds, failed))
+        latency, load = interleaved_rounds(
+            servers, body=body, total=total, concurrency=args.concurrency, verify=verify
+        )
         # Each token's first use: the hardened service also verifies its signature.
         for name, url, use in servers:
             fresh = None if use is None else tokens(home, total // 4, prefix="first")
