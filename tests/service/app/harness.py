@@ -103,6 +103,76 @@ def install_demo_model(home: Path, source: Path) -> Any:
     return ensure_demo_model(home, retrain=False, progress=lambda *_: None)
 
 
+def install_unapproved_demo_model(home: Path, source: Path) -> Path:
+    """Copy the cached model into ``home``, OMS-sign and register it there, not approve it.
+
+    Returns the weights' path.
+    """
+    from service.model.register import register_model
+    from service.oms import default_signing_key, sign_model
+    from service.stack.provision import demo_model_dir, ensure_keys_and_issuer
+
+    ensure_keys_and_issuer(home)
+    target = demo_model_dir(home)
+    shutil.copytree(source, target)
+    sign_model(target, key=default_signing_key(home / "keys"))
+    register_model(
+        target / "model.safetensors",
+        target / "metrics.json",
+        ledger_url=home / "ledger.db",
+        key_path=home / "keys" / "trainer.key",
+        identity="trainer@ztml-local",
+        oms_signers=home / "keys" / "oms_signers",
+    )
+    return target / "model.safetensors"
+
+
+def serve_until_exit(
+    home: Path, env: dict[str, str], *, target: str | None = None
+) -> tuple[int, str]:
+    """Run ``bentoml serve`` of the stack's service (or ``target``) over ``home`` until it exits.
+
+    ``env`` is added to this process's environment (``ZTML_MODEL_PATH`` is dropped unless it is
+    given). Plain HTTP: the tests that use this are about the model or the worker, not the
+    transport. Returns the exit code and the merged stdout and stderr; a server still running
+    after 180 s is stopped (and the test sees its output).
+    """
+    import os
+    import subprocess
+
+    from service.stack.processes import free_port
+    from service.stack.runner import SERVICE_TARGET, service_command
+    from service.toolchain.paths import PROJECT_ROOT
+
+    base = {key: value for key, value in os.environ.items() if key != "ZTML_MODEL_PATH"}
+    full = {
+        **base,
+        "ZTML_HOME": str(home),
+        "BENTOML_HOME": str(home / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "ZTML_INSECURE_PLAIN_HTTP": "true",
+        **env,
+    }
+    proc = subprocess.Popen(
+        service_command(free_port(), target=target or SERVICE_TARGET),
+        env=full,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        stop_group(proc.pid)
+        output, _ = proc.communicate()
+    finally:
+        if proc.poll() is None:
+            stop_group(proc.pid)
+    return proc.returncode, output
+
+
 def token(
     home: Path,
     sub: str,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,11 @@ import pytest
 from service.app.config import AppConfig, load_config
 from service.app.errors import ModelRefusedError
 from service.app.gate import verify_model
-from tests.service.app.harness import install_demo_model
+from tests.service.app.harness import (
+    install_demo_model,
+    install_unapproved_demo_model,
+    serve_until_exit,
+)
 from tests.service.oms.tampering import ATTACKS, REFUSALS, attack
 
 
@@ -76,22 +78,7 @@ def test_revoked_model_is_refused(home: Path) -> None:
 
 
 def test_unapproved_model_is_refused(tmp_path: Path, demo_model_source: Path) -> None:
-    from service.model.register import register_model
-    from service.oms import default_signing_key, sign_model
-    from service.stack.provision import demo_model_dir, ensure_keys_and_issuer
-
-    ensure_keys_and_issuer(tmp_path)
-    target = demo_model_dir(tmp_path)
-    shutil.copytree(demo_model_source, target)
-    sign_model(target, key=default_signing_key(tmp_path / "keys"))
-    register_model(
-        target / "model.safetensors",
-        target / "metrics.json",
-        ledger_url=tmp_path / "ledger.db",
-        key_path=tmp_path / "keys" / "trainer.key",
-        identity="trainer@ztml-local",
-        oms_signers=tmp_path / "keys" / "oms_signers",
-    )
+    install_unapproved_demo_model(tmp_path, demo_model_source)
     with pytest.raises(ModelRefusedError) as refused:
         verify_model(config_for(tmp_path))
     assert any("approve" in r for r in refused.value.reasons)
@@ -144,32 +131,12 @@ def test_no_trusted_oms_signer_refuses_start(home: Path, tmp_path: Path) -> None
 
 @pytest.mark.system
 def test_tampered_artifact_stops_bentoml_serve_with_a_clear_line(home: Path) -> None:
-    from service.stack.processes import free_port
-    from service.stack.runner import service_command
-    from service.toolchain.paths import PROJECT_ROOT
-
     config = config_for(home)
     tamper(config.model_path)
-    env = {
-        **os.environ,
-        "ZTML_HOME": str(home),
-        "ZTML_MODEL_PATH": str(config.model_path),
-        "ZTML_OPA_URL": "http://127.0.0.1:9",
-        "BENTOML_HOME": str(home / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "True",
-        "ZTML_INSECURE_PLAIN_HTTP": "true",  # the model, not the transport, is at issue
-    }
-    result = subprocess.run(
-        service_command(free_port()),
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    returncode, output = serve_until_exit(
+        home, {"ZTML_MODEL_PATH": str(config.model_path), "ZTML_OPA_URL": "http://127.0.0.1:9"}
     )
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
+    assert returncode == 3, output[-2000:]
     lines = [line for line in output.splitlines() if "refusing to start" in line]
     assert len(lines) == 1, output[-2000:]
     assert "no register record" in lines[0]
@@ -178,34 +145,9 @@ def test_tampered_artifact_stops_bentoml_serve_with_a_clear_line(home: Path) -> 
 
 @pytest.mark.system
 def test_worker_that_cannot_start_stops_the_server_non_zero(home: Path) -> None:
-    from service.stack.processes import free_port, stop_group
-    from service.stack.runner import service_command
-    from service.toolchain.paths import PROJECT_ROOT
-
     config = config_for(home)
     (home / "audit").write_text("not a directory")  # only a worker opens the audit log
-    env = {
-        **os.environ,
-        "ZTML_HOME": str(home),
-        "ZTML_MODEL_PATH": str(config.model_path),
-        "BENTOML_HOME": str(home / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "True",
-        "ZTML_INSECURE_PLAIN_HTTP": "true",  # the model, not the transport, is at issue
-    }
-    proc = subprocess.Popen(
-        service_command(free_port()),
-        env=env,
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            stop_group(proc.pid)
-    assert proc.returncode == 3
+    returncode, output = serve_until_exit(home, {"ZTML_MODEL_PATH": str(config.model_path)})
+    assert returncode == 3, output[-2000:]
     assert output.count("refusing to start") == 1, output[-2000:]
     assert "audit" in output.split("refusing to start", 1)[1].splitlines()[0]

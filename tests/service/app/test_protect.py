@@ -9,9 +9,6 @@ answered by the author's own method.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +21,8 @@ from tests.service.app.harness import (
     digit_rows,
     events_for,
     install_demo_model,
+    install_unapproved_demo_model,
+    serve_until_exit,
     token,
 )
 
@@ -172,29 +171,10 @@ def _tamper(home: Path, demo_model_source: Path) -> Path:
     return Path(model.path)
 
 
-def _unapproved(home: Path, demo_model_source: Path) -> Path:
-    from service.model.register import register_model
-    from service.oms import default_signing_key, sign_model
-    from service.stack.provision import demo_model_dir, ensure_keys_and_issuer
-
-    ensure_keys_and_issuer(home)
-    target = demo_model_dir(home)
-    shutil.copytree(demo_model_source, target)
-    sign_model(target, key=default_signing_key(home / "keys"))
-    register_model(
-        target / "model.safetensors",
-        target / "metrics.json",
-        ledger_url=home / "ledger.db",
-        key_path=home / "keys" / "trainer.key",
-        identity="trainer@ztml-local",
-        oms_signers=home / "keys" / "oms_signers",
-    )
-    return target / "model.safetensors"
-
-
 @pytest.mark.system
 @pytest.mark.parametrize(
-    ("prepare", "reason"), [(_tamper, "no register record"), (_unapproved, "approve")]
+    ("prepare", "reason"),
+    [(_tamper, "no register record"), (install_unapproved_demo_model, "approve")],
 )
 def test_refused_model_stops_the_protected_server_non_zero(
     prepare: object,
@@ -203,33 +183,14 @@ def test_refused_model_stops_the_protected_server_non_zero(
     monkeypatch: pytest.MonkeyPatch,
     demo_model_source: Path,
 ) -> None:
-    from service.stack.processes import free_port
-    from service.stack.runner import service_command
-    from service.toolchain.paths import PROJECT_ROOT
-
     monkeypatch.setenv("ZTML_HOME", str(tmp_path))
     weights = prepare(tmp_path, demo_model_source)  # type: ignore[operator]
-    env = {
-        **os.environ,
-        "ZTML_HOME": str(tmp_path),
-        "CLASSIFIER_MODEL_DIR": str(weights.parent),
-        "ZTML_OPA_URL": "http://127.0.0.1:9",
-        "BENTOML_HOME": str(tmp_path / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "True",
-        "ZTML_INSECURE_PLAIN_HTTP": "true",  # the model, not the transport, is at issue
-    }
-    env.pop("ZTML_MODEL_PATH", None)
-    result = subprocess.run(
-        service_command(free_port(), target=TARGET),
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    returncode, output = serve_until_exit(
+        tmp_path,
+        {"CLASSIFIER_MODEL_DIR": str(weights.parent), "ZTML_OPA_URL": "http://127.0.0.1:9"},
+        target=TARGET,
     )
-    output = result.stdout + result.stderr
-    assert result.returncode == 3, output[-2000:]
+    assert returncode == 3, output[-2000:]
     lines = [line for line in output.splitlines() if "refusing to start" in line]
     assert len(lines) == 1, output[-2000:]
     assert reason in lines[0]
@@ -240,37 +201,13 @@ def test_refused_model_stops_the_protected_server_non_zero(
 def test_worker_that_cannot_build_its_layers_stops_the_server_with_3(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_model_source: Path
 ) -> None:
-    from service.stack.processes import free_port, stop_group
-    from service.stack.runner import service_command
-    from service.toolchain.paths import PROJECT_ROOT
-
     monkeypatch.setenv("ZTML_HOME", str(tmp_path))
     model = install_demo_model(tmp_path, demo_model_source)
     (tmp_path / "audit").write_text("not a directory")  # only a worker opens the audit log
-    env = {
-        **os.environ,
-        "ZTML_HOME": str(tmp_path),
-        "CLASSIFIER_MODEL_DIR": str(model.path.parent),
-        "BENTOML_HOME": str(tmp_path / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "True",
-        "ZTML_INSECURE_PLAIN_HTTP": "true",
-    }
-    env.pop("ZTML_MODEL_PATH", None)
-    proc = subprocess.Popen(
-        service_command(free_port(), target=TARGET),
-        env=env,
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    returncode, output = serve_until_exit(
+        tmp_path, {"CLASSIFIER_MODEL_DIR": str(model.path.parent)}, target=TARGET
     )
-    try:
-        output, _ = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            stop_group(proc.pid)
-    assert proc.returncode == 3, output[-2000:]
+    assert returncode == 3, output[-2000:]
     assert output.count("refusing to start") == 1, output[-2000:]
     assert "audit" in output.split("refusing to start", 1)[1].splitlines()[0]
 
