@@ -275,22 +275,9 @@ def test_the_pods_model_is_read_from_its_environment(
     assert main(command) == 0
 
 
+@pytest.mark.parametrize("given", ["weights", "directory"])
 def test_the_pods_signed_model_is_seeded(
-    export_path: Path, trust_dir: Path, tmp_path: Path, pod_model: PodModel
-) -> None:
-    url = str(tmp_path / "l.db")
-    appended = seed_ledger(
-        export_path=export_path,
-        ledger_url=url,
-        trust_dir=trust_dir,
-        model_digest=pod_model.digest,
-        model_path=pod_model.path,
-    )
-    assert appended == len(_records(export_path))
-
-
-def test_the_pods_model_given_as_its_directory_is_seeded(
-    export_path: Path, trust_dir: Path, tmp_path: Path, pod_model: PodModel
+    given: str, export_path: Path, trust_dir: Path, tmp_path: Path, pod_model: PodModel
 ) -> None:
     # A directory without a contract holds the digits model; a package's directory names
     # its weights in its contract (service.model.contract.weights_path): as the service.
@@ -300,7 +287,7 @@ def test_the_pods_model_given_as_its_directory_is_seeded(
         ledger_url=url,
         trust_dir=trust_dir,
         model_digest=pod_model.digest,
-        model_path=pod_model.path.parent,
+        model_path=pod_model.path if given == "weights" else pod_model.path.parent,
     )
     assert appended == len(_records(export_path))
 
