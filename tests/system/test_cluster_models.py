@@ -74,14 +74,6 @@ def test_the_cnn_answers_a_token_of_its_tenant(cluster_stack: ClusterStack, clie
     assert '"predictions"' in answer["body"], answer
 
 
-def test_a_token_of_another_tenant_is_refused_by_the_cnn(
-    cluster_stack: ClusterStack, client: str
-) -> None:
-    token = cluster_stack.token("demo-analyst", roles=("analyst",), tenant="demo")
-    answer = _call(cluster_stack, client, DIGITS_CNN.name, token, digit_rows(1))
-    assert answer["status"] == 403, answer
-
-
 def test_a_wrongly_sized_row_is_refused_by_the_cnn_naming_the_field(
     cluster_stack: ClusterStack, client: str
 ) -> None:
@@ -109,12 +101,32 @@ def test_a_digits_row_is_refused_by_the_tabular_model_naming_the_field(
     assert str(error["field"]).startswith("instances[0]"), error
 
 
-def test_the_tabular_models_tenant_cannot_reach_the_cnn(
-    cluster_stack: ClusterStack, client: str
+#: Each model's tenant: the demo model's, then the examples' own.
+TENANTS = {
+    WORKLOAD: "demo",
+    DIGITS_CNN.name: DIGITS_CNN.tenant,
+    BREAST_CANCER.name: BREAST_CANCER.tenant,
+}
+
+
+@pytest.mark.parametrize(
+    ("model", "tenant"),
+    [(m, t) for m in TENANTS for t in sorted(set(TENANTS.values())) if t != TENANTS[m]],
+)
+def test_each_model_refuses_the_tenants_of_the_others(
+    cluster_stack: ClusterStack, client: str, model: str, tenant: str
 ) -> None:
-    token = _token(cluster_stack, BREAST_CANCER.tenant)
-    answer = _call(cluster_stack, client, DIGITS_CNN.name, token, digit_rows(1))
+    token = _token(cluster_stack, tenant)
+    if model == WORKLOAD:
+        (answer,) = send(cluster_stack, client, [predict(token)])
+    elif model == BREAST_CANCER.name:
+        request = json.loads((EXAMPLES / BREAST_CANCER.directory / "request.json").read_text())
+        answer = _call(cluster_stack, client, model, token, request["instances"])
+    else:
+        answer = _call(cluster_stack, client, model, token, digit_rows(1))
     assert answer["status"] == 403, answer
+    reasons = json.loads(answer["body"])["error"]["reasons"]
+    assert any(f'subject tenant "{tenant}"' in r for r in reasons), reasons
 
 
 def test_the_digits_model_still_answers_beside_the_others(

@@ -219,6 +219,7 @@ class Example:
         tenant: The tenant it is registered for.
         risk_tier: Its risk tier.
         max_batch: Its batch limit.
+        explanations: Whether its callers may ask for explanations.
     """
 
     directory: str
@@ -227,6 +228,7 @@ class Example:
     tenant: str
     risk_tier: str
     max_batch: int
+    explanations: bool = True
 
 
 # Each in its own tenant, apart from the demo model's (demo) and from each other.
@@ -320,7 +322,10 @@ def cached_example(config: pytest.Config, directory: str, name: str, epsilon: st
 
 
 def install_example(home: Path, config: pytest.Config, example: Example) -> ModelPackage:
-    """Sign, register and approve the (cached) trained example in ``home``, as its README does."""
+    """Sign, register and approve the (cached) trained example in ``home``, as its README does.
+
+    ``home`` must hold the stack's keys (``ztml keys init``).
+    """
     from service.app.gate import weights_file
     from service.ledger import hash_artifact
 
@@ -341,10 +346,10 @@ def install_example(home: Path, config: pytest.Config, example: Example) -> Mode
         example.risk_tier,
         "--max-batch",
         str(example.max_batch),
-        "--explanations",
+        "--explanations" if example.explanations else "--no-explanations",
     )
     digest, _ = hash_artifact(weights_file(package))
-    _ztml(home, "ledger", "approve", digest, "--comment", "cluster test: evaluation reviewed")
+    _ztml(home, "ledger", "approve", digest, "--comment", "test: evaluation reviewed")
     return ModelPackage(example, package, digest)
 
 

@@ -21,67 +21,24 @@ import httpx
 import pytest
 from safetensors.torch import load_file, save_file
 
-from service.ledger import hash_artifact
 from service.stack.state import ModelServer, StackState, read_state
 from tests.service.app.harness import token
-from tests.service.cluster.fixtures import cached_example
+from tests.service.cluster.fixtures import Example, cached_example, install_example
 from tests.service.stack.test_stack_up import family, gone, ztml
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 
-@dataclass(frozen=True)
-class Example:
-    """How the tests register one example package."""
-
-    directory: str
-    name: str
-    tenant: str
-    risk_tier: str
-    max_batch: int
-    explanations: bool
-    epsilon: float  # the deploy gate's epsilon for the model's modality
-
-
-BREAST = Example("breast_cancer", "breast-cancer", "clinic", "medium", 8, True, 0.05)
-CNN = Example("digits_cnn", "digits-cnn", "vision", "low", 32, False, 0.1)
-
-
-def _register(home: Path, source: Path, example: Example) -> Path:
-    """Copy the built package into ``home``, sign, register and approve it there."""
-    package = home / "packages" / example.name
-    shutil.copytree(source / "package", package)
-    for args in (
-        ("model", "sign", str(package)),
-        (
-            "model",
-            "register",
-            str(package),
-            "--evaluation",
-            str(source / "evaluation.json"),
-            "--tenant",
-            example.tenant,
-            "--risk-tier",
-            example.risk_tier,
-            "--max-batch",
-            str(example.max_batch),
-            "--explanations" if example.explanations else "--no-explanations",
-        ),
-    ):
-        run = ztml(home, *args)
-        assert run.returncode == 0, f"{args}: {run.stdout}{run.stderr}"
-    digest, _ = hash_artifact(package / "model.safetensors")
-    run = ztml(home, "ledger", "approve", digest, "--comment", "reviewed in the stack tests")
-    assert run.returncode == 0, run.stdout + run.stderr
-    return package
+# The examples as the local stack registers them: the CNN without explanation rights.
+BREAST = Example("breast_cancer", "breast-cancer", "0.05", "clinic", "medium", 8)
+CNN = Example("digits_cnn", "digits-cnn", "0.1", "vision", "low", 32, explanations=False)
 
 
 @pytest.fixture(scope="module")
 def built(pytestconfig: pytest.Config) -> dict[str, Path]:
     """Both examples, trained and evaluated once per cache (shared with the cluster tests)."""
     return {
-        e.name: cached_example(pytestconfig, e.directory, e.name, str(e.epsilon))
-        for e in (BREAST, CNN)
+        e.name: cached_example(pytestconfig, e.directory, e.name, e.epsilon) for e in (BREAST, CNN)
     }
 
 
@@ -121,7 +78,9 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(
-    built: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, stack_model_source: Path
+    pytestconfig: pytest.Config,
+    tmp_path_factory: pytest.TempPathFactory,
+    stack_model_source: Path,
 ) -> Iterator[Stack]:
     from service.stack.provision import demo_model_dir
 
@@ -129,7 +88,7 @@ def stack(
     shutil.copytree(stack_model_source, demo_model_dir(home))
     run = ztml(home, "keys", "init")
     assert run.returncode == 0, run.stdout + run.stderr
-    packages = {e.name: _register(home, built[e.name], e) for e in (BREAST, CNN)}
+    packages = {e.name: install_example(home, pytestconfig, e).path for e in (BREAST, CNN)}
     up = ztml(
         home,
         "up",
@@ -309,7 +268,7 @@ def _validation_changed(package: Path) -> None:
     ids=["contract", "weights", "calibration"],
 )
 def test_a_package_that_differs_from_its_registration_does_not_start(
-    built: dict[str, Path],
+    pytestconfig: pytest.Config,
     tmp_path: Path,
     stack_model_source: Path,
     change: Any,
@@ -320,7 +279,7 @@ def test_a_package_that_differs_from_its_registration_does_not_start(
     home = tmp_path / "home"
     shutil.copytree(stack_model_source, demo_model_dir(home))
     assert ztml(home, "keys", "init").returncode == 0
-    package = _register(home, built[BREAST.name], BREAST)
+    package = install_example(home, pytestconfig, BREAST).path
     change(package)
     _resign(home, package)  # a trusted signer signed the change: only the ledger can tell
     up = ztml(home, "up", "--detach", "--model", str(package), timeout=600)
@@ -360,7 +319,7 @@ def test_each_example_detector_keeps_its_false_positive_rate_and_catches_pgd(
     clean = float(detector.analyze(u).flagged.mean())
     sigma = math.sqrt(fpr * (1 - fpr) / len(u))
     assert clean <= fpr + 3 * sigma, (clean, fpr, sigma)
-    eps = example.epsilon
+    eps = float(example.epsilon)
     adversarial = pgd(
         served.unit_network,
         torch.from_numpy(u),
